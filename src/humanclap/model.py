@@ -95,9 +95,41 @@ def _local_revision(folder: Path) -> str:
     return "sha256:" + h.hexdigest()[:16]
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Quick TCP probe, so an offline machine fails in seconds instead of minutes of retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _load_model_and_tokenizer(id_or_dir: str, local: bool, kwargs: dict):
+    """Local folder, else the local hub cache, else the Hub (when it can be reached)."""
+    from transformers import AutoTokenizer, ClapModel
+
+    def load(kw: dict):
+        return ClapModel.from_pretrained(id_or_dir, **kw), AutoTokenizer.from_pretrained(id_or_dir, **kw), kw
+
+    if local:
+        return load(kwargs)
+    try:
+        return load({**kwargs, "local_files_only": True})
+    except OSError:
+        if not _hub_reachable():
+            raise OSError("no network connection to the Hub (or HF_HUB_OFFLINE is set)") from None
+    return load(kwargs)
+
+
 def load_components(id_or_dir: str, revision: str | None = None):
     """Load ``(ClapModel, tokenizer, feature_extractor, ModelInfo)`` from a hub id or folder."""
-    from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
+    from transformers import ClapFeatureExtractor
 
     local = _is_local(id_or_dir)
     if local and not (Path(id_or_dir) / "config.json").is_file():
@@ -107,16 +139,15 @@ def load_components(id_or_dir: str, revision: str | None = None):
         )
     kwargs = {} if local else {"revision": revision}
     try:
-        model = ClapModel.from_pretrained(id_or_dir, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(id_or_dir, **kwargs)
+        model, tokenizer, kwargs = _load_model_and_tokenizer(id_or_dir, local, kwargs)
     except OSError as exc:
         if local:
             raise ModelLoadError(f"could not load the checkpoint in {id_or_dir}: {exc}") from None
         raise ModelLoadError(
-            f"could not fetch {id_or_dir!r} from the Hugging Face Hub and it is not in the local "
-            f"cache ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). Either run once with "
-            f"network access (or `huggingface-cli download {id_or_dir}`), or pass a local folder: "
-            "--model /path/to/checkpoint (config.json, model.safetensors, tokenizer and "
+            f"could not load {id_or_dir!r}: it is not in the local Hugging Face cache and the Hub "
+            f"could not be reached ({str(exc).splitlines()[0][:200]}). Either run once with network "
+            f"access (or `huggingface-cli download {id_or_dir}` and copy the cache), or pass a local "
+            "folder: --model /path/to/checkpoint (config.json, model.safetensors, tokenizer and "
             "preprocessor_config.json as written by save_pretrained)."
         ) from None
     fused = bool(model.config.audio_config.enable_fusion)
@@ -261,5 +292,6 @@ def quiet_transformers() -> None:
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
+        logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
     except Exception:  # older/newer transformers without these helpers
         pass

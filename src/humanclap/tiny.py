@@ -39,10 +39,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 300):
 
     with tempfile.TemporaryDirectory() as tmp:
         bpe.save_model(tmp)
-        tok = RobertaTokenizerFast(
-            vocab_file=f"{tmp}/vocab.json", merges_file=f"{tmp}/merges.txt",
-            model_max_length=77,
-        )
+        # positional: the keywords are vocab_file/merges_file in v4 but vocab/merges in v5
+        tok = RobertaTokenizerFast(f"{tmp}/vocab.json", f"{tmp}/merges.txt", model_max_length=77)
     return tok
 
 

@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny real ClapModel checkpoints saved to disk and small wav files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+# The Hugging Face Hub cannot be reached from the test machines; make any accidental
+# access fail fast instead of retrying for minutes.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+RELATE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "relate"
+
+
+@pytest.fixture(scope="session")
+def tiny_unfused(tmp_path_factory) -> Path:
+    from humanclap.tiny import build_tiny_clap
+
+    return build_tiny_clap(tmp_path_factory.mktemp("tiny_unfused"), fused=False, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_fused(tmp_path_factory) -> Path:
+    from humanclap.tiny import build_tiny_clap
+
+    return build_tiny_clap(tmp_path_factory.mktemp("tiny_fused"), fused=True, seed=0)
+
+
+def noise_clip(seconds: float, rate: int = 16000, seed: int = 0, channels: int = 1) -> np.ndarray:
+    """A reproducible test signal: a tone plus noise, (samples,) or (samples, channels)."""
+    rng = np.random.default_rng(seed)
+    n = int(round(seconds * rate))
+    t = np.arange(n) / rate
+    base = 0.3 * np.sin(2 * np.pi * (200 + 50 * seed) * t) + 0.05 * rng.standard_normal(n)
+    if channels == 1:
+        return base.astype(np.float32)
+    return np.stack([base * (0.5 + 0.5 * c) for c in range(channels)], axis=1).astype(np.float32)
+
+
+def write_wav(path: Path, data: np.ndarray, rate: int = 16000, subtype: str = "PCM_16") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), data, rate, subtype=subtype)
+    return path
