@@ -27,7 +27,6 @@ from typing import Union
 import numpy as np
 import soundfile as sf
 import soxr
-import torch
 
 # An audio item is a file path or an ``(array, sample_rate)`` pair; arrays are
 # ``(samples,)`` or ``(samples, channels)`` like soundfile returns them.
@@ -137,6 +136,8 @@ class Preprocessing:
 
 def _deterministic_fusion_mel(extractor, waveform: np.ndarray) -> np.ndarray:
     """Fusion input for a clip longer than the window, without randomness."""
+    import torch
+
     mel = extractor._np_extract_fbank_features(waveform.astype(np.float64), extractor.mel_filters)
     chunk_frames = extractor.nb_max_samples // extractor.hop_length + 1
     total_frames = mel.shape[0]
@@ -171,8 +172,10 @@ def clip_features(waveform: np.ndarray, extractor, fused: bool) -> tuple[np.ndar
     return feats.astype(np.float32), longer
 
 
-def collate_features(items: list[tuple[np.ndarray, bool]]) -> dict[str, torch.Tensor]:
-    """Stack per-clip features into model inputs (``input_features``, ``is_longer``)."""
+def collate_features(items: list[tuple[np.ndarray, bool]]) -> dict:
+    """Stack per-clip features into model inputs (``input_features``, ``is_longer`` tensors)."""
+    import torch
+
     feats = torch.from_numpy(np.stack([f for f, _ in items]))
     is_longer = torch.tensor([[bool(longer)] for _, longer in items])
     return {"input_features": feats, "is_longer": is_longer}

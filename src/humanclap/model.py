@@ -19,12 +19,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .defaults import DEFAULT_MODEL, TEXT_MAX_LENGTH
 from .audio import AudioInput, Preprocessing, clip_features, collate_features, load_audio
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "sarulab-speech/human-clap-wsce-mae"
-TEXT_MAX_LENGTH = 77  # LAION CLAP's text length (RoBERTa tokens incl. <s> and </s>)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
@@ -233,24 +232,31 @@ class CLAPScorer:
         """L2-normalised text embeddings, ``(len(texts), dim)`` float32."""
         out = []
         for i in range(0, len(texts), batch_size):
-            enc = {k: v.to(self.device) for k, v in self.tokenize(texts[i : i + batch_size]).items()}
+            chunk = _pad_batch(list(texts[i : i + batch_size]), batch_size)
+            enc = {k: v.to(self.device) for k, v in self.tokenize(chunk).items()}
             with self._autocast():
-                out.append(text_embeddings(self.model, **enc).cpu())
+                out.append(text_embeddings(self.model, **enc)[: min(batch_size, len(texts) - i)].cpu())
         return _stack(out, self.embedding_dim)
 
     @torch.no_grad()
-    def embed_features(self, items: list[tuple[np.ndarray, bool]]) -> np.ndarray:
-        """Audio embeddings from precomputed per-clip features (one forward pass)."""
-        batch = {k: v.to(self.device) for k, v in collate_features(items).items()}
+    def embed_features(self, items: list[tuple[np.ndarray, bool]], pad_to: int | None = None) -> np.ndarray:
+        """Audio embeddings from precomputed per-clip features (one forward pass).
+
+        With ``pad_to``, the batch is filled up to that size by repeating its last clip:
+        every forward then has the same shape, which makes a clip's embedding bit-identical
+        wherever it sits in the run (resumed runs reproduce uninterrupted ones byte for byte).
+        """
+        n = len(items)
+        batch = {k: v.to(self.device) for k, v in collate_features(_pad_batch(items, pad_to or n)).items()}
         with self._autocast():
-            return audio_embeddings(self.model, **batch).cpu().numpy()
+            return audio_embeddings(self.model, **batch)[:n].float().cpu().numpy()
 
     def embed_audio(self, audio: Sequence[AudioInput], batch_size: int = 8) -> np.ndarray:
         """L2-normalised audio embeddings, ``(len(audio), dim)`` float32; raises AudioError."""
         out = []
         for i in range(0, len(audio), batch_size):
             feats = [self.features(self.load(item)) for item in audio[i : i + batch_size]]
-            out.append(torch.from_numpy(self.embed_features(feats)))
+            out.append(torch.from_numpy(self.embed_features(feats, pad_to=batch_size)))
         return _stack(out, self.embedding_dim)
 
     @property
@@ -276,6 +282,11 @@ class CLAPScorer:
 def clapscore(cosine: np.ndarray) -> np.ndarray:
     """CLAPScore from cosines: negative similarities count as no relevance (0)."""
     return np.maximum(np.asarray(cosine, dtype=np.float32), 0.0)
+
+
+def _pad_batch(items: list, size: int) -> list:
+    """Fill a short last batch up to ``size`` by repeating its last item (fixed shapes)."""
+    return items + [items[-1]] * (size - len(items)) if items else items
 
 
 def _stack(parts: list[torch.Tensor], dim: int) -> np.ndarray:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .audio import AudioError, audio_bytes_hash
+from .defaults import TEXT_MAX_LENGTH
 from .embed_cache import EmbeddingCache
 from .model import CLAPScorer
 from .rows_io import UsageError, open_output, read_manifest
@@ -85,7 +86,7 @@ class ScoreJob:
         if cache_dir:
             info = scorer.info
             key = {"model": info.model_id, "revision": info.revision, "dtype": scorer.dtype,
-                   "preprocessing": info.as_dict()["preprocessing"], "text_max_length": 77}
+                   "preprocessing": info.as_dict()["preprocessing"], "text_max_length": TEXT_MAX_LENGTH}
             self.cache = EmbeddingCache(cache_dir, key)
         self.audio_emb: dict[str, np.ndarray] = {}
         self.audio_err: dict[str, AudioError] = {}
@@ -104,7 +105,7 @@ class ScoreJob:
             else:
                 todo.append(text)
         if todo:
-            vecs = self.scorer.embed_text(todo)
+            vecs = self.scorer.embed_text(todo, batch_size=self.batch_size)
             self.text_emb.update(zip(todo, vecs))
             if self.cache:
                 self.cache.put_many({self.cache.key("text", t): v for t, v in zip(todo, vecs)})
@@ -138,7 +139,7 @@ class ScoreJob:
                 self.audio_err[p] = v
         for i in range(0, len(to_embed), self.batch_size):
             chunk = to_embed[i : i + self.batch_size]
-            vecs = self.scorer.embed_features([(f, longer) for _, (f, longer, _) in chunk])
+            vecs = self.scorer.embed_features([(f, longer) for _, (f, longer, _) in chunk], pad_to=self.batch_size)
             for (path, (_, _, digest)), vec in zip(chunk, vecs):
                 self.audio_emb[path] = vec
             if self.cache:

@@ -23,7 +23,7 @@ def add_parser(subparsers) -> None:
         description="Score each (audio, text) row of MANIFEST with a human-aligned CLAPScore.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    from ..model import DEFAULT_MODEL
+    from ..defaults import DEFAULT_MODEL
 
     p.add_argument("manifest", help=".csv or .jsonl with columns audio (path) and text; other columns pass through")
     p.add_argument("--model", default=DEFAULT_MODEL,
@@ -43,7 +43,6 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..model import ModelLoadError, quiet_transformers
     from ..rows_io import UsageError, output_format, read_manifest
 
     if args.batch_size < 1:
@@ -57,8 +56,9 @@ def run(args: argparse.Namespace) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from ..model import CLAPScorer, ModelLoadError, quiet_transformers
+
     quiet_transformers()
-    from ..model import CLAPScorer
     from ..score_job import ScoreJob
 
     try:
