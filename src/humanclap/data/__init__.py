@@ -1,0 +1,44 @@
+"""Rated text-audio datasets, all loaded into :class:`RatedPairs`.
+
+>>> data = load_rated("relate:/data/RELATE", audio_root="/data/RELATE_wave")  # doctest: +SKIP
+>>> test = data.split("test")                                                 # doctest: +SKIP
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .manifest import ScoreScale, load_manifest
+from .rated import DatasetError, RatedPairs
+from .relate import load_relate
+from .xacle import load_xacle
+
+__all__ = ["DatasetError", "RatedPairs", "load_manifest", "load_rated", "load_relate",
+           "load_xacle"]
+
+_SPEC_HELP = ("Use relate:DIR (DIR holds scores/REL.csv), xacle:DIR (DIR holds meta_data/) "
+              "or the path of a .csv / .jsonl manifest with columns audio,text,score.")
+
+
+def load_rated(
+    spec: str, audio_root: str | None = None, score_scale: ScoreScale = "auto"
+) -> RatedPairs:
+    """Load a rated dataset from a spec string.
+
+    ``relate:DIR``, ``xacle:DIR``, or a manifest path ending in ``.csv`` / ``.jsonl``.
+    ``audio_root`` overrides where audio is looked up; ``score_scale`` applies to manifests
+    only (see :mod:`humanclap.data.manifest`).
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise DatasetError(f"empty dataset spec {spec!r}. {_SPEC_HELP}")
+    kind, sep, rest = spec.partition(":")
+    if sep and kind.lower() in ("relate", "xacle"):
+        if not rest.strip():
+            raise DatasetError(f"dataset spec {spec!r} names no folder. {_SPEC_HELP}")
+        loader = load_relate if kind.lower() == "relate" else load_xacle
+        return loader(rest, audio_root=audio_root)
+    path = Path(spec).expanduser()
+    if path.suffix.lower() in (".csv", ".jsonl", ".json"):
+        return load_manifest(path, audio_root=audio_root, score_scale=score_scale)
+    if path.is_dir() and (path / "scores" / "REL.csv").is_file():
+        raise DatasetError(f"{spec!r} looks like a RELATE folder; write relate:{spec}.")
+    raise DatasetError(f"dataset spec {spec!r} not understood. {_SPEC_HELP}")
