@@ -13,6 +13,9 @@ import soundfile as sf
 # access fail fast instead of retrying for minutes.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tiny models gain nothing from intra-op threads, and on a loaded 2-core machine spinning
+# OpenMP threads make them many times slower; subprocesses inherit this too.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 RELATE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "relate"
 

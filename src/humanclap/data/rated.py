@@ -145,7 +145,9 @@ def build_rated_pairs(
     """
     grouped = rows.groupby(keys, sort=False)["score01"]
     agg = pd.DataFrame({
-        "human": grouped.mean(),
+        # rounded so that equal rating sets give bit-equal means (0.2, not 0.19999999999999998):
+        # ties in the human score must stay ties for SRCC/KTAU
+        "human": grouped.mean().round(12),
         "human_std": grouped.std(ddof=0),  # population std: defined (0) for one rating
         "n_ratings": grouped.size(),
     }).reset_index()

@@ -1,0 +1,388 @@
+"""Model x dataset -> per-pair predictions + metrics against the human ratings.
+
+Work is shared as far as it can be: each model embeds every *unique* text once and
+decodes/embeds every *unique* audio file once, then the CLAPScore of a pair is a dot
+product of two cached vectors. (On RELATE's test split one caption is rated against the
+natural clip and up to four generated ones, so per-pair embedding would do ~3x the work.)
+
+A pair whose audio is missing or unreadable (or whose text is empty) is never dropped
+silently: its prediction is NaN, its ``error`` says why, and the metrics, computed on
+the pairs every model scored, say how many pairs were left out. Models given as ids or
+folders are loaded one at a time and released before the next, so several large
+checkpoints never sit in memory together.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import metrics as M
+from .audio import AudioError
+from .data import RatedPairs
+from .model import CLAPScorer, clapscore
+
+log = logging.getLogger(__name__)
+
+ModelSpec = str | CLAPScorer
+METRIC_NAMES = ("srcc", "lcc", "ktau", "mse")
+# Paired differences against the first model are computed for these breakdowns only:
+# the per-system ones are too small for a difference to mean much.
+PAIRED_BREAKDOWNS = ("overall", "natural", "synthesized")
+# predictions.csv keeps these pair columns (those the dataset has), then one per model.
+PAIR_OUTPUT_COLUMNS = ("pair_id", "wavname", "audio", "text", "system", "natural", "split",
+                       "human", "human_std", "n_ratings")
+MSE_NOTE = ("MSE is on the 0-1 scale: human ratings are rescaled to 0-1 (RELATE and XACLE "
+            "scores 0-10 divided by 10) and CLAPScore = max(cos, 0) lies in [0, 1].")
+
+
+@dataclass
+class ModelRun:
+    """One model's predictions on every pair of the dataset."""
+
+    label: str  # shown in tables
+    column: str  # its column in predictions.csv (unique, file-name safe)
+    info: dict  # ModelInfo.as_dict(): model_id, revision, source, preprocessing
+    scores: np.ndarray  # CLAPScore per pair, NaN where the pair could not be scored
+    errors: list[str]  # per pair: "" when scored, else why not
+    counts: dict[str, int] = field(default_factory=dict)  # work done (texts/audio embedded)
+
+
+@dataclass
+class EvaluationResult:
+    """Everything ``write_report`` needs: predictions, metrics and provenance."""
+
+    dataset: str
+    pairs: pd.DataFrame
+    runs: list[ModelRun]
+    scored: np.ndarray  # bool per pair: every model scored it (metrics use these)
+    metrics: dict[str, dict[str, dict]]  # label -> breakdown -> metric dict
+    paired: dict[str, dict[str, dict]]  # label -> breakdown -> metric -> {diff, low, high, p_value}
+    system_level: dict[str, dict]  # label -> system-level correlations
+    n_boot: int
+    seed: int
+    data_spec: str = ""
+    split: str = ""
+    paper: dict[str, dict[str, float]] | None = None  # label -> {srcc, lcc, ktau, mse}
+
+    @property
+    def labels(self) -> list[str]:
+        return [r.label for r in self.runs]
+
+    @property
+    def n_failed(self) -> int:
+        return int((~self.scored).sum())
+
+    def errors(self) -> list[str]:
+        """Per pair: why it was left out ("" when every model scored it). A message shared
+        by every failing model (a missing file) is given once, else per model label."""
+        out = []
+        for i in range(len(self.pairs)):
+            per_model = [(r.label, r.errors[i]) for r in self.runs if r.errors[i]]
+            if len({e for _, e in per_model}) <= 1:
+                out.append(per_model[0][1] if per_model else "")
+            else:
+                out.append("; ".join(f"{label}: {e}" for label, e in per_model))
+        return out
+
+    def predictions(self) -> pd.DataFrame:
+        """One row per pair: the pair's columns, one prediction column per model, ``error``."""
+        cols = [c for c in PAIR_OUTPUT_COLUMNS if c in self.pairs.columns]
+        df = self.pairs[cols].copy()
+        for run in self.runs:
+            df[run.column] = run.scores
+        df["scored"] = self.scored
+        df["error"] = self.errors()
+        return df
+
+    def failed(self) -> list[dict[str, str]]:
+        """The pairs left out of the metrics, with the reason."""
+        key = "wavname" if "wavname" in self.pairs.columns else "audio"
+        errs = self.errors()
+        return [{"pair_id": str(self.pairs["pair_id"].iat[i]), key: str(self.pairs[key].iat[i]),
+                 "text": str(self.pairs["text"].iat[i]), "error": errs[i]}
+                for i in np.flatnonzero(~self.scored)]
+
+    def to_json(self) -> dict[str, Any]:
+        """The content of metrics.json (NaN turned into null)."""
+        return _jsonable({
+            "dataset": self.dataset, "data_spec": self.data_spec, "split": self.split,
+            "n_pairs": len(self.pairs), "n_scored": int(self.scored.sum()),
+            "n_failed": self.n_failed, "failed": self.failed(),
+            "seed": self.seed, "n_boot": self.n_boot, "note": MSE_NOTE,
+            "models": [{"label": r.label, "column": r.column, **r.info, "counts": r.counts}
+                       for r in self.runs],
+            "metrics": self.metrics,
+            "paired_vs_first": {"reference": self.labels[0], "by_model": self.paired},
+            "system_level": self.system_level,
+            "paper": self.paper,
+        })
+
+
+# -- scoring -------------------------------------------------------------------------
+def _progress(iterable, total: int, desc: str, enabled: bool | None):
+    """``enabled``: True always, False never, None on a terminal only (logs stay clean)."""
+    if enabled is False:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="batch", leave=False,
+                disable=None if enabled is None else False)
+
+
+def score_pairs(scorer: CLAPScorer, audio: Sequence[str], texts: Sequence[str],
+                batch_size: int = 8, text_batch_size: int = 64,
+                progress: bool | None = None) -> tuple[np.ndarray, list[str], dict[str, int]]:
+    """CLAPScore of each ``(audio[i], texts[i])`` pair with one embedding per unique item.
+
+    Returns ``(scores, errors, counts)``: NaN score and a message for each pair whose
+    audio could not be decoded or whose text is empty; ``counts`` says how many texts and
+    audio files were embedded (each unique one exactly once) and decoded.
+    """
+    if len(audio) != len(texts):
+        raise ValueError(f"audio and texts must pair up: {len(audio)} vs {len(texts)}")
+    n = len(texts)
+    text_errors: dict[str, str] = {}
+    unique_texts = []
+    for t in dict.fromkeys(texts):
+        if isinstance(t, str) and t.strip():
+            unique_texts.append(t)
+        else:
+            text_errors[t] = f"empty text {t!r}"
+    text_emb: dict[str, np.ndarray] = {}
+    batches = range(0, len(unique_texts), text_batch_size)
+    for i in _progress(batches, len(batches), "texts", progress):
+        chunk = unique_texts[i : i + text_batch_size]
+        text_emb.update(zip(chunk, scorer.embed_text(chunk, batch_size=text_batch_size)))
+
+    unique_audio = list(dict.fromkeys(str(a) for a in audio))
+    audio_emb: dict[str, np.ndarray] = {}
+    audio_errors: dict[str, str] = {}
+    decoded = 0
+    batches = range(0, len(unique_audio), batch_size)
+    for i in _progress(batches, len(batches), "audio", progress):
+        keys, feats = [], []
+        for path in unique_audio[i : i + batch_size]:
+            decoded += 1
+            try:
+                feats.append(scorer.features(scorer.load(path)))
+                keys.append(path)
+            except AudioError as exc:
+                audio_errors[path] = str(exc)
+            except (OSError, RuntimeError, ValueError) as exc:  # decoder/resampler failures
+                audio_errors[path] = f"{path}: unreadable audio ({type(exc).__name__}: {exc})"
+        if feats:  # fixed batch shape: a clip's embedding does not depend on its neighbours
+            audio_emb.update(zip(keys, scorer.embed_features(feats, pad_to=batch_size)))
+
+    scores = np.full(n, np.nan, dtype=np.float64)
+    errors = [""] * n
+    for i, (a, t) in enumerate(zip(audio, texts)):
+        a = str(a)
+        if a in audio_errors:
+            errors[i] = audio_errors[a]
+        elif t in text_errors:
+            errors[i] = text_errors[t]
+        else:
+            scores[i] = float(clapscore(np.dot(audio_emb[a], text_emb[t])))
+    counts = {"pairs": n, "texts_embedded": len(text_emb), "audio_decoded": decoded,
+              "audio_embedded": len(audio_emb), "audio_failed": len(audio_errors)}
+    return scores, errors, counts
+
+
+# -- labels and columns --------------------------------------------------------------
+def short_name(model_id: str) -> str:
+    """A short, file-name-safe name for a model: last path component of an id or folder."""
+    base = re.split(r"[\\/]", str(model_id).rstrip("/\\"))[-1] or str(model_id)
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", base).strip("_") or "model"
+
+
+def unique_names(names: Sequence[str], reserved: Sequence[str] = ()) -> list[str]:
+    """Make names unique (and distinct from ``reserved``) by appending -2, -3, ..."""
+    taken = set(reserved)
+    out = []
+    for name in names:
+        cand, k = name, 2
+        while cand in taken:
+            cand, k = f"{name}-{k}", k + 1
+        taken.add(cand)
+        out.append(cand)
+    return out
+
+
+def check_model_spec(model: str) -> None:
+    """Fail fast (``ModelLoadError``) on a local model path that cannot be a checkpoint,
+    before any other model is loaded or any audio decoded. Hub ids pass unchecked."""
+    from pathlib import Path
+
+    from .model import ModelLoadError, _is_local
+
+    if _is_local(model) and not (Path(model) / "config.json").is_file():
+        what = "does not exist" if not Path(model).exists() else "has no config.json"
+        raise ModelLoadError(
+            f"model {model!r} {what}: pass a checkpoint folder written by save_pretrained "
+            "(config.json, model.safetensors, tokenizer, preprocessor_config.json) or a hub "
+            "id like 'laion/clap-htsat-unfused'."
+        )
+
+
+def select_split(data: RatedPairs, split: str | None) -> tuple[RatedPairs, str]:
+    """The pairs to evaluate: ``split``; by default "test" if the data has it, else all;
+    "all" keeps every pair. Returns the subset and the name of what was kept."""
+    if split is None:
+        split = "test" if "test" in data.splits else "all"
+    if split == "all" and "all" not in data.splits:
+        return data, "all"
+    return data.split(split), split
+
+
+# -- the API -------------------------------------------------------------------------
+def evaluate_models(
+    models: Sequence[ModelSpec],
+    data: RatedPairs,
+    *,
+    labels: Sequence[str] | None = None,
+    batch_size: int = 8,
+    device: str = "auto",
+    dtype: str = "fp32",
+    n_boot: int = 1000,
+    seed: int = 0,
+    paper: dict[str, dict[str, float]] | None = None,
+    data_spec: str = "",
+    progress: bool | None = None,
+) -> EvaluationResult:
+    """Score every pair of ``data`` with each model and compute the metrics.
+
+    ``models`` are hub ids, local checkpoint folders or loaded ``CLAPScorer``s. ``labels``
+    (optional, one per model) name them in tables; by default the short model name.
+    ``paper`` maps a label to published numbers shown beside ours in the report.
+    Raises ``ModelLoadError`` for a model that cannot be loaded (before any scoring of
+    that model) and ``ValueError`` for bad arguments.
+    """
+    if not models:
+        raise ValueError("no model given: pass at least one model id, folder or CLAPScorer")
+    if labels is not None and len(labels) != len(models):
+        raise ValueError(f"{len(labels)} labels for {len(models)} models: give one label per model")
+    if n_boot < 0:
+        raise ValueError(f"n_boot must be >= 0, got {n_boot}")
+    pairs = data.pairs.reset_index(drop=True)
+    ids = [m.info.model_id if isinstance(m, CLAPScorer) else str(m) for m in models]
+    labels = unique_names(list(labels) if labels is not None else [short_name(i) for i in ids])
+    columns = unique_names([short_name(lbl) for lbl in labels],
+                           reserved=[*PAIR_OUTPUT_COLUMNS, "scored", "error"])
+
+    runs = []
+    for spec, label, column in zip(models, labels, columns):
+        scorer = spec if isinstance(spec, CLAPScorer) else CLAPScorer.from_pretrained(
+            spec, device=device, dtype=dtype)
+        log.info("scoring %d pairs with %s (%s)", len(pairs), label, scorer.info.model_id)
+        scores, errors, counts = score_pairs(scorer, pairs["audio"].tolist(),
+                                             pairs["text"].tolist(), batch_size=batch_size,
+                                             progress=progress)
+        runs.append(ModelRun(label, column, scorer.info.as_dict(), scores, errors, counts))
+        if not isinstance(spec, CLAPScorer):
+            del scorer  # free the weights before the next model is loaded
+
+    scored = np.logical_and.reduce([np.isfinite(r.scores) for r in runs])
+    result = EvaluationResult(
+        dataset=data.name, pairs=pairs, runs=runs, scored=scored, metrics={}, paired={},
+        system_level={}, n_boot=n_boot, seed=seed, data_spec=data_spec,
+        split=",".join(map(str, pd.unique(pairs["split"]))) if "split" in pairs else "",
+        paper=paper,
+    )
+    compute_metrics(result)
+    return result
+
+
+def compute_metrics(result: EvaluationResult) -> None:
+    """Fill ``metrics``, ``paired`` and ``system_level`` from the runs' scores.
+
+    Every number is computed on the pairs that *every* model scored, so the models are
+    compared on the same pairs (the paired bootstrap needs that anyway).
+    """
+    mask = result.scored
+    sub = result.pairs[mask].reset_index(drop=True)
+    log.info("metrics on %d scored pairs (%d bootstrap resamples)", len(sub), result.n_boot)
+    target = sub["human"].to_numpy(dtype=float)
+    for k, run in enumerate(result.runs):
+        pred = run.scores[mask]
+        result.metrics[run.label] = M.breakdowns(sub, pred, n_boot=result.n_boot,
+                                                 seed=result.seed)
+        result.system_level[run.label] = system_level_summary(sub, pred)
+        if k == 0:
+            continue
+        ref = result.runs[0].scores[mask]
+        result.paired[run.label] = {}
+        for name in PAIRED_BREAKDOWNS:
+            sel = _breakdown_mask(sub, name)
+            if sel.sum() >= M.MIN_PAIRS:
+                result.paired[run.label][name] = {
+                    metric: _paired(getattr(M, metric), pred[sel], ref[sel], target[sel],
+                                    result.n_boot, result.seed)
+                    for metric in METRIC_NAMES}
+
+
+def _paired(fn, pred: np.ndarray, ref: np.ndarray, target: np.ndarray, n_boot: int,
+            seed: int) -> dict[str, Any]:
+    """Paired bootstrap of ``fn(pred) - fn(ref)``; a metric undefined on these pairs
+    (constant input) gives a note instead of a number."""
+    try:
+        if n_boot == 0:  # no resamples asked for: the difference alone
+            return {"diff": fn(pred, target) - fn(ref, target), "low": None, "high": None,
+                    "p_value": None}
+        return M.paired_bootstrap(fn, pred, ref, target, n_boot=n_boot, seed=seed)
+    except ValueError as exc:
+        return {"diff": None, "low": None, "high": None, "p_value": None, "note": str(exc)}
+
+
+def system_level_summary(pairs: pd.DataFrame, pred: np.ndarray) -> dict[str, Any]:
+    """Correlations between per-system mean prediction and mean human score, with the
+    means themselves (a TTA benchmark ranks systems, not clips)."""
+    if "system" not in pairs:
+        return {"n_systems": 0, "note": "the data names no systems"}
+    systems = pairs["system"].fillna("").astype(str).to_numpy()
+    known = systems != ""
+    names = sorted(set(systems[known]))
+    out: dict[str, Any] = {"n_systems": len(names), "means": {
+        s: {"pred": float(pred[systems == s].mean()),
+            "human": float(pairs["human"].to_numpy(float)[systems == s].mean()),
+            "n": int((systems == s).sum())} for s in names}}
+    for metric in ("srcc", "lcc", "ktau"):
+        try:
+            out[metric] = M.system_level(pred[known], pairs["human"].to_numpy(float)[known],
+                                         systems[known], metric=getattr(M, metric))
+        except ValueError as exc:
+            out[metric] = None
+            out.setdefault("notes", []).append(str(exc))
+    return out
+
+
+def _breakdown_mask(pairs: pd.DataFrame, name: str) -> np.ndarray:
+    """Rows of a paired breakdown, with the same rule as ``metrics.breakdowns``."""
+    if name == "overall":
+        return np.ones(len(pairs), dtype=bool)
+    want = name == "natural"
+    nat = pairs["natural"].to_numpy(dtype=object) if "natural" in pairs else [None] * len(pairs)
+    return np.array([(v is True or v is np.True_) if want else (v is False or v is np.False_)
+                     for v in nat], dtype=bool)
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.bool_, bool)):
+        return bool(obj)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    return obj
