@@ -200,13 +200,16 @@ class CLAPScorer:
 
     # -- preprocessing -------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Tokenize to LAION's fixed length 77 (pad and truncate); warns when a text is cut."""
+        """Tokenize with LAION's truncation at 77 tokens (warns when a text is cut).
+
+        Padding is to the longest text of the call, not to 77: the attention mask hides pad
+        tokens, so the embedding is the same (to float rounding) and short texts cost far less.
+        """
         for text in texts:
             if not isinstance(text, str) or not text.strip():
                 raise ValueError(f"empty text {text!r}: every text needs at least one word")
-        enc = self.tokenizer(list(texts), padding="max_length", truncation=True,
-                             max_length=TEXT_MAX_LENGTH, return_tensors="pt",
-                             return_overflowing_tokens=False, return_length=False)
+        enc = self.tokenizer(list(texts), padding="longest", truncation=True,
+                             max_length=TEXT_MAX_LENGTH, return_tensors="pt")
         full = self.tokenizer(list(texts), add_special_tokens=True)["input_ids"]
         for text, ids in zip(texts, full):
             if len(ids) > TEXT_MAX_LENGTH:
@@ -228,15 +231,22 @@ class CLAPScorer:
         return torch.autocast(self.device.type, dtype=DTYPES[self.dtype])
 
     @torch.no_grad()
-    def embed_text(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """L2-normalised text embeddings, ``(len(texts), dim)`` float32."""
-        out = []
-        for i in range(0, len(texts), batch_size):
-            chunk = _pad_batch(list(texts[i : i + batch_size]), batch_size)
-            enc = {k: v.to(self.device) for k, v in self.tokenize(chunk).items()}
+    def embed_text(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """L2-normalised text embeddings, ``(len(texts), dim)`` float32.
+
+        Texts are batched in order of token length (little padding). The result depends only
+        on the list passed in, so the same list always gives the same bits.
+        """
+        texts = list(texts)
+        lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=True)["input_ids"]] if texts else []
+        order = sorted(range(len(texts)), key=lambda i: (lengths[i], i))
+        out = np.zeros((len(texts), self.embedding_dim), dtype=np.float32)
+        for i in range(0, len(order), batch_size):
+            idx = order[i : i + batch_size]
+            enc = {k: v.to(self.device) for k, v in self.tokenize([texts[j] for j in idx]).items()}
             with self._autocast():
-                out.append(text_embeddings(self.model, **enc)[: min(batch_size, len(texts) - i)].cpu())
-        return _stack(out, self.embedding_dim)
+                out[idx] = text_embeddings(self.model, **enc).float().cpu().numpy()
+        return out
 
     @torch.no_grad()
     def embed_features(self, items: list[tuple[np.ndarray, bool]], pad_to: int | None = None) -> np.ndarray:

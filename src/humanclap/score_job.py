@@ -71,6 +71,10 @@ class ScoreSummary:
         return "\n".join(lines)
 
 
+def _text(row: dict[str, Any]) -> str:
+    return "" if row["text"] is None else str(row["text"])
+
+
 def resolve_audio(value: Any, root: Path) -> Path:
     path = Path(str(value)).expanduser()
     return path if path.is_absolute() else root / path
@@ -105,7 +109,7 @@ class ScoreJob:
             else:
                 todo.append(text)
         if todo:
-            vecs = self.scorer.embed_text(todo, batch_size=self.batch_size)
+            vecs = self.scorer.embed_text(todo)
             self.text_emb.update(zip(todo, vecs))
             if self.cache:
                 self.cache.put_many({self.cache.key("text", t): v for t, v in zip(todo, vecs)})
@@ -166,10 +170,12 @@ class ScoreJob:
             else:
                 summary.scored += 1
                 summary.scores.append(float(old["clapscore"]))
+        # Texts of *all* rows, done or not: text batches are then the same in a resumed run
+        # as in an uninterrupted one, so the resumed file is byte-identical.
+        self.embed_texts([_text(r) for r in rows])
         todo = rows[len(done):]
         paths = [str(resolve_audio(r["audio"], root)) for r in todo]
-        texts = [str(r["text"]) if r["text"] is not None else "" for r in todo]
-        self.embed_texts(texts)
+        texts = [_text(r) for r in todo]
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(todo), unit="row", desc="scoring", file=sys.stderr,
