@@ -1,0 +1,136 @@
+"""Training checkpoints without pickle: tensors in safetensors, everything else in JSON.
+
+Layout of ``output_dir``::
+
+    config.json, model.safetensors,        the best model as a standard Hugging Face folder
+    tokenizer*, preprocessor_config.json   (written at the end; LoRA merged)
+    training_config.json, metrics.json     the run's TrainConfig and final metrics
+    metrics.jsonl                          one line per epoch
+    checkpoints/last/                      resume state after the latest finished epoch:
+        trainable.safetensors                the parameters training changes
+        optimizer.safetensors                AdamW moments, flattened ``state.<i>.<name>``
+        trainer_state.json                   epoch, step, scheduler, early stopping, history,
+                                             optimizer param groups, config
+    checkpoints/best/                      HF folder of the best epoch so far
+
+Every folder is written under a temporary name and renamed into place, so a crash never
+leaves a half-written checkpoint: the previous one stays intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+LAST, BEST = "last", "best"
+STATE_FILE = "trainer_state.json"
+
+
+def checkpoint_dir(output_dir: str | Path, name: str) -> Path:
+    return Path(output_dir) / "checkpoints" / name
+
+
+@contextmanager
+def atomic_dir(final: Path):
+    """Yield a fresh temporary folder beside ``final``; on success it replaces ``final``."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = final.parent / f"{final.name}.old"
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)  # a directory cannot be renamed onto a non-empty one
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def find_checkpoint(output_dir: str | Path, name: str = LAST) -> Path | None:
+    """The committed checkpoint folder, or its previous version if a crash hit the swap."""
+    final = checkpoint_dir(output_dir, name)
+    for candidate in (final, final.parent / f"{name}.old"):
+        if (candidate / STATE_FILE).is_file() or (name != LAST and (candidate / "config.json").is_file()):
+            return candidate
+    return None
+
+
+def _optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for pid, state in sd["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"state.{pid}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{key}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _optimizer_from_flat(tensors: dict, meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for name, value in tensors.items():
+        _, pid, key = name.split(".", 2)
+        state.setdefault(int(pid), {})[key] = value
+    for name, value in meta["scalars"].items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    groups = meta["param_groups"]
+    for g in groups:
+        if isinstance(g.get("betas"), list):
+            g["betas"] = tuple(g["betas"])
+    return {"state": state, "param_groups": groups}
+
+
+def save_training_state(folder: Path, trainable: dict[str, torch.Tensor],
+                        optimizer: torch.optim.Optimizer, scheduler, state: dict) -> None:
+    """Write the resume state of one finished epoch into ``folder`` (already created)."""
+    save_file(trainable, str(folder / "trainable.safetensors"))
+    tensors, meta = _optimizer_to_flat(optimizer)
+    save_file(tensors, str(folder / "optimizer.safetensors"))
+    sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
+    full = {**state, "optimizer": meta, "scheduler": sched}
+    (folder / STATE_FILE).write_text(json.dumps(full, indent=1, allow_nan=True))
+
+
+def load_training_state(folder: Path, optimizer: torch.optim.Optimizer, scheduler) -> tuple[dict, dict]:
+    """Restore optimizer and scheduler in place; return ``(trainable tensors, state)``."""
+    state = json.loads((folder / STATE_FILE).read_text())
+    optimizer.load_state_dict(_optimizer_from_flat(load_file(str(folder / "optimizer.safetensors")),
+                                                   state.pop("optimizer")))
+    sched = state.pop("scheduler")
+    sched["lr_lambdas"] = [None] * len(optimizer.param_groups)
+    scheduler.load_state_dict(sched)
+    return load_file(str(folder / "trainable.safetensors")), state
+
+
+def publish(best: Path, output_dir: Path) -> None:
+    """Put the best checkpoint's files at the top of ``output_dir`` (hard links where the
+    file system allows, else copies; each file replaced atomically)."""
+    for src in best.iterdir():
+        if not src.is_file():
+            continue
+        dst = output_dir / src.name
+        tmp = output_dir / f".tmp-{src.name}-{uuid.uuid4().hex[:8]}"
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copy2(src, tmp)
+        os.replace(tmp, dst)
+
+
+def write_json_atomic(path: Path, data) -> None:
+    tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex[:8]}"
+    tmp.write_text(json.dumps(data, indent=2, allow_nan=True) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,235 @@
+"""The one configuration of a fine-tuning run: :class:`TrainConfig`.
+
+Every field says *why* it exists (its ``help``, also shown by ``humanclap train --help``);
+every field is a CLI flag (``--batch-size`` for ``batch_size``) and a key of the YAML /
+JSON config files in ``humanclap/configs/``. Precedence: defaults < ``--config FILE`` <
+flags given on the command line.
+
+What the paper fixes and what it does not: see the header of ``humanclap/configs/wsce_mae.yaml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+TRAIN_PARAMS = ("all", "audio", "text", "projections", "lora")
+PRECISIONS = ("auto", "fp32", "bf16")
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A configuration value or file is invalid; the message names it and what to do."""
+
+
+def _f(default: Any, why: str, **kw) -> Any:
+    if isinstance(default, list):
+        return field(default_factory=lambda d=default: list(d), metadata={"help": why, **kw})
+    return field(default=default, metadata={"help": why, **kw})
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a fine-tuning run (see the module docstring)."""
+
+    # -- data and model --------------------------------------------------------------
+    model: str = _f("laion/clap-htsat-fused", "base checkpoint (hub id or folder); the official "
+                    "Human-CLAP checkpoints ship LAION's fused-model preprocessing (see configs/wsce_mae.yaml)")
+    revision: str | None = _f(None, "hub revision of --model, to pin the exact base weights")
+    data: str = _f("", "rated pairs: relate:DIR, xacle:DIR or a .csv/.jsonl manifest (audio,text,score,split)")
+    audio_root: str | None = _f(None, "where the dataset's audio files are, if not where the dataset says")
+    output_dir: str = _f("", "Hugging Face model folder to write (model, tokenizer, extractor, config, metrics)")
+    train_split: str = _f("train", "split the model learns from")
+    val_split: str = _f("validation", "split that picks the best epoch and stops early; never trained on")
+    test_split: str | None = _f("test", "split scored with the best model, for the report only (skipped if absent)")
+    # -- objective -------------------------------------------------------------------
+    loss: str = _f("wsce+mae", "'+'-joined terms from wsce, mae, mse; the paper's best is wsce+mae")
+    loss_weights: str = _f("", "comma-separated weight per loss term, e.g. '1,1'; empty = every term weighs 1")
+    clip_score: bool = _f(True, "regress max(cos,0) as the paper does; off regresses the raw cosine so "
+                          "pairs with negative cosine still get a gradient")
+    wsce_normalize: str = _f("n", "divide wSCE by the batch size 'n' (paper) or by the sum of scores 'weights'",
+                             choices=("n", "weights"))
+    temperature: str = _f("model", "'model' uses the checkpoint's learned 1/tau (exp(logit_scale_a), which LAION "
+                          "trained for both directions); a number such as 0.07 fixes tau")
+    train_logit_scale: bool = _f(False, "also learn the model's logit scale (only with wsce and temperature=model)")
+    mask_shared: bool = _f(True, "drop in-batch 'negatives' that share the text or the audio of the positive: "
+                           "rated datasets pair each text with several audios")
+    # -- what to train ---------------------------------------------------------------
+    train_params: str = _f("all", "all | audio (tower+projection) | text (tower+projection) | projections | "
+                           "lora (adapters on both towers' attention + projections)", choices=TRAIN_PARAMS)
+    lora_rank: int = _f(8, "LoRA rank: capacity of the adapters")
+    lora_alpha: int = _f(16, "LoRA scaling numerator (scale = alpha / rank)")
+    lora_dropout: float = _f(0.0, "dropout inside the LoRA adapters")
+    lora_targets: list = _f(["query", "key", "value"], "module names that get LoRA adapters: the attention "
+                            "projections of the RoBERTa and HTSAT towers")
+    dropout: bool = _f(True, "keep dropout/drop-path active in trained towers; off makes a step depend on the "
+                       "data only (bit-comparable runs across process counts). BatchNorm always uses its "
+                       "running statistics so outputs never depend on the batch")
+    # -- optimisation ----------------------------------------------------------------
+    epochs: int = _f(10, "passes over the training split (early stopping may end sooner)")
+    batch_size: int = _f(32, "GLOBAL batch: pairs per optimizer step over all processes; wSCE's negatives "
+                         "come from it, so keep it when changing the number of GPUs")
+    lr: float = _f(1e-5, "peak AdamW learning rate; small because a pretrained CLAP is adjusted, not relearned")
+    weight_decay: float = _f(0.01, "AdamW decoupled weight decay on matrices (not on biases, norms, scales)")
+    adam_beta1: float = _f(0.9, "AdamW beta1: momentum of the gradient average (PyTorch default)")
+    adam_beta2: float = _f(0.999, "AdamW beta2: memory of the squared-gradient average (PyTorch default)")
+    adam_eps: float = _f(1e-8, "AdamW epsilon: keeps steps finite where gradients vanish")
+    warmup_ratio: float = _f(0.05, "fraction of all steps with a linear warm-up: protects pretrained "
+                             "weights from the first, noisy Adam steps")
+    min_lr_ratio: float = _f(0.0, "cosine decay ends at lr * min_lr_ratio")
+    max_grad_norm: float = _f(1.0, "clip the global gradient norm (0 = off); guards against rare spikes")
+    patience: int = _f(3, "stop after this many epochs without a better validation SRCC (0 = never stop early)")
+    seed: int = _f(0, "seeds shuffling, dropout and LoRA init; the same seed gives the same model")
+    # -- runtime ---------------------------------------------------------------------
+    device: str = _f("auto", "auto | cpu | cuda | cuda:N | mps; under torchrun each process uses cuda:LOCAL_RANK")
+    precision: str = _f("auto", "auto = bf16 autocast on CUDA GPUs that support it, else fp32 (CPU, MPS)",
+                        choices=PRECISIONS)
+    eval_batch_size: int = _f(32, "items per forward pass when embedding validation/test data")
+    cache_encoders: bool = _f(True, "with a frozen tower (train_params projections/audio/text), compute its "
+                              "outputs once and reuse them every epoch: same model, far faster")
+    progress: bool | None = _f(None, "per-epoch progress bar (default: only when stderr is a terminal)")
+    resume: bool = _f(False, "continue from output_dir/checkpoints/last; gives the same model as an "
+                      "uninterrupted run")
+
+    # -- validation and (de)serialisation ---------------------------------------------
+    def validate(self) -> "TrainConfig":
+        """Raise ConfigError on values that cannot work; returns self."""
+        from .losses import parse_loss_spec
+
+        if not self.data:
+            raise ConfigError("no dataset: pass --data relate:DIR, xacle:DIR or a manifest .csv/.jsonl")
+        if not self.output_dir:
+            raise ConfigError("no output folder: pass --output-dir DIR")
+        try:
+            terms = parse_loss_spec(self.loss, self.loss_weights or None)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        for name, low in (("epochs", 1), ("batch_size", 2), ("eval_batch_size", 1), ("lora_rank", 1)):
+            if int(getattr(self, name)) < low:
+                raise ConfigError(f"{name} must be >= {low}, got {getattr(self, name)}"
+                                  + (" (wSCE needs at least 2 pairs per batch)" if name == "batch_size" else ""))
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.warmup_ratio < 1 or not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError("warmup_ratio must be in [0, 1) and min_lr_ratio in [0, 1]")
+        if self.patience < 0 or self.max_grad_norm < 0:
+            raise ConfigError("patience and max_grad_norm must be >= 0")
+        for name in ("train_params", "precision", "wsce_normalize"):
+            allowed = next(f for f in fields(self) if f.name == name).metadata["choices"]
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
+        self.tau()  # parses temperature
+        if self.train_logit_scale and ("wsce" not in terms or self.temperature != "model"):
+            raise ConfigError("train_logit_scale needs a wsce loss term and temperature=model")
+        return self
+
+    def tau(self) -> float | None:
+        """The fixed temperature, or None when the model's logit scale is used."""
+        if str(self.temperature).strip().lower() == "model":
+            return None
+        try:
+            tau = float(self.temperature)
+        except ValueError:
+            raise ConfigError(f"temperature must be 'model' or a number like 0.07, got {self.temperature!r}") from None
+        if not tau > 0:
+            raise ConfigError(f"temperature must be > 0, got {tau}")
+        return tau
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        """Write as JSON (``.json``) or YAML (anything else)."""
+        path = Path(path)
+        data = self.to_dict()
+        if path.suffix == ".json":
+            path.write_text(json.dumps(data, indent=2) + "\n")
+        else:
+            import yaml
+
+            path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown config key(s) {unknown}; valid keys: {sorted(known)}")
+        cfg = cls(**data)
+        if isinstance(cfg.lora_targets, str):
+            cfg.lora_targets = [s.strip() for s in cfg.lora_targets.split(",") if s.strip()]
+        cfg.temperature = str(cfg.temperature)
+        return cfg
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TrainConfig":
+        """Read a YAML or JSON file; a bare name like ``wsce_mae`` means a shipped config."""
+        path = resolve_config_path(path)
+        text = path.read_text()
+        try:
+            if path.suffix == ".json":
+                data = json.loads(text)
+            else:
+                import yaml
+
+                data = yaml.safe_load(text)
+        except Exception as exc:
+            raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} ({exc})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
+        return cls.from_dict(data)
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    p = Path(path).expanduser()
+    if p.is_file():
+        return p
+    shipped = CONFIG_DIR / f"{Path(str(path)).stem}.yaml"
+    if shipped.is_file() and p.parent == Path("."):
+        return shipped
+    names = sorted(q.stem for q in CONFIG_DIR.glob("*.yaml"))
+    raise ConfigError(f"config file {path} not found; pass a YAML/JSON path or a shipped config: {names}")
+
+
+# -- CLI mapping: one flag per field ---------------------------------------------------
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """Add one flag per TrainConfig field, default None (= not given, keep file/default)."""
+    for f in fields(TrainConfig):
+        if f.name in skip:
+            continue
+        default = f.default if f.default is not MISSING else f.default_factory()
+        shown = ",".join(default) if isinstance(default, list) else default
+        helptext = f.metadata["help"] + ("" if shown in ("", None) else f" (default: {shown})")
+        kw: dict[str, Any] = {"dest": f.name, "default": None, "help": helptext}
+        if "choices" in f.metadata:
+            kw["choices"] = f.metadata["choices"]
+            parser.add_argument(flag(f.name), **kw)
+        elif isinstance(default, bool) or f.name == "progress":
+            parser.add_argument(flag(f.name), action=argparse.BooleanOptionalAction, **kw)
+        elif isinstance(default, int):
+            parser.add_argument(flag(f.name), type=int, metavar="N", **kw)
+        elif isinstance(default, float):
+            parser.add_argument(flag(f.name), type=float, metavar="X", **kw)
+        elif isinstance(default, list):
+            parser.add_argument(flag(f.name), metavar="A,B", **kw)
+        else:
+            parser.add_argument(flag(f.name), metavar=f.name.upper().replace("_", "-"), **kw)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Defaults < ``args.config`` file < flags that were given."""
+    cfg = TrainConfig.load(args.config) if getattr(args, "config", None) else TrainConfig()
+    data = cfg.to_dict()
+    for f in fields(TrainConfig):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            data[f.name] = value
+    return TrainConfig.from_dict(data)

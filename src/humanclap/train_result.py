@@ -1,0 +1,64 @@
+"""What a training run returns and writes: :class:`TrainResult`, metrics, JSON-safe records."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+
+class TrainingError(RuntimeError):
+    """Training diverged (NaN/inf) or could not continue; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path  # the Hugging Face folder of the best model
+    best_epoch: int | None  # 1-based; None if no epoch finished
+    best_val: dict  # validation srcc/lcc/ktau/mse of the best epoch (empty without a val split)
+    test: dict | None  # the same on the test split for the best model, if there is one
+    epochs_run: int  # epochs finished, including those before a resume
+    stopped_early: bool
+    seconds: float  # wall time of this call
+    cached_towers: list[str] = field(default_factory=list)  # towers served from the fast path
+    history: list[dict] = field(default_factory=list)  # one record per epoch (as metrics.jsonl)
+    weights_digest: str = ""  # sha256 of the final trained parameters (identical on every rank)
+
+    def summary(self) -> str:
+        def fmt(m):
+            return "  ".join(f"{k.upper()} {v:.3f}" if isinstance(v, float) else f"{k.upper()} n/a"
+                             for k, v in m.items()) if m else "n/a"
+        lines = [f"best epoch: {self.best_epoch} of {self.epochs_run}"
+                 + (" (stopped early)" if self.stopped_early else ""),
+                 f"validation: {fmt(self.best_val)}"]
+        if self.test is not None:
+            lines.append(f"test:       {fmt(self.test)}")
+        lines += [f"time: {self.seconds:.1f} s" + (f" (cached towers: {', '.join(self.cached_towers)})"
+                                                   if self.cached_towers else ""),
+                  f"model: {self.output_dir} (load with CLAPScorer.from_pretrained or ClapModel.from_pretrained)"]
+        return "\n".join(lines)
+
+
+def split_metrics(pred: torch.Tensor, human: torch.Tensor) -> dict:
+    """SRCC, LCC, KTAU and MSE of CLAPScores against the human means (NaN if undefined)."""
+    from . import metrics
+
+    out = {}
+    for name in ("srcc", "lcc", "ktau", "mse"):
+        try:
+            out[name] = float(getattr(metrics, name)(pred.double().numpy(), human.double().numpy()))
+        except ValueError:  # constant predictions (e.g. every CLAPScore clipped to 0)
+            out[name] = float("nan")
+    return out
+
+
+def clean_json(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: clean_json(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [clean_json(v) for v in x]
+    return x
