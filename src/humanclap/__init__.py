@@ -18,13 +18,27 @@ _EXPORTS = {
     "clapscore": "humanclap.model",
     "AudioError": "humanclap.audio",
     "load_audio": "humanclap.audio",
+    "RatedPairs": "humanclap.data",
+    "load_rated": "humanclap.data",
+    "evaluate_models": "humanclap.evaluate",
+    "EvaluationResult": "humanclap.evaluate",
+    "write_report": "humanclap.report",
+    "TrainConfig": "humanclap.train_config",
+    "train": "humanclap.train",
+    "TrainResult": "humanclap.train_result",
 }
 
 __all__ = [*_EXPORTS, "__version__"]
 
 if TYPE_CHECKING:
     from .audio import AudioError, load_audio
+    from .data import RatedPairs, load_rated
+    from .evaluate import EvaluationResult, evaluate_models
     from .model import DEFAULT_MODEL, CLAPScorer, ModelLoadError, clapscore
+    from .report import write_report
+    from .train import train
+    from .train_config import TrainConfig
+    from .train_result import TrainResult
 
 
 def __getattr__(name: str) -> Any:

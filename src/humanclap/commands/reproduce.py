@@ -1,0 +1,97 @@
+"""``humanclap reproduce``: the paper's RELATE-test table, trained here or from the released models."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EPILOG = """\
+rows: LAION CLAP, MS CLAP (only when the msclap package is installed; otherwise the row
+says so), Human-CLAP wSCE+MAE, wSCE and MAE. The Human-CLAP models are trained here with
+the shipped configs (wsce_mae, wsce, mae) on RELATE's train split with early stopping on
+validation, into OUTPUT_DIR/models/<variant>/, or with --official the released
+sarulab-speech/human-clap-* checkpoints are scored. Every row is scored on the same
+test pairs; OUTPUT_DIR/report/ holds report.md (the published numbers beside ours, 95 %
+bootstrap CIs on ours, paired differences against LAION CLAP), metrics.json,
+predictions.csv and plots. Run it again with the same OUTPUT_DIR to continue: complete
+models are reused, an interrupted training run resumes.
+
+exit codes: 0 every test pair scored; 1 some pairs could not be scored (everything is
+still written) or a training run diverged; 2 usage error (bad folder, missing RELATE
+files, a model that cannot be loaded, bad flags).
+
+examples:
+  humanclap reproduce --relate /data/RELATE --audio-root /data/RELATE_wave -o runs/repro
+  humanclap reproduce --relate /data/RELATE --official -o runs/official
+  humanclap reproduce --relate /data/RELATE -o /tmp/smoke --epochs 1 --n-boot 100
+"""
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "reproduce", help="reproduce the paper's RELATE-test table (LAION CLAP, MS CLAP, Human-CLAP)",
+        description="Train (or fetch) the Human-CLAP variants and score them with LAION CLAP and "
+                    "MS CLAP on the RELATE test split, beside the published numbers.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--relate", required=True, metavar="DIR", help="RELATE folder holding scores/REL.csv")
+    p.add_argument("-o", "--output-dir", required=True, metavar="D",
+                   help="models/<variant>/ and report/ are written here; rerun to continue")
+    p.add_argument("--audio-root", metavar="DIR",
+                   help="RELATE_wave folder (or its parent), if not next to the RELATE folder")
+    p.add_argument("--official", action="store_true",
+                   help="score the released sarulab-speech/human-clap-* checkpoints (no training)")
+    p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps (default auto)")
+    p.add_argument("--batch-size", type=int, default=8,
+                   help="clips per forward pass when scoring (default 8); the training batch "
+                        "stays the config's, since wSCE's negatives depend on it")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for CIs (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of training and of the bootstrap (default 0)")
+    p.add_argument("--base", metavar="MODEL",
+                   help="base checkpoint to fine-tune (default: the config's, laion/clap-htsat-fused)")
+    p.add_argument("--epochs", type=int, metavar="N",
+                   help="override the configs' epochs (for smoke runs)")
+    p.add_argument("--laion", default="laion/clap-htsat-unfused", metavar="MODEL",
+                   help="checkpoint of the LAION CLAP row (default laion/clap-htsat-unfused); a "
+                        "local folder where the Hub cannot be reached")
+    p.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True,
+                   help="write the PNG plots (default on)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars (default: on when stderr is a terminal)")
+    p.set_defaults(func=run)
+
+
+def _fail(msg: str, code: int = 2) -> int:
+    print(f"humanclap reproduce: error: {msg}", file=sys.stderr)
+    return code
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..audio import AudioError
+    from ..data import DatasetError
+    from ..reproduce import ReproduceConfig, ReproduceError, reproduce
+    from ..train_config import ConfigError
+
+    cfg = ReproduceConfig(
+        relate=args.relate, output_dir=args.output_dir, audio_root=args.audio_root,
+        official=args.official, device=args.device, batch_size=args.batch_size,
+        n_boot=args.n_boot, seed=args.seed, base=args.base, epochs=args.epochs,
+        laion=args.laion, plots=args.plots, progress=args.progress)
+    from ..model import ModelLoadError, quiet_transformers
+    from ..train_result import TrainingError
+
+    quiet_transformers()
+    try:
+        result = reproduce(cfg)
+    except TrainingError as exc:
+        return _fail(str(exc), 1)
+    except (ReproduceError, DatasetError, ConfigError, ModelLoadError, AudioError, ImportError,
+            ValueError) as exc:
+        return _fail(str(exc))
+    print(result.table())
+    print(f"wrote {result.files['report'].parent}", file=sys.stderr)
+    if result.n_failed:
+        print(f"humanclap reproduce: {result.n_failed} of {len(result.evaluation.pairs)} test pairs "
+              "could not be scored (see the error column of report/predictions.csv)", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,170 @@
+"""`humanclap reproduce` end to end on real RELATE rows (train/validation/test), generated
+audio and tiny models standing in for LAION CLAP and the training base (the Hub cannot be
+reached here). One run trains the three variants for one epoch; the rerun must reuse them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from humanclap.cli import main as cli_main
+from humanclap.reproduce import MSCLAP_NOT_RUN, PAPER_TABLE, VARIANTS
+
+RELATE = Path(__file__).resolve().parents[2] / "shared/data/relate"
+SR = 16000
+# texts per split: enough train pairs for one batch of the configs' 32 (3 pairs per text)
+TEXTS_PER_SPLIT = {"train": 13, "validation": 4, "test": 5}
+
+pytestmark = pytest.mark.skipif(not (RELATE / "scores/REL.csv").is_file(),
+                                reason="RELATE metadata (../shared/data/relate) not available")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest single-threaded on the shared 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _write_wav(path: Path, seed: int, seconds: float = 0.6) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(SR * seconds)) / SR
+    tone = np.sin(2 * np.pi * (200 + 40 * (seed % 20)) * t)
+    sf.write(path, (0.3 * tone + 0.05 * rng.standard_normal(t.size)).astype(np.float32), SR)
+
+
+@pytest.fixture(scope="module")
+def relate_dir(tmp_path_factory) -> Path:
+    """RELATE layout with real REL.csv rows of a few texts per split, and their wavs."""
+    root = tmp_path_factory.mktemp("relate")
+    rel = pd.read_csv(RELATE / "scores/REL.csv", dtype=str, keep_default_na=False)
+    rel = rel[rel["anchor label"] != "True"]
+    keep = []
+    for split, n in TEXTS_PER_SPLIT.items():
+        rows = rel[rel["in RELATE dataset"] == split]
+        keep.append(rows[rows["text"].isin(sorted(rows["text"].unique())[:n])])
+    rows = pd.concat(keep)
+    (root / "scores").mkdir()
+    rows.to_csv(root / "scores/REL.csv", index=False)
+    for i, wav in enumerate(sorted(set(rows["wavname"]))):
+        _write_wav(root / "RELATE_wave" / wav.lstrip("/"), seed=i)
+    return root
+
+
+def _tiny_model(path: Path, seed: int, relate_dir: Path) -> Path:
+    """A tiny random CLAP with positive cosines on the test pairs (a random tiny model's
+    cosines share one sign; negative ones would make every CLAPScore 0)."""
+    import torch
+
+    from humanclap.data import load_rated
+    from humanclap.model import CLAPScorer
+    from humanclap.tiny import build_tiny_clap
+
+    build_tiny_clap(path, seed=seed)
+    pairs = load_rated(f"relate:{relate_dir}").split("test").pairs
+    scorer = CLAPScorer.from_pretrained(str(path), device="cpu")
+    if np.median(scorer.cosine(pairs["audio"].tolist(), pairs["text"].tolist())) < 0:
+        with torch.no_grad():
+            scorer.model.text_projection.linear2.weight.neg_()
+            scorer.model.text_projection.linear2.bias.neg_()
+        scorer.model.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, relate_dir) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("models")
+    return _tiny_model(base / "base", 0, relate_dir), _tiny_model(base / "laion", 1, relate_dir)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_reproduce_trains_reports_and_resumes(relate_dir, models, tmp_path, capsys):
+    base, laion = models
+    out = tmp_path / "repro"
+    argv = ["reproduce", "--relate", str(relate_dir), "-o", str(out), "--base", str(base),
+            "--laion", str(laion), "--epochs", "1", "--device", "cpu", "--n-boot", "20",
+            "--no-plots", "--no-progress"]
+    assert cli_main(argv) == 0
+    cap = capsys.readouterr()
+    assert "[1/6] data" in cap.err and "[6/6] report" in cap.err
+    assert cap.err.count("epoch 1/1") == 3  # training's per-epoch lines, one per variant
+    table = cap.out
+    for label in ("LAION CLAP", "MS CLAP", *(v.label for v in VARIANTS)):
+        assert label in table
+    assert MSCLAP_NOT_RUN in table and "0.457" in table
+
+    for v in VARIANTS:
+        folder = out / "models" / v.key
+        for name in ("config.json", "model.safetensors", "training_config.json", "metrics.json"):
+            assert (folder / name).is_file(), (v.key, name)
+        assert json.loads((folder / "training_config.json").read_text())["model"] == str(base)
+
+    report = out / "report"
+    metrics = json.loads((report / "metrics.json").read_text())
+    labels = [m["label"] for m in metrics["models"]]
+    assert labels == ["LAION CLAP", *(v.label for v in VARIANTS)]  # LAION first, no MS CLAP
+    assert metrics["paired_vs_first"]["reference"] == "LAION CLAP"
+    assert set(metrics["paired_vs_first"]["by_model"]) == {v.label for v in VARIANTS}
+    assert metrics["split"] == "test" and metrics["n_failed"] == 0
+    assert metrics["paper"]["Human-CLAP wSCE+MAE"] == PAPER_TABLE["Human-CLAP wSCE+MAE"]
+    assert metrics["paper"]["MS CLAP"]["srcc"] == 0.278
+    rep = metrics["reproduce"]
+    assert rep["mode"] == "trained" and rep["notes"]["MS CLAP"] == MSCLAP_NOT_RUN
+    assert sorted(rep["trained_now"]) == sorted(v.key for v in VARIANTS) and rep["skipped_complete"] == []
+    n_test = metrics["n_pairs"]
+    assert n_test == 15 and metrics["metrics"]["LAION CLAP"]["overall"]["n"] == n_test
+    srcc = metrics["metrics"]["Human-CLAP wSCE+MAE"]["overall"]
+    assert srcc["srcc_ci"] is not None  # CIs on ours
+
+    md = (report / "report.md").read_text()
+    assert "SRCC↑ (paper)" in md and "0.457" in md and "0.481" in md
+    assert "MS CLAP (paper only)" in md and "pip install msclap" in md
+    assert "## Reproduction" in md and "Paired differences against LAION CLAP" in md
+    preds = pd.read_csv(report / "predictions.csv")
+    assert len(preds) == n_test and {"LAION_CLAP", "Human-CLAP_wSCE+MAE"} <= set(preds.columns)
+
+    # a rerun reuses the complete models and says so; the weights stay untouched
+    before = {v.key: _digest(out / "models" / v.key / "model.safetensors") for v in VARIANTS}
+    assert cli_main(argv) == 0
+    cap = capsys.readouterr()
+    assert cap.err.count("skipped training") == 3 and "epoch 1/1" not in cap.err
+    assert before == {v.key: _digest(out / "models" / v.key / "model.safetensors") for v in VARIANTS}
+    rep = json.loads((report / "metrics.json").read_text())["reproduce"]
+    assert rep["trained_now"] == [] and len(rep["skipped_complete"]) == 3
+
+    # other training settings with the same folder: refused, not silently reused
+    assert cli_main([*argv, "--epochs", "2"]) == 2  # the last --epochs wins
+    err = capsys.readouterr().err
+    assert "trained with other settings" in err and "epochs" in err and "Traceback" not in err
+
+
+def test_usage_errors_exit_2(relate_dir, models, tmp_path, capsys):
+    out = ["-o", str(tmp_path / "o"), "--laion", str(models[1]), "--device", "cpu"]
+    (tmp_path / "empty").mkdir()
+    assert cli_main(["reproduce", "--relate", str(tmp_path / "empty"), *out]) == 2
+    err = capsys.readouterr().err
+    assert "scores/REL.csv" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+    # the official checkpoints cannot be fetched offline: one line, before any scoring
+    assert cli_main(["reproduce", "--relate", str(relate_dir), "--official", *out]) == 2
+    err = capsys.readouterr().err
+    assert "sarulab-speech/human-clap-wsce-mae" in err and "Traceback" not in err
+    assert not (tmp_path / "o" / "report").exists()
+
+    assert cli_main(["reproduce", "--relate", str(relate_dir), "--official", "--epochs", "1", *out]) == 2
+    assert "--official" in capsys.readouterr().err
