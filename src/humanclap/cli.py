@@ -23,13 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"humanclap.commands.{name}")
-        except ModuleNotFoundError as exc:  # TODO(lead): remove once every command has landed
-            if exc.name != f"humanclap.commands.{name}":
-                raise
-            continue
-        module.add_parser(sub)
+        importlib.import_module(f"humanclap.commands.{name}").add_parser(sub)
     return parser
 
 
