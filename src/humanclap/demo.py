@@ -19,10 +19,9 @@ from .demo_base import shipped_base
 
 # label -> (loss, loss weights); the base model is always the first row (paired tests are
 # against it). The wSCE weight of wSCE+MAE was chosen on the *validation* split of seed 0
-# from {1, 0.3, 0.1} (best validation SRCC 0.236 / 0.246 / 0.268): the demo's small base is
-# far from contrastive convergence (InfoNCE 2.2 vs ln 64 = 4.2 at init), so an equal-weight
-# wSCE keeps re-learning caption discrimination and drowns the MAE term, where LAION CLAP,
-# pretrained to convergence (AudioCaps included), gives it small gradients.
+# from {1, 0.3, 0.1} (best validation SRCC 0.236 / 0.246 / 0.268): with equal weights the
+# contrastive term dominates the gradient of this small model and the regression on the
+# ratings barely moves it (see "Demo results" in the README for what else was tried).
 VARIANTS = {"Human-CLAP (MAE)": ("mae", ""), "Human-CLAP (wSCE)": ("wsce", ""),
             "Human-CLAP (wSCE+MAE)": ("wsce+mae", "0.1,1")}
 BASE_LABEL = "base CLAP"
