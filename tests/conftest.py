@@ -49,3 +49,25 @@ def write_wav(path: Path, data: np.ndarray, rate: int = 16000, subtype: str = "P
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), data, rate, subtype=subtype)
     return path
+
+
+def tiny_model_with_positive_cosines(path: Path, seed: int, audio: list, texts: list) -> Path:
+    """A tiny random CLAP whose median cosine on these pairs is positive.
+
+    A random tiny model's cosines share one sign; when it is negative, CLAPScore =
+    max(cos, 0) is a constant 0 and no correlation is defined. Negating the text
+    projection's output layer flips every cosine and keeps their spread.
+    """
+    import torch
+
+    from humanclap.model import CLAPScorer
+    from humanclap.tiny import build_tiny_clap
+
+    build_tiny_clap(path, seed=seed)
+    scorer = CLAPScorer.from_pretrained(str(path), device="cpu")
+    if np.median(scorer.cosine(list(audio), list(texts))) < 0:
+        with torch.no_grad():
+            scorer.model.text_projection.linear2.weight.neg_()
+            scorer.model.text_projection.linear2.bias.neg_()
+        scorer.model.save_pretrained(path)
+    return path

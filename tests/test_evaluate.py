@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+from conftest import tiny_model_with_positive_cosines
 from scipy import stats
 
 from humanclap.cli import main as cli_main
@@ -26,7 +27,6 @@ from humanclap.data import load_rated
 from humanclap.evaluate import evaluate_models, short_name, unique_names
 from humanclap.model import CLAPScorer
 from humanclap.report import write_report
-from humanclap.tiny import build_tiny_clap
 
 RELATE = Path(__file__).resolve().parents[2] / "shared/data/relate"
 SR = 16000
@@ -86,23 +86,8 @@ def relate_dir(tmp_path_factory) -> Path:
 
 
 def _tiny_model(path: Path, seed: int, relate_dir: Path) -> Path:
-    """A tiny random CLAP whose cosines on the test pairs are positive.
-
-    A random tiny model's cosines share one sign; when it is negative, CLAPScore =
-    max(cos, 0) is a constant 0 and no correlation is defined. Negating the text
-    projection's output layer flips every cosine and keeps their spread.
-    """
-    import torch
-
-    build_tiny_clap(path, seed=seed)
     pairs = load_rated(f"relate:{relate_dir}").split("test").pairs.head(10)
-    scorer = CLAPScorer.from_pretrained(str(path), device="cpu")
-    if np.median(scorer.cosine(pairs["audio"].tolist(), pairs["text"].tolist())) < 0:
-        with torch.no_grad():
-            scorer.model.text_projection.linear2.weight.neg_()
-            scorer.model.text_projection.linear2.bias.neg_()
-        scorer.model.save_pretrained(path)
-    return path
+    return tiny_model_with_positive_cosines(path, seed, pairs["audio"], pairs["text"])
 
 
 @pytest.fixture(scope="module")

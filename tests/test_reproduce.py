@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+from conftest import tiny_model_with_positive_cosines
 
 from humanclap.cli import main as cli_main
 from humanclap.reproduce import MSCLAP_NOT_RUN, PAPER_TABLE, VARIANTS
@@ -64,23 +65,10 @@ def relate_dir(tmp_path_factory) -> Path:
 
 
 def _tiny_model(path: Path, seed: int, relate_dir: Path) -> Path:
-    """A tiny random CLAP with positive cosines on the test pairs (a random tiny model's
-    cosines share one sign; negative ones would make every CLAPScore 0)."""
-    import torch
-
     from humanclap.data import load_rated
-    from humanclap.model import CLAPScorer
-    from humanclap.tiny import build_tiny_clap
 
-    build_tiny_clap(path, seed=seed)
     pairs = load_rated(f"relate:{relate_dir}").split("test").pairs
-    scorer = CLAPScorer.from_pretrained(str(path), device="cpu")
-    if np.median(scorer.cosine(pairs["audio"].tolist(), pairs["text"].tolist())) < 0:
-        with torch.no_grad():
-            scorer.model.text_projection.linear2.weight.neg_()
-            scorer.model.text_projection.linear2.bias.neg_()
-        scorer.model.save_pretrained(path)
-    return path
+    return tiny_model_with_positive_cosines(path, seed, pairs["audio"], pairs["text"])
 
 
 @pytest.fixture(scope="module")
