@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 
 from . import metrics as M
-from .audio import AudioError
 from .data import RatedPairs
 from .model import CLAPScorer, clapscore
+from .score_job import ScoreJob
 
 log = logging.getLogger(__name__)
 
@@ -126,72 +126,30 @@ class EvaluationResult:
 
 
 # -- scoring -------------------------------------------------------------------------
-def _progress(iterable, total: int, desc: str, enabled: bool | None):
-    """``enabled``: True always, False never, None on a terminal only (logs stay clean)."""
-    if enabled is False:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, unit="batch", leave=False,
-                disable=None if enabled is None else False)
-
-
 def score_pairs(scorer: CLAPScorer, audio: Sequence[str], texts: Sequence[str],
-                batch_size: int = 8, text_batch_size: int = 64,
-                progress: bool | None = None) -> tuple[np.ndarray, list[str], dict[str, int]]:
+                batch_size: int = 8, progress: bool | None = None,
+                ) -> tuple[np.ndarray, list[str], dict[str, int]]:
     """CLAPScore of each ``(audio[i], texts[i])`` pair with one embedding per unique item.
 
-    Returns ``(scores, errors, counts)``: NaN score and a message for each pair whose
-    audio could not be decoded or whose text is empty; ``counts`` says how many texts and
-    audio files were embedded (each unique one exactly once) and decoded.
+    The embedding work is ``humanclap score``'s own (:class:`ScoreJob`), so evaluation and
+    scoring give the same numbers. Returns ``(scores, errors, counts)``: NaN score and a
+    message for each pair whose audio could not be decoded or whose text is empty;
+    ``counts`` says how many texts and audio files were embedded and decoded.
     """
     if len(audio) != len(texts):
         raise ValueError(f"audio and texts must pair up: {len(audio)} vs {len(texts)}")
-    n = len(texts)
-    text_errors: dict[str, str] = {}
-    unique_texts = []
-    for t in dict.fromkeys(texts):
-        if isinstance(t, str) and t.strip():
-            unique_texts.append(t)
-        else:
-            text_errors[t] = f"empty text {t!r}"
-    text_emb: dict[str, np.ndarray] = {}
-    batches = range(0, len(unique_texts), text_batch_size)
-    for i in _progress(batches, len(batches), "texts", progress):
-        chunk = unique_texts[i : i + text_batch_size]
-        text_emb.update(zip(chunk, scorer.embed_text(chunk, batch_size=text_batch_size)))
-
-    unique_audio = list(dict.fromkeys(str(a) for a in audio))
-    audio_emb: dict[str, np.ndarray] = {}
-    audio_errors: dict[str, str] = {}
-    decoded = 0
-    batches = range(0, len(unique_audio), batch_size)
-    for i in _progress(batches, len(batches), "audio", progress):
-        keys, feats = [], []
-        for path in unique_audio[i : i + batch_size]:
-            decoded += 1
-            try:
-                feats.append(scorer.features(scorer.load(path)))
-                keys.append(path)
-            except AudioError as exc:
-                audio_errors[path] = str(exc)
-            except (OSError, RuntimeError, ValueError) as exc:  # decoder/resampler failures
-                audio_errors[path] = f"{path}: unreadable audio ({type(exc).__name__}: {exc})"
-        if feats:  # fixed batch shape: a clip's embedding does not depend on its neighbours
-            audio_emb.update(zip(keys, scorer.embed_features(feats, pad_to=batch_size)))
-
-    scores = np.full(n, np.nan, dtype=np.float64)
-    errors = [""] * n
-    for i, (a, t) in enumerate(zip(audio, texts)):
-        a = str(a)
-        if a in audio_errors:
-            errors[i] = audio_errors[a]
-        elif t in text_errors:
-            errors[i] = text_errors[t]
-        else:
-            scores[i] = float(clapscore(np.dot(audio_emb[a], text_emb[t])))
-    counts = {"pairs": n, "texts_embedded": len(text_emb), "audio_decoded": decoded,
-              "audio_embedded": len(audio_emb), "audio_failed": len(audio_errors)}
+    paths = [str(a) for a in audio]
+    texts = [t if isinstance(t, str) else "" for t in texts]
+    job = ScoreJob(scorer, batch_size=batch_size)
+    job.embed_unique(paths, texts, progress=progress)
+    scores = np.full(len(paths), np.nan, dtype=np.float64)
+    errors = [""] * len(paths)
+    for i, (a, t) in enumerate(zip(paths, texts)):
+        cosine, errors[i] = job.row_result(a, t)
+        if cosine is not None:
+            scores[i] = float(clapscore(cosine))
+    counts = {"pairs": len(paths), "texts_embedded": len(job.text_emb), "audio_decoded": len(job.submitted),
+              "audio_embedded": len(job.audio_emb), "audio_failed": len(job.audio_err)}
     return scores, errors, counts
 
 

@@ -95,7 +95,7 @@ class ScoreJob:
         self.audio_emb: dict[str, np.ndarray] = {}
         self.audio_err: dict[str, AudioError] = {}
         self.text_emb: dict[str, np.ndarray] = {}
-        self._submitted: set[str] = set()  # files handed to prepare(): each is decoded once
+        self.submitted: set[str] = set()  # files handed to prepare(): each is decoded once per run
 
     # -- texts -------------------------------------------------------------------------
     def embed_texts(self, texts: list[str]) -> None:
@@ -119,9 +119,9 @@ class ScoreJob:
         """Decode + featurise the batch's new files (runs in the background thread)."""
         prep: BatchPrep = {}
         for path in paths:
-            if path in self._submitted:
+            if path in self.submitted:
                 continue
-            self._submitted.add(path)
+            self.submitted.add(path)
             try:
                 digest = audio_bytes_hash(path) if self.cache else ""
                 cached = self.cache.get(self.cache.key("audio", digest)) if self.cache else None
@@ -130,8 +130,10 @@ class ScoreJob:
                     continue
                 feats, longer = self.scorer.features(self.scorer.load(path))
                 prep[path] = (feats, longer, digest)
-            except (AudioError, OSError) as exc:
-                prep[path] = exc if isinstance(exc, AudioError) else AudioError(f"{path}: {exc}")
+            except AudioError as exc:
+                prep[path] = exc
+            except (OSError, RuntimeError, ValueError) as exc:  # decoder/resampler failures
+                prep[path] = AudioError(f"{path}: unreadable audio ({type(exc).__name__}: {exc})")
         return prep
 
     def embed_prepared(self, prep: BatchPrep) -> None:
@@ -148,6 +150,17 @@ class ScoreJob:
                 self.audio_emb[path] = vec
             if self.cache:
                 self.cache.put_many({self.cache.key("audio", d): v for (_, (_, _, d)), v in zip(chunk, vecs)})
+
+    def embed_unique(self, paths: list[str], texts: list[str], progress: bool | None = None) -> None:
+        """Embed every unique text and decodable audio file once (evaluation, no output rows)."""
+        from tqdm.auto import tqdm
+
+        self.embed_texts(texts)
+        unique = list(dict.fromkeys(paths))
+        batches = [unique[i : i + self.batch_size] for i in range(0, len(unique), self.batch_size)]
+        for batch in tqdm(batches, desc="audio", unit="batch", file=sys.stderr,
+                          disable=not (sys.stderr.isatty() if progress is None else progress)):
+            self.embed_prepared(self.prepare(batch))
 
     # -- the job -----------------------------------------------------------------------
     def run(self, manifest: str | Path, output: str | Path | None = None,
@@ -188,7 +201,7 @@ class ScoreJob:
                 pending = pool.submit(self.prepare, [paths[i] for i in batches[b + 1]]) if b + 1 < len(batches) else None
                 self.embed_prepared(prep)
                 for i in batch:
-                    cosine, error = self._row_result(paths[i], texts[i])
+                    cosine, error = self.row_result(paths[i], texts[i])
                     writer.write(todo[i], cosine, error)
                     if error:
                         summary.failed += 1
@@ -206,7 +219,8 @@ class ScoreJob:
             write_run_metadata(Path(output), self.scorer, summary)
         return summary
 
-    def _row_result(self, path: str, text: str) -> tuple[float | None, str]:
+    def row_result(self, path: str, text: str) -> tuple[float | None, str]:
+        """Cosine of an embedded (audio, text) pair, or None and the reason it failed."""
         if not text.strip():
             return None, "empty text"
         if path in self.audio_err:
