@@ -71,3 +71,12 @@ def tiny_model_with_positive_cosines(path: Path, seed: int, audio: list, texts: 
             scorer.model.text_projection.linear2.bias.neg_()
         scorer.model.save_pretrained(path)
     return path
+
+
+def tone_wav(path: Path, seed: int, seconds: float = 0.6, rate: int = 16000) -> None:
+    """A short 16-bit wav: a seed-dependent tone plus noise (RELATE-layout test folders)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(rate * seconds)) / rate
+    tone = np.sin(2 * np.pi * (200 + 40 * (seed % 20)) * t)
+    sf.write(path, (0.3 * tone + 0.05 * rng.standard_normal(t.size)).astype(np.float32), rate)

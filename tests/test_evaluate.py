@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import soundfile as sf
-from conftest import tiny_model_with_positive_cosines
+from conftest import tiny_model_with_positive_cosines, tone_wav
 from scipy import stats
 
 from humanclap.cli import main as cli_main
@@ -29,30 +28,9 @@ from humanclap.model import CLAPScorer
 from humanclap.report import write_report
 
 RELATE = Path(__file__).resolve().parents[2] / "shared/data/relate"
-SR = 16000
 
 pytestmark = pytest.mark.skipif(not (RELATE / "scores/REL.csv").is_file(),
                                 reason="RELATE metadata (../shared/data/relate) not available")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; two threads on a shared 2-core machine spin
-    (measured 30x slower per linear layer under load)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _write_wav(path: Path, seed: int, seconds: float = 0.6) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(SR * seconds)) / SR
-    tone = np.sin(2 * np.pi * (200 + 40 * (seed % 20)) * t)
-    sf.write(path, (0.3 * tone + 0.05 * rng.standard_normal(t.size)).astype(np.float32), SR)
 
 
 def _read_str(path: Path) -> pd.DataFrame:
@@ -81,7 +59,7 @@ def relate_dir(tmp_path_factory) -> Path:
     attrs[attrs["listener_id"].isin(set(rel[keep]["listener_id"]))].to_csv(
         root / "listener_attributes/REL.csv", index=False)
     for i, wav in enumerate(sorted(set(pair_keys["wavname"]))):
-        _write_wav(root / "RELATE_wave" / wav.lstrip("/"), seed=i)
+        tone_wav(root / "RELATE_wave" / wav.lstrip("/"), seed=i)
     return root
 
 

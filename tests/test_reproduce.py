@@ -9,41 +9,19 @@ import hashlib
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
-import soundfile as sf
-from conftest import tiny_model_with_positive_cosines
+from conftest import tiny_model_with_positive_cosines, tone_wav
 
 from humanclap.cli import main as cli_main
 from humanclap.reproduce import MSCLAP_NOT_RUN, PAPER_TABLE, VARIANTS
 
 RELATE = Path(__file__).resolve().parents[2] / "shared/data/relate"
-SR = 16000
 # texts per split: enough train pairs for one batch of the configs' 32 (3 pairs per text)
 TEXTS_PER_SPLIT = {"train": 13, "validation": 4, "test": 5}
 
 pytestmark = pytest.mark.skipif(not (RELATE / "scores/REL.csv").is_file(),
                                 reason="RELATE metadata (../shared/data/relate) not available")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest single-threaded on the shared 2-core machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _write_wav(path: Path, seed: int, seconds: float = 0.6) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(SR * seconds)) / SR
-    tone = np.sin(2 * np.pi * (200 + 40 * (seed % 20)) * t)
-    sf.write(path, (0.3 * tone + 0.05 * rng.standard_normal(t.size)).astype(np.float32), SR)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +38,7 @@ def relate_dir(tmp_path_factory) -> Path:
     (root / "scores").mkdir()
     rows.to_csv(root / "scores/REL.csv", index=False)
     for i, wav in enumerate(sorted(set(rows["wavname"]))):
-        _write_wav(root / "RELATE_wave" / wav.lstrip("/"), seed=i)
+        tone_wav(root / "RELATE_wave" / wav.lstrip("/"), seed=i)
     return root
 
 
