@@ -3,7 +3,7 @@
 The real RELATE metadata (../shared/data/relate) is the reference for the layout and
 conventions; tests that need it skip when it is absent. Generation is tested at size
 "small" (a few seconds); the TV-distance bound of 0.1 needs the default size (about
-1,200 natural / 2,400 synthesized pairs; at 120 texts the sampling noise of an 11-bin
+1,900 natural / 3,800 synthesized pairs; at 120 texts the sampling noise of an 11-bin
 histogram alone is ~0.1), so that check is marked slow.
 """
 
@@ -172,7 +172,7 @@ def test_default_size_matches_relate_distribution(tmp_path):
     real = RELATE / "scores" / "REL.csv"
     s = synth.generate(tmp_path / "d", seed=0, size="default", real_rel_csv=real if real.is_file() else None)
     assert s.tv_natural <= 0.1 and s.tv_synthesized <= 0.1, (s.hist_natural, s.hist_synthesized)
-    assert 3000 < sum(s.pairs_per_split.values()) <= 3600 and s.pretrain_clips == 3000
+    assert 5400 < sum(s.pairs_per_split.values()) <= 6000 and s.pretrain_clips == 3000  # RELATE: 5,460
 
 
 def test_loads_through_the_relate_loader(small):

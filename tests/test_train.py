@@ -128,6 +128,22 @@ def test_fast_path_gives_the_same_model_as_the_uncached_path(tiny_unfused, rated
     assert changed and all("projection" in k for k in changed)
 
 
+def test_runs_sharing_a_feature_memo_preprocess_each_clip_once(tiny_unfused, rated, tmp_path, monkeypatch):
+    from humanclap.model import CLAPScorer
+
+    calls = []
+    real_features = CLAPScorer.features
+    monkeypatch.setattr(CLAPScorer, "features", lambda self, wav: calls.append(1) or real_features(self, wav))
+    memo: dict = {}
+    train(config(tiny_unfused, rated, tmp_path / "a", epochs=1), feature_memo=memo)
+    first = len(calls)
+    train(config(tiny_unfused, rated, tmp_path / "b", epochs=1, loss="mae"), feature_memo=memo)
+    assert first == len(memo) > 0 and len(calls) == first  # the second run decoded nothing
+    train(config(tiny_unfused, rated, tmp_path / "c", epochs=1, loss="mae"))
+    a, b = weights(tmp_path / "b"), weights(tmp_path / "c")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # memoised features are the same features
+
+
 def weights_of_base(model_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(str(model_dir / "model.safetensors"))
 

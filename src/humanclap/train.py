@@ -50,10 +50,13 @@ RESUME_FREE = {"resume", "progress", "device", "eval_batch_size", "cache_encoder
                "output_dir"}
 
 
-def train(config: TrainConfig, printer: Callable[[str], None] | None = None) -> TrainResult:
+def train(config: TrainConfig, printer: Callable[[str], None] | None = None,
+          feature_memo: dict | None = None) -> TrainResult:
     """Fine-tune a CLAP model on human ratings as ``config`` says (see the module docstring).
 
     ``printer`` receives one line per epoch on the main process (default: ``logging``).
+    ``feature_memo``: pass the same dict to several runs on the same data to preprocess
+    each audio file once (see :func:`~humanclap.train_data.build_train_data`).
     Raises ConfigError / DatasetError / ModelLoadError for bad inputs, TrainingError when
     training diverges.
     """
@@ -67,7 +70,7 @@ def train(config: TrainConfig, printer: Callable[[str], None] | None = None) -> 
     owns_group = launched_distributed() and not torch.distributed.is_initialized()
     info = init_distributed(device)
     try:
-        return _Run(cfg, device, info, printer or log.info).run()
+        return _Run(cfg, device, info, printer or log.info, feature_memo).run()
     finally:
         if owns_group:
             shutdown_distributed()
@@ -87,8 +90,10 @@ def _lr_lambda(total: int, warmup: int, min_ratio: float):
 
 
 class _Run:
-    def __init__(self, cfg: TrainConfig, device: torch.device, info: DistInfo, printer):
+    def __init__(self, cfg: TrainConfig, device: torch.device, info: DistInfo, printer,
+                 feature_memo: dict | None = None):
         self.cfg, self.device, self.info = cfg, device, info
+        self.feature_memo = feature_memo
         self.print = printer if info.is_main else (lambda s: None)
         self.out = Path(cfg.output_dir)
         use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda"
@@ -118,7 +123,7 @@ class _Run:
         model, self.tokenizer, self.extractor, self.model_info = load_components(cfg.model, cfg.revision)
         scorer = CLAPScorer(model, self.tokenizer, self.extractor, self.model_info, device="cpu")
         rated, names, self.val_split, self.test_split = load_splits(cfg)
-        self.data = build_train_data(rated, names, scorer, progress=self.progress)
+        self.data = build_train_data(rated, names, scorer, progress=self.progress, memo=self.feature_memo)
         self.train_split = self.data.splits[cfg.train_split]
         if cfg.batch_size % self.info.world_size:
             raise ConfigError(f"batch_size {cfg.batch_size} (global) must be divisible by the "

@@ -9,8 +9,9 @@ per file, about 256 kB (unfused) or 1 MB (fused) for a 10 s LAION window.
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -65,8 +66,12 @@ def load_splits(cfg: TrainConfig):
     return rated, names, val, test
 
 
-def build_train_data(rated, split_names: list[str], scorer, progress: bool = False) -> TrainData:
-    """Preprocess each unique audio file and text of the used splits once."""
+def build_train_data(rated, split_names: list[str], scorer, progress: bool = False,
+                     memo: dict | None = None) -> TrainData:
+    """Preprocess each unique audio file and text of the used splits once.
+
+    ``memo``: a dict shared by several runs in one process (the demo's three variants):
+    features already in it, for the same preprocessing, are reused instead of recomputed."""
     pairs = rated.pairs[rated.pairs["split"].isin(split_names)].reset_index(drop=True)
     missing = pairs.loc[~pairs["audio_exists"].astype(bool), "audio"].tolist()
     if missing:
@@ -76,8 +81,15 @@ def build_train_data(rated, split_names: list[str], scorer, progress: bool = Fal
     texts = list(dict.fromkeys(pairs["text"]))
     feats, longer = [], []
     bar = _bar(audio_paths, progress, "preprocessing audio")
+    recipe = json.dumps(asdict(scorer.info.preprocessing), sort_keys=True)
     for path in bar:
-        f, is_longer = scorer.features(scorer.load(path))
+        key = (recipe, path)
+        if memo is not None and key in memo:
+            f, is_longer = memo[key]
+        else:
+            f, is_longer = scorer.features(scorer.load(path))
+            if memo is not None:
+                memo[key] = (f, is_longer)
         feats.append(torch.from_numpy(np.ascontiguousarray(f)))
         longer.append(bool(is_longer))
     tokens = scorer.tokenize(texts)

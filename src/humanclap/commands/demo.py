@@ -18,14 +18,14 @@ exit codes: 0 the demo ran; 2 usage error.
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "demo", help="offline end-to-end demo on synthetic data (CPU, ~10 min)",
+        "demo", help="offline end-to-end demo on synthetic data (CPU, about 8 min on 2 cores)",
         description="Run the whole Human-CLAP pipeline offline on a synthetic RELATE-style dataset.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--output-dir", "-o", default="humanclap_demo", help="working folder (default ./humanclap_demo)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data, the listeners and fine-tuning (default 0)")
     p.add_argument("--size", choices=["small", "default"], default="default",
-                   help="default: ~3,500 rated pairs (~10 min); small: ~350 pairs (a quick smoke run)")
+                   help="default: RELATE-sized, ~5,700 rated pairs (about 8 min); small: ~350 pairs (a quick smoke run)")
     p.add_argument("--base", help="base CLAP folder (default: the small pretrained base shipped with humanclap)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for CIs and p-values (default 1000)")
     p.add_argument("--rebuild-base", metavar="DIR",

@@ -10,8 +10,9 @@ writes, in OUTPUT_DIR, the RELATE release layout (scores/REL.csv, IS.csv, OS.csv
 listener_attributes/, RELATE_wave/<system>/<train|test>/<id>.wav: 4 s, 16 kHz mono
 16-bit), a disjoint pretraining corpus (pretrain/manifest.csv + pretrain/wav/) and
 synth_summary.json. Everything is procedural (no downloads) and a pure function of
---seed. Sizes: default = 1,200 texts x 3 clips (about 3,500 rated pairs) + 3,000
-pretraining clips (under a minute on two cores); small = 120 texts + 300 clips.
+--seed. Sizes: default = 1,960 texts x 3 clips, as many texts as RELATE (about 5,700
+rated pairs after screening) + 3,000 pretraining clips (under a minute on two cores);
+small = 120 texts + 300 clips.
 
 examples:
   humanclap synth --output-dir synth_relate
@@ -29,7 +30,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--output-dir", "-o", required=True, help="folder to write (created if missing)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes (default 0)")
     p.add_argument("--size", choices=["small", "default"], default="default",
-                   help="default: 1,200 texts + 3,000 pretraining clips; small: 120 + 300 (tests)")
+                   help="default: 1,960 texts (RELATE-sized) + 3,000 pretraining clips; small: 120 + 300 (tests)")
     p.add_argument("--real-rel-csv", metavar="CSV",
                    help="RELATE scores/REL.csv to compare the score distribution with "
                         "(default: histograms stored in the package)")

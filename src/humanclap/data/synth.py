@@ -68,7 +68,9 @@ REL_COLUMNS = ["wavname", "text", "score", "listener_id", "audio type", "anchor 
                "in RELATE dataset", "in AudioCaps"]
 ISOS_COLUMNS = ["wavname", "text", "score", "listener_id", "audio type", "anchor label", "in AudioCaps"]
 ATTRIBUTE_COLUMNS = ["listener_id"] + [f"question{i}" for i in range(1, 13)]
-SIZES = {"small": (120, 300), "default": (1200, 3000)}  # (RELATE texts, pretraining clips)
+# (rated texts, pretraining clips). default has as many texts as RELATE (1,960), hence about
+# as many pairs (5,460 in RELATE): a smaller set trains weaker models and tests with less power.
+SIZES = {"small": (120, 300), "default": (1960, 3000)}
 SYSTEM_PAIRS = (("audioldm", "tango2"), ("audioldm2", "tango"))  # as in RELATE, half each
 TEXTS_PER_SESSION, ANCHORS_PER_SESSION = 6, 3
 SCREEN_AT = 5  # an anchor rated this high or higher screens the listener
@@ -331,7 +333,7 @@ def generate(output_dir: str | Path, seed: int = 0, size: str = "default",
              overwrite: bool = False) -> SynthSummary:
     """Write a synthetic RELATE-style dataset under ``output_dir`` and return its summary.
 
-    ``size``: ``"default"`` (1,200 texts, 3,600 pairs, 3,000 pretraining clips) or
+    ``size``: ``"default"`` (1,960 texts as in RELATE, about 5,700 pairs, 3,000 pretraining clips) or
     ``"small"`` (120 texts, 300 pretraining clips; for tests). ``real_rel_csv``: RELATE's
     ``scores/REL.csv`` to compare against; without it the stored real histograms are
     used. ``workers``: processes for rendering (default: up to 2); the output does not
