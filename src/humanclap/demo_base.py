@@ -25,7 +25,8 @@ from typing import Callable
 # The recipe: every number that decides the shipped weights.
 RECIPE = {
     "synth_seed": 0,            # pretraining corpus of `humanclap synth --seed 0 --size default`
-    "synth_size": "default",    # 3,000 natural (caption, audio) clips
+    "synth_size": "default",    # 3,000 natural (caption, audio) clips whose captions avoid the
+                                # 1,960 rated ones: changing synth.SIZES changes this corpus
     "vocab_size": 1000,         # BPE vocabulary trained on the pretraining captions
     "hidden_size": 64,
     "projection_dim": 64,
