@@ -81,9 +81,9 @@ def build_train_data(rated, split_names: list[str], scorer, progress: bool = Fal
     texts = list(dict.fromkeys(pairs["text"]))
     feats, longer = [], []
     bar = _bar(audio_paths, progress, "preprocessing audio")
-    recipe = json.dumps(asdict(scorer.info.preprocessing), sort_keys=True)
+    prep_key = json.dumps(asdict(scorer.info.preprocessing), sort_keys=True)
     for path in bar:
-        key = (recipe, path)
+        key = (prep_key, path)
         if memo is not None and key in memo:
             f, is_longer = memo[key]
         else:
