@@ -52,7 +52,7 @@ def build_full_size_checkpoint(folder: Path) -> Path:
     import torch
     from transformers import ClapConfig, ClapFeatureExtractor, ClapModel
 
-    from humanclap.tiny import DEFAULT_CORPUS, train_tokenizer
+    from humanclap.recipes.tiny import DEFAULT_CORPUS, train_tokenizer
 
     torch.manual_seed(0)
     model = ClapModel(ClapConfig())  # the LAION clap-htsat-unfused architecture
@@ -99,8 +99,8 @@ def read_cosines(path: Path) -> np.ndarray:
 
 def forward_share(ckpt: Path, manifest: Path) -> float:
     """Fraction of an in-process `ScoreJob` run spent inside the model's forward passes."""
-    from humanclap.model import CLAPScorer
-    from humanclap.score_job import ScoreJob
+    from humanclap.scoring.scorer import CLAPScorer
+    from humanclap.scoring.job import ScoreJob
 
     scorer = CLAPScorer.from_pretrained(str(ckpt), device="cpu")
     spent = [0.0]
@@ -151,7 +151,7 @@ def main() -> None:
     print(f"  speed-up vs naive: {t_naive / t_bf16:.2f}x   vs fp32: {t_ours / t_bf16:.2f}x   "
           f"SRCC vs fp32: {spearmanr(bf16, ours).statistic:.4f}   max |dev|: {np.abs(bf16 - ours).max():.2e}")
 
-    from humanclap.tiny import build_tiny_clap
+    from humanclap.recipes.tiny import build_tiny_clap
 
     tiny = build_tiny_clap(work / "tiny")
     for rows in (200, 2000):

@@ -36,7 +36,7 @@ ACTIONS = ["barks loudly", "falls softly", "revs twice", "chirps nearby", "wails
 def build_checkpoint(folder: Path, texts: list[str]) -> Path:
     from transformers import ClapConfig, ClapFeatureExtractor, ClapModel
 
-    from humanclap.tiny import train_tokenizer
+    from humanclap.recipes.tiny import train_tokenizer
 
     torch.manual_seed(0)
     ClapModel(ClapConfig()).save_pretrained(folder, safe_serialization=True)
@@ -63,9 +63,9 @@ def build_data(folder: Path, n_audio: int, n_text: int) -> tuple[Path, list[str]
 
 
 def make_run(model: Path, data: Path, out: Path, device: str, batch: int, **kw):
-    from humanclap.train import _Run
-    from humanclap.train_config import TrainConfig
-    from humanclap.train_dist import DistInfo
+    from humanclap.training.trainer import _Run
+    from humanclap.training.config import TrainConfig
+    from humanclap.training.distributed import DistInfo
 
     cfg = TrainConfig(model=str(model), data=str(data), output_dir=str(out), device=device,
                       batch_size=batch, val_split="", test_split="", loss="wsce+mae", epochs=1,
@@ -77,8 +77,8 @@ def make_run(model: Path, data: Path, out: Path, device: str, batch: int, **kw):
 
 
 def time_steps(run, n: int, device: str) -> list[float]:
-    from humanclap.train_data import global_batches
-    from humanclap.train_model import set_train_mode
+    from humanclap.training.data import global_batches
+    from humanclap.training.model import set_train_mode
 
     set_train_mode(run.tower.clap, run.cfg)
     batches = global_batches(len(run.train_split), run.cfg.batch_size, run.cfg.seed, 1)
@@ -104,7 +104,7 @@ def main() -> int:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from humanclap.model import quiet_transformers
+    from humanclap.scoring.scorer import quiet_transformers
 
     quiet_transformers()
     with tempfile.TemporaryDirectory() as tmp:

@@ -22,14 +22,14 @@ RELATE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "relate"
 
 @pytest.fixture(scope="session")
 def tiny_unfused(tmp_path_factory) -> Path:
-    from humanclap.tiny import build_tiny_clap
+    from humanclap.recipes.tiny import build_tiny_clap
 
     return build_tiny_clap(tmp_path_factory.mktemp("tiny_unfused"), fused=False, seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_fused(tmp_path_factory) -> Path:
-    from humanclap.tiny import build_tiny_clap
+    from humanclap.recipes.tiny import build_tiny_clap
 
     return build_tiny_clap(tmp_path_factory.mktemp("tiny_fused"), fused=True, seed=0)
 
@@ -60,8 +60,8 @@ def tiny_model_with_positive_cosines(path: Path, seed: int, audio: list, texts: 
     """
     import torch
 
-    from humanclap.model import CLAPScorer
-    from humanclap.tiny import build_tiny_clap
+    from humanclap.scoring.scorer import CLAPScorer
+    from humanclap.recipes.tiny import build_tiny_clap
 
     build_tiny_clap(path, seed=seed)
     scorer = CLAPScorer.from_pretrained(str(path), device="cpu")

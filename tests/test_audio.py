@@ -8,7 +8,7 @@ import soxr
 from conftest import noise_clip, write_wav
 
 from humanclap import AudioError, CLAPScorer
-from humanclap.audio import load_audio
+from humanclap.scoring.audio import load_audio
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from humanclap.demo_base import RECIPE, pretrain_base, shipped_base
+from humanclap.recipes.demo_base import RECIPE, pretrain_base, shipped_base
 
 
 def test_shipped_base_matches_its_recipe():
@@ -26,7 +26,7 @@ def test_shipped_base_matches_its_recipe():
 
 
 def test_base_recipe_is_deterministic(tmp_path):
-    from humanclap.data.synth import generate
+    from humanclap.synth.dataset import generate
 
     generate(tmp_path / "synth", seed=0, size="small")
     digests = []

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from humanclap.losses import HumanClapLoss, mae, mse, parse_loss_spec, same_item_mask, wsce
+from humanclap.training.losses import HumanClapLoss, mae, mse, parse_loss_spec, same_item_mask, wsce
 
 # Three pairs in 2-D with simple cosines: pair 0: 1.0, pair 1: 0.8, pair 2: -0.6.
 E_A = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]], dtype=torch.float64)

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from humanclap import categories, metrics
-from humanclap.metrics import (
+from humanclap.data import categories as categories; from humanclap.evaluation import metrics as metrics
+from humanclap.evaluation.metrics import (
     bootstrap_ci, bootstrap_distribution, breakdowns, evaluate_all, ktau, lcc, mse,
     paired_bootstrap, srcc, system_level,
 )

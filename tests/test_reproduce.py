@@ -14,7 +14,7 @@ import pytest
 from conftest import tiny_model_with_positive_cosines, tone_wav
 
 from humanclap.cli import main as cli_main
-from humanclap.reproduce import MSCLAP_NOT_RUN, PAPER_TABLE, VARIANTS
+from humanclap.recipes.reproduce import MSCLAP_NOT_RUN, PAPER_TABLE, VARIANTS
 
 RELATE = Path(__file__).resolve().parents[2] / "shared/data/relate"
 # texts per split: enough train pairs for one batch of the configs' 32 (3 pairs per text)

@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from humanclap.data import synth
-from humanclap.data.synth_audio import (
+from humanclap.synth import dataset as synth
+from humanclap.synth.sounds import (
     CLIP_SAMPLES,
     EVENT_CLASSES,
     REF_DBFS,
@@ -31,7 +31,7 @@ from humanclap.data.synth_audio import (
     Scene,
     render,
 )
-from humanclap.data.synth_listeners import AUDIO_TYPE, perceive, realise
+from humanclap.synth.listeners import AUDIO_TYPE, perceive, realise
 
 RELATE = Path(__file__).resolve().parents[2] / "shared" / "data" / "relate"
 needs_real = pytest.mark.skipif(not (RELATE / "scores" / "REL.csv").is_file(),
@@ -189,7 +189,7 @@ def test_loads_through_the_relate_loader(small):
 
 
 def test_cli_run_and_errors(tiny_size, tmp_path, capsys):
-    from humanclap.commands.synth import add_parser, run
+    from humanclap.cli.synth import add_parser, run
 
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers())

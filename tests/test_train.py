@@ -13,8 +13,8 @@ from conftest import write_wav
 from safetensors.torch import load_file
 
 from humanclap.cli import main as cli_main
-from humanclap.train import train
-from humanclap.train_config import CONFIG_DIR, TrainConfig, add_config_arguments, flag
+from humanclap.training.trainer import train
+from humanclap.training.config import CONFIG_DIR, TrainConfig, add_config_arguments, flag
 
 TEXTS = ["a dog barks while a man talks", "rain falls on a roof followed by thunder",
          "a car horn honks then an engine revs", "birds chirp in the distance as wind blows"]
@@ -69,7 +69,7 @@ def test_training_raises_validation_srcc_and_writes_a_standard_folder(tiny_unfus
 
     from humanclap import CLAPScorer
     from humanclap.data import load_rated
-    from humanclap.metrics import srcc
+    from humanclap.evaluation.metrics import srcc
 
     val = load_rated(str(rated)).split("validation").pairs
     before = srcc(CLAPScorer.from_pretrained(str(tiny_unfused), device="cpu")
@@ -129,7 +129,7 @@ def test_fast_path_gives_the_same_model_as_the_uncached_path(tiny_unfused, rated
 
 
 def test_runs_sharing_a_feature_memo_preprocess_each_clip_once(tiny_unfused, rated, tmp_path, monkeypatch):
-    from humanclap.model import CLAPScorer
+    from humanclap.scoring.scorer import CLAPScorer
 
     calls = []
     real_features = CLAPScorer.features

@@ -20,14 +20,14 @@ import torch
 from safetensors.torch import load_file
 from test_train import make_rated_manifest
 
-from humanclap.train import train
-from humanclap.train_config import TrainConfig
+from humanclap.training.trainer import train
+from humanclap.training.config import TrainConfig
 
 DRIVER = """
 import json, os, sys, torch
 torch.set_num_threads(1)
-from humanclap.train import train
-from humanclap.train_config import TrainConfig
+from humanclap.training.trainer import train
+from humanclap.training.config import TrainConfig
 cfg = TrainConfig.load(sys.argv[1])
 result = train(cfg)
 rank = int(os.environ["RANK"])

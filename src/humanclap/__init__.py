@@ -1,7 +1,9 @@
 """humanclap: human-aligned text-audio relevance scoring (Human-CLAP).
 
-The public API is imported lazily so that ``humanclap --help`` and usage errors answer
-at once instead of after loading torch and transformers.
+The public API is imported lazily, so that ``humanclap --help``, usage errors and
+``from humanclap import DEFAULT_MODEL`` answer at once instead of after loading torch and
+transformers. Every name below is a function or class (never a submodule), whatever has
+been imported before.
 """
 
 from __future__ import annotations
@@ -11,37 +13,55 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+# public name -> (module, attribute)
 _EXPORTS = {
-    "CLAPScorer": "humanclap.model",
-    "DEFAULT_MODEL": "humanclap.model",
-    "ModelLoadError": "humanclap.model",
-    "clapscore": "humanclap.model",
-    "AudioError": "humanclap.audio",
-    "load_audio": "humanclap.audio",
-    "RatedPairs": "humanclap.data",
-    "load_rated": "humanclap.data",
-    "evaluate_models": "humanclap.evaluate",
-    "EvaluationResult": "humanclap.evaluate",
-    "write_report": "humanclap.report",
-    "TrainConfig": "humanclap.train_config",
-    "train": "humanclap.train",
-    "TrainResult": "humanclap.train_result",
+    "DEFAULT_MODEL": ("humanclap.defaults", "DEFAULT_MODEL"),
+    "HumanclapError": ("humanclap.errors", "HumanclapError"),
+    "UsageError": ("humanclap.errors", "UsageError"),
+    "AudioError": ("humanclap.errors", "AudioError"),
+    "DatasetError": ("humanclap.errors", "DatasetError"),
+    "ModelLoadError": ("humanclap.errors", "ModelLoadError"),
+    "ConfigError": ("humanclap.errors", "ConfigError"),
+    "TrainingError": ("humanclap.errors", "TrainingError"),
+    "CLAPScorer": ("humanclap.scoring.scorer", "CLAPScorer"),
+    "clapscore": ("humanclap.scoring.scorer", "clapscore"),
+    "load_audio": ("humanclap.scoring.audio", "load_audio"),
+    "RatedPairs": ("humanclap.data", "RatedPairs"),
+    "load_rated": ("humanclap.data", "load_rated"),
+    "evaluate_models": ("humanclap.evaluation.evaluate", "evaluate_models"),
+    "EvaluationResult": ("humanclap.evaluation.evaluate", "EvaluationResult"),
+    "write_report": ("humanclap.evaluation.report", "write_report"),
+    "TrainConfig": ("humanclap.training.config", "TrainConfig"),
+    "TrainResult": ("humanclap.training.result", "TrainResult"),
+    "fine_tune": ("humanclap.training.trainer", "fine_tune"),
+    "train": ("humanclap.training.trainer", "fine_tune"),  # the name used before 0.2: kept
 }
 
 __all__ = [*_EXPORTS, "__version__"]
 
 if TYPE_CHECKING:
-    from .audio import AudioError, load_audio
-    from .data import RatedPairs, load_rated
-    from .evaluate import EvaluationResult, evaluate_models
-    from .model import DEFAULT_MODEL, CLAPScorer, ModelLoadError, clapscore
-    from .report import write_report
-    from .train import train
-    from .train_config import TrainConfig
-    from .train_result import TrainResult
+    from humanclap.data import RatedPairs, load_rated
+    from humanclap.defaults import DEFAULT_MODEL
+    from humanclap.errors import (AudioError, ConfigError, DatasetError, HumanclapError,
+                                  ModelLoadError, TrainingError, UsageError)
+    from humanclap.evaluation.evaluate import EvaluationResult, evaluate_models
+    from humanclap.evaluation.report import write_report
+    from humanclap.scoring.audio import load_audio
+    from humanclap.scoring.scorer import CLAPScorer, clapscore
+    from humanclap.training.config import TrainConfig
+    from humanclap.training.result import TrainResult
+    from humanclap.training.trainer import fine_tune
+    from humanclap.training.trainer import fine_tune as train
 
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
+        module, attr = _EXPORTS[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value  # cached: later lookups do not come back here
+        return value
     raise AttributeError(f"module 'humanclap' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

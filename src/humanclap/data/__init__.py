@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .manifest import ScoreScale, load_manifest
-from .rated import DatasetError, RatedPairs
-from .relate import load_relate
-from .xacle import load_xacle
+from humanclap.data.manifest import ScoreScale, load_manifest
+from humanclap.data.rated import DatasetError, RatedPairs
+from humanclap.data.relate import load_relate
+from humanclap.data.xacle import load_xacle
 
 __all__ = ["DatasetError", "RatedPairs", "load_manifest", "load_rated", "load_relate",
            "load_xacle"]

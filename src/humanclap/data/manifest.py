@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .rated import (
+from humanclap.data.rated import (
     DatasetError, RatedPairs, build_rated_pairs, check_range, exists_column, make_pair_id,
     read_csv_str, require_columns, to_scores,
 )

@@ -24,6 +24,8 @@ attribute columns where the dataset has them.
 """
 from __future__ import annotations
 
+from humanclap.errors import DatasetError
+
 import hashlib
 import os
 from dataclasses import dataclass
@@ -39,8 +41,6 @@ PAIR_COLUMNS = [
 RATING_COLUMNS = ["pair_id", "listener_id", "score01"]
 
 
-class DatasetError(ValueError):
-    """A dataset spec, file or column is missing or malformed; the message says what to do."""
 
 
 @dataclass

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .rated import (
+from humanclap.data.rated import (
     DatasetError, RatedPairs, build_rated_pairs, check_range, exists_column, make_pair_id,
     read_csv_str, require_columns, require_file, to_scores,
 )

@@ -39,13 +39,13 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..model import quiet_transformers
+    from humanclap.scoring.scorer import quiet_transformers
 
     quiet_transformers()
     say = lambda line: print(line, flush=True)
     if args.rebuild_base:
-        from ..data.synth import generate
-        from ..demo_base import RECIPE, pretrain_base
+        from humanclap.synth.dataset import generate
+        from humanclap.recipes.demo_base import RECIPE, pretrain_base
 
         out = Path(args.rebuild_base)
         generate(out / "synth", seed=RECIPE["synth_seed"], size=RECIPE["synth_size"], overwrite=True)
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if args.base and not (Path(args.base) / "config.json").is_file():
         print(f"error: --base {args.base} is not a CLAP checkpoint folder (no config.json)", file=sys.stderr)
         return 2
-    from ..demo import run_demo
+    from humanclap.recipes.demo import run_demo
 
     run_demo(args.output_dir, seed=args.seed, size=args.size, base=args.base, n_boot=args.n_boot,
              printer=say, progress=args.progress)

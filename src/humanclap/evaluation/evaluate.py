@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import metrics as M
-from .data import RatedPairs
-from .model import CLAPScorer, clapscore
-from .score_job import ScoreJob
+from humanclap.evaluation import metrics as M
+from humanclap.data import RatedPairs
+from humanclap.scoring.scorer import CLAPScorer, clapscore
+from humanclap.scoring.job import ScoreJob
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ def check_model_spec(model: str) -> None:
     before any other model is loaded or any audio decoded. Hub ids pass unchecked."""
     from pathlib import Path
 
-    from .model import ModelLoadError, _is_local
+    from humanclap.scoring.scorer import ModelLoadError, _is_local
 
     if _is_local(model) and not (Path(model) / "config.json").is_file():
         what = "does not exist" if not Path(model).exists() else "has no config.json"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluate import METRIC_NAMES, MSE_NOTE, EvaluationResult
+from humanclap.evaluation.evaluate import METRIC_NAMES, MSE_NOTE, EvaluationResult
 
 ARROWS = {"srcc": "SRCC↑", "lcc": "LCC↑", "ktau": "KTAU↑", "mse": "MSE↓"}
 MAX_LISTED_FAILURES = 50  # the report lists this many; predictions.csv has them all

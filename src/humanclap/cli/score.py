@@ -23,7 +23,7 @@ def add_parser(subparsers) -> None:
         description="Score each (audio, text) row of MANIFEST with a human-aligned CLAPScore.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    from ..defaults import DEFAULT_MODEL
+    from humanclap.defaults import DEFAULT_MODEL
 
     p.add_argument("manifest", help=".csv or .jsonl with columns audio (path) and text; other columns pass through")
     p.add_argument("--model", default=DEFAULT_MODEL,
@@ -43,7 +43,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..rows_io import UsageError, output_format, read_manifest
+    from humanclap.scoring.rows import UsageError, output_format, read_manifest
 
     if args.batch_size < 1:
         print("error: --batch-size must be at least 1", file=sys.stderr)
@@ -56,10 +56,10 @@ def run(args: argparse.Namespace) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from ..model import CLAPScorer, ModelLoadError, quiet_transformers
+    from humanclap.scoring.scorer import CLAPScorer, ModelLoadError, quiet_transformers
 
     quiet_transformers()
-    from ..score_job import ScoreJob
+    from humanclap.scoring.job import ScoreJob
 
     try:
         scorer = CLAPScorer.from_pretrained(args.model, device=args.device, dtype=args.dtype)

@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from scipy import stats
 
-from .categories import CATEGORIES, categories_of
+from humanclap.data.categories import CATEGORIES, categories_of
 
 log = logging.getLogger(__name__)
 
@@ -348,7 +348,7 @@ def breakdowns(pairs: Any, pred: ArrayLike, n_boot: int = 1000, seed: int = 0,
     """:func:`evaluate_all` overall and per group of ``pairs`` (a RatedPairs.pairs frame,
     rows aligned with ``pred``): ``overall``, ``natural``, ``synthesized`` (where
     ``natural`` is known), ``system:<name>``, ``category:<name>`` (caption categories,
-    :mod:`humanclap.categories`). Groups with fewer than ``min_n`` pairs report only
+    :mod:`humanclap.data.categories`). Groups with fewer than ``min_n`` pairs report only
     ``n`` and ``skipped``. Pairs whose ``target`` is NaN (e.g. ``is_score``) are left out.
     """
     p = _as_1d(pred, "pred")

@@ -19,6 +19,8 @@ usage errors answer at once.
 
 from __future__ import annotations
 
+from humanclap.errors import ReproduceError
+
 import itertools
 import json
 import random
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .evaluate import EvaluationResult
+    from humanclap.evaluation.evaluate import EvaluationResult
 
 LAION_MODEL = "laion/clap-htsat-unfused"
 LAION_LABEL, MSCLAP_LABEL = "LAION CLAP", "MS CLAP"
@@ -74,8 +76,6 @@ PAPER_SOURCE = ("Takano et al., Human-CLAP, arXiv:2506.23553 (v2), RELATE test; 
 COMPLETE_FILES = ("config.json", "model.safetensors", "training_config.json", "metrics.json")
 
 
-class ReproduceError(ValueError):
-    """A usage problem (bad folder, flag or model); the message says what to do."""
 
 
 @dataclass
@@ -109,7 +109,7 @@ class ReproduceResult:
 
     def table(self) -> str:
         """Plain-text table: ours and the paper's numbers per metric; rows not run say why."""
-        from .report import fmt
+        from humanclap.evaluation.report import fmt
 
         metrics = ("srcc", "lcc", "ktau", "mse")
         width = max(len(r["label"]) for r in self.rows)
@@ -135,8 +135,8 @@ class ReproduceResult:
 def _check_model(spec: str, what: str, hint: str) -> None:
     """Fail in seconds (ModelLoadError), before hours of training, when ``spec`` is a
     missing folder or a hub id that is neither cached nor reachable."""
-    from .evaluate import check_model_spec
-    from .model import ModelLoadError, _hub_reachable, _is_local
+    from humanclap.evaluation.evaluate import check_model_spec
+    from humanclap.scoring.scorer import ModelLoadError, _hub_reachable, _is_local
 
     check_model_spec(spec)
     if _is_local(spec):
@@ -167,7 +167,7 @@ def _is_complete(folder: Path) -> bool:
 
 
 def _train_config(cfg: ReproduceConfig, variant: Variant, data_spec: str):
-    from .train_config import TrainConfig
+    from humanclap.training.config import TrainConfig
 
     tc = TrainConfig.load(variant.key)  # the shipped configs/<key>.yaml
     tc.data, tc.audio_root = data_spec, cfg.audio_root
@@ -182,7 +182,7 @@ def _train_config(cfg: ReproduceConfig, variant: Variant, data_spec: str):
 
 def _settings_differ(folder: Path, tc) -> dict:
     """Settings (those that change the model) where a finished run differs from ``tc``."""
-    from .train import RESUME_FREE
+    from humanclap.training.trainer import RESUME_FREE
 
     saved = json.loads((folder / "training_config.json").read_text())
     return {k: (saved.get(k), v) for k, v in tc.to_dict().items()
@@ -203,7 +203,7 @@ def reproduce(cfg: ReproduceConfig, printer: Callable[[str], None] | None = None
                              "nothing is trained: drop them, or drop --official")
     if cfg.batch_size < 1 or cfg.n_boot < 0 or (cfg.epochs is not None and cfg.epochs < 1):
         raise ReproduceError("--batch-size and --epochs must be at least 1, --n-boot 0 or more")
-    from .data import load_rated
+    from humanclap.data import load_rated
 
     relate = Path(cfg.relate).expanduser()
     if not (relate / "scores" / "REL.csv").is_file():
@@ -248,7 +248,7 @@ def reproduce(cfg: ReproduceConfig, printer: Callable[[str], None] | None = None
 
     trained, skipped = [], []
     if not cfg.official:
-        from .train import train
+        from humanclap.training.trainer import train
 
         for v, tc in plans:
             folder = Path(tc.output_dir)
@@ -279,9 +279,9 @@ def reproduce(cfg: ReproduceConfig, printer: Callable[[str], None] | None = None
 def _evaluate(cfg: ReproduceConfig, test, data_spec: str, models: dict[str, str],
               msclap_note: str, say, stage) -> ReproduceResult:
     """Score every row in one evaluate_models call (LAION first) and write the report."""
-    from .evaluate import evaluate_models
-    from .model import ModelLoadError
-    from .report import write_report
+    from humanclap.evaluation.evaluate import evaluate_models
+    from humanclap.scoring.scorer import ModelLoadError
+    from humanclap.evaluation.report import write_report
 
     specs, labels = [cfg.laion], [LAION_LABEL]
     if not msclap_note:
@@ -318,7 +318,7 @@ def _evaluate(cfg: ReproduceConfig, test, data_spec: str, models: dict[str, str]
 
 def _annotate(res: ReproduceResult, cfg: ReproduceConfig) -> None:
     """Add what write_report cannot know: where each row came from and rows not run."""
-    from .report import write_text
+    from humanclap.evaluation.report import write_text
 
     files, rows, trained, skipped = res.files, res.rows, res.trained, res.skipped
 
@@ -352,8 +352,8 @@ def _msclap_scorer_class():
     import torch
     import torch.nn.functional as F
 
-    from .audio import AudioError, Preprocessing
-    from .model import CLAPScorer, ModelInfo, ModelLoadError, resolve_device
+    from humanclap.scoring.audio import AudioError, Preprocessing
+    from humanclap.scoring.scorer import CLAPScorer, ModelInfo, ModelLoadError, resolve_device
 
     class _MSClapScorer(CLAPScorer):
         """MS CLAP (``msclap``) behind the CLAPScorer methods evaluate_models calls; the

@@ -43,7 +43,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.synth import generate
+    from humanclap.synth.dataset import generate
 
     try:
         s = generate(args.output_dir, seed=getattr(args, "seed", 0), size=getattr(args, "size", "default"),

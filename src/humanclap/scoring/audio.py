@@ -20,6 +20,8 @@ Each clip is featurised on its own, so a clip's features never depend on its bat
 
 from __future__ import annotations
 
+from humanclap.errors import AudioError
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -33,8 +35,6 @@ import soxr
 AudioInput = Union[str, Path, "tuple[np.ndarray, int]"]
 
 
-class AudioError(ValueError):
-    """An audio item could not be used; the message names the item and the problem."""
 
 
 def describe(item: AudioInput) -> str:

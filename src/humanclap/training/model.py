@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .train_config import TrainConfig
+from humanclap.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .train_config import ConfigError, TrainConfig
+from humanclap.training.config import ConfigError, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class TrainData:
 
 def load_splits(cfg: TrainConfig):
     """The rated dataset and the names of the splits this run uses (train, val, test)."""
-    from .data import load_rated
+    from humanclap.data import load_rated
 
     rated = load_rated(cfg.data, audio_root=cfg.audio_root)
     available = rated.splits

@@ -1,4 +1,4 @@
-"""``humanclap`` command line: one subcommand per module in ``humanclap.commands``."""
+"""``humanclap`` command line: one subcommand per module of this package."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import importlib
 import logging
 import sys
 
-from . import __version__
+from humanclap import __version__
 
 # Each module exposes add_parser(subparsers) and run(args) -> exit code.
 COMMANDS = ("score", "evaluate", "train", "reproduce", "synth", "demo")
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        importlib.import_module(f"humanclap.commands.{name}").add_parser(sub)
+        importlib.import_module(f"humanclap.cli.{name}").add_parser(sub)
     return parser
 
 

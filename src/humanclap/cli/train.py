@@ -31,7 +31,7 @@ examples:
 
 
 def add_parser(subparsers) -> None:
-    from ..train_config import add_config_arguments
+    from humanclap.training.config import add_config_arguments
 
     p = subparsers.add_parser(
         "train", help="fine-tune a CLAP model on human ratings (Human-CLAP)",
@@ -44,7 +44,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train_config import ConfigError, config_from_args
+    from humanclap.training.config import ConfigError, config_from_args
 
     main_process = int(os.environ.get("RANK", "0")) == 0
     try:
@@ -52,10 +52,10 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from ..audio import AudioError
-    from ..data import DatasetError
-    from ..model import ModelLoadError, quiet_transformers
-    from ..train import TrainingError, train
+    from humanclap.scoring.audio import AudioError
+    from humanclap.data import DatasetError
+    from humanclap.scoring.scorer import ModelLoadError, quiet_transformers
+    from humanclap.training.trainer import TrainingError, train
 
     quiet_transformers()
     try:

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .demo_base import shipped_base
+from humanclap.recipes.demo_base import shipped_base
 
 # label -> (loss, loss weights); the base model is always the first row (paired tests are
 # against it). The wSCE weight of wSCE+MAE was chosen on the *validation* split of seed 0
@@ -58,12 +58,12 @@ def run_demo(output_dir: str | Path, seed: int = 0, size: str = "default", base:
              n_boot: int = 1000, printer: Callable[[str], None] = print,
              progress: bool | None = None) -> DemoResult:
     """Run the whole demo in ``output_dir`` (re-runs reuse finished stages)."""
-    from .data import load_rated
-    from .data.synth import generate
-    from .evaluate import evaluate_models
-    from .report import write_report
-    from .train import train
-    from .train_config import TrainConfig
+    from humanclap.data import load_rated
+    from humanclap.synth.dataset import generate
+    from humanclap.evaluation.evaluate import evaluate_models
+    from humanclap.evaluation.report import write_report
+    from humanclap.training.trainer import train
+    from humanclap.training.config import TrainConfig
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .synth_audio import (
+from humanclap.synth.sounds import (
     CLIP_SECONDS,
     EVENT_CLASSES,
     SAMPLE_RATE,

@@ -26,7 +26,7 @@ examples:
 
 
 def add_parser(subparsers) -> None:
-    from ..defaults import DEFAULT_MODEL
+    from humanclap.defaults import DEFAULT_MODEL
 
     p = subparsers.add_parser(
         "evaluate", help="compare models' CLAPScores with human ratings (metrics + report)",
@@ -66,10 +66,10 @@ def _fail(msg: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import DatasetError, load_rated
-    from ..evaluate import check_model_spec, evaluate_models, select_split
-    from ..model import DEFAULT_MODEL, ModelLoadError, quiet_transformers
-    from ..report import summary_table, write_report
+    from humanclap.data import DatasetError, load_rated
+    from humanclap.evaluation.evaluate import check_model_spec, evaluate_models, select_split
+    from humanclap.scoring.scorer import DEFAULT_MODEL, ModelLoadError, quiet_transformers
+    from humanclap.evaluation.report import summary_table, write_report
 
     models = args.model or [DEFAULT_MODEL]
     if args.label and len(args.label) != len(models):

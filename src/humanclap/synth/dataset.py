@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .synth_audio import (
+from humanclap.synth.sounds import (
     EVENT_CLASSES,
     Clip,
     NoiseBank,
@@ -54,7 +54,7 @@ from .synth_audio import (
     sample_scene,
     write_wav,
 )
-from .synth_listeners import (
+from humanclap.synth.listeners import (
     ANCHOR_PERCEPTION,
     AUDIO_TYPE,
     Listener,

@@ -8,6 +8,8 @@ in the file, cuts a half-written last line, and checks they belong to this manif
 
 from __future__ import annotations
 
+from humanclap.errors import UsageError
+
 import csv
 import io
 import json
@@ -22,8 +24,6 @@ import numpy as np
 OUTPUT_COLUMNS = ("clapscore", "cosine", "error")
 
 
-class UsageError(ValueError):
-    """Bad manifest, flags or output file: the CLI exits with code 2."""
 
 
 def read_manifest(path: str | Path) -> tuple[list[dict[str, Any]], list[str]]:

@@ -7,6 +7,8 @@ CLAPScore(a, t) = max(cos(e_a, e_t), 0) with e_a, e_t the L2-normalised projecti
 
 from __future__ import annotations
 
+from humanclap.errors import ModelLoadError
+
 import hashlib
 import logging
 import os
@@ -19,8 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .defaults import DEFAULT_MODEL, TEXT_MAX_LENGTH
-from .audio import AudioInput, Preprocessing, clip_features, collate_features, load_audio
+from humanclap.defaults import DEFAULT_MODEL, TEXT_MAX_LENGTH
+from humanclap.scoring.audio import AudioInput, Preprocessing, clip_features, collate_features, load_audio
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +30,6 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
-class ModelLoadError(RuntimeError):
-    """A checkpoint could not be loaded; the message says what was tried and what to do."""
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ def init_base(out_dir: Path, captions: list[str]) -> Path:
     import torch
     from transformers import ClapModel
 
-    from .tiny import tiny_clap_config, train_tokenizer
+    from humanclap.recipes.tiny import tiny_clap_config, train_tokenizer
 
     tokenizer = train_tokenizer(captions, vocab_size=RECIPE["vocab_size"])
     torch.manual_seed(RECIPE["init_seed"])
@@ -77,8 +77,8 @@ def init_base(out_dir: Path, captions: list[str]) -> Path:
 def pretrain_base(synth_dir: Path, work_dir: Path, out_dir: Path, epochs: int | None = None,
                   printer: Callable[[str], None] = print) -> Path:
     """Pretrain the base on ``synth_dir``'s pretraining corpus; the result goes to ``out_dir``."""
-    from .train import train
-    from .train_config import TrainConfig
+    from humanclap.training.trainer import train
+    from humanclap.training.config import TrainConfig
 
     work_dir.mkdir(parents=True, exist_ok=True)
     rows = list(csv.DictReader(open(synth_dir / "pretrain" / "manifest.csv", encoding="utf-8")))

@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from .audio import AudioError, audio_bytes_hash
-from .defaults import TEXT_MAX_LENGTH
-from .embed_cache import EmbeddingCache
-from .model import CLAPScorer
-from .rows_io import UsageError, open_output, read_manifest
+from humanclap.scoring.audio import AudioError, audio_bytes_hash
+from humanclap.defaults import TEXT_MAX_LENGTH
+from humanclap.scoring.cache import EmbeddingCache
+from humanclap.scoring.scorer import CLAPScorer
+from humanclap.scoring.rows import UsageError, open_output, read_manifest
 
 BatchPrep = dict[str, Any]  # audio path -> embedding (cached) | (features, longer, hash) | AudioError
 
@@ -242,7 +242,7 @@ def check_same_model(output: Path, scorer: CLAPScorer) -> None:
 
 def write_run_metadata(output: Path, scorer: CLAPScorer, summary: ScoreSummary) -> None:
     """``OUT.meta.json`` beside the output: which model and settings made these scores."""
-    from . import __version__
+    from humanclap import __version__
 
     mean, lo, hi = summary.mean_ci()
     meta = {"humanclap_version": __version__, "model": scorer.info.as_dict(), "dtype": scorer.dtype,

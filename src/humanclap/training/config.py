@@ -10,6 +10,8 @@ What the paper fixes and what it does not: see the header of ``humanclap/configs
 
 from __future__ import annotations
 
+from humanclap.errors import ConfigError
+
 import argparse
 import json
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -18,11 +20,9 @@ from typing import Any
 
 TRAIN_PARAMS = ("all", "audio", "text", "projections", "lora")
 PRECISIONS = ("auto", "fp32", "bf16")
-CONFIG_DIR = Path(__file__).parent / "configs"
+CONFIG_DIR = Path(__file__).parent.parent / "configs"
 
 
-class ConfigError(ValueError):
-    """A configuration value or file is invalid; the message names it and what to do."""
 
 
 def _f(default: Any, why: str, **kw) -> Any:
@@ -97,7 +97,7 @@ class TrainConfig:
     # -- validation and (de)serialisation ---------------------------------------------
     def validate(self) -> "TrainConfig":
         """Raise ConfigError on values that cannot work; returns self."""
-        from .losses import parse_loss_spec
+        from humanclap.training.losses import parse_loss_spec
 
         if not self.data:
             raise ConfigError("no dataset: pass --data relate:DIR, xacle:DIR or a manifest .csv/.jsonl")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from humanclap.errors import TrainingError
+
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,8 +11,6 @@ from pathlib import Path
 import torch
 
 
-class TrainingError(RuntimeError):
-    """Training diverged (NaN/inf) or could not continue; the last good checkpoint is kept."""
 
 
 @dataclass
@@ -43,7 +43,7 @@ class TrainResult:
 
 def split_metrics(pred: torch.Tensor, human: torch.Tensor) -> dict:
     """SRCC, LCC, KTAU and MSE of CLAPScores against the human means (NaN if undefined)."""
-    from . import metrics
+    from humanclap.evaluation import metrics as metrics
 
     out = {}
     for name in ("srcc", "lcc", "ktau", "mse"):

@@ -67,18 +67,18 @@ def _fail(msg: str, code: int = 2) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..audio import AudioError
-    from ..data import DatasetError
-    from ..reproduce import ReproduceConfig, ReproduceError, reproduce
-    from ..train_config import ConfigError
+    from humanclap.scoring.audio import AudioError
+    from humanclap.data import DatasetError
+    from humanclap.recipes.reproduce import ReproduceConfig, ReproduceError, reproduce
+    from humanclap.training.config import ConfigError
 
     cfg = ReproduceConfig(
         relate=args.relate, output_dir=args.output_dir, audio_root=args.audio_root,
         official=args.official, device=args.device, batch_size=args.batch_size,
         n_boot=args.n_boot, seed=args.seed, base=args.base, epochs=args.epochs,
         laion=args.laion, plots=args.plots, progress=args.progress)
-    from ..model import ModelLoadError, quiet_transformers
-    from ..train_result import TrainingError
+    from humanclap.scoring.scorer import ModelLoadError, quiet_transformers
+    from humanclap.training.result import TrainingError
 
     quiet_transformers()
     try:

@@ -1,4 +1,4 @@
-"""Human-CLAP fine-tuning: ``train(TrainConfig) -> TrainResult``.
+"""Human-CLAP fine-tuning: ``fine_tune(TrainConfig) -> TrainResult`` (also ``train``).
 
 One loop for one CPU, one GPU, or many processes (``torchrun``/``accelerate launch``; see
 ``train_dist.py`` for why the multi-process wSCE equals the single-process one):
@@ -33,14 +33,14 @@ from typing import Callable
 
 import torch
 
-from . import checkpoint as ckpt
-from .losses import HumanClapLoss
-from .train_config import ConfigError, TrainConfig
-from .train_data import build_train_data, global_batches, load_splits, rank_share
-from .train_dist import (DistInfo, barrier, gather_no_grad, gather_with_grad,
+from humanclap.training import checkpoints as ckpt
+from humanclap.training.losses import HumanClapLoss
+from humanclap.training.config import ConfigError, TrainConfig
+from humanclap.training.data import build_train_data, global_batches, load_splits, rank_share
+from humanclap.training.distributed import (DistInfo, barrier, gather_no_grad, gather_with_grad,
                          init_distributed, launched_distributed, shutdown_distributed)
-from .train_result import TrainingError, TrainResult, clean_json, split_metrics
-from .train_model import (DualTower, export_hf_folder, load_trainable_state, prepare_trainable,
+from humanclap.training.result import TrainingError, TrainResult, clean_json, split_metrics
+from humanclap.training.model import (DualTower, export_hf_folder, load_trainable_state, prepare_trainable,
                           set_train_mode, trainable_state)
 
 log = logging.getLogger(__name__)
@@ -50,18 +50,18 @@ RESUME_FREE = {"resume", "progress", "device", "eval_batch_size", "cache_encoder
                "output_dir"}
 
 
-def train(config: TrainConfig, printer: Callable[[str], None] | None = None,
-          feature_memo: dict | None = None) -> TrainResult:
+def fine_tune(config: TrainConfig, printer: Callable[[str], None] | None = None,
+              feature_memo: dict | None = None) -> TrainResult:
     """Fine-tune a CLAP model on human ratings as ``config`` says (see the module docstring).
 
     ``printer`` receives one line per epoch on the main process (default: ``logging``).
     ``feature_memo``: pass the same dict to several runs on the same data to preprocess
-    each audio file once (see :func:`~humanclap.train_data.build_train_data`).
+    each audio file once (see :func:`~humanclap.training.data.build_train_data`).
     Raises ConfigError / DatasetError / ModelLoadError for bad inputs, TrainingError when
     training diverges.
     """
     cfg = TrainConfig.from_dict(config.to_dict()).validate()
-    from .model import resolve_device
+    from humanclap.scoring.scorer import resolve_device
 
     device = resolve_device(cfg.device)
     if launched_distributed() and device.type == "cuda":
@@ -106,7 +106,7 @@ class _Run:
 
     # -- setup -----------------------------------------------------------------------
     def _setup(self) -> None:
-        from .model import CLAPScorer, load_components
+        from humanclap.scoring.scorer import CLAPScorer, load_components
 
         cfg = self.cfg
         last = ckpt.find_checkpoint(self.out, ckpt.LAST)
@@ -371,3 +371,6 @@ class _Run:
                 raise TrainingError(f"processes ended with different weights ({digests}); this is a "
                                     "bug or a non-deterministic kernel, please report it")
         return digest
+
+
+train = fine_tune  # the name used before the package was split into layers; kept for callers
