@@ -6,6 +6,10 @@ Layout, as the challenge baseline reads it::
     DIR/meta_data/{split}_average.csv   per pair:     wav_file_name,text,average_score
     DIR/wav/<split>/<wav_file_name>     audio (or DIR/wav/<wav_file_name>)
 
+The dataset's own README names two of these columns differently (``wave_file_name``,
+``average_semantic_alignement_score``, its spelling); both namings are accepted and the
+loader logs which one it found.
+
 Splits ``train``, ``validation`` and ``test`` are read where present. For each split the
 per-listener file is preferred; when only the average file exists, pairs get
 ``n_ratings == 0`` and ``human_std`` NaN and contribute no ``ratings`` rows (the number of
@@ -30,6 +34,24 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
 KEYS = ["wav_file_name", "text"]
+# The dataset README's column names -> the challenge baseline's (which this module uses).
+COLUMN_ALIASES = {"wave_file_name": "wav_file_name",
+                  "average_semantic_alignement_score": "average_score",
+                  "average_semantic_alignment_score": "average_score"}
+
+
+def read_xacle_csv(path: Path) -> pd.DataFrame:
+    """A meta_data CSV with its columns in the baseline's naming (aliases renamed, logged)."""
+    df = read_csv_str(path)
+    found = {a: c for a, c in COLUMN_ALIASES.items() if a in df.columns}
+    clash = [c for c in found.values() if c in df.columns]
+    if clash:
+        raise DatasetError(f"{path}: has both {sorted(found)} and {clash}; keep one naming")
+    if found:
+        log.info("XACLE: %s uses the dataset README's column names %s (read as %s)",
+                 path, sorted(found), sorted(found.values()))
+        df = df.rename(columns=found)
+    return df
 
 
 def load_xacle(root: str | Path, audio_root: str | Path | None = None) -> RatedPairs:
@@ -63,7 +85,7 @@ def load_xacle(root: str | Path, audio_root: str | Path | None = None) -> RatedP
 def _load_split(meta: Path, split: str, base: Path) -> RatedPairs | None:
     listener_path, average_path = meta / f"{split}.csv", meta / f"{split}_average.csv"
     if listener_path.is_file():
-        df = read_csv_str(listener_path)
+        df = read_xacle_csv(listener_path)
         if {"score", "listener_id"} <= set(df.columns):
             require_columns(df, KEYS, listener_path)
             scores = to_scores(df["score"], listener_path, "score")
@@ -75,7 +97,7 @@ def _load_split(meta: Path, split: str, base: Path) -> RatedPairs | None:
         log.info("XACLE: %s has no score/listener_id columns; trying %s", listener_path,
                  average_path.name)
     if average_path.is_file():
-        df = read_csv_str(average_path)
+        df = read_xacle_csv(average_path)
         if "average_score" in df.columns:
             require_columns(df, KEYS, average_path)
             if df.duplicated(KEYS).any():

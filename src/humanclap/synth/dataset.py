@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
+from humanclap.errors import UsageError
 from humanclap.synth.sounds import (
     EVENT_CLASSES,
     Clip,
@@ -235,12 +236,25 @@ def real_histograms(real_rel_csv: str | Path | None) -> tuple[np.ndarray, np.nda
         return np.array(REAL_HIST_NATURAL), np.array(REAL_HIST_SYNTHESIZED), "table"
     path = Path(real_rel_csv)
     if not path.is_file():
-        raise FileNotFoundError(f"real RELATE REL.csv not found at {path}; pass the path of "
-                                "RELATE's scores/REL.csv or None to use the stored histograms")
-    with path.open(newline="") as f:
-        rows = [(r["wavname"], r["text"], int(r["score"]), r["anchor label"] == "True",
-                 r["in RELATE dataset"]) for r in csv.DictReader(f)]
+        raise UsageError(f"real RELATE REL.csv not found at {path}; pass the path of "
+                         "RELATE's scores/REL.csv or None to use the stored histograms")
+    needed = ["wavname", "text", "score", "anchor label", "in RELATE dataset"]
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in needed if c not in (reader.fieldnames or [])]
+            if missing:
+                raise UsageError(f"{path} is not RELATE's REL.csv: it lacks column(s) {missing}")
+            rows = [(r["wavname"], r["text"], int(r["score"]), r["anchor label"] == "True",
+                     r["in RELATE dataset"]) for r in reader]
+    except (ValueError, UnicodeDecodeError, csv.Error) as exc:
+        if isinstance(exc, UsageError):
+            raise
+        raise UsageError(f"{path}: cannot read RELATE scores ({exc})") from None
     nat, syn = pair_mean_histograms(rows)
+    if nat.sum() == 0 or syn.sum() == 0:  # a distance to an empty histogram is NaN, not a number
+        raise UsageError(f"{path} has no rated natural and synthesized pairs to compare with; "
+                         "pass RELATE's full scores/REL.csv, or leave --real-rel-csv out")
     return nat, syn, str(path)
 
 
@@ -313,10 +327,10 @@ OUTPUTS = ("scores", "listener_attributes", "RELATE_wave", "pretrain", "synth_su
 
 def _prepare(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} is a file; pass a folder to write the dataset into")
+        raise UsageError(f"{out} is a file; pass a folder to write the dataset into")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
-            raise FileExistsError(f"{out} is not empty; choose an empty or new folder, or "
+            raise UsageError(f"{out} is not empty; choose an empty or new folder, or "
                                   "overwrite (--overwrite), which deletes a previous run's "
                                   f"{', '.join(OUTPUTS)} there first")
         for name in OUTPUTS:
@@ -341,7 +355,9 @@ def generate(output_dir: str | Path, seed: int = 0, size: str = "default",
     deletes only what a previous run wrote there (so no stale clip survives).
     """
     if size not in SIZES:
-        raise ValueError(f"unknown size {size!r}; use one of {sorted(SIZES)}")
+        raise UsageError(f"unknown size {size!r}; use one of {sorted(SIZES)}")
+    if workers is not None and workers < 1:
+        raise UsageError(f"workers must be at least 1 (got {workers}); leave it out for the default")
     t0 = time.perf_counter()
     out = Path(output_dir)
     _prepare(out, overwrite)
