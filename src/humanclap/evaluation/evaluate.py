@@ -237,6 +237,11 @@ def evaluate_models(
         raise ValueError(f"{len(labels)} labels for {len(models)} models: give one label per model")
     if n_boot < 0:
         raise ValueError(f"n_boot must be >= 0, got {n_boot}")
+    for m in models:
+        if not (_to_load(m) or isinstance(m, Scorer)):
+            raise ValueError(f"model {m!r} is neither a hub id or checkpoint folder nor a loaded "
+                             "scorer: pass e.g. 'laion/clap-htsat-unfused', a folder written by "
+                             "save_pretrained, or a CLAPScorer")
     pairs = data.pairs.reset_index(drop=True)
     ids = [str(m) if _to_load(m) else m.info.model_id for m in models]
     labels = unique_names(list(labels) if labels is not None else [short_name(i) for i in ids])
