@@ -23,6 +23,7 @@ from humanclap.scoring.audio import AudioInput, Preprocessing, clip_features, co
 # clapscore and ModelInfo are defined in their own modules; imported here so that
 # ``humanclap.scoring.scorer.clapscore`` / ``.ModelInfo`` keep working.
 from humanclap.scoring.clapscore import clapscore
+from humanclap.scoring.engine import features_of
 from humanclap.scoring.hub import hub_reachable, is_local_path
 from humanclap.scoring.protocol import ModelInfo
 
@@ -233,7 +234,7 @@ class CLAPScorer:
         """L2-normalised audio embeddings, ``(len(audio), dim)`` float32; raises AudioError."""
         out = []
         for i in range(0, len(audio), batch_size):
-            feats = [self.features(self.load(item)) for item in audio[i : i + batch_size]]
+            feats = [features_of(self, item) for item in audio[i : i + batch_size]]
             out.append(torch.from_numpy(self.embed_features(feats, pad_to=batch_size)))
         return _stack(out, self.embedding_dim)
 
