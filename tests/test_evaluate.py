@@ -251,3 +251,9 @@ def test_names():
     assert short_name("sarulab-speech/human-clap-wsce-mae") == "human-clap-wsce-mae"
     assert short_name("/runs/ft/best/") == "best"
     assert unique_names(["a", "a", "text"], reserved=["text"]) == ["a", "a-2", "text-2"]
+
+
+def test_a_model_that_is_neither_a_spec_nor_a_scorer_is_refused():
+    # checked before any data is read or model loaded
+    with pytest.raises(ValueError, match="neither a hub id or checkpoint folder nor a loaded scorer"):
+        evaluate_models([42], data=None)

@@ -10,9 +10,10 @@ import pytest
 from scipy import stats
 
 from humanclap.data import categories as categories; from humanclap.evaluation import metrics as metrics
+from humanclap.evaluation.breakdowns import breakdowns
 from humanclap.evaluation.metrics import (
-    bootstrap_ci, bootstrap_distribution, breakdowns, evaluate_all, ktau, lcc, mse,
-    paired_bootstrap, srcc, system_level,
+    bootstrap_ci, bootstrap_distribution, evaluate_all, ktau, lcc, mse, paired_bootstrap, srcc,
+    system_level,
 )
 
 REFERENCE = {

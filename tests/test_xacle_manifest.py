@@ -120,7 +120,7 @@ def test_manifest_bad_files(tmp_path: Path):
     with pytest.raises(DatasetError, match="not found"):
         load_rated(str(tmp_path / "missing.csv"))
     path = _write(tmp_path / "bad.jsonl", '{"audio": "x.wav", "text": "a", "score": 1}\n{oops\n')
-    with pytest.raises(DatasetError, match=r"bad.jsonl:2"):
+    with pytest.raises(DatasetError, match=r"bad.jsonl, line 2: not valid JSON"):
         load_rated(str(path))
     with pytest.raises(DatasetError, match="score_scale"):
         load_manifest(path, score_scale="big")

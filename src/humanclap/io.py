@@ -7,6 +7,8 @@
   instead of being read into shifted columns.
 * :func:`atomic_write` / :func:`atomic_write_text` / :func:`write_json` / :func:`atomic_dir`:
   every finished file appears whole or not at all (temporary name + ``os.replace``).
+* :func:`resolve_path`: a path as written in a table, relative to the table's folder or
+  an ``--audio-root``.
 * :func:`json_safe`: numpy scalars and arrays to plain Python, non-finite floats to ``null``
   (``json.dumps`` would otherwise write a bare ``NaN``, which is not JSON).
 """
@@ -130,6 +132,14 @@ def _jsonl_rows(f, path: Path, columns: list[str], what: str) -> Iterator[dict[s
                 seen.add(key)
                 columns.append(key)
         yield row
+
+
+def resolve_path(value: Any, root: str | Path) -> Path:
+    """A path cell of a table as a :class:`Path`: ``~`` expanded, a relative path taken
+    relative to ``root``. Not resolved: symlinks and ``..`` stay as written, so messages
+    name the path the user wrote (call ``.resolve()`` where a canonical path is needed)."""
+    path = Path(str(value)).expanduser()
+    return path if path.is_absolute() else Path(root) / path
 
 
 # -- writing -------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from humanclap.data.manifest import ScoreScale, load_manifest
 from humanclap.data.rated import DatasetError, RatedPairs
 from humanclap.data.relate import load_relate
 from humanclap.data.xacle import load_xacle
+from humanclap.io import TABLE_FORMATS
 
 __all__ = ["DatasetError", "RatedPairs", "load_manifest", "load_rated", "load_relate",
            "load_xacle"]
@@ -24,7 +25,8 @@ def load_rated(
 ) -> RatedPairs:
     """Load a rated dataset from a spec string.
 
-    ``relate:DIR``, ``xacle:DIR``, or a manifest path ending in ``.csv`` / ``.jsonl``.
+    ``relate:DIR``, ``xacle:DIR``, or a manifest path ending in ``.csv`` / ``.jsonl``
+    (also ``.ndjson``, ``.json``: JSON Lines).
     ``audio_root`` overrides where audio is looked up; ``score_scale`` applies to manifests
     only (see :mod:`humanclap.data.manifest`).
     """
@@ -37,7 +39,7 @@ def load_rated(
         loader = load_relate if kind.lower() == "relate" else load_xacle
         return loader(rest, audio_root=audio_root)
     path = Path(spec).expanduser()
-    if path.suffix.lower() in (".csv", ".jsonl", ".json"):
+    if path.suffix.lower() in TABLE_FORMATS:
         return load_manifest(path, audio_root=audio_root, score_scale=score_scale)
     if path.is_dir() and (path / "scores" / "REL.csv").is_file():
         raise DatasetError(f"{spec!r} looks like a RELATE folder; write relate:{spec}.")

@@ -15,7 +15,6 @@ scores map to ``(score - low) / (high - low)``.
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -24,8 +23,10 @@ import pandas as pd
 
 from humanclap.data.rated import (
     DatasetError, RatedPairs, build_rated_pairs, check_range, exists_column, make_pair_id,
-    read_csv_str, require_columns, to_scores,
+    require_columns, to_scores,
 )
+from humanclap.errors import UsageError
+from humanclap.io import read_table, resolve_path
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,8 @@ _TRUE, _FALSE = {"true", "1", "yes", "y", "t"}, {"false", "0", "no", "n", "f"}
 def load_manifest(
     path: str | Path, audio_root: str | Path | None = None, score_scale: ScoreScale = "auto"
 ) -> RatedPairs:
-    """Load a ``.csv`` or ``.jsonl`` manifest of ratings (see the module docstring)."""
+    """Load a ``.csv`` or ``.jsonl`` (``.ndjson``, ``.json``: one object per line) manifest
+    of ratings (see the module docstring)."""
     scale = parse_score_scale(score_scale)  # a bad scale fails before any reading
     path = Path(path).expanduser().resolve()
     if not path.is_file():
@@ -72,7 +74,7 @@ def load_manifest(
             info[col] = default
     info["natural"] = info["natural"].map(lambda v: _to_bool(v, path)).astype(object)
     base = Path(audio_root).expanduser().resolve() if audio_root else path.parent
-    info["audio"] = [_resolve(base, a) for a in info["wavname"]]
+    info["audio"] = [str(resolve_path(a, base).resolve()) for a in info["wavname"]]
     info["audio_exists"] = exists_column(info["audio"])
     info["pair_id"] = [make_pair_id(a.rsplit(".", 1)[0], t)
                        for a, t in zip(info["wavname"], info["text"])]
@@ -118,27 +120,16 @@ def _scale(raw: np.ndarray, parsed: str | tuple[float, float], path: Path
 
 
 def _read_table(path: Path) -> pd.DataFrame:
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return read_csv_str(path)
-    if suffix in (".jsonl", ".json"):
-        records = []
-        with path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DatasetError(f"{path}:{lineno}: not valid JSON ({e.msg}); a JSONL "
-                                       "manifest holds one JSON object per line.") from None
-                if not isinstance(rec, dict):
-                    raise DatasetError(f"{path}:{lineno}: expected a JSON object per line.")
-                # Same as the CSV path: every cell a string ("" where missing), so ids
-                # stay as written (7 -> "7", never "7.0"); scores are parsed later.
-                records.append({k: "" if v is None else str(v) for k, v in rec.items()})
-        return pd.DataFrame.from_records(records).fillna("") if records else pd.DataFrame()
-    raise DatasetError(f"{path}: unknown manifest type {suffix!r}; use .csv or .jsonl.")
+    """The manifest as a DataFrame of strings (:func:`humanclap.io.read_table`).
+
+    Every cell a string ("" where missing), JSON values included, so ids stay as written
+    (7 -> "7", never "7.0"); scores are parsed later."""
+    try:
+        table = read_table(path, "manifest")
+    except UsageError as exc:  # the same problem, reported as a dataset error (exit 2 too)
+        raise DatasetError(str(exc)) from None
+    records = [{k: "" if v is None else str(v) for k, v in row.items()} for row in table.rows]
+    return pd.DataFrame.from_records(records, columns=table.columns).fillna("")
 
 
 def _per_pair(df: pd.DataFrame, col: str, default: str, path: Path) -> pd.DataFrame:
@@ -162,8 +153,3 @@ def _to_bool(value: object, path: Path) -> object:
     if s in _TRUE or s in _FALSE:
         return s in _TRUE
     raise DatasetError(f"{path}: 'natural' value {value!r} is not true/false.")
-
-
-def _resolve(base: Path, audio: str) -> str:
-    p = Path(audio).expanduser()
-    return str((p if p.is_absolute() else base / p).resolve())

@@ -15,22 +15,31 @@ checkpoints never sit in memory together.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from humanclap.evaluation import metrics as M
 from humanclap.data import RatedPairs
-from humanclap.scoring.scorer import CLAPScorer, clapscore
-from humanclap.scoring.job import ScoreJob
+from humanclap.errors import ModelLoadError
+from humanclap.evaluation import metrics as M
+from humanclap.evaluation.breakdowns import breakdowns, subset_mask, system_level_summary
+from humanclap.io import json_safe
+from humanclap.scoring.clapscore import clapscore
+from humanclap.scoring.engine import EmbeddingEngine
+from humanclap.scoring.hub import is_local_path
+from humanclap.scoring.protocol import Scorer
 
 log = logging.getLogger(__name__)
 
-ModelSpec = str | CLAPScorer
+# A model to evaluate: a hub id or checkpoint folder (loaded as a CLAPScorer, one at a
+# time), or an already loaded scorer of any family (CLAPScorer, MSClapScorer, ...).
+ModelSpec = str | os.PathLike | Scorer
 METRIC_NAMES = ("srcc", "lcc", "ktau", "mse")
 # Paired differences against the first model are computed for these breakdowns only:
 # the per-system ones are too small for a difference to mean much.
@@ -111,7 +120,7 @@ class EvaluationResult:
 
     def to_json(self) -> dict[str, Any]:
         """The content of metrics.json (NaN turned into null)."""
-        return _jsonable({
+        return json_safe({
             "dataset": self.dataset, "data_spec": self.data_spec, "split": self.split,
             "n_pairs": len(self.pairs), "n_scored": int(self.scored.sum()),
             "n_failed": self.n_failed, "failed": self.failed(),
@@ -126,31 +135,34 @@ class EvaluationResult:
 
 
 # -- scoring -------------------------------------------------------------------------
-def score_pairs(scorer: CLAPScorer, audio: Sequence[str], texts: Sequence[str],
+def score_pairs(scorer: Scorer, audio: Sequence[str], texts: Sequence[str],
                 batch_size: int = 8, progress: bool | None = None,
                 ) -> tuple[np.ndarray, list[str], dict[str, int]]:
     """CLAPScore of each ``(audio[i], texts[i])`` pair with one embedding per unique item.
 
-    The embedding work is ``humanclap score``'s own (:class:`ScoreJob`), so evaluation and
-    scoring give the same numbers. Returns ``(scores, errors, counts)``: NaN score and a
-    message for each pair whose audio could not be decoded or whose text is empty;
-    ``counts`` says how many texts and audio files were embedded and decoded.
+    The embedding work is the :class:`EmbeddingEngine`'s, the same as ``humanclap score``'s,
+    so evaluation and scoring give the same numbers. Returns ``(scores, errors, counts)``:
+    NaN score and a message for each pair whose audio could not be decoded or whose text
+    is empty; ``counts`` says how many texts and audio files were embedded and decoded.
     """
     if len(audio) != len(texts):
         raise ValueError(f"audio and texts must pair up: {len(audio)} vs {len(texts)}")
     paths = [str(a) for a in audio]
     texts = [t if isinstance(t, str) else "" for t in texts]
-    job = ScoreJob(scorer, batch_size=batch_size)
-    job.embed_unique(paths, texts, progress=progress)
+    engine = EmbeddingEngine(scorer, batch_size=batch_size)
+    engine.embed_unique(paths, texts, progress=progress)
     scores = np.full(len(paths), np.nan, dtype=np.float64)
     errors = [""] * len(paths)
     for i, (a, t) in enumerate(zip(paths, texts)):
-        cosine, errors[i] = job.row_result(a, t)
+        cosine, errors[i] = engine.cosine(a, t)
         if cosine is not None:
             scores[i] = float(clapscore(cosine))
-    counts = {"pairs": len(paths), "texts_embedded": len(job.text_emb), "audio_decoded": len(job.submitted),
-              "audio_embedded": len(job.audio_emb), "audio_failed": len(job.audio_err)}
-    return scores, errors, counts
+    return scores, errors, {"pairs": len(paths), **engine.counts()}
+
+
+def _to_load(spec: ModelSpec) -> bool:
+    """A hub id or folder to load here (else an already loaded scorer)."""
+    return isinstance(spec, (str, os.PathLike))
 
 
 # -- labels and columns --------------------------------------------------------------
@@ -176,11 +188,7 @@ def unique_names(names: Sequence[str], reserved: Sequence[str] = ()) -> list[str
 def check_model_spec(model: str) -> None:
     """Fail fast (``ModelLoadError``) on a local model path that cannot be a checkpoint,
     before any other model is loaded or any audio decoded. Hub ids pass unchecked."""
-    from pathlib import Path
-
-    from humanclap.scoring.scorer import ModelLoadError, _is_local
-
-    if _is_local(model) and not (Path(model) / "config.json").is_file():
+    if is_local_path(model) and not (Path(model) / "config.json").is_file():
         what = "does not exist" if not Path(model).exists() else "has no config.json"
         raise ModelLoadError(
             f"model {model!r} {what}: pass a checkpoint folder written by save_pretrained "
@@ -216,7 +224,8 @@ def evaluate_models(
 ) -> EvaluationResult:
     """Score every pair of ``data`` with each model and compute the metrics.
 
-    ``models`` are hub ids, local checkpoint folders or loaded ``CLAPScorer``s. ``labels``
+    ``models`` are hub ids, local checkpoint folders or loaded scorers (``CLAPScorer``, or
+    any other :class:`~humanclap.scoring.protocol.Scorer`). ``labels``
     (optional, one per model) name them in tables; by default the short model name.
     ``paper`` maps a label to published numbers shown beside ours in the report.
     Raises ``ModelLoadError`` for a model that cannot be loaded (before any scoring of
@@ -228,22 +237,31 @@ def evaluate_models(
         raise ValueError(f"{len(labels)} labels for {len(models)} models: give one label per model")
     if n_boot < 0:
         raise ValueError(f"n_boot must be >= 0, got {n_boot}")
+    for m in models:
+        if not (_to_load(m) or isinstance(m, Scorer)):
+            raise ValueError(f"model {m!r} is neither a hub id or checkpoint folder nor a loaded "
+                             "scorer: pass e.g. 'laion/clap-htsat-unfused', a folder written by "
+                             "save_pretrained, or a CLAPScorer")
     pairs = data.pairs.reset_index(drop=True)
-    ids = [m.info.model_id if isinstance(m, CLAPScorer) else str(m) for m in models]
+    ids = [str(m) if _to_load(m) else m.info.model_id for m in models]
     labels = unique_names(list(labels) if labels is not None else [short_name(i) for i in ids])
     columns = unique_names([short_name(lbl) for lbl in labels],
                            reserved=[*PAIR_OUTPUT_COLUMNS, "scored", "error"])
 
     runs = []
     for spec, label, column in zip(models, labels, columns):
-        scorer = spec if isinstance(spec, CLAPScorer) else CLAPScorer.from_pretrained(
-            spec, device=device, dtype=dtype)
+        if _to_load(spec):
+            from humanclap.scoring.scorer import CLAPScorer
+
+            scorer = CLAPScorer.from_pretrained(str(spec), device=device, dtype=dtype)
+        else:
+            scorer = spec
         log.info("scoring %d pairs with %s (%s)", len(pairs), label, scorer.info.model_id)
         scores, errors, counts = score_pairs(scorer, pairs["audio"].tolist(),
                                              pairs["text"].tolist(), batch_size=batch_size,
                                              progress=progress)
         runs.append(ModelRun(label, column, scorer.info.as_dict(), scores, errors, counts))
-        if not isinstance(spec, CLAPScorer):
+        if _to_load(spec):
             del scorer  # free the weights before the next model is loaded
 
     scored = np.logical_and.reduce([np.isfinite(r.scores) for r in runs])
@@ -269,15 +287,14 @@ def compute_metrics(result: EvaluationResult) -> None:
     target = sub["human"].to_numpy(dtype=float)
     for k, run in enumerate(result.runs):
         pred = run.scores[mask]
-        result.metrics[run.label] = M.breakdowns(sub, pred, n_boot=result.n_boot,
-                                                 seed=result.seed)
+        result.metrics[run.label] = breakdowns(sub, pred, n_boot=result.n_boot, seed=result.seed)
         result.system_level[run.label] = system_level_summary(sub, pred)
         if k == 0:
             continue
         ref = result.runs[0].scores[mask]
         result.paired[run.label] = {}
         for name in PAIRED_BREAKDOWNS:
-            sel = _breakdown_mask(sub, name)
+            sel = subset_mask(sub, name)
             if sel.sum() >= M.MIN_PAIRS:
                 result.paired[run.label][name] = {
                     metric: _paired(getattr(M, metric), pred[sel], ref[sel], target[sel],
@@ -296,51 +313,3 @@ def _paired(fn, pred: np.ndarray, ref: np.ndarray, target: np.ndarray, n_boot: i
         return M.paired_bootstrap(fn, pred, ref, target, n_boot=n_boot, seed=seed)
     except ValueError as exc:
         return {"diff": None, "low": None, "high": None, "p_value": None, "note": str(exc)}
-
-
-def system_level_summary(pairs: pd.DataFrame, pred: np.ndarray) -> dict[str, Any]:
-    """Correlations between per-system mean prediction and mean human score, with the
-    means themselves (a TTA benchmark ranks systems, not clips)."""
-    if "system" not in pairs:
-        return {"n_systems": 0, "note": "the data names no systems"}
-    systems = pairs["system"].fillna("").astype(str).to_numpy()
-    known = systems != ""
-    names = sorted(set(systems[known]))
-    out: dict[str, Any] = {"n_systems": len(names), "means": {
-        s: {"pred": float(pred[systems == s].mean()),
-            "human": float(pairs["human"].to_numpy(float)[systems == s].mean()),
-            "n": int((systems == s).sum())} for s in names}}
-    for metric in ("srcc", "lcc", "ktau"):
-        try:
-            out[metric] = M.system_level(pred[known], pairs["human"].to_numpy(float)[known],
-                                         systems[known], metric=getattr(M, metric))
-        except ValueError as exc:
-            out[metric] = None
-            out.setdefault("notes", []).append(str(exc))
-    return out
-
-
-def _breakdown_mask(pairs: pd.DataFrame, name: str) -> np.ndarray:
-    """Rows of a paired breakdown, with the same rule as ``metrics.breakdowns``."""
-    if name == "overall":
-        return np.ones(len(pairs), dtype=bool)
-    want = name == "natural"
-    nat = pairs["natural"].to_numpy(dtype=object) if "natural" in pairs else [None] * len(pairs)
-    return np.array([(v is True or v is np.True_) if want else (v is False or v is np.False_)
-                     for v in nat], dtype=bool)
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.bool_, bool)):
-        return bool(obj)
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if np.isfinite(obj) else None
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    return obj

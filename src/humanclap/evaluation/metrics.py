@@ -1,5 +1,6 @@
 """Agreement between predicted relevance and human ratings: SRCC, LCC, KTAU, MSE, with
-bootstrap confidence intervals, paired comparisons and per-group breakdowns.
+bootstrap confidence intervals and paired comparisons: pure functions on arrays (the
+per-group breakdowns of a pairs table are in :mod:`humanclap.evaluation.breakdowns`).
 
 Point estimates come from ``scipy.stats``. Bootstrap resamples are drawn once as an
 ``(n_boot, n)`` index matrix from a seeded ``numpy.random.Generator`` and turned into
@@ -18,8 +19,6 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from scipy import stats
 
-from humanclap.data.categories import CATEGORIES, categories_of
-
 log = logging.getLogger(__name__)
 
 ArrayLike = Sequence[float] | np.ndarray
@@ -28,7 +27,8 @@ MIN_PAIRS = 3  # fewer pairs make a correlation meaningless (and tau-b/Spearman 
 _KTAU_MATRIX_MAX_N = 6000  # above this the n x n sign matrix costs more than a loop
 
 
-def _as_1d(x: Any, name: str) -> np.ndarray:
+def as_1d(x: Any, name: str) -> np.ndarray:
+    """``x`` as a finite 1-D float64 array (a torch tensor too); ValueError naming ``name``."""
     if hasattr(x, "detach"):  # a torch tensor, without importing torch here
         x = x.detach().cpu().numpy()
     try:
@@ -47,7 +47,7 @@ def _as_1d(x: Any, name: str) -> np.ndarray:
 
 def _check(pred: ArrayLike, target: ArrayLike, metric: str, correlation: bool = True
            ) -> tuple[np.ndarray, np.ndarray]:
-    p, t = _as_1d(pred, "pred"), _as_1d(target, "target")
+    p, t = as_1d(pred, "pred"), as_1d(target, "target")
     if len(p) != len(t):
         raise ValueError(f"{metric}: pred and target differ in length ({len(p)} vs {len(t)});"
                          " pass one prediction per rated pair.")
@@ -270,7 +270,7 @@ def paired_bootstrap(metric_fn: MetricFn, pred_a: ArrayLike, pred_b: ArrayLike,
     ``higher_is_better`` (default: False for :func:`mse`, True otherwise) only sets
     ``a_better``: for MSE a negative ``diff`` means A is better.
     """
-    pa, pb, t = (_as_1d(x, n) for x, n in ((pred_a, "pred_a"), (pred_b, "pred_b"),
+    pa, pb, t = (as_1d(x, n) for x, n in ((pred_a, "pred_a"), (pred_b, "pred_b"),
                                            (target, "target")))
     if not len(pa) == len(pb) == len(t):
         raise ValueError(f"pred_a, pred_b and target differ in length ({len(pa)}, {len(pb)},"
@@ -339,46 +339,4 @@ def evaluate_all(pred: ArrayLike, target: ArrayLike, n_boot: int = 1000, seed: i
         out[f"{name}_ci"] = list(_interval(values[ok], level))
         skipped[name] = int((~ok).sum())
     out.update(n_boot=n_boot, level=level, boot_skipped=skipped, notes=notes)
-    return out
-
-
-def breakdowns(pairs: Any, pred: ArrayLike, n_boot: int = 1000, seed: int = 0,
-               level: float = 0.95, target: str = "human", min_n: int = MIN_PAIRS,
-               categories: bool = True) -> dict[str, dict[str, Any]]:
-    """:func:`evaluate_all` overall and per group of ``pairs`` (a RatedPairs.pairs frame,
-    rows aligned with ``pred``): ``overall``, ``natural``, ``synthesized`` (where
-    ``natural`` is known), ``system:<name>``, ``category:<name>`` (caption categories,
-    :mod:`humanclap.data.categories`). Groups with fewer than ``min_n`` pairs report only
-    ``n`` and ``skipped``. Pairs whose ``target`` is NaN (e.g. ``is_score``) are left out.
-    """
-    p = _as_1d(pred, "pred")
-    if len(p) != len(pairs):
-        raise ValueError(f"breakdowns: {len(p)} predictions for {len(pairs)} pairs; pass one"
-                         " prediction per row of pairs, in the same order.")
-    t_all = np.asarray(pairs[target], dtype=np.float64)
-    known = np.isfinite(t_all)
-    groups: dict[str, np.ndarray] = {"overall": np.ones(len(p), dtype=bool)}
-    if "natural" in pairs:
-        nat = pairs["natural"].to_numpy(dtype=object)
-        is_true = np.array([v is True or v is np.True_ for v in nat])
-        is_false = np.array([v is False or v is np.False_ for v in nat])
-        if (is_true | is_false).any():
-            groups["natural"], groups["synthesized"] = is_true, is_false
-    if "system" in pairs:
-        sys_arr = pairs["system"].fillna("").astype(str).to_numpy()
-        for name in sorted(set(sys_arr) - {""}):
-            groups[f"system:{name}"] = sys_arr == name
-    if categories and "text" in pairs:
-        cats = [set(categories_of(str(x))) for x in pairs["text"]]
-        for name in CATEGORIES:
-            groups[f"category:{name}"] = np.array([name in c for c in cats], dtype=bool)
-    out = {}
-    for name, mask in groups.items():
-        mask = mask & known
-        n = int(mask.sum())
-        if n < min_n:
-            out[name] = {"n": n, "skipped": f"fewer than {min_n} pairs"}
-        else:
-            out[name] = evaluate_all(p[mask], t_all[mask], n_boot=n_boot, seed=seed,
-                                     level=level)
     return out

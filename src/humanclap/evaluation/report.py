@@ -7,34 +7,17 @@ matplotlib's Agg backend (no display needed).
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Callable
 from itertools import chain
 from pathlib import Path
 
 import numpy as np
 
 from humanclap.evaluation.evaluate import METRIC_NAMES, MSE_NOTE, EvaluationResult
+from humanclap.evaluation.tables import Column, fmt, markdown_table, text_table
+from humanclap.io import atomic_write, atomic_write_text, write_json
 
 ARROWS = {"srcc": "SRCC↑", "lcc": "LCC↑", "ktau": "KTAU↑", "mse": "MSE↓"}
 MAX_LISTED_FAILURES = 50  # the report lists this many; predictions.csv has them all
-
-
-def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def write_text(path: Path, text: str) -> Path:
-    """Write ``text`` atomically (temp file + rename)."""
-    return _atomic(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
 def write_report(result: EvaluationResult, output_dir: str | Path, plots: bool = True) -> dict[str, Path]:
@@ -43,34 +26,27 @@ def write_report(result: EvaluationResult, output_dir: str | Path, plots: bool =
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
     preds = result.predictions()  # %.9g below: float32 scores round-trip exactly
-    files["predictions"] = _atomic(out / "predictions.csv",
-                                   lambda p: preds.to_csv(p, index=False, float_format="%.9g"))
-    files["metrics"] = write_text(out / "metrics.json",
-                                  json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n")
+    files["predictions"] = atomic_write(out / "predictions.csv",
+                                        lambda p: preds.to_csv(p, index=False, float_format="%.9g"))
+    files["metrics"] = write_json(out / "metrics.json", result.to_json())
     if plots:
         files.update(write_plots(result, out))
-    files["report"] = write_text(out / "report.md", markdown(result, files))
+    files["report"] = atomic_write_text(out / "report.md", markdown(result, files))
     return files
 
 
 def summary_table(result: EvaluationResult) -> str:
     """Plain-text table of the overall metrics (printed at the end of a CLI run)."""
-    width = max(len("model"), *(len(lbl) for lbl in result.labels))
-    lines = [f"{'model':<{width}}  {'n':>6}  " + "  ".join(f"{k.upper():>6}" for k in METRIC_NAMES)]
-    for lbl in result.labels:
-        m = result.metrics[lbl]["overall"]
-        lines.append(f"{lbl:<{width}}  {m['n']:>6}  " + "  ".join(f"{fmt(m.get(k)):>6}"
-                                                                   for k in METRIC_NAMES))
-    lines.append(f"{len(result.pairs)} pairs, {int(result.scored.sum())} scored, "
-                 f"{result.n_failed} left out (missing/unreadable audio or empty text); "
-                 "MSE on the 0-1 scale")
-    return "\n".join(lines)
+    columns = [Column("model", align="<"), Column("n", 6), *(Column(k.upper(), 6) for k in METRIC_NAMES)]
+    rows = [[lbl, str(m["n"]), *(fmt(m.get(k)) for k in METRIC_NAMES)]
+            for lbl, m in ((lbl, result.metrics[lbl]["overall"]) for lbl in result.labels)]
+    footer = [f"{len(result.pairs)} pairs, {int(result.scored.sum())} scored, "
+              f"{result.n_failed} left out (missing/unreadable audio or empty text); "
+              "MSE on the 0-1 scale"]
+    return text_table(columns, rows, footer=footer)
 
 
 # -- formatting ----------------------------------------------------------------------
-def fmt(x, digits: int = 3) -> str:
-    return "–" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
-
 
 def fmt_ci(m: dict, key: str) -> str:
     value = fmt(m.get(key))
@@ -78,13 +54,6 @@ def fmt_ci(m: dict, key: str) -> str:
     if value == "–" or ci is None or not all(c is not None and np.isfinite(c) for c in ci):
         return value
     return f"{value} [{ci[0]:.3f}, {ci[1]:.3f}]"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    esc = lambda s: str(s).replace("|", "\\|")  # labels may contain pipes
-    lines = ["| " + " | ".join(map(esc, header)) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
-    return lines
 
 
 def _breakdown_names(result: EvaluationResult, prefix: str) -> list[str]:
@@ -111,7 +80,7 @@ def overall_table(result: EvaluationResult) -> list[str]:
         if lbl not in result.metrics:
             rows.append([f"{lbl} (paper only)", "–",
                          *chain.from_iterable((" ", fmt(p.get(k))) for k in METRIC_NAMES)])
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def subset_table(result: EvaluationResult, names: list[str]) -> list[str]:
@@ -122,7 +91,7 @@ def subset_table(result: EvaluationResult, names: list[str]) -> list[str]:
             if m:
                 rows.append([name.split(":", 1)[-1], lbl, str(m.get("n", ""))]
                             + [fmt_ci(m, k) for k in METRIC_NAMES])
-    return _table(["subset", "model", "n"] + [ARROWS[k] for k in METRIC_NAMES], rows)
+    return markdown_table(["subset", "model", "n"] + [ARROWS[k] for k in METRIC_NAMES], rows)
 
 
 def wide_table(result: EvaluationResult, names: list[str], first: str) -> list[str]:
@@ -135,7 +104,7 @@ def wide_table(result: EvaluationResult, names: list[str], first: str) -> list[s
         n = next((m.get("n") for m in ms if m), "")
         rows.append([name.split(":", 1)[-1], str(n),
                      *chain.from_iterable((fmt_ci(m, "srcc"), fmt(m.get("mse"))) for m in ms)])
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def paired_table(result: EvaluationResult) -> list[str]:
@@ -148,7 +117,7 @@ def paired_table(result: EvaluationResult) -> list[str]:
                 cells.append(f"{fmt(d.get('diff'), 3)} [{fmt(d.get('low'))}, {fmt(d.get('high'))}] "
                              f"p={fmt(d.get('p_value'), 3)}")
             rows.append([lbl, subset] + cells)
-    return _table(["model", "subset"] + [f"Δ{ARROWS[k]}" for k in METRIC_NAMES], rows)
+    return markdown_table(["model", "subset"] + [f"Δ{ARROWS[k]}" for k in METRIC_NAMES], rows)
 
 
 def system_level_table(result: EvaluationResult) -> list[str]:
@@ -157,7 +126,7 @@ def system_level_table(result: EvaluationResult) -> list[str]:
         keys.update((k, None) for k, v in d.items() if _is_number(v))
     cell = lambda v: fmt(v) if isinstance(v, float) else ("–" if v is None else str(v))
     rows = [[lbl] + [cell(d.get(k)) for k in keys] for lbl, d in result.system_level.items()]
-    return _table(["model", *keys], rows)
+    return markdown_table(["model", *keys], rows)
 
 
 def _is_number(v) -> bool:
@@ -178,7 +147,7 @@ def markdown(result: EvaluationResult, files: dict[str, Path] | None = None) -> 
          "* No confidence intervals (run with n_boot = 0)."),
         f"* {MSE_NOTE} In short: **MSE on the 0–1 scale**.", "",
         "## Models", "",
-        *_table(["label", "column", "model id", "revision"],
+        *markdown_table(["label", "column", "model id", "revision"],
                 [[r.label, r.column, r.info.get("model_id", ""), r.info.get("revision", "")]
                  for r in result.runs]),
         "", "## Overall", "",
@@ -212,7 +181,7 @@ def markdown(result: EvaluationResult, files: dict[str, Path] | None = None) -> 
     lines += ["", f"## Pairs left out ({len(failed)})", ""]
     if failed:
         key = "wavname" if "wavname" in failed[0] else "audio"
-        lines += _table([key, "text", "error"], [[f[key], f["text"], f["error"]]
+        lines += markdown_table([key, "text", "error"], [[f[key], f["text"], f["error"]]
                                                  for f in failed[:MAX_LISTED_FAILURES]])
         if len(failed) > MAX_LISTED_FAILURES:
             lines += ["", (f"… and {len(failed) - MAX_LISTED_FAILURES} more: see the `error` "
@@ -239,7 +208,7 @@ def write_plots(result: EvaluationResult, out: Path) -> dict[str, Path]:
     colours = {s: plt.get_cmap("tab10")(i % 10) for i, s in enumerate(names)}
 
     def save(fig, name: str) -> None:
-        files[name] = _atomic(out / f"{name}.png", lambda p: fig.savefig(p, format="png", dpi=100))
+        files[name] = atomic_write(out / f"{name}.png", lambda p: fig.savefig(p, format="png", dpi=100))
         plt.close(fig)
 
     for run in result.runs:

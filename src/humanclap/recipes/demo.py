@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from humanclap.evaluation.tables import MISSING, Column, text_table
 from humanclap.recipes.demo_base import shipped_base
 
 # label -> (loss, loss weights); the base model is always the first row (paired tests are
@@ -133,28 +134,40 @@ def _json_default(obj):
 def _ci(m: dict, key: str) -> str:
     value, ci = m.get(key), m.get(f"{key}_ci")
     if value is None:
-        return "–"
+        return MISSING
     if not ci or ci[0] is None:
         return f"{value:.3f}"
     return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
+def _num(x, spec: str = ".3f") -> str:
+    # NaN prints as "nan" (a subset too small to score), None (undefined) as "–"
+    return MISSING if x is None else format(x, spec)
+
+
+# The demo table's layout is a stability promise (README, tests/test_tables.py): widths,
+# alignment and separators below must not change.
+DEMO_COLUMNS = (Column("model", 24, "<"), Column("SRCC↑ [95% CI]", 22, "<", " "),
+                Column("LCC↑", 6, sep=" "), Column("KTAU↑", 6, sep=" "), Column("MSE↓", 6, sep=" "),
+                Column("SRCC nat.", 9, sep="   "), Column("SRCC syn.", 9, sep=" "),
+                Column("ΔSRCC vs base", 13, sep="   "), Column("p", 6, sep=" "))
+
+
 def demo_table(demo: DemoResult) -> str:
     """The paper-style table: test split, 95% bootstrap CIs, paired p-values vs the base."""
-    head = (f"{'model':<24} {'SRCC↑ [95% CI]':<22} {'LCC↑':>6} {'KTAU↑':>6} {'MSE↓':>6}   "
-            f"{'SRCC nat.':>9} {'SRCC syn.':>9}   {'ΔSRCC vs base':>13} {'p':>6}")
-    lines = [f"Test split of the synthetic RELATE (seed {demo.seed}; simulated audio and listeners)",
-             head, "-" * len(head)]
+    nan = float("nan")
+    rows = []
     for r in demo.rows:
         o = r["overall"]
         diff, p = r["srcc_diff_vs_base"], r["srcc_p_vs_base"]
-        lines.append(
-            f"{r['model']:<24} {_ci(o, 'srcc'):<22} {o.get('lcc', float('nan')):>6.3f} "
-            f"{o.get('ktau', float('nan')):>6.3f} {o.get('mse', float('nan')):>6.3f}   "
-            f"{r['natural'].get('srcc', float('nan')):>9.3f} {r['synthesized'].get('srcc', float('nan')):>9.3f}   "
-            + (f"{diff:>+13.3f} {p:>6.3f}" if diff is not None else f"{'(reference)':>13} {'':>6}"))
-    lines.append(f"n = {demo.rows[0]['overall'].get('n')} test pairs; MSE on the 0-1 scale; p: two-sided "
-                 "paired bootstrap on SRCC against the base")
+        rows.append([r["model"], _ci(o, "srcc"), _num(o.get("lcc", nan)), _num(o.get("ktau", nan)),
+                     _num(o.get("mse", nan)), _num(r["natural"].get("srcc", nan)),
+                     _num(r["synthesized"].get("srcc", nan)),
+                     *((_num(diff, "+.3f"), _num(p)) if diff is not None else ("(reference)", ""))])
     verdict = "holds" if demo.claim_holds else "does NOT hold"
-    lines.append(f"claim 'Human-CLAP (wSCE+MAE) beats the base CLAP's SRCC with p < 0.05': {verdict}")
-    return "\n".join(lines)
+    return text_table(
+        DEMO_COLUMNS, rows, rule="-",
+        title=[f"Test split of the synthetic RELATE (seed {demo.seed}; simulated audio and listeners)"],
+        footer=[f"n = {demo.rows[0]['overall'].get('n')} test pairs; MSE on the 0-1 scale; p: two-sided "
+                "paired bootstrap on SRCC against the base",
+                f"claim 'Human-CLAP (wSCE+MAE) beats the base CLAP's SRCC with p < 0.05': {verdict}"])

@@ -19,16 +19,15 @@ usage errors answer at once.
 
 from __future__ import annotations
 
-from humanclap.errors import ReproduceError
-
 import itertools
 import json
-import random
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from humanclap.errors import ModelLoadError, ReproduceError
 
 if TYPE_CHECKING:
     from humanclap.evaluation.evaluate import EvaluationResult
@@ -52,17 +51,15 @@ VARIANTS = (
 )
 
 # Published RELATE-test numbers (0-1 score scale) of Takano et al., "Human-CLAP:
-# Human-perception-based contrastive language-audio pretraining", arXiv:2506.23553, v2
-# (v2's abstract says "more than 0.17" SRCC gain, = 0.457 - 0.280; v1 said 0.25, so v1's
-# table differs). Where each number comes from:
-# * LAION CLAP SRCC 0.280, MS CLAP 0.278/0.296/0.192/0.078 and wSCE+MAE
-#   0.457/0.481/0.320/0.057: the project brief and GUIDE.md, which quote the paper's table.
-#   The two baseline SRCCs are also quoted by arxivlens.com's summary of 2506.23553
-#   ("SRCC of 0.280 and 0.278").
-# * None = NOT FOUND: the stored copies of arxiv.org/html/2506.23553 (v1 and v2) that we
-#   could search hold only the abstract and introduction, not the results table. LAION
-#   CLAP's LCC/KTAU/MSE and every wSCE-only and MAE-only number are therefore unknown
-#   here; copy them from the paper's table. The report shows "–" until then.
+# Human-perception-based contrastive language-audio pretraining", arXiv:2506.23553 (v2;
+# v2's abstract gives the SRCC gain as "more than 0.17" = 0.457 - 0.280, v1's as 0.25,
+# so v1's table differs). They are quoted from the paper's results table but are
+# UNVERIFIED here: the copies of the paper we could read held only its abstract and
+# introduction. Check them against the table in the paper before citing them.
+# * LAION CLAP SRCC 0.280, MS CLAP 0.278 / 0.296 / 0.192 / 0.078 (SRCC / LCC / KTAU / MSE),
+#   Human-CLAP wSCE+MAE 0.457 / 0.481 / 0.320 / 0.057.
+# * None: not copied yet (LAION CLAP's LCC/KTAU/MSE, every wSCE-only and MAE-only number).
+#   The report shows "–" for them; fill them in from the paper's table.
 PAPER_TABLE: dict[str, dict[str, float | None]] = {
     LAION_LABEL: {"srcc": 0.280, "lcc": None, "ktau": None, "mse": None},
     MSCLAP_LABEL: {"srcc": 0.278, "lcc": 0.296, "ktau": 0.192, "mse": 0.078},
@@ -74,8 +71,6 @@ PAPER_SOURCE = ("Takano et al., Human-CLAP, arXiv:2506.23553 (v2), RELATE test; 
                 "not found in the material we could read (see PAPER_TABLE in reproduce.py)")
 # A trained folder is complete once train() has published these (it writes them last).
 COMPLETE_FILES = ("config.json", "model.safetensors", "training_config.json", "metrics.json")
-
-
 
 
 @dataclass
@@ -109,26 +104,27 @@ class ReproduceResult:
 
     def table(self) -> str:
         """Plain-text table: ours and the paper's numbers per metric; rows not run say why."""
-        from humanclap.evaluation.report import fmt
+        from humanclap.evaluation.tables import MISSING, Column, fmt, text_table
 
         metrics = ("srcc", "lcc", "ktau", "mse")
-        width = max(len(r["label"]) for r in self.rows)
-        head = f"{'model':<{width}}  {'n':>5}  " + "  ".join(f"{m.upper():>6} {'paper':>6}"
-                                                             for m in metrics)
-        lines = [head]
+        columns = [Column("model", width=max(len(r["label"]) for r in self.rows), align="<"),
+                   Column("n", 5)]
+        for k in metrics:
+            columns += [Column(k.upper(), 6), Column("paper", 6, sep=" ")]
+        rows = []
         for r in self.rows:
             paper = r["paper"] or {}
             m = self.evaluation.metrics.get(r["label"], {}).get("overall")
-            if m is None:
-                lines.append(f"{r['label']:<{width}}  {'–':>5}  {r['note']} (paper: " + ", ".join(
-                    f"{k.upper()} {fmt(paper.get(k))}" for k in metrics) + ")")
+            if m is None:  # not run: the note, then the published numbers, as free text
+                rows.append([r["label"], MISSING, f"{r['note']} (paper: " + ", ".join(
+                    f"{k.upper()} {fmt(paper.get(k))}" for k in metrics) + ")"])
                 continue
-            lines.append(f"{r['label']:<{width}}  {m['n']:>5}  " + "  ".join(
-                f"{fmt(m.get(k)):>6} {fmt(paper.get(k)):>6}" for k in metrics))
+            rows.append([r["label"], str(m["n"]),
+                         *(cell for k in metrics for cell in (fmt(m.get(k)), fmt(paper.get(k))))])
         ev = self.evaluation
-        lines.append(f"{len(ev.pairs)} test pairs, {int(ev.scored.sum())} scored, {ev.n_failed} "
-                     "left out; MSE on the 0-1 scale; paper = " + PAPER_SOURCE)
-        return "\n".join(lines)
+        footer = [f"{len(ev.pairs)} test pairs, {int(ev.scored.sum())} scored, {ev.n_failed} "
+                  "left out; MSE on the 0-1 scale; paper = " + PAPER_SOURCE]
+        return text_table(columns, rows, footer=footer)
 
 
 # -- checks --------------------------------------------------------------------------
@@ -136,14 +132,14 @@ def _check_model(spec: str, what: str, hint: str) -> None:
     """Fail in seconds (ModelLoadError), before hours of training, when ``spec`` is a
     missing folder or a hub id that is neither cached nor reachable."""
     from humanclap.evaluation.evaluate import check_model_spec
-    from humanclap.scoring.scorer import ModelLoadError, _hub_reachable, _is_local
+    from humanclap.scoring.hub import hub_reachable, is_local_path
 
     check_model_spec(spec)
-    if _is_local(spec):
+    if is_local_path(spec):
         return
     from huggingface_hub import try_to_load_from_cache
 
-    if isinstance(try_to_load_from_cache(spec, "config.json"), str) or _hub_reachable():
+    if isinstance(try_to_load_from_cache(spec, "config.json"), str) or hub_reachable():
         return
     raise ModelLoadError(f"{what} {spec!r} is not in the local Hugging Face cache and the Hub "
                          f"cannot be reached; run once with network access, or {hint}")
@@ -280,8 +276,8 @@ def _evaluate(cfg: ReproduceConfig, test, data_spec: str, models: dict[str, str]
               msclap_note: str, say, stage) -> ReproduceResult:
     """Score every row in one evaluate_models call (LAION first) and write the report."""
     from humanclap.evaluation.evaluate import evaluate_models
-    from humanclap.scoring.scorer import ModelLoadError
     from humanclap.evaluation.report import write_report
+    from humanclap.scoring.msclap import MSClapScorer
 
     specs, labels = [cfg.laion], [LAION_LABEL]
     if not msclap_note:
@@ -318,7 +314,8 @@ def _evaluate(cfg: ReproduceConfig, test, data_spec: str, models: dict[str, str]
 
 def _annotate(res: ReproduceResult, cfg: ReproduceConfig) -> None:
     """Add what write_report cannot know: where each row came from and rows not run."""
-    from humanclap.evaluation.report import write_text
+    from humanclap.evaluation.tables import MISSING, markdown_table
+    from humanclap.io import write_json, atomic_write_text
 
     files, rows, trained, skipped = res.files, res.rows, res.trained, res.skipped
 
@@ -329,93 +326,18 @@ def _annotate(res: ReproduceResult, cfg: ReproduceConfig) -> None:
             "paper_not_found": missing}
     metrics = json.loads(files["metrics"].read_text())
     metrics["reproduce"] = info
-    write_text(files["metrics"], json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
+    write_json(files["metrics"], metrics)
 
     lines = ["## Reproduction", "",
              (f"Rows of the paper's table on RELATE test ({info['mode']} Human-CLAP models). "
               f"*(paper)* columns: {PAPER_SOURCE}."), "",
-             "| row | source | model | note |", "|---|---|---|---|"]
-    lines += [f"| {r['label']} | {r['source']} | {r['model'] or '–'} | {r['note'] or ''} |" for r in rows]
+             *markdown_table(["row", "source", "model", "note"],
+                             [[r["label"], r["source"], r["model"] or MISSING, r["note"] or ""]
+                              for r in rows])]
     if skipped:
         lines += ["", f"Reused complete models from an earlier run: {', '.join(skipped)}."]
     text = files["report"].read_text()
     section = "\n".join(lines) + "\n\n"
     text = text.replace("## Models\n", section + "## Models\n", 1) if "## Models\n" in text \
         else text + "\n" + section
-    write_text(files["report"], text)
-
-
-# -- MS CLAP -------------------------------------------------------------------------
-def _msclap_scorer_class():
-    """Defined on first use: the base class pulls in torch and transformers."""
-    import numpy as np
-    import torch
-    import torch.nn.functional as F
-
-    from humanclap.scoring.audio import AudioError, Preprocessing
-    from humanclap.scoring.scorer import CLAPScorer, ModelInfo, ModelLoadError, resolve_device
-
-    class _MSClapScorer(CLAPScorer):
-        """MS CLAP (``msclap``) behind the CLAPScorer methods evaluate_models calls; the
-        embeddings come from msclap's own ``get_audio_embeddings`` / ``get_text_embeddings``."""
-
-        def __init__(self, device: str = "auto", seed: int = 0, version: str = "2023"):
-            from importlib.metadata import version as pkg_version
-
-            from msclap import CLAP
-
-            self.device = resolve_device(device)
-            try:
-                self.clap = CLAP(version=version, use_cuda=self.device.type == "cuda")
-            except Exception as exc:  # download, checkpoint or tokenizer failures
-                raise ModelLoadError(f"could not load MS CLAP {version} with msclap "
-                                     f"({type(exc).__name__}: {str(exc)[:200]}); it downloads "
-                                     "microsoft/msclap from the Hub on first use") from None
-            a, self.seed = self.clap.args, seed
-            self.fused, self.sampling_rate, self.dtype = False, int(a.sampling_rate), "fp32"
-            # msclap crops clips longer than its window at a random start: the crop is
-            # seeded per clip (see load) so the same clip always gets the same score.
-            pre = Preprocessing(int(a.sampling_rate), int(a.duration * a.sampling_rate), False,
-                                int(a.mel_bins), int(a.hop_size), int(a.window_size),
-                                float(a.fmin), float(a.fmax), "msclap-random-crop-seeded")
-            self.info = ModelInfo(f"microsoft/msclap:{version}", f"msclap {pkg_version('msclap')}",
-                                  "hub", pre)
-
-        def load(self, item):
-            # Decoded here with msclap's own reader only to report a bad file per pair
-            # (score_pairs catches AudioError); the embedding reads it again by path.
-            path = Path(str(item))
-            if not path.is_file():
-                raise AudioError(f"{path}: file not found (check the path or --audio-root)")
-            try:
-                self.clap.load_audio_into_tensor(str(path), self.clap.args.duration, True)
-            except Exception as exc:
-                raise AudioError(f"{path}: unreadable audio ({type(exc).__name__}: {exc})") from None
-            return str(path)
-
-        def features(self, waveform):
-            return waveform, False
-
-        @torch.no_grad()
-        def embed_features(self, items, pad_to=None) -> np.ndarray:
-            out = []
-            for path, _ in items:  # one clip per call: its random crop is seeded on its own
-                random.seed(self.seed)
-                out.append(self.clap.get_audio_embeddings([path], resample=True).float().cpu())
-            return F.normalize(torch.cat(out), dim=-1).numpy()
-
-        @torch.no_grad()
-        def embed_text(self, texts, batch_size: int = 64) -> np.ndarray:
-            texts = list(texts)
-            parts = [self.clap.get_text_embeddings(texts[i:i + batch_size]).float().cpu()
-                     for i in range(0, len(texts), batch_size)]
-            if not parts:
-                return np.zeros((0, 1), dtype=np.float32)
-            return F.normalize(torch.cat(parts), dim=-1).numpy()
-
-    return _MSClapScorer
-
-
-def MSClapScorer(device: str = "auto", seed: int = 0, version: str = "2023"):  # a class to callers
-    """MS CLAP as a CLAPScorer (needs ``pip install msclap``); scores are max(cos, 0)."""
-    return _msclap_scorer_class()(device=device, seed=seed, version=version)
+    atomic_write_text(files["report"], text)

@@ -20,8 +20,6 @@ Each clip is featurised on its own, so a clip's features never depend on its bat
 
 from __future__ import annotations
 
-from humanclap.errors import AudioError
-
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -30,11 +28,11 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from humanclap.errors import AudioError
+
 # An audio item is a file path or an ``(array, sample_rate)`` pair; arrays are
 # ``(samples,)`` or ``(samples, channels)`` like soundfile returns them.
 AudioInput = Union[str, Path, "tuple[np.ndarray, int]"]
-
-
 
 
 def describe(item: AudioInput) -> str:
@@ -69,11 +67,10 @@ def read_audio(item: AudioInput) -> tuple[np.ndarray, int]:
     return data, int(rate)
 
 
-def load_audio(item: AudioInput, target_rate: int) -> np.ndarray:
-    """Load an audio item as a finite float32 mono waveform at ``target_rate``.
-
-    Raises ``AudioError`` for missing, unreadable or empty files and for NaN/inf samples.
-    """
+def decode_mono(item: AudioInput) -> tuple[np.ndarray, int]:
+    """Decode an audio item to a finite float64 mono waveform (mean of the channels) at
+    its own sample rate. Raises ``AudioError`` for missing, unreadable or empty files and
+    for NaN/inf samples."""
     data, rate = read_audio(item)
     name = describe(item)
     if data.shape[0] == 0:
@@ -82,7 +79,13 @@ def load_audio(item: AudioInput, target_rate: int) -> np.ndarray:
         raise AudioError(f"{name}: invalid sample rate {rate}")
     if not np.isfinite(data).all():
         raise AudioError(f"{name}: contains NaN or inf samples; fix or re-export the file")
-    mono = data.mean(axis=1, dtype=np.float64)
+    return data.mean(axis=1, dtype=np.float64), rate
+
+
+def load_audio(item: AudioInput, target_rate: int) -> np.ndarray:
+    """Load an audio item as a finite float32 mono waveform at ``target_rate``
+    (:func:`decode_mono`, then soxr's "HQ" resampler). Raises ``AudioError``."""
+    mono, rate = decode_mono(item)
     if rate != target_rate:
         mono = soxr.resample(mono, rate, target_rate, quality="HQ")
     return np.ascontiguousarray(mono, dtype=np.float32)

@@ -1,10 +1,11 @@
 """The ``humanclap score`` job: manifest in, one scored row out per input row.
 
-Work per run: each unique text is embedded once, each unique audio file is decoded and
-embedded once; with a cache, both are looked up by content first. Decoding and feature
-extraction of the next batch run in a background thread while the model embeds the
-current one. A bad row (missing/corrupt file, NaN samples, empty text) gets an ``error``
-and the job goes on.
+The embedding work is the :class:`~humanclap.scoring.engine.EmbeddingEngine`'s (each
+unique text and file once, cache, background decoding); this module adds the rows: read
+the manifest, embed the texts, walk the rows in batches of ``batch_size``, write each
+batch's rows in input order once its files are embedded, and keep ``OUT.meta.json``
+beside the output. A bad row (missing/corrupt file, NaN samples, empty text) gets an
+``error`` and the job goes on.
 """
 
 from __future__ import annotations
@@ -13,20 +14,18 @@ import json
 import math
 import sys
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from humanclap.scoring.audio import AudioError, audio_bytes_hash
-from humanclap.defaults import TEXT_MAX_LENGTH
-from humanclap.scoring.cache import EmbeddingCache
-from humanclap.scoring.scorer import CLAPScorer
-from humanclap.scoring.rows import UsageError, open_output, read_manifest
-
-BatchPrep = dict[str, Any]  # audio path -> embedding (cached) | (features, longer, hash) | AudioError
+from humanclap.errors import UsageError
+from humanclap.io import resolve_path, write_json
+from humanclap.scoring.clapscore import clapscore
+from humanclap.scoring.engine import EmbeddingEngine, open_cache
+from humanclap.scoring.protocol import Scorer
+from humanclap.scoring.rows import open_output, read_manifest
 
 
 @dataclass
@@ -75,92 +74,13 @@ def _text(row: dict[str, Any]) -> str:
     return "" if row["text"] is None else str(row["text"])
 
 
-def resolve_audio(value: Any, root: Path) -> Path:
-    path = Path(str(value)).expanduser()
-    return path if path.is_absolute() else root / path
-
-
 class ScoreJob:
     """Scores a manifest with one model; see module docstring."""
 
-    def __init__(self, scorer: CLAPScorer, batch_size: int = 8, cache_dir: str | None = None):
+    def __init__(self, scorer: Scorer, batch_size: int = 8, cache_dir: str | None = None):
         self.scorer = scorer
         self.batch_size = batch_size
-        self.cache = None
-        if cache_dir:
-            info = scorer.info
-            key = {"model": info.model_id, "revision": info.revision, "dtype": scorer.dtype,
-                   "preprocessing": info.as_dict()["preprocessing"], "text_max_length": TEXT_MAX_LENGTH}
-            self.cache = EmbeddingCache(cache_dir, key)
-        self.audio_emb: dict[str, np.ndarray] = {}
-        self.audio_err: dict[str, AudioError] = {}
-        self.text_emb: dict[str, np.ndarray] = {}
-        self.submitted: set[str] = set()  # files handed to prepare(): each is decoded once per run
-
-    # -- texts -------------------------------------------------------------------------
-    def embed_texts(self, texts: list[str]) -> None:
-        todo = []
-        for text in dict.fromkeys(texts):
-            if text in self.text_emb or not text.strip():
-                continue
-            cached = self.cache.get(self.cache.key("text", text)) if self.cache else None
-            if cached is not None:
-                self.text_emb[text] = cached
-            else:
-                todo.append(text)
-        if todo:
-            vecs = self.scorer.embed_text(todo)
-            self.text_emb.update(zip(todo, vecs))
-            if self.cache:
-                self.cache.put_many({self.cache.key("text", t): v for t, v in zip(todo, vecs)})
-
-    # -- audio -------------------------------------------------------------------------
-    def prepare(self, paths: list[str]) -> BatchPrep:
-        """Decode + featurise the batch's new files (runs in the background thread)."""
-        prep: BatchPrep = {}
-        for path in paths:
-            if path in self.submitted:
-                continue
-            self.submitted.add(path)
-            try:
-                digest = audio_bytes_hash(path) if self.cache else ""
-                cached = self.cache.get(self.cache.key("audio", digest)) if self.cache else None
-                if cached is not None:
-                    prep[path] = cached
-                    continue
-                feats, longer = self.scorer.features(self.scorer.load(path))
-                prep[path] = (feats, longer, digest)
-            except AudioError as exc:
-                prep[path] = exc
-            except (OSError, RuntimeError, ValueError) as exc:  # decoder/resampler failures
-                prep[path] = AudioError(f"{path}: unreadable audio ({type(exc).__name__}: {exc})")
-        return prep
-
-    def embed_prepared(self, prep: BatchPrep) -> None:
-        to_embed = [(p, v) for p, v in prep.items() if isinstance(v, tuple)]
-        for p, v in prep.items():
-            if isinstance(v, np.ndarray):
-                self.audio_emb[p] = v
-            elif isinstance(v, AudioError):
-                self.audio_err[p] = v
-        for i in range(0, len(to_embed), self.batch_size):
-            chunk = to_embed[i : i + self.batch_size]
-            vecs = self.scorer.embed_features([(f, longer) for _, (f, longer, _) in chunk], pad_to=self.batch_size)
-            for (path, (_, _, digest)), vec in zip(chunk, vecs):
-                self.audio_emb[path] = vec
-            if self.cache:
-                self.cache.put_many({self.cache.key("audio", d): v for (_, (_, _, d)), v in zip(chunk, vecs)})
-
-    def embed_unique(self, paths: list[str], texts: list[str], progress: bool | None = None) -> None:
-        """Embed every unique text and decodable audio file once (evaluation, no output rows)."""
-        from tqdm.auto import tqdm
-
-        self.embed_texts(texts)
-        unique = list(dict.fromkeys(paths))
-        batches = [unique[i : i + self.batch_size] for i in range(0, len(unique), self.batch_size)]
-        for batch in tqdm(batches, desc="audio", unit="batch", file=sys.stderr,
-                          disable=not (sys.stderr.isatty() if progress is None else progress)):
-            self.embed_prepared(self.prepare(batch))
+        self.engine = EmbeddingEngine(scorer, batch_size, open_cache(cache_dir, scorer) if cache_dir else None)
 
     # -- the job -----------------------------------------------------------------------
     def run(self, manifest: str | Path, output: str | Path | None = None,
@@ -185,50 +105,38 @@ class ScoreJob:
                 summary.scores.append(float(old["clapscore"]))
         # Texts of *all* rows, done or not: text batches are then the same in a resumed run
         # as in an uninterrupted one, so the resumed file is byte-identical.
-        self.embed_texts([_text(r) for r in rows])
+        engine = self.engine
+        engine.embed_texts([_text(r) for r in rows])
         todo = rows[len(done):]
-        paths = [str(resolve_audio(r["audio"], root)) for r in todo]
+        paths = [str(resolve_path(r["audio"], root)) for r in todo]
         texts = [_text(r) for r in todo]
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(todo), unit="row", desc="scoring", file=sys.stderr,
                    disable=not (sys.stderr.isatty() if progress is None else progress))
         batches = [range(i, min(i + self.batch_size, len(todo))) for i in range(0, len(todo), self.batch_size)]
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending: Future | None = pool.submit(self.prepare, [paths[i] for i in batches[0]]) if batches else None
-            for b, batch in enumerate(batches):
-                prep = pending.result()
-                pending = pool.submit(self.prepare, [paths[i] for i in batches[b + 1]]) if b + 1 < len(batches) else None
-                self.embed_prepared(prep)
-                for i in batch:
-                    cosine, error = self.row_result(paths[i], texts[i])
-                    writer.write(todo[i], cosine, error)
-                    if error:
-                        summary.failed += 1
-                    else:
-                        summary.scored += 1
-                        summary.scores.append(max(cosine, 0.0))
-                writer.flush()
-                bar.update(len(batch))
+        for b in engine.embed_audio_batches([[paths[i] for i in batch] for batch in batches]):
+            for i in batches[b]:
+                cosine, error = engine.cosine(paths[i], texts[i])
+                writer.write(todo[i], cosine, error)
+                if error:
+                    summary.failed += 1
+                else:
+                    summary.scored += 1
+                    summary.scores.append(float(clapscore(cosine)))
+            writer.flush()
+            bar.update(len(batches[b]))
         bar.close()
-        if self.cache:
-            summary.cache_hits = self.cache.hits
+        if engine.cache:
+            summary.cache_hits = engine.cache.hits
         summary.seconds = time.perf_counter() - start
         if output is not None:
             writer.stream.close()
             write_run_metadata(Path(output), self.scorer, summary)
         return summary
 
-    def row_result(self, path: str, text: str) -> tuple[float | None, str]:
-        """Cosine of an embedded (audio, text) pair, or None and the reason it failed."""
-        if not text.strip():
-            return None, "empty text"
-        if path in self.audio_err:
-            return None, str(self.audio_err[path])
-        return float(np.dot(self.audio_emb[path], self.text_emb[text])), ""
 
-
-def check_same_model(output: Path, scorer: CLAPScorer) -> None:
+def check_same_model(output: Path, scorer: Scorer) -> None:
     """Refuse to resume a file whose rows were scored by another model or setting."""
     meta_path = output.with_name(output.name + ".meta.json")
     if not meta_path.is_file():
@@ -240,7 +148,7 @@ def check_same_model(output: Path, scorer: CLAPScorer) -> None:
                          f"{scorer.info.revision} ({scorer.dtype}); drop --resume or use another -o")
 
 
-def write_run_metadata(output: Path, scorer: CLAPScorer, summary: ScoreSummary) -> None:
+def write_run_metadata(output: Path, scorer: Scorer, summary: ScoreSummary) -> None:
     """``OUT.meta.json`` beside the output: which model and settings made these scores."""
     from humanclap import __version__
 
@@ -249,6 +157,5 @@ def write_run_metadata(output: Path, scorer: CLAPScorer, summary: ScoreSummary) 
             "device": str(scorer.device), "rows": summary.rows, "scored": summary.scored,
             "failed": summary.failed, "mean_clapscore": mean, "mean_clapscore_ci95": [lo, hi],
             "note": "clapscore = max(cosine, 0); scoring is deterministic (no seed involved)"}
-    tmp = output.with_name(output.name + ".meta.json.tmp")
-    tmp.write_text(json.dumps(meta, indent=2, allow_nan=True) + "\n")
-    tmp.replace(output.with_name(output.name + ".meta.json"))
+    # Strict JSON: an undefined mean (no row scored yet, or one: no interval) is null.
+    write_json(output.with_name(output.name + ".meta.json"), meta)

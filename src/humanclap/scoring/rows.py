@@ -8,8 +8,6 @@ in the file, cuts a half-written last line, and checks they belong to this manif
 
 from __future__ import annotations
 
-from humanclap.errors import UsageError
-
 import csv
 import io
 import json
@@ -21,38 +19,18 @@ from typing import IO, Any
 
 import numpy as np
 
+from humanclap.errors import UsageError
+from humanclap.io import read_table
+from humanclap.scoring.clapscore import clapscore
+
 OUTPUT_COLUMNS = ("clapscore", "cosine", "error")
 
 
-
-
 def read_manifest(path: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """Rows and column names of a ``.csv`` or ``.jsonl`` manifest with ``audio`` and ``text``."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"manifest {path} not found")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".csv":
-            with open(path, newline="", encoding="utf-8") as f:
-                reader = csv.DictReader(f)
-                rows = list(reader)
-                columns = list(reader.fieldnames or [])
-        elif suffix in (".jsonl", ".ndjson"):
-            rows, columns = [], []
-            with open(path, encoding="utf-8") as f:
-                for lineno, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    row = json.loads(line)
-                    if not isinstance(row, dict):
-                        raise UsageError(f"{path}:{lineno}: each line must be a JSON object")
-                    rows.append(row)
-                    columns.extend(k for k in row if k not in columns)
-        else:
-            raise UsageError(f"manifest {path} must end in .csv or .jsonl")
-    except (UnicodeDecodeError, json.JSONDecodeError, csv.Error) as exc:
-        raise UsageError(f"manifest {path} is not valid {suffix[1:]}: {exc}") from None
+    """Rows and column names of a CSV/JSONL manifest (:func:`humanclap.io.read_table`)
+    with ``audio`` and ``text`` columns and none of the output columns."""
+    table = read_table(path, "manifest")
+    path, rows, columns = table.path, table.rows, table.columns
     missing = [c for c in ("audio", "text") if c not in columns]
     if missing:
         raise UsageError(f"manifest {path} lacks column(s) {', '.join(missing)}; "
@@ -88,7 +66,7 @@ class RowWriter:
         self.stream.write(buf.getvalue())
 
     def write(self, row: dict[str, Any], cosine: float | None, error: str) -> None:
-        score = None if cosine is None else max(float(np.float32(cosine)), 0.0)
+        score = None if cosine is None else float(clapscore(cosine))
         if self.fmt == "csv":
             self._write_csv([_csv_cell(row.get(c, "")) for c in self.columns[:-3]]
                             + [format_float(score), format_float(cosine), error])

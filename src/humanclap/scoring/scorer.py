@@ -7,13 +7,9 @@ CLAPScore(a, t) = max(cos(e_a, e_t), 0) with e_a, e_t the L2-normalised projecti
 
 from __future__ import annotations
 
-from humanclap.errors import ModelLoadError
-
 import hashlib
 import logging
 import os
-import re
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -22,29 +18,21 @@ import torch
 import torch.nn.functional as F
 
 from humanclap.defaults import DEFAULT_MODEL, TEXT_MAX_LENGTH
+from humanclap.errors import ModelLoadError
 from humanclap.scoring.audio import AudioInput, Preprocessing, clip_features, collate_features, load_audio
+# clapscore and ModelInfo are defined in their own modules; imported here so that
+# ``humanclap.scoring.scorer.clapscore`` / ``.ModelInfo`` keep working.
+from humanclap.scoring.clapscore import clapscore
+from humanclap.scoring.engine import features_of
+from humanclap.scoring.hub import hub_reachable, is_local_path
+from humanclap.scoring.protocol import ModelInfo
+
+__all__ = ["CLAPScorer", "DTYPES", "ModelInfo", "ModelLoadError", "audio_embeddings", "clapscore",
+           "load_components", "quiet_transformers", "resolve_device", "text_embeddings"]
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-
-
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """Where a checkpoint came from; recorded in every output."""
-
-    model_id: str
-    revision: str  # hub commit hash, or "sha256:<prefix>" of a local folder's weights
-    source: str  # "hub" or "local"
-    preprocessing: Preprocessing
-
-    def as_dict(self) -> dict:
-        d = asdict(self)
-        d["preprocessing"] = asdict(self.preprocessing)
-        return d
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -77,10 +65,6 @@ def audio_embeddings(model, input_features: torch.Tensor, is_longer: torch.Tenso
     return F.normalize(_pooled(model.get_audio_features(input_features=input_features, is_longer=is_longer)).float(), dim=-1)
 
 
-def _is_local(id_or_dir: str) -> bool:
-    return Path(id_or_dir).exists() or not _HUB_ID.match(id_or_dir)
-
-
 def _local_revision(folder: Path) -> str:
     """Content hash of a local checkpoint's config and weights (changes when they change)."""
     h = hashlib.sha256()
@@ -92,21 +76,6 @@ def _local_revision(folder: Path) -> str:
                 for block in iter(lambda: fh.read(1 << 22), b""):
                     h.update(block)
     return "sha256:" + h.hexdigest()[:16]
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """Quick TCP probe, so an offline machine fails in seconds instead of minutes of retries."""
-    import socket
-    from urllib.parse import urlparse
-
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return False
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 def _load_model_and_tokenizer(id_or_dir: str, local: bool, kwargs: dict):
@@ -121,7 +90,7 @@ def _load_model_and_tokenizer(id_or_dir: str, local: bool, kwargs: dict):
     try:
         return load({**kwargs, "local_files_only": True})
     except OSError:
-        if not _hub_reachable():
+        if not hub_reachable():
             raise OSError("no network connection to the Hub (or HF_HUB_OFFLINE is set)") from None
     return load(kwargs)
 
@@ -130,7 +99,7 @@ def load_components(id_or_dir: str, revision: str | None = None):
     """Load ``(ClapModel, tokenizer, feature_extractor, ModelInfo)`` from a hub id or folder."""
     from transformers import ClapFeatureExtractor
 
-    local = _is_local(id_or_dir)
+    local = is_local_path(id_or_dir)
     if local and not (Path(id_or_dir) / "config.json").is_file():
         raise ModelLoadError(
             f"{id_or_dir!r} is not a CLAP checkpoint folder (no config.json there) and not a hub id "
@@ -265,7 +234,7 @@ class CLAPScorer:
         """L2-normalised audio embeddings, ``(len(audio), dim)`` float32; raises AudioError."""
         out = []
         for i in range(0, len(audio), batch_size):
-            feats = [self.features(self.load(item)) for item in audio[i : i + batch_size]]
+            feats = [features_of(self, item) for item in audio[i : i + batch_size]]
             out.append(torch.from_numpy(self.embed_features(feats, pad_to=batch_size)))
         return _stack(out, self.embedding_dim)
 
@@ -287,11 +256,6 @@ class CLAPScorer:
     def score(self, audio: Sequence[AudioInput], text: Sequence[str], batch_size: int = 8) -> np.ndarray:
         """CLAPScore = max(cosine, 0) for each (audio, text) pair, as a float32 array."""
         return clapscore(self.cosine(audio, text, batch_size=batch_size))
-
-
-def clapscore(cosine: np.ndarray) -> np.ndarray:
-    """CLAPScore from cosines: negative similarities count as no relevance (0)."""
-    return np.maximum(np.asarray(cosine, dtype=np.float32), 0.0)
 
 
 def _pad_batch(items: list, size: int) -> list:

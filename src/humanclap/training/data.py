@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from humanclap.scoring.engine import features_of
 from humanclap.training.config import ConfigError, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ def build_train_data(rated, split_names: list[str], scorer, progress: bool = Fal
         if memo is not None and key in memo:
             f, is_longer = memo[key]
         else:
-            f, is_longer = scorer.features(scorer.load(path))
+            f, is_longer = features_of(scorer, path)  # the engine's own feature stage
             if memo is not None:
                 memo[key] = (f, is_longer)
         feats.append(torch.from_numpy(np.ascontiguousarray(f)))

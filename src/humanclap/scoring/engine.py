@@ -1,0 +1,191 @@
+"""The embedding engine: unique texts and audio files -> L2-normalised embeddings.
+
+One engine serves one scorer (any :class:`~humanclap.scoring.protocol.Scorer`) for one
+run: ``humanclap score`` (through :class:`~humanclap.scoring.job.ScoreJob`), evaluation
+(``score_pairs``) and, for its feature stage, training's preprocessing. Per engine:
+
+* each unique text is embedded once, each unique audio file decoded and embedded once;
+* with an :class:`EmbeddingCache`, a text (by its string) or a file (by the hash of its
+  bytes) is looked up before any work is done, and new embeddings are stored;
+* decoding and feature extraction of the next batch run in a background thread while the
+  model embeds the current one (:meth:`EmbeddingEngine.embed_audio_batches`);
+* a file that cannot be used is recorded as an :class:`AudioError` for that file (see
+  ``audio_err``), never raised: the rows or pairs that use it get the message.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from humanclap.defaults import TEXT_MAX_LENGTH
+from humanclap.errors import AudioError
+from humanclap.scoring.audio import AudioInput, audio_bytes_hash, describe
+from humanclap.scoring.cache import EmbeddingCache
+from humanclap.scoring.protocol import Scorer
+
+# What prepare() found for each new file of a batch: its cached embedding, its
+# ``(features, is_longer, content_hash)`` to embed, or the AudioError that stopped it.
+BatchPrep = dict[str, Any]
+
+
+def features_of(scorer: Scorer, item: AudioInput) -> tuple[Any, bool]:
+    """Decode one audio item and compute its model features: the one preprocessing path
+    shared by scoring, evaluation and training. Decoder and resampler failures come out
+    as :class:`AudioError` naming the item."""
+    try:
+        return scorer.features(scorer.load(item))
+    except AudioError:
+        raise
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise unreadable(item, exc) from None
+
+
+def unreadable(item: AudioInput, exc: Exception) -> AudioError:
+    """The AudioError for an item whose reading, decoding or resampling raised ``exc``."""
+    return AudioError(f"{describe(item)}: unreadable audio ({type(exc).__name__}: {exc})")
+
+
+def open_cache(folder: str | Path, scorer: Scorer) -> EmbeddingCache:
+    """The embedding cache in ``folder`` for this scorer's model, revision, dtype and
+    preprocessing: entries of any other configuration are never returned."""
+    info = scorer.info
+    key = {"model": info.model_id, "revision": info.revision, "dtype": scorer.dtype,
+           "preprocessing": info.as_dict()["preprocessing"], "text_max_length": TEXT_MAX_LENGTH}
+    return EmbeddingCache(folder, key)
+
+
+class EmbeddingEngine:
+    """Embeds texts and audio files for one scorer; see the module docstring.
+
+    Results live in ``text_emb`` (text -> vector), ``audio_emb`` (path -> vector) and
+    ``audio_err`` (path -> AudioError). ``batch_size`` clips go through the model per
+    forward pass, always padded to that size, so an embedding never depends on which
+    other clips shared its batch.
+    """
+
+    def __init__(self, scorer: Scorer, batch_size: int = 8, cache: EmbeddingCache | None = None):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.scorer = scorer
+        self.batch_size = batch_size
+        self.cache = cache
+        self.text_emb: dict[str, np.ndarray] = {}
+        self.audio_emb: dict[str, np.ndarray] = {}
+        self.audio_err: dict[str, AudioError] = {}
+        self.submitted: set[str] = set()  # files handed to prepare(): each is decoded once
+
+    def features_of(self, item: AudioInput) -> tuple[Any, bool]:
+        """Features of one audio item with this engine's scorer (see :func:`features_of`)."""
+        return features_of(self.scorer, item)
+
+    # -- texts -------------------------------------------------------------------------
+    def embed_texts(self, texts: Sequence[str]) -> None:
+        """Embed the texts not embedded yet (blank ones are skipped: they cannot be scored).
+
+        New texts are embedded in one ``embed_text`` call, in first-seen order: the call's
+        list decides the batches, so the same texts give the same bits."""
+        todo = []
+        for text in dict.fromkeys(texts):
+            if text in self.text_emb or not text.strip():
+                continue
+            cached = self.cache.get(self.cache.key("text", text)) if self.cache else None
+            if cached is not None:
+                self.text_emb[text] = cached
+            else:
+                todo.append(text)
+        if todo:
+            vecs = self.scorer.embed_text(todo)
+            self.text_emb.update(zip(todo, vecs))
+            if self.cache:
+                self.cache.put_many({self.cache.key("text", t): v for t, v in zip(todo, vecs)})
+
+    # -- audio -------------------------------------------------------------------------
+    def prepare(self, paths: Sequence[str]) -> BatchPrep:
+        """Decode + featurise the files of a batch not seen before (the background stage)."""
+        prep: BatchPrep = {}
+        for path in paths:
+            if path in self.submitted:
+                continue
+            self.submitted.add(path)
+            try:
+                # Hashed inside the try: a file that cannot be opened is this file's error.
+                digest = audio_bytes_hash(path) if self.cache else ""
+                cached = self.cache.get(self.cache.key("audio", digest)) if self.cache else None
+                if cached is not None:
+                    prep[path] = cached
+                    continue
+                feats, longer = features_of(self.scorer, path)
+                prep[path] = (feats, longer, digest)
+            except AudioError as exc:
+                prep[path] = exc
+            except (OSError, RuntimeError, ValueError) as exc:  # hashing / cache look-up
+                prep[path] = unreadable(path, exc)
+        return prep
+
+    def embed_prepared(self, prep: BatchPrep) -> None:
+        """Embed what :meth:`prepare` featurised (``batch_size`` clips per forward pass)."""
+        to_embed = [(p, v) for p, v in prep.items() if isinstance(v, tuple)]
+        for p, v in prep.items():
+            if isinstance(v, np.ndarray):
+                self.audio_emb[p] = v
+            elif isinstance(v, AudioError):
+                self.audio_err[p] = v
+        for i in range(0, len(to_embed), self.batch_size):
+            chunk = to_embed[i : i + self.batch_size]
+            vecs = self.scorer.embed_features([(f, longer) for _, (f, longer, _) in chunk],
+                                              pad_to=self.batch_size)
+            for (path, _), vec in zip(chunk, vecs):
+                self.audio_emb[path] = vec
+            if self.cache:
+                self.cache.put_many({self.cache.key("audio", d): v for (_, (_, _, d)), v in zip(chunk, vecs)})
+
+    def embed_audio_batches(self, batches: Sequence[Sequence[str]]) -> Iterator[int]:
+        """Embed the new files of each batch in turn, decoding batch ``b + 1`` in a background
+        thread while batch ``b`` is embedded; yields ``b`` once batch ``b``'s files are in
+        ``audio_emb`` / ``audio_err`` (callers write their rows at that point)."""
+        batches = [list(b) for b in batches]
+        if not batches:
+            return
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending: Future = pool.submit(self.prepare, batches[0])
+            for b in range(len(batches)):
+                prep = pending.result()
+                if b + 1 < len(batches):
+                    pending = pool.submit(self.prepare, batches[b + 1])
+                self.embed_prepared(prep)
+                yield b
+
+    def embed_unique(self, paths: Sequence[str], texts: Sequence[str],
+                     progress: bool | None = None) -> None:
+        """Embed every unique text and decodable audio file once (no output rows).
+
+        ``progress``: a bar on stderr (None: only when stderr is a terminal)."""
+        from tqdm.auto import tqdm
+
+        self.embed_texts(texts)
+        unique = list(dict.fromkeys(paths))
+        batches = [unique[i : i + self.batch_size] for i in range(0, len(unique), self.batch_size)]
+        with tqdm(total=len(batches), desc="audio", unit="batch", file=sys.stderr,
+                  disable=not (sys.stderr.isatty() if progress is None else progress)) as bar:
+            for _ in self.embed_audio_batches(batches):
+                bar.update(1)
+
+    # -- results -----------------------------------------------------------------------
+    def cosine(self, path: str, text: str) -> tuple[float | None, str]:
+        """Cosine of an embedded (audio, text) pair, or None and why it has none."""
+        if not text.strip():
+            return None, "empty text"
+        if path in self.audio_err:
+            return None, str(self.audio_err[path])
+        return float(np.dot(self.audio_emb[path], self.text_emb[text])), ""
+
+    def counts(self) -> dict[str, int]:
+        """Work done so far: texts embedded, audio files decoded, embedded and failed."""
+        return {"texts_embedded": len(self.text_emb), "audio_decoded": len(self.submitted),
+                "audio_embedded": len(self.audio_emb), "audio_failed": len(self.audio_err)}

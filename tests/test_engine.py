@@ -1,0 +1,204 @@
+"""The embedding engine, the Scorer protocol, CLAPScore and the MS CLAP scorer (with a
+stand-in for the msclap package, which cannot be installed next to transformers 5)."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from conftest import noise_clip, write_wav
+
+from humanclap import AudioError, CLAPScorer
+from humanclap.evaluation.evaluate import score_pairs
+from humanclap.scoring.clapscore import clapscore
+from humanclap.scoring.engine import EmbeddingEngine, features_of, open_cache
+from humanclap.scoring.msclap import MSClapScorer
+from humanclap.scoring.protocol import Scorer
+
+TEXTS = ["a dog barks", "rain falls on a roof", "a bell rings"]
+
+
+# -- CLAPScore -------------------------------------------------------------------------
+def test_clapscore_numpy_float_and_torch():
+    out = clapscore(np.array([-0.5, 0.0, 0.25], dtype=np.float64))
+    assert out.dtype == np.float32 and out.tolist() == [0.0, 0.0, 0.25]
+    assert clapscore(-0.1) == 0.0 and isinstance(clapscore(0.3), np.float32)
+    cos = torch.tensor([-0.5, 0.25, 0.75], requires_grad=True)
+    score = clapscore(cos)
+    assert isinstance(score, torch.Tensor) and score.dtype == cos.dtype
+    score.sum().backward()  # the graph is kept: no gradient where the cosine was clipped
+    assert cos.grad.tolist() == [0.0, 1.0, 1.0]
+
+
+def test_clapscore_is_one_function_and_does_not_import_torch():
+    import humanclap
+    from humanclap.scoring import scorer
+
+    assert humanclap.clapscore is clapscore and scorer.clapscore is clapscore
+    code = ("import sys; from humanclap.scoring.clapscore import clapscore; "
+            "import humanclap.scoring.hub, humanclap.evaluation.tables; "
+            "assert 'torch' not in sys.modules; print(clapscore([-1.0, 0.5]).tolist())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "[0.0, 0.5]", out.stderr
+
+
+# -- the engine ------------------------------------------------------------------------
+def _files(tmp_path, n=5):
+    return [str(write_wav(tmp_path / f"c{i}.wav", noise_clip(0.3 + 0.1 * i, seed=i))) for i in range(n)]
+
+
+def _counting(scorer):
+    """Count decoded items and embedded texts on a scorer instance."""
+    calls = {"load": [], "texts": []}
+    load, embed_text = scorer.load, scorer.embed_text
+    scorer.load = lambda item: calls["load"].append(str(item)) or load(item)
+    scorer.embed_text = lambda texts: calls["texts"].extend(texts) or embed_text(texts)
+    return calls
+
+
+def test_clap_scorer_satisfies_the_protocol(tiny_unfused):
+    assert isinstance(CLAPScorer.from_pretrained(str(tiny_unfused), device="cpu"), Scorer)
+    assert not isinstance(object(), Scorer)
+
+
+def test_engine_embeds_each_unique_item_once_and_records_bad_files(tiny_unfused, tmp_path):
+    scorer = CLAPScorer.from_pretrained(str(tiny_unfused), device="cpu")
+    calls = _counting(scorer)
+    files = _files(tmp_path)
+    (tmp_path / "corrupt.wav").write_bytes(b"not audio")
+    paths = files + files[:3] + [str(tmp_path / "missing.wav"), str(tmp_path / "corrupt.wav")]
+    texts = [TEXTS[i % 3] for i in range(len(paths))]
+    engine = EmbeddingEngine(scorer, batch_size=2)
+    engine.embed_unique(paths, texts + ["  "], progress=False)
+    assert sorted(calls["load"]) == sorted(set(calls["load"])) and len(calls["load"]) == 7
+    assert calls["texts"] == TEXTS  # blank texts are never embedded
+    assert engine.counts() == {"texts_embedded": 3, "audio_decoded": 7, "audio_embedded": 5,
+                               "audio_failed": 2}
+    assert "file not found" in str(engine.audio_err[paths[-2]])
+    assert "unreadable" in str(engine.audio_err[paths[-1]])
+    assert engine.cosine(paths[-1], "a bell rings")[0] is None
+    assert engine.cosine(files[0], " ") == (None, "empty text")
+    # the same numbers as the scorer's own API, and unit norm
+    ref = scorer.embed_audio(files, batch_size=2)
+    np.testing.assert_allclose(np.stack([engine.audio_emb[f] for f in files]), ref, atol=1e-6)
+    cos, err = engine.cosine(files[1], TEXTS[0])
+    assert err == "" and cos == pytest.approx(float(ref[1] @ scorer.embed_text([TEXTS[0]])[0]), abs=1e-6)
+    with pytest.raises(ValueError, match="batch_size"):
+        EmbeddingEngine(scorer, batch_size=0)
+
+
+def test_engine_pipeline_yields_batches_in_order_after_embedding(tiny_unfused, tmp_path):
+    scorer = CLAPScorer.from_pretrained(str(tiny_unfused), device="cpu")
+    files = _files(tmp_path)
+    engine = EmbeddingEngine(scorer, batch_size=2)
+    batches = [files[0:2], files[2:4], files[4:5] + files[0:1]]
+    seen = []
+    for b in engine.embed_audio_batches(batches):
+        assert all(p in engine.audio_emb for p in batches[b])  # ready when yielded
+        seen.append(b)
+    assert seen == [0, 1, 2] and list(engine.embed_audio_batches([])) == []
+
+
+def test_engine_cache_skips_all_work_and_gives_the_same_vectors(tiny_unfused, tmp_path):
+    files = _files(tmp_path / "a")
+    scorer = CLAPScorer.from_pretrained(str(tiny_unfused), device="cpu")
+    first = EmbeddingEngine(scorer, 2, open_cache(tmp_path / "cache", scorer))
+    first.embed_unique(files, TEXTS, progress=False)
+    calls = _counting(scorer)
+    second = EmbeddingEngine(scorer, 2, open_cache(tmp_path / "cache", scorer))
+    second.embed_unique(files, TEXTS, progress=False)
+    assert calls == {"load": [], "texts": []} and second.cache.hits == len(files) + len(TEXTS)
+    for f in files:
+        np.testing.assert_array_equal(first.audio_emb[f], second.audio_emb[f])
+
+
+def test_features_of_is_the_engine_feature_stage(tiny_fused, tmp_path):
+    scorer = CLAPScorer.from_pretrained(str(tiny_fused), device="cpu")
+    path = _files(tmp_path, 1)[0]
+    feats, longer = features_of(scorer, path)
+    ref, ref_longer = scorer.features(scorer.load(path))
+    np.testing.assert_array_equal(feats, ref)
+    assert longer == ref_longer
+    prep = EmbeddingEngine(scorer).prepare([path])
+    np.testing.assert_array_equal(prep[path][0], ref)
+    with pytest.raises(AudioError, match="file not found"):
+        features_of(scorer, tmp_path / "missing.wav")
+
+
+# -- MS CLAP ---------------------------------------------------------------------------
+class _FakeEncoder(torch.nn.Module):
+    def __init__(self, window: int, dim: int):
+        super().__init__()
+        torch.manual_seed(0)
+        self.proj = torch.nn.Linear(window, dim)
+
+    def forward(self, x):  # msclap's audio encoder returns (embedding, class logits)
+        return self.proj(x), None
+
+
+class FakeMSClap:
+    """What MSClapScorer uses of ``msclap.CLAP``: ``args``, ``clap.audio_encoder``,
+    ``get_text_embeddings`` (unnormalised, like msclap's)."""
+
+    def __init__(self, rate: int = 16000, duration: int = 1, dim: int = 8):
+        self.args = SimpleNamespace(sampling_rate=rate, duration=duration, mel_bins=64, hop_size=320,
+                                    window_size=1024, fmin=50, fmax=8000, d_proj=dim)
+        self.clap = torch.nn.Module()
+        self.clap.audio_encoder = _FakeEncoder(rate * duration, dim)
+
+    def get_text_embeddings(self, texts):
+        return torch.stack([3 * torch.from_numpy(np.random.default_rng(len(t)).standard_normal(
+            self.args.d_proj).astype(np.float32)) for t in texts])
+
+
+def test_msclap_scorer_implements_the_protocol_consistently(tmp_path):
+    scorer = MSClapScorer(device="cpu", seed=3, wrapper=FakeMSClap())
+    assert isinstance(scorer, Scorer) and not isinstance(scorer, CLAPScorer)
+    assert scorer.info.preprocessing.long_clip_rule == "msclap-random-crop-seeded"
+    short = write_wav(tmp_path / "short.wav", noise_clip(0.3, seed=1))
+    long = write_wav(tmp_path / "long.wav", noise_clip(1.5, seed=2))
+    wave = scorer.load(long)
+    assert wave.dtype == np.float32 and wave.ndim == 1 and len(wave) == 24000
+    # long clips: msclap's crop, drawn as after random.seed(seed); short ones: tiled
+    feats, longer = scorer.features(wave)
+    start = random.Random(3).randrange(24000 - 16000)
+    assert longer and np.array_equal(feats, wave[start : start + 16000])
+    assert np.array_equal(scorer.features(wave)[0], feats)  # same clip, same crop
+    s_wave = scorer.load(short)
+    s_feats, s_longer = scorer.features(s_wave)
+    assert not s_longer and len(s_feats) == 16000 and np.array_equal(s_feats[4800:9600], s_wave)
+
+    texts = ["a dog barks", "rain"]
+    scores, errors, counts = score_pairs(scorer, [str(long), str(short), str(tmp_path / "x.wav")],
+                                         [*texts, "a bell"], batch_size=2, progress=False)
+    assert errors[:2] == ["", ""] and "file not found" in errors[2] and np.isnan(scores[2])
+    enc = scorer.msclap.clap.audio_encoder
+    with torch.no_grad():
+        a = torch.nn.functional.normalize(enc(torch.from_numpy(np.stack([feats, s_feats])))[0], dim=-1)
+    t = torch.nn.functional.normalize(scorer.msclap.get_text_embeddings(texts), dim=-1)
+    expected = np.maximum((a * t).sum(-1).numpy(), 0)
+    np.testing.assert_allclose(scores[:2], expected, atol=1e-6)
+    assert counts["audio_embedded"] == 2 and counts["audio_failed"] == 1
+    emb = scorer.embed_text(texts)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-6)
+    assert scorer.embed_text([]).shape == (0, scorer.embedding_dim)
+
+
+def test_msclap_scorer_without_the_package_is_a_clear_load_error():
+    if _importable("msclap"):
+        pytest.skip("msclap is installed here")
+    from humanclap.errors import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="pip install msclap"):
+        MSClapScorer(device="cpu")
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
