@@ -55,8 +55,8 @@ def _files(tmp_path, n=5):
 def _counting(scorer):
     """Count decoded items and embedded texts on a scorer instance."""
     calls = {"load": [], "texts": []}
-    load, embed_text = scorer.load, scorer.embed_text
-    scorer.load = lambda item: calls["load"].append(str(item)) or load(item)
+    load, embed_text = scorer.load_features, scorer.embed_text
+    scorer.load_features = lambda item: calls["load"].append(str(item)) or load(item)
     scorer.embed_text = lambda texts: calls["texts"].extend(texts) or embed_text(texts)
     return calls
 

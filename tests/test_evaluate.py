@@ -154,9 +154,9 @@ def test_each_text_and_audio_embedded_once(relate_dir, models):
     scores equal the plain per-pair reference ``CLAPScorer.score``."""
     scorer = CLAPScorer.from_pretrained(str(models[0]), device="cpu")
     embedded, loaded = [], []
-    embed_text, load = scorer.embed_text, scorer.load
+    embed_text, load = scorer.embed_text, scorer.load_features
     scorer.embed_text = lambda texts, batch_size=64: (embedded.extend(texts), embed_text(texts, batch_size))[1]
-    scorer.load = lambda item: (loaded.append(item), load(item))[1]
+    scorer.load_features = lambda item: (loaded.append(item), load(item))[1]
 
     data = load_rated(f"relate:{relate_dir}").split("test")
     pairs = data.pairs

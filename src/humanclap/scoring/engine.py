@@ -39,7 +39,7 @@ def features_of(scorer: Scorer, item: AudioInput) -> tuple[Any, bool]:
     shared by scoring, evaluation and training. Decoder and resampler failures come out
     as :class:`AudioError` naming the item."""
     try:
-        return scorer.features(scorer.load(item))
+        return scorer.load_features(item)
     except AudioError:
         raise
     except (OSError, RuntimeError, ValueError) as exc:

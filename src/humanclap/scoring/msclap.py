@@ -80,6 +80,10 @@ class MSClapScorer:
             mono = T.Resample(rate, self.sampling_rate)(torch.from_numpy(mono.astype(np.float32))).numpy()
         return np.ascontiguousarray(mono, dtype=np.float32)
 
+    def load_features(self, item: AudioInput) -> tuple[np.ndarray, bool]:
+        """``features(load(item))``: msclap's input uses the whole decoded clip."""
+        return self.features(self.load(item))
+
     def features(self, waveform: np.ndarray) -> tuple[np.ndarray, bool]:
         """The ``window``-sample input of one clip and whether the clip was longer."""
         n, window = int(waveform.shape[0]), self.window

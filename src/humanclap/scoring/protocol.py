@@ -60,6 +60,9 @@ class Scorer(Protocol):
 
     def features(self, waveform: np.ndarray) -> tuple[Any, bool]: ...
 
+    # features(load(item)), free to read less of a file than the model uses
+    def load_features(self, item: AudioInput) -> tuple[Any, bool]: ...
+
     def embed_features(self, items: list[tuple[Any, bool]], pad_to: int | None = None
                        ) -> np.ndarray: ...
 

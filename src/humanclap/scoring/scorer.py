@@ -19,7 +19,8 @@ import torch.nn.functional as F
 
 from humanclap.defaults import DEFAULT_MODEL, TEXT_MAX_LENGTH
 from humanclap.errors import ModelLoadError
-from humanclap.scoring.audio import AudioInput, Preprocessing, clip_features, collate_features, load_audio
+from humanclap.scoring.audio import (AudioInput, Preprocessing, clip_features, collate_features, load_audio,
+                                     load_clip_features)
 # clapscore and ModelInfo are defined in their own modules; imported here so that
 # ``humanclap.scoring.scorer.clapscore`` / ``.ModelInfo`` keep working.
 from humanclap.scoring.clapscore import clapscore
@@ -192,6 +193,10 @@ class CLAPScorer:
     def load(self, item: AudioInput) -> np.ndarray:
         """Decode, downmix and resample one audio item to the model's rate."""
         return load_audio(item, self.sampling_rate)
+
+    def load_features(self, item: AudioInput) -> tuple[np.ndarray, bool]:
+        """``features(load(item))``, reading no more of a file than the model uses."""
+        return load_clip_features(item, self.feature_extractor, self.fused)
 
     # -- embeddings ----------------------------------------------------------------
     def _autocast(self):

@@ -1,0 +1,99 @@
+"""The layer rule of ARCHITECTURE.md, checked on the source: every import (module level or
+inside a function) goes to the same package or to a lower layer, and no module imports a
+``_private`` name of another module."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import humanclap
+
+PACKAGE = Path(humanclap.__file__).parent
+# Lower number = lower layer. A module may import its own package and lower layers only.
+LAYERS = {
+    "errors": 0, "defaults": 0.5, "io": 0.5,  # io raises errors' classes
+    "scoring": 1, "data": 1, "synth": 1,
+    "evaluation": 2,
+    "training": 3,  # validates with evaluation's metrics, so it sits just above it
+    "recipes": 4,
+    "cli": 5,
+}
+
+
+def _room(module: str) -> str:
+    """``humanclap.scoring.job`` -> ``scoring``; ``humanclap.io`` -> ``io``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def _imports(path: Path):
+    """(line, imported module, imported names) of every import in a source file."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    here = list(rel.parts if rel.name != "__init__" else rel.parts[:-1])
+    pkg = here if path.name == "__init__.py" else here[:-1]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name, []
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = pkg[: len(pkg) - (node.level - 1)]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            yield node.lineno, module, [a.name for a in node.names]
+
+
+def _sources():
+    return sorted(p for p in PACKAGE.rglob("*.py"))
+
+
+def test_every_room_has_a_layer():
+    rooms = {p.relative_to(PACKAGE).parts[0].removesuffix(".py") for p in _sources()}
+    rooms -= {"__init__"}
+    assert rooms <= set(LAYERS), f"new package(s) {rooms - set(LAYERS)}: give them a layer"
+
+
+def test_imports_go_down_only():
+    upward = []
+    for path in _sources():
+        mine = path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+        if mine == "__init__":  # the lazy public API may name anything
+            continue
+        for line, module, names in _imports(path):
+            if not module.startswith("humanclap"):
+                continue
+            targets = [module] if module != "humanclap" else [f"humanclap.{n}" for n in names]
+            for target in targets:
+                room = _room(target)
+                if room in ("", "__version__") or room == mine:
+                    continue
+                if LAYERS[room] >= LAYERS[mine]:
+                    upward.append(f"{path.relative_to(PACKAGE)}:{line} imports {target}")
+    assert not upward, "imports that go up or sideways:\n" + "\n".join(upward)
+
+
+def test_no_private_names_cross_modules():
+    private = []
+    for path in _sources():
+        for line, module, names in _imports(path):
+            if module.startswith("humanclap"):
+                private += [f"{path.relative_to(PACKAGE)}:{line} imports {n} from {module}"
+                            for n in names if n.startswith("_") and not n.startswith("__")]
+    assert not private, "\n".join(private)
+
+
+def test_public_api_is_lazy_and_not_shadowed():
+    code = ("import sys, humanclap; from humanclap import DEFAULT_MODEL, __version__; "
+            "assert 'torch' not in sys.modules, 'constants import torch'; "
+            "import humanclap.training, humanclap.evaluation; "
+            "from humanclap import train, fine_tune, evaluate_models; "
+            "assert callable(train) and train is fine_tune, train; "
+            "assert callable(humanclap.train); "
+            "assert set(humanclap.__all__) <= set(dir(humanclap)); print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
