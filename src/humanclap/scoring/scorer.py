@@ -289,8 +289,13 @@ class CLAPScorer:
         return clapscore(self.cosine(audio, text, batch_size=batch_size))
 
 
-def clapscore(cosine: np.ndarray) -> np.ndarray:
-    """CLAPScore from cosines: negative similarities count as no relevance (0)."""
+def clapscore(cosine):
+    """CLAPScore from cosines: negative similarities count as no relevance (0).
+
+    A torch tensor stays a tensor (same dtype and device, in the autograd graph: training
+    regresses on it); anything else becomes a float32 numpy array."""
+    if isinstance(cosine, torch.Tensor):
+        return cosine.clamp(min=0)
     return np.maximum(np.asarray(cosine, dtype=np.float32), 0.0)
 
 
