@@ -62,30 +62,25 @@ def build_data(folder: Path, n_audio: int, n_text: int) -> tuple[Path, list[str]
     return folder / "rated.csv", texts
 
 
-def make_run(model: Path, data: Path, out: Path, device: str, batch: int, **kw):
-    from humanclap.training.trainer import _Run
+def make_trainer(model: Path, data: Path, out: Path, device: str, batch: int, **kw):
+    """A built :class:`~humanclap.training.trainer.Trainer` and its setup time (model and
+    data loading, preprocessing, and the one-time tower cache on the fast path)."""
     from humanclap.training.config import TrainConfig
-    from humanclap.training.distributed import DistInfo
+    from humanclap.training.trainer import Trainer
 
     cfg = TrainConfig(model=str(model), data=str(data), output_dir=str(out), device=device,
                       batch_size=batch, val_split="", test_split="", loss="wsce+mae", epochs=1,
-                      warmup_ratio=0.0, progress=False, **kw).validate()
-    run = _Run(cfg, torch.device(device), DistInfo(), print)
+                      warmup_ratio=0.0, progress=False, **kw)
     t0 = time.perf_counter()
-    run._setup()
-    return run, time.perf_counter() - t0
+    trainer = Trainer(cfg, printer=print)
+    return trainer, time.perf_counter() - t0
 
 
-def time_steps(run, n: int, device: str) -> list[float]:
-    from humanclap.training.data import global_batches
-    from humanclap.training.model import set_train_mode
-
-    set_train_mode(run.tower.clap, run.cfg)
-    batches = global_batches(len(run.train_split), run.cfg.batch_size, run.cfg.seed, 1)
+def time_steps(trainer, n: int, device: str) -> list[float]:
     times = []
-    for batch in batches[: n + 1]:  # the first step warms up allocators and kernels
+    for batch in trainer.start_epoch(1)[: n + 1]:  # the first step warms up allocators and kernels
         t0 = time.perf_counter()
-        run.step(batch)
+        trainer.step(batch)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
@@ -115,23 +110,25 @@ def main() -> int:
         print(f"device {args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
               f"ClapConfig() random weights, batch {args.batch_size}")
 
-        run, _ = make_run(model, data, tmp / "all", args.device, args.batch_size, train_params="all")
-        n_params = sum(p.numel() for p in run.params)
-        steps = time_steps(run, args.steps, args.device)
+        trainer, _ = make_trainer(model, data, tmp / "all", args.device, args.batch_size, train_params="all")
+        n_params = sum(p.numel() for p in trainer.trained_parameters)
+        steps = time_steps(trainer, args.steps, args.device)
         print(f"[1] train_params=all ({n_params / 1e6:.1f} M trained parameters): "
               f"{statistics.median(steps):.2f} s/step (median of {len(steps)}: "
               f"{', '.join(f'{s:.2f}' for s in steps)})")
-        del run
+        del trainer
 
-        fast, setup_fast = make_run(model, data, tmp / "fast", args.device, args.batch_size,
-                                    train_params="projections", cache_encoders=True)
+        fast, setup_fast = make_trainer(model, data, tmp / "fast", args.device, args.batch_size,
+                                        train_params="projections", cache_encoders=True)
         t0 = time.perf_counter()
-        fast._train_epoch(1)
+        fast.train_epoch(1)
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
         epoch_fast = time.perf_counter() - t0
         n_steps = fast.steps_per_epoch
         del fast
-        slow, setup_slow = make_run(model, data, tmp / "slow", args.device, args.batch_size,
-                                    train_params="projections", cache_encoders=False)
+        slow, setup_slow = make_trainer(model, data, tmp / "slow", args.device, args.batch_size,
+                                        train_params="projections", cache_encoders=False)
         slow_step = statistics.median(time_steps(slow, args.slow_steps, args.device))
         epoch_slow = slow_step * n_steps
         print(f"[2] train_params=projections, {n_pairs} pairs ({args.audio} clips x {args.texts} texts), "

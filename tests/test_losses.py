@@ -147,3 +147,24 @@ def test_shape_errors():
         mae(E_A, E_T[:2], A)
     with pytest.raises(ValueError, match="one per pair"):
         mse(E_A, E_T, A[:2])
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import humanclap.training.losses as losses
+
+    result = doctest.testmod(losses, verbose=False)
+    assert result.failed == 0 and result.attempted >= 1, result
+
+
+def test_predicted_score_is_the_one_clapscore():
+    from humanclap.scoring.scorer import clapscore
+    from humanclap.training.losses import predicted_score
+
+    cos = torch.tensor([-0.5, 0.0, 0.3], dtype=torch.float64, requires_grad=True)
+    got = predicted_score(cos)
+    assert got.dtype == torch.float64 and got.tolist() == [0.0, 0.0, 0.3]
+    assert torch.equal(got, clapscore(cos)) and got.requires_grad  # stays in the graph
+    assert clapscore([-0.5, 0.3]).tolist() == pytest.approx([0.0, 0.3])  # numpy path unchanged
+    assert predicted_score(cos, clip=False) is cos

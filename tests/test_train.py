@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from conftest import write_wav
 from safetensors.torch import load_file
 
 from humanclap.cli import main as cli_main
+from humanclap.errors import ConfigError
 from humanclap.training.trainer import train
 from humanclap.training.config import CONFIG_DIR, TrainConfig, add_config_arguments, flag
 
@@ -132,8 +134,8 @@ def test_runs_sharing_a_feature_memo_preprocess_each_clip_once(tiny_unfused, rat
     from humanclap.scoring.scorer import CLAPScorer
 
     calls = []
-    real_features = CLAPScorer.features
-    monkeypatch.setattr(CLAPScorer, "features", lambda self, wav: calls.append(1) or real_features(self, wav))
+    real_features = CLAPScorer.load_features
+    monkeypatch.setattr(CLAPScorer, "load_features", lambda self, item: calls.append(1) or real_features(self, item))
     memo: dict = {}
     train(config(tiny_unfused, rated, tmp_path / "a", epochs=1), feature_memo=memo)
     first = len(calls)
@@ -252,3 +254,89 @@ def test_config_round_trip(tmp_path):
         cfg.save(tmp_path / f"c{suffix}")
         assert TrainConfig.load(tmp_path / f"c{suffix}") == cfg
     assert cfg.validate().tau() == 0.07
+
+
+def test_train_state_keeps_the_checkpoint_keys_and_writes_strict_json(tmp_path):
+    from humanclap.training.checkpoints import read_training_state, restore_training_state, save_training_state
+    from humanclap.training.optim import build_scheduler
+    from humanclap.training.state import TrainState
+
+    # the keys of trainer_state.json from before TrainState: old checkpoints stay readable
+    assert list(TrainState().to_dict()) == ["epoch", "global_step", "best_epoch", "best_srcc", "best_val",
+                                            "best_test", "bad_epochs", "history", "stopped_early", "finished"]
+    nan = float("nan")
+    record = {"epoch": 1, "step": 2, "lr": 0.5, "train": {"loss": 1.0, "mae": nan},
+              "val": {"srcc": nan, "mse": 0.1}, "best": True, "seconds": 0.1}
+    state = TrainState(epoch=1, global_step=2, best_epoch=1, best_val={"srcc": nan, "mse": 0.1},
+                       best_test={"srcc": nan}, history=[record])
+    layer = torch.nn.Linear(2, 2)
+    cfg = TrainConfig(data="x.csv", output_dir="o", epochs=2)
+    opt = torch.optim.AdamW(layer.parameters(), lr=1e-3)
+    sched = build_scheduler(opt, cfg, steps_per_epoch=2)
+    layer(torch.ones(1, 2)).sum().backward()
+    opt.step()
+    sched.step()
+    save_training_state(tmp_path, {"w": layer.weight.detach()}, opt, sched,
+                        {**state.to_dict(), "config": cfg.to_dict()})
+
+    def no_constants(name):
+        raise AssertionError(f"{name} in trainer_state.json: not strict JSON")
+
+    raw = json.loads((tmp_path / "trainer_state.json").read_text(), parse_constant=no_constants)
+    assert raw["history"][0]["val"]["srcc"] is None and raw["best_srcc"] is None
+    saved = read_training_state(tmp_path)
+    opt2 = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters(), lr=1e-3)
+    sched2 = build_scheduler(opt2, cfg, steps_per_epoch=2)
+    tensors = restore_training_state(tmp_path, saved, opt2, sched2)
+    assert torch.equal(tensors["w"], layer.weight.detach()) and sched2.get_last_lr() == sched.get_last_lr()
+    back = TrainState.from_dict(saved)
+    # null is read back as the NaN the uninterrupted run holds
+    assert math.isnan(back.best_val["srcc"]) and math.isnan(back.best_test["srcc"])
+    assert math.isnan(back.history[0]["val"]["srcc"]) and math.isnan(back.history[0]["train"]["mae"])
+    assert (back.epoch, back.global_step, back.best_epoch, back.best_srcc) == (1, 2, 1, None)
+    with pytest.raises(ConfigError, match="lacks the training state key"):
+        TrainState.from_dict({"epoch": 1})
+    (tmp_path / "trainer_state.json").write_text("{")
+    with pytest.raises(ConfigError, match="cannot read the training checkpoint"):
+        read_training_state(tmp_path)
+
+
+def test_early_stopping_bookkeeping():
+    from humanclap.training.state import TrainState
+
+    st = TrainState()
+    for epoch, srcc in enumerate([0.2, float("nan"), 0.5, 0.4, 0.3], 1):
+        improved = st.observe(epoch, {"srcc": srcc}, validating=True)
+        st.end_epoch({"epoch": epoch, "best": improved}, patience=2, validating=True, epochs=9)
+        assert improved == (epoch in (1, 3))
+    assert (st.best_epoch, st.best_srcc, st.bad_epochs, st.stopped_early, st.finished) == (3, 0.5, 2, True, True)
+    st = TrainState()  # a NaN first epoch is kept (a model must exist), then beaten by any number
+    assert st.observe(1, {"srcc": float("nan")}, True) and st.best_srcc is None
+    assert st.observe(2, {"srcc": -0.9}, True) and st.best_srcc == -0.9
+    assert TrainState().observe(1, {}, validating=False) and TrainState(best_epoch=1).observe(2, {}, False)
+
+
+def test_lr_schedule_warms_up_then_decays_to_the_floor():
+    from humanclap.training.optim import lr_lambda
+
+    f = lr_lambda(total=10, warmup=2, min_ratio=0.1)
+    assert [f(0), f(1), f(2)] == [0.0, 0.5, 1.0]
+    assert f(6) == pytest.approx(0.1 + 0.9 * 0.5) and f(10) == pytest.approx(0.1) and f(50) == pytest.approx(0.1)
+
+
+def test_trainer_public_steps_match_fine_tune(tiny_unfused, rated, tmp_path):
+    from humanclap.training.trainer import Trainer
+
+    kw = dict(train_params="projections", epochs=1, val_split="", test_split="", progress=False)
+    trainer = Trainer(config(tiny_unfused, rated, tmp_path / "steps", **kw))
+    batches = trainer.start_epoch(1)
+    assert len(batches) == trainer.steps_per_epoch > 1 and trainer.state.global_step == 0
+    before = [p.detach().clone() for p in trainer.trained_parameters]
+    terms = [trainer.step(b) for b in batches]
+    assert set(terms[0]) == {"loss", "wsce", "mae"} and trainer.state.global_step == len(batches)
+    assert all(not torch.equal(a, p) for a, p in zip(before, trainer.trained_parameters))
+    # stepping through epoch 1 by hand gives fine_tune's model, bit for bit
+    train(config(tiny_unfused, rated, tmp_path / "ref", **kw))
+    ref = weights(tmp_path / "ref")
+    trained = [(n, p) for n, p in trainer.parts.trained.named_parameters() if p.requires_grad]
+    assert trained and all(torch.equal(p.detach(), ref[n]) for n, p in trained)

@@ -24,7 +24,7 @@ _EXPORTS = {
     "ConfigError": ("humanclap.errors", "ConfigError"),
     "TrainingError": ("humanclap.errors", "TrainingError"),
     "CLAPScorer": ("humanclap.scoring.scorer", "CLAPScorer"),
-    "clapscore": ("humanclap.scoring.scorer", "clapscore"),
+    "clapscore": ("humanclap.scoring.clapscore", "clapscore"),
     "load_audio": ("humanclap.scoring.audio", "load_audio"),
     "RatedPairs": ("humanclap.data", "RatedPairs"),
     "load_rated": ("humanclap.data", "load_rated"),
@@ -47,7 +47,8 @@ if TYPE_CHECKING:
     from humanclap.evaluation.evaluate import EvaluationResult, evaluate_models
     from humanclap.evaluation.report import write_report
     from humanclap.scoring.audio import load_audio
-    from humanclap.scoring.scorer import CLAPScorer, clapscore
+    from humanclap.scoring.clapscore import clapscore
+    from humanclap.scoring.scorer import CLAPScorer
     from humanclap.training.config import TrainConfig
     from humanclap.training.result import TrainResult
     from humanclap.training.trainer import fine_tune

@@ -13,8 +13,9 @@ Layout of ``output_dir``::
                                              optimizer param groups, config
     checkpoints/best/                      HF folder of the best epoch so far
 
-Every folder is written under a temporary name and renamed into place, so a crash never
-leaves a half-written checkpoint: the previous one stays intact.
+Every folder is written under a temporary name and renamed into place
+(:func:`humanclap.io.atomic_dir`), so a crash never leaves a half-written checkpoint: the
+previous one stays intact.
 """
 
 from __future__ import annotations
@@ -23,11 +24,14 @@ import json
 import os
 import shutil
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from humanclap.errors import ConfigError
+from humanclap.io import write_json
 
 LAST, BEST = "last", "best"
 STATE_FILE = "trainer_state.json"
@@ -35,26 +39,6 @@ STATE_FILE = "trainer_state.json"
 
 def checkpoint_dir(output_dir: str | Path, name: str) -> Path:
     return Path(output_dir) / "checkpoints" / name
-
-
-@contextmanager
-def atomic_dir(final: Path):
-    """Yield a fresh temporary folder beside ``final``; on success it replaces ``final``."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = final.parent / f"{final.name}.old"
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        os.replace(final, old)  # a directory cannot be renamed onto a non-empty one
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def find_checkpoint(output_dir: str | Path, name: str = LAST) -> Path | None:
@@ -94,25 +78,44 @@ def _optimizer_from_flat(tensors: dict, meta: dict) -> dict:
 
 
 def save_training_state(folder: Path, trainable: dict[str, torch.Tensor],
-                        optimizer: torch.optim.Optimizer, scheduler, state: dict) -> None:
-    """Write the resume state of one finished epoch into ``folder`` (already created)."""
+                        optimizer: torch.optim.Optimizer, scheduler, state: dict[str, Any]) -> None:
+    """Write the resume state of one finished epoch into ``folder`` (already created).
+
+    ``trainer_state.json`` is strict JSON (NaN -> null): the run state's metrics are the
+    only floats that can be non-finite, and :class:`~humanclap.training.state.TrainState`
+    reads null back as NaN; the optimizer's and scheduler's numbers are always finite."""
     save_file(trainable, str(folder / "trainable.safetensors"))
     tensors, meta = _optimizer_to_flat(optimizer)
     save_file(tensors, str(folder / "optimizer.safetensors"))
     sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
-    full = {**state, "optimizer": meta, "scheduler": sched}
-    (folder / STATE_FILE).write_text(json.dumps(full, indent=1, allow_nan=True))
+    write_json(folder / STATE_FILE, {**state, "optimizer": meta, "scheduler": sched}, indent=1)
 
 
-def load_training_state(folder: Path, optimizer: torch.optim.Optimizer, scheduler) -> tuple[dict, dict]:
-    """Restore optimizer and scheduler in place; return ``(trainable tensors, state)``."""
-    state = json.loads((folder / STATE_FILE).read_text())
+def read_training_state(folder: Path) -> dict[str, Any]:
+    """The JSON part of a checkpoint: run state, config, optimizer and scheduler settings."""
+    path = folder / STATE_FILE
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read the training checkpoint {path} ({exc}); delete "
+                          f"{folder} to restart from the previous epoch's state, or choose "
+                          "another --output-dir") from None
+    if not isinstance(state, dict) or not {"optimizer", "scheduler", "config"} <= set(state):
+        raise ConfigError(f"{path} is not a humanclap trainer state (no optimizer, scheduler "
+                          "or config entry); delete it or choose another --output-dir")
+    return state
+
+
+def restore_training_state(folder: Path, state: dict[str, Any], optimizer: torch.optim.Optimizer,
+                           scheduler) -> dict[str, torch.Tensor]:
+    """Restore optimizer and scheduler in place from ``folder`` and ``state`` (as read by
+    :func:`read_training_state`); return the trained parameters' tensors."""
     optimizer.load_state_dict(_optimizer_from_flat(load_file(str(folder / "optimizer.safetensors")),
-                                                   state.pop("optimizer")))
-    sched = state.pop("scheduler")
+                                                   state["optimizer"]))
+    sched = dict(state["scheduler"])
     sched["lr_lambdas"] = [None] * len(optimizer.param_groups)
     scheduler.load_state_dict(sched)
-    return load_file(str(folder / "trainable.safetensors")), state
+    return load_file(str(folder / "trainable.safetensors"))
 
 
 def publish(best: Path, output_dir: Path) -> None:
@@ -128,9 +131,3 @@ def publish(best: Path, output_dir: Path) -> None:
         except OSError:
             shutil.copy2(src, tmp)
         os.replace(tmp, dst)
-
-
-def write_json_atomic(path: Path, data) -> None:
-    tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex[:8]}"
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=True) + "\n")
-    os.replace(tmp, path)

@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from humanclap.errors import ConfigError
 from humanclap.scoring.engine import features_of
-from humanclap.training.config import ConfigError, TrainConfig
+from humanclap.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,10 @@ class TrainData:
     texts: list[str]
     features: torch.Tensor  # (U, C, T, F) float32
     is_longer: torch.Tensor  # (U, 1) bool
-    input_ids: torch.Tensor  # (V, 77) long
-    attention_mask: torch.Tensor  # (V, 77) long
+    # (V, L) long, L = the longest tokenized text (at most 77, LAION's limit): padding to
+    # the longest instead of 77 changes no embedding (the mask hides pads) and costs less.
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor  # (V, L) long, 0 on padding
     splits: dict[str, SplitTable] = field(default_factory=dict)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -83,3 +84,18 @@ def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
 
+
+
+def shard_map(n: int, batch_size: int, fn: Callable[[torch.Tensor], torch.Tensor],
+              info: DistInfo) -> torch.Tensor:
+    """``fn`` over items ``0..n-1`` in batches of index tensors, the items split into
+    contiguous shards over ranks, the results gathered in item order on every rank.
+
+    A rank whose shard is empty runs ``fn`` on item 0 and keeps none of its rows: it needs
+    the output's shape and dtype to join the gather."""
+    w, r = info.world_size, info.rank
+    chunk = -(-n // w)
+    lo, hi = min(n, r * chunk), min(n, (r + 1) * chunk)
+    parts = [fn(torch.arange(i, min(i + batch_size, hi))) for i in range(lo, hi, batch_size)]
+    local = torch.cat(parts) if parts else fn(torch.arange(0, 1))[:0]
+    return gather_no_grad(local, info)

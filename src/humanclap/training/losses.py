@@ -32,6 +32,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from humanclap.scoring.clapscore import clapscore
+
 LOSS_TERMS = ("wsce", "mae", "mse")
 # Named combinations of the paper and the official checkpoints; any "+"-joined subset of
 # LOSS_TERMS is accepted, these are the ones with released models.
@@ -47,7 +49,7 @@ def paired_cosine(audio_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tens
 
 def predicted_score(cosine: torch.Tensor, clip: bool = True) -> torch.Tensor:
     """CLAPScore ``max(cos, 0)`` (``clip=True``) or the raw cosine."""
-    return cosine.clamp(min=0.0) if clip else cosine
+    return clapscore(cosine) if clip else cosine
 
 
 def mae(audio_emb: torch.Tensor, text_emb: torch.Tensor, target: torch.Tensor,

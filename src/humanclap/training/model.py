@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from humanclap.errors import ConfigError, MissingExtraError
 from humanclap.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,9 @@ def prepare_trainable(model, cfg: TrainConfig):
         try:
             from peft import LoraConfig, get_peft_model
         except ImportError:
-            raise ImportError("train_params=lora needs peft: pip install 'humanclap[train]'") from None
+            raise MissingExtraError("train_params=lora needs peft, which is not installed: "
+                                    "pip install 'humanclap[train]', or choose another "
+                                    "--train-params") from None
         lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                           target_modules=list(cfg.lora_targets), bias="none")
         trained = get_peft_model(model, lora)  # marks only the adapters trainable
@@ -167,9 +170,9 @@ def load_trainable_state(trained, state: dict[str, torch.Tensor]) -> None:
     wanted = {n for n, p in params.items() if p.requires_grad}
     if set(state) != wanted:
         missing, extra = sorted(wanted - set(state))[:3], sorted(set(state) - wanted)[:3]
-        raise ValueError("the checkpoint was written with different trained parameters "
-                         f"(missing {missing}, unexpected {extra}); resume with the same "
-                         "train_params/lora settings, or start a new output folder")
+        raise ConfigError("the checkpoint was written with different trained parameters "
+                          f"(missing {missing}, unexpected {extra}); resume with the same "
+                          "train_params/lora settings, or start a new output folder")
     with torch.no_grad():
         for n, t in state.items():
             params[n].copy_(t.to(params[n].device, params[n].dtype))

@@ -1,16 +1,14 @@
-"""What a training run returns and writes: :class:`TrainResult`, metrics, JSON-safe records."""
+"""What a training run returns: :class:`TrainResult` and the metrics of a split."""
 
 from __future__ import annotations
 
-from humanclap.errors import TrainingError
-
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-
+# Re-exported: callers written before errors.py existed import it from here.
+from humanclap.errors import TrainingError  # noqa: F401
 
 
 @dataclass
@@ -41,9 +39,9 @@ class TrainResult:
         return "\n".join(lines)
 
 
-def split_metrics(pred: torch.Tensor, human: torch.Tensor) -> dict:
+def split_metrics(pred: torch.Tensor, human: torch.Tensor) -> dict[str, float]:
     """SRCC, LCC, KTAU and MSE of CLAPScores against the human means (NaN if undefined)."""
-    from humanclap.evaluation import metrics as metrics
+    from humanclap.evaluation import metrics
 
     out = {}
     for name in ("srcc", "lcc", "ktau", "mse"):
@@ -52,13 +50,3 @@ def split_metrics(pred: torch.Tensor, human: torch.Tensor) -> dict:
         except ValueError:  # constant predictions (e.g. every CLAPScore clipped to 0)
             out[name] = float("nan")
     return out
-
-
-def clean_json(x):
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: clean_json(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [clean_json(v) for v in x]
-    return x
