@@ -40,16 +40,17 @@ def run_command(args: argparse.Namespace) -> int:
     and exits with the error's code. Any other exception is a bug in humanclap: it exits 3
     with the traceback and where to report it, never 2, so a bug is not mistaken for a typo.
     """
-    prefix = f"humanclap {args.command}"
+    command = getattr(args, "command", None)  # None when a caller built its own parser
+    prefix = f"humanclap {command}" if command else "humanclap"
     try:
         return int(args.func(args))
     except HumanclapError as exc:
-        log.debug("%s failed", args.command, exc_info=True)  # -v shows where it was raised
+        log.debug("%s failed", prefix, exc_info=True)  # -v shows where it was raised
         print(f"{prefix}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:  # e.g. `humanclap score m.csv | head`: not an error of ours
         sys.stderr.close()
-        return 1  # as before this module mapped errors: the reader went away, output is cut
+        return 1  # unchanged: the output was cut short by its reader, not finished
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
