@@ -1,8 +1,15 @@
-"""`humanclap score` as a real subprocess: row order, exit codes, resume, cache, stdout."""
+"""`humanclap score`: row order, exit codes, resume, cache, stdout.
+
+Most runs call the CLI in-process (``humanclap.cli.main``: the same parser, error mapping
+and exit codes, without a new interpreter importing torch each time); two go through the
+real entry point in a subprocess: a successful run writing JSONL to stdout, and the run
+that is killed mid-write and then resumed.
+"""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import shutil
@@ -10,17 +17,31 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import noise_clip, write_wav
 
+from humanclap.cli import main
+
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def humanclap(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+def humanclap_subprocess(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    """The real entry point, ``python -m humanclap.cli``, in a new interpreter."""
     return subprocess.run([sys.executable, "-m", "humanclap.cli", *map(str, args)],
                           capture_output=True, text=True, env=ENV, timeout=timeout)
+
+
+def humanclap(*args: str) -> SimpleNamespace:
+    """``humanclap ARGS`` in-process: exit code, stdout and stderr like a CompletedProcess.
+    (Redirects rather than capsys, so module-scoped fixtures can use it too.)"""
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main([*map(str, args)])
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +113,7 @@ def test_exit_codes(manifest, tiny_unfused, tmp_path):
     good = tmp_path / "good.jsonl"
     good.write_text("".join(json.dumps({"audio": str(manifest.parent / f"clips/c{i}.wav"), "text": "a dog", "k": i}) + "\n"
                             for i in range(3)))
-    ok = humanclap("score", good, "--model", tiny_unfused)
+    ok = humanclap_subprocess("score", good, "--model", tiny_unfused)
     assert ok.returncode == 0, ok.stderr
     lines = [json.loads(x) for x in ok.stdout.splitlines()]  # JSONL on stdout without -o
     assert [x["k"] for x in lines] == [0, 1, 2] and all(x["error"] == "" for x in lines)
@@ -100,9 +121,12 @@ def test_exit_codes(manifest, tiny_unfused, tmp_path):
     no_text.write_text("audio,caption\na.wav,hi\n")
     res = humanclap("score", no_text, "--model", tiny_unfused)
     assert res.returncode == 2 and "lacks column(s) text" in res.stderr
+    assert res.stderr.startswith("humanclap score: error: ") and res.stderr.count("\n") == 1
     assert humanclap("score", tmp_path / "absent.csv", "--model", tiny_unfused).returncode == 2
-    assert humanclap("score", good, "--model", tiny_unfused, "--batch-size", "0").returncode == 2
-    assert humanclap("score", good, "--bogus-flag").returncode == 2
+    res = humanclap("score", good, "--model", tiny_unfused, "--batch-size", "0")
+    assert res.returncode == 2 and "--batch-size must be at least 1" in res.stderr
+    res = humanclap("score", good, "--bogus-flag")
+    assert res.returncode == 2 and "unrecognized arguments: --bogus-flag" in res.stderr  # argparse's
     res = humanclap("score", good, "--model", tmp_path / "no_model_here")
     assert res.returncode == 2 and "not a CLAP checkpoint folder" in res.stderr
     res = humanclap("score", good, "--model", "laion/clap-htsat-unfused")  # no network here

@@ -189,21 +189,22 @@ def test_loads_through_the_relate_loader(small):
 
 
 def test_cli_run_and_errors(tiny_size, tmp_path, capsys):
+    from humanclap.cli.main import run_command
     from humanclap.cli.synth import add_parser, run
 
     parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers())
+    add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["synth", "--output-dir", str(tmp_path / "c"), "--seed", "3"])
     assert args.func is run and args.size == "default"
     args.size = tiny_size
-    assert run(args) == 0
+    assert run_command(args) == 0
     assert "TV distance" in capsys.readouterr().out
-    assert run(args) == 2  # not empty: refuses to mix two runs
+    assert run_command(args) == 2  # not empty: refuses to mix two runs
     assert "not empty" in capsys.readouterr().err
     args.overwrite = True
-    assert run(args) == 0
+    assert run_command(args) == 0
     args.real_rel_csv = str(tmp_path / "missing.csv")
-    assert run(args) == 2
+    assert run_command(args) == 2
     assert "not found" in capsys.readouterr().err
 
 

@@ -6,10 +6,15 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 
 from humanclap import __version__
+from humanclap.errors import EXIT_INTERNAL, EXIT_USAGE, REPORT_BUGS, HumanclapError
 
-# Each module exposes add_parser(subparsers) and run(args) -> exit code.
+log = logging.getLogger("humanclap.cli")
+
+# Each module exposes add_parser(subparsers) and run(args) -> 0 or 1; it raises HumanclapError
+# for what the user can fix and run_command below turns that into the exit code.
 COMMANDS = ("score", "evaluate", "train", "reproduce", "synth", "demo")
 
 
@@ -27,7 +32,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run_command(args: argparse.Namespace) -> int:
+    """Run the parsed command: the one place where errors become exit codes and messages.
+
+    A command returns 0 or 1 (the outcome of its job) and raises a ``HumanclapError`` for
+    anything the user can fix; that prints one line, ``humanclap COMMAND: error: MESSAGE``,
+    and exits with the error's code. Any other exception is a bug in humanclap: it exits 3
+    with the traceback and where to report it, never 2, so a bug is not mistaken for a typo.
+    """
+    command = getattr(args, "command", None)  # None when a caller built its own parser
+    prefix = f"humanclap {command}" if command else "humanclap"
+    try:
+        return int(args.func(args))
+    except HumanclapError as exc:
+        log.debug("%s failed", prefix, exc_info=True)  # -v shows where it was raised
+        print(f"{prefix}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except BrokenPipeError:  # e.g. `humanclap score m.csv | head`: not an error of ours
+        sys.stderr.close()
+        return 1  # unchanged: the output was cut short by its reader, not finished
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 -- everything else is a bug, reported as one
+        traceback.print_exc()
+        print(f"{prefix}: internal error: {type(exc).__name__}: {exc}; {REPORT_BUGS}",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
 def main(argv: list[str] | None = None) -> int:
+    """``humanclap ARGS``: parse, run the command and return its exit code (see ``run_command``)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -37,15 +72,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
-        return 2
-    try:
-        return int(args.func(args))
-    except BrokenPipeError:  # e.g. `humanclap score m.csv | head`: not an error of ours
-        sys.stderr.close()
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_USAGE
+    return run_command(args)
 
 
 if __name__ == "__main__":

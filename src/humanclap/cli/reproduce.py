@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-EPILOG = """\
+from humanclap.cli import flags
+
+EPILOG = f"""\
 rows: LAION CLAP, MS CLAP (only when the msclap package is installed; otherwise the row
 says so), Human-CLAP wSCE+MAE, wSCE and MAE. The Human-CLAP models are trained here with
 the shipped configs (wsce_mae, wsce, mae) on RELATE's train split with early stopping on
@@ -18,7 +20,8 @@ models are reused, an interrupted training run resumes.
 
 exit codes: 0 every test pair scored; 1 some pairs could not be scored (everything is
 still written) or a training run diverged; 2 usage error (bad folder, missing RELATE
-files, a model that cannot be loaded, bad flags).
+files, a model that cannot be loaded, bad flags);
+{flags.EXIT_CODES_TAIL}.
 
 examples:
   humanclap reproduce --relate /data/RELATE --audio-root /data/RELATE_wave -o runs/repro
@@ -41,11 +44,10 @@ def add_parser(subparsers) -> None:
                    help="RELATE_wave folder (or its parent), if not next to the RELATE folder")
     p.add_argument("--official", action="store_true",
                    help="score the released sarulab-speech/human-clap-* checkpoints (no training)")
-    p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps (default auto)")
-    p.add_argument("--batch-size", type=int, default=8,
-                   help="clips per forward pass when scoring (default 8); the training batch "
-                        "stays the config's, since wSCE's negatives depend on it")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for CIs (default 1000)")
+    flags.add_device(p)
+    flags.add_batch_size(p, help="clips per forward pass when scoring (default 8); the training batch "
+                                 "stays the config's, since wSCE's negatives depend on it")
+    flags.add_n_boot(p)
     p.add_argument("--seed", type=int, default=0, help="seed of training and of the bootstrap (default 0)")
     p.add_argument("--base", metavar="MODEL",
                    help="base checkpoint to fine-tune (default: the config's, laion/clap-htsat-fused)")
@@ -54,40 +56,23 @@ def add_parser(subparsers) -> None:
     p.add_argument("--laion", default="laion/clap-htsat-unfused", metavar="MODEL",
                    help="checkpoint of the LAION CLAP row (default laion/clap-htsat-unfused); a "
                         "local folder where the Hub cannot be reached")
-    p.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True,
-                   help="write the PNG plots (default on)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bars (default: on when stderr is a terminal)")
+    flags.add_plots(p)
+    flags.add_progress(p)
     p.set_defaults(func=run)
 
 
-def _fail(msg: str, code: int = 2) -> int:
-    print(f"humanclap reproduce: error: {msg}", file=sys.stderr)
-    return code
-
-
 def run(args: argparse.Namespace) -> int:
-    from humanclap.scoring.audio import AudioError
-    from humanclap.data import DatasetError
-    from humanclap.recipes.reproduce import ReproduceConfig, ReproduceError, reproduce
-    from humanclap.training.config import ConfigError
+    from humanclap.recipes.reproduce import ReproduceConfig, reproduce
+    from humanclap.scoring.scorer import quiet_transformers
 
+    flags.check_compute(args.device)
     cfg = ReproduceConfig(
         relate=args.relate, output_dir=args.output_dir, audio_root=args.audio_root,
         official=args.official, device=args.device, batch_size=args.batch_size,
         n_boot=args.n_boot, seed=args.seed, base=args.base, epochs=args.epochs,
         laion=args.laion, plots=args.plots, progress=args.progress)
-    from humanclap.scoring.scorer import ModelLoadError, quiet_transformers
-    from humanclap.training.result import TrainingError
-
     quiet_transformers()
-    try:
-        result = reproduce(cfg)
-    except TrainingError as exc:
-        return _fail(str(exc), 1)
-    except (ReproduceError, DatasetError, ConfigError, ModelLoadError, AudioError, ImportError,
-            ValueError) as exc:
-        return _fail(str(exc))
+    result = reproduce(cfg)  # TrainingError (a diverged run) exits 1 through cli.main
     print(result.table())
     print(f"wrote {result.files['report'].parent}", file=sys.stderr)
     if result.n_failed:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-EPILOG = """\
+from humanclap.cli import flags
+
+EPILOG = f"""\
 writes, in OUTPUT_DIR, the RELATE release layout (scores/REL.csv, IS.csv, OS.csv,
 listener_attributes/, RELATE_wave/<system>/<train|test>/<id>.wav: 4 s, 16 kHz mono
 16-bit), a disjoint pretraining corpus (pretrain/manifest.csv + pretrain/wav/) and
@@ -13,6 +14,10 @@ synth_summary.json. Everything is procedural (no downloads) and a pure function 
 --seed. Sizes: default = 1,960 texts x 3 clips, as many texts as RELATE (about 5,700
 rated pairs after screening) + 3,000 pretraining clips (under a minute on two cores);
 small = 120 texts + 300 clips.
+
+exit codes: 0 written; 2 usage error (OUTPUT_DIR not empty without --overwrite, a
+--real-rel-csv that does not exist, a folder that cannot be written);
+{flags.EXIT_CODES_TAIL}.
 
 examples:
   humanclap synth --output-dir synth_relate
@@ -43,18 +48,20 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from humanclap.errors import UsageError
     from humanclap.synth.dataset import generate
 
     try:
-        s = generate(args.output_dir, seed=getattr(args, "seed", 0), size=getattr(args, "size", "default"),
-                     real_rel_csv=getattr(args, "real_rel_csv", None),
-                     workers=getattr(args, "workers", None), overwrite=getattr(args, "overwrite", False))
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        print(f"humanclap synth: {exc}", file=sys.stderr)
-        return 2
+        s = generate(args.output_dir, seed=args.seed, size=args.size, real_rel_csv=args.real_rel_csv,
+                     workers=args.workers, overwrite=args.overwrite)
+    # generate() refuses a non-empty folder (FileExistsError) or a missing --real-rel-csv
+    # (FileNotFoundError) with builtin errors, and the disk may refuse a write: all are the
+    # user's to fix. Only this one call is covered, so a bug elsewhere stays an internal error.
+    except (FileExistsError, FileNotFoundError) as exc:
+        raise UsageError(str(exc)) from exc
     except OSError as exc:
-        print(f"humanclap synth: could not write {args.output_dir}: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(f"could not write {args.output_dir}: {exc}; pass a folder you can "
+                         "write to") from exc
     splits = ", ".join(f"{k} {v}" for k, v in s.pairs_per_split.items())
     systems = ", ".join(f"{k} {v}" for k, v in s.pairs_per_system.items())
     means = ", ".join(f"{k} {v:.2f}" for k, v in s.mean_score_per_system.items())

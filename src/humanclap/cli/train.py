@@ -6,7 +6,9 @@ import argparse
 import os
 import sys
 
-EPILOG = """\
+from humanclap.cli import flags
+
+EPILOG = f"""\
 every TrainConfig field is a flag (above); --config FILE (YAML/JSON, or a shipped name:
 wsce_mae, wsce, mae, mse, mse_mae, wsce_mse, wsce_mse_mae) sets several at once, and
 flags given on the command line override it.
@@ -20,7 +22,8 @@ several GPUs or machines: launch the same command with torchrun or accelerate la
 --batch-size is the global batch, so results do not depend on the number of processes.
 
 exit codes: 0 trained; 1 training failed (NaN/inf loss; the last good checkpoint is
-kept); 2 usage error (bad flags or config, dataset or model that cannot be loaded).
+kept); 2 usage error (bad flags or config, dataset or model that cannot be loaded);
+{flags.EXIT_CODES_TAIL}.
 
 examples:
   humanclap train --config wsce_mae --data relate:/data/RELATE --audio-root /data/RELATE_wave \\
@@ -44,28 +47,15 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from humanclap.training.config import ConfigError, config_from_args
+    from humanclap.training.config import config_from_args
 
-    main_process = int(os.environ.get("RANK", "0")) == 0
-    try:
-        cfg = config_from_args(args).validate()
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    from humanclap.scoring.audio import AudioError
-    from humanclap.data import DatasetError
-    from humanclap.scoring.scorer import ModelLoadError, quiet_transformers
-    from humanclap.training.trainer import TrainingError, train
+    cfg = config_from_args(args).validate()  # ConfigError: bad flags fail before any loading
+    from humanclap.scoring.scorer import quiet_transformers
+    from humanclap.training.trainer import fine_tune
 
     quiet_transformers()
-    try:
-        result = train(cfg, printer=lambda line: print(line, file=sys.stderr, flush=True))
-    except TrainingError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except (ConfigError, DatasetError, ModelLoadError, AudioError, ImportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if main_process:
+    # TrainingError (a diverged run) exits 1 through cli.main; the last good checkpoint stays.
+    result = fine_tune(cfg, printer=lambda line: print(line, file=sys.stderr, flush=True))
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one summary, not one per process
         print(result.summary(), file=sys.stderr)
     return 0

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from humanclap.errors import UsageError
 from humanclap.evaluation.tables import MISSING, Column, text_table
 from humanclap.recipes.demo_base import shipped_base
 
@@ -58,7 +59,15 @@ def _stage(printer: Callable[[str], None], t0: float, text: str) -> None:
 def run_demo(output_dir: str | Path, seed: int = 0, size: str = "default", base: str | Path | None = None,
              n_boot: int = 1000, printer: Callable[[str], None] = print,
              progress: bool | None = None) -> DemoResult:
-    """Run the whole demo in ``output_dir`` (re-runs reuse finished stages)."""
+    """Run the whole demo in ``output_dir`` (re-runs reuse finished stages).
+
+    Raises ``UsageError`` for a negative ``n_boot`` or a ``base`` that is not a CLAP
+    checkpoint folder, before any work is done."""
+    if n_boot < 0:
+        raise UsageError("--n-boot must be 0 or more (0 = no bootstrap CIs)")
+    if base and not (Path(base) / "config.json").is_file():
+        raise UsageError(f"--base {base} is not a CLAP checkpoint folder (no config.json); pass "
+                         "a folder written by save_pretrained, or leave --base out for the shipped base")
     from humanclap.data import load_rated
     from humanclap.synth.dataset import generate
     from humanclap.evaluation.evaluate import evaluate_models

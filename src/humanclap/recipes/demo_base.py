@@ -101,3 +101,17 @@ def pretrain_base(synth_dir: Path, work_dir: Path, out_dir: Path, epochs: int | 
     (out_dir / "recipe.json").write_text(json.dumps({**RECIPE, "epochs": cfg.epochs,
                                                      "model_sha256": digest}, indent=2) + "\n")
     return out_dir
+
+
+def rebuild_base(out_dir: str | Path, printer: Callable[[str], None] = print) -> Path:
+    """Rerun the whole recipe of the shipped base into ``out_dir`` (``humanclap demo
+    --rebuild-base``): the pretraining corpus of ``synth`` into ``out_dir/synth``, the
+    training work in ``out_dir/work`` and the model in ``out_dir/base``, which it returns.
+    Compare ``base/recipe.json`` with the shipped one to check the rebuild."""
+    from humanclap.synth.dataset import generate
+
+    out = Path(out_dir)
+    generate(out / "synth", seed=RECIPE["synth_seed"], size=RECIPE["synth_size"], overwrite=True)
+    base = pretrain_base(out / "synth", out / "work", out / "base", printer=printer)
+    printer(f"base model written to {base} (compare its recipe.json with the shipped one)")
+    return base

@@ -1,0 +1,74 @@
+"""Flags that several commands share, defined once: same names, defaults and help everywhere.
+
+Where a command's help says something more specific (``score``'s ``--batch-size`` adds that
+scores do not depend on it), it passes ``help=``; the name, type and default stay the ones here.
+Nothing here imports torch at module level: the CLI must answer ``--help`` at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from humanclap.errors import UsageError
+
+# The last lines of every command's "exit codes:" epilog: 3 and 130 mean the same for all.
+EXIT_CODES_TAIL = ("3 internal error (a bug in humanclap: the traceback is printed, please\n"
+                   "report it); 130 interrupted (Ctrl-C)")
+
+
+def add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps (default auto)")
+
+
+def add_dtype(p: argparse.ArgumentParser, help: str = "compute precision (default fp32)") -> None:
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help=help)
+
+
+def add_batch_size(p: argparse.ArgumentParser, help: str = "clips per forward pass (default 8)") -> None:
+    p.add_argument("--batch-size", type=int, default=8, help=help)
+
+
+def add_n_boot(p: argparse.ArgumentParser,
+               help: str = "bootstrap resamples for CIs (default 1000)") -> None:
+    p.add_argument("--n-boot", type=int, default=1000, help=help)
+
+
+def add_plots(p: argparse.ArgumentParser, help: str = "write the PNG plots (default on)") -> None:
+    p.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True, help=help)
+
+
+def add_progress(p: argparse.ArgumentParser,
+                 help: str = "progress bars (default: on when stderr is a terminal)") -> None:
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help=help)
+
+
+def check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+
+
+def check_n_boot(n_boot: int) -> None:
+    if n_boot < 0:
+        raise UsageError("--n-boot must be 0 or more (0 = no bootstrap CIs)")
+
+
+def check_compute(device: str, dtype: str = "fp32") -> None:
+    """Refuse a ``--device``/``--dtype`` this machine cannot run before any data or model loads.
+
+    ``resolve_device`` and ``CLAPScorer`` still raise a plain ``ValueError`` for these (an
+    unknown device string makes torch raise ``RuntimeError``); once the scoring package raises
+    ``UsageError`` itself this wrapper can go. The ``try`` covers that one call only, so a
+    ``ValueError`` from a bug anywhere else still reaches the CLI as an internal error.
+    """
+    from humanclap.scoring.scorer import resolve_device
+
+    try:
+        resolved = resolve_device(device)
+    except ValueError as exc:  # the device exists in torch but not on this machine
+        raise UsageError(str(exc)) from exc
+    except RuntimeError as exc:  # torch.device() could not parse the string
+        raise UsageError(f"--device {device!r} not understood ({exc}); use auto, cpu, cuda, "
+                         "cuda:N or mps") from exc
+    # The same rule as CLAPScorer's: half precision has no CPU kernels for these models.
+    if dtype == "fp16" and resolved.type == "cpu":
+        raise UsageError("fp16 is not supported on CPU; use --dtype bf16 or fp32")

@@ -1,0 +1,90 @@
+"""The ``evaluate`` workflow as one library call: check, load, select, score, report.
+
+``humanclap evaluate`` is a thin shell around :func:`run_evaluation`; scripts can call it
+the same way. The cheap checks run first (flags, model paths, the dataset, the output
+folder) so that a typo fails in a second, before any model is loaded or audio decoded.
+
+>>> run = run_evaluation("relate:/data/RELATE", "out/", ["laion/clap-htsat-unfused"])  # doctest: +SKIP
+>>> run.result.metrics["clap-htsat-unfused"]["overall"]["srcc"]                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from humanclap.data import load_rated
+from humanclap.defaults import DEFAULT_MODEL
+from humanclap.errors import DatasetError, UsageError
+from humanclap.evaluation.evaluate import (EvaluationResult, check_model_spec, evaluate_models,
+                                           select_split)
+from humanclap.evaluation.report import write_report
+
+
+@dataclass
+class EvaluationRun:
+    """What :func:`run_evaluation` did: the result and the files it wrote (name -> path)."""
+
+    result: EvaluationResult
+    output_dir: Path
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def n_failed(self) -> int:
+        """Pairs left out of the metrics (missing/unreadable audio, empty text)."""
+        return self.result.n_failed
+
+
+def run_evaluation(
+    data: str,
+    output_dir: str | Path,
+    models: Sequence[str] | None = None,
+    *,
+    labels: Sequence[str] | None = None,
+    split: str | None = None,
+    audio_root: str | None = None,
+    score_scale: str = "auto",
+    batch_size: int = 8,
+    device: str = "auto",
+    dtype: str = "fp32",
+    n_boot: int = 1000,
+    seed: int = 0,
+    plots: bool = True,
+    progress: bool | None = None,
+) -> EvaluationRun:
+    """Score the pairs of dataset spec ``data`` with each of ``models`` (default
+    ``DEFAULT_MODEL``) and write predictions.csv, metrics.json, report.md and the plots to
+    ``output_dir``.
+
+    ``split`` picks the pairs (default "test" when the data has it, else all; "all" keeps
+    every pair). Raises ``UsageError`` for bad arguments, ``ModelLoadError`` for a model
+    that cannot be loaded and ``DatasetError`` for data that cannot be read; pairs whose
+    audio cannot be used are kept with an error (``EvaluationRun.n_failed``), not raised.
+    """
+    models = list(models or [DEFAULT_MODEL])
+    if labels and len(labels) != len(models):
+        raise UsageError(f"{len(labels)} --label for {len(models)} --model: give one label per model")
+    if batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    if n_boot < 0:
+        raise UsageError("--n-boot must be 0 or more (0 = no bootstrap CIs)")
+    for model in models:  # a mistyped local path fails before any model is loaded
+        check_model_spec(model)
+    pairs = load_rated(data, audio_root=audio_root, score_scale=score_scale)
+    pairs, split = select_split(pairs, split)
+    out = Path(output_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # read-only place, a file in the way: the user's to fix
+        raise UsageError(f"cannot create the output folder {output_dir}: {exc.strerror or exc}; "
+                         "pass another --output-dir") from exc
+    if len(pairs) == 0:
+        raise DatasetError(f"{data}: no pairs in split {split!r}; pick another --split")
+
+    result = evaluate_models(models, pairs, labels=labels, batch_size=batch_size, device=device,
+                             dtype=dtype, n_boot=n_boot, seed=seed, data_spec=data,
+                             progress=progress)
+    result.split = split
+    files = write_report(result, out, plots=plots)
+    return EvaluationRun(result=result, output_dir=out, files=files)
