@@ -34,6 +34,22 @@ def tiny_fused(tmp_path_factory) -> Path:
     return build_tiny_clap(tmp_path_factory.mktemp("tiny_fused"), fused=True, seed=0)
 
 
+@pytest.fixture(scope="module")
+def scorer(tiny_unfused):
+    """A loaded tiny unfused scorer, one per test module."""
+    from humanclap import CLAPScorer
+
+    return CLAPScorer.from_pretrained(str(tiny_unfused), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def fused_scorer(tiny_fused):
+    """A loaded tiny fused scorer, one per test module."""
+    from humanclap import CLAPScorer
+
+    return CLAPScorer.from_pretrained(str(tiny_fused), device="cpu")
+
+
 def noise_clip(seconds: float, rate: int = 16000, seed: int = 0, channels: int = 1) -> np.ndarray:
     """A reproducible test signal: a tone plus noise, (samples,) or (samples, channels)."""
     rng = np.random.default_rng(seed)

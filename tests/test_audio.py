@@ -11,15 +11,6 @@ from humanclap import AudioError, CLAPScorer
 from humanclap.scoring.audio import load_audio
 
 
-@pytest.fixture(scope="module")
-def scorer(tiny_unfused):
-    return CLAPScorer.from_pretrained(str(tiny_unfused), device="cpu")
-
-
-@pytest.fixture(scope="module")
-def fused_scorer(tiny_fused):
-    return CLAPScorer.from_pretrained(str(tiny_fused), device="cpu")
-
 
 def test_stereo_16k_scores_like_manual_downmix_and_resample(scorer, tmp_path):
     stereo = noise_clip(0.8, rate=16000, channels=2)

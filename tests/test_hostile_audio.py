@@ -23,15 +23,6 @@ from humanclap.scoring.audio import (MAX_ABS_SAMPLE, audio_bytes_hash, clip_feat
                                      load_clip_features, read_audio)
 
 
-@pytest.fixture(scope="module")
-def scorer(tiny_unfused):
-    return CLAPScorer.from_pretrained(str(tiny_unfused), device="cpu")
-
-
-@pytest.fixture(scope="module")
-def fused_scorer(tiny_fused):
-    return CLAPScorer.from_pretrained(str(tiny_fused), device="cpu")
-
 
 def features_of(s: CLAPScorer, item):
     return load_clip_features(item, s.feature_extractor, s.fused)

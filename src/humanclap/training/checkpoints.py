@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from humanclap.errors import ConfigError
-from humanclap.io import write_json
+from humanclap.io import atomic_write, write_json
 
 LAST, BEST = "last", "best"
 STATE_FILE = "trainer_state.json"
@@ -121,13 +120,12 @@ def restore_training_state(folder: Path, state: dict[str, Any], optimizer: torch
 def publish(best: Path, output_dir: Path) -> None:
     """Put the best checkpoint's files at the top of ``output_dir`` (hard links where the
     file system allows, else copies; each file replaced atomically)."""
-    for src in best.iterdir():
-        if not src.is_file():
-            continue
-        dst = output_dir / src.name
-        tmp = output_dir / f".tmp-{src.name}-{uuid.uuid4().hex[:8]}"
+    def link_or_copy(src: Path, tmp: Path) -> None:
         try:
             os.link(src, tmp)
         except OSError:
             shutil.copy2(src, tmp)
-        os.replace(tmp, dst)
+
+    for src in best.iterdir():
+        if src.is_file():
+            atomic_write(output_dir / src.name, lambda tmp, src=src: link_or_copy(src, tmp))
