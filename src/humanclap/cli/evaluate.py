@@ -74,6 +74,11 @@ def run(args: argparse.Namespace) -> int:
                          seed=args.seed, plots=args.plots, progress=args.progress)
     print(summary_table(run.result))
     print(f"wrote {', '.join(p.name for p in run.files.values())} to {run.output_dir}", file=sys.stderr)
+    if run.n_failed and run.result.n_scored == 0:
+        print(f"humanclap evaluate: no pair could be scored ({run.n_failed} of "
+              f"{len(run.result.pairs)} failed; see the error column of predictions.csv): no "
+              "metric was computed", file=sys.stderr)
+        return 1
     if run.n_failed:
         print(f"humanclap evaluate: {run.n_failed} of {len(run.result.pairs)} pairs could not be "
               "scored (see the error column of predictions.csv)", file=sys.stderr)

@@ -15,8 +15,10 @@ flags given on the command line override it.
 
 output: --output-dir becomes a Hugging Face model folder (ClapModel.from_pretrained and
 CLAPScorer.from_pretrained load it) with training_config.json, metrics.json (best epoch,
-validation and test metrics) and metrics.jsonl (one line per epoch); resume state is in
-OUTPUT/checkpoints/.
+validation and test metrics, selected_by: how the kept model was chosen) and metrics.jsonl
+(one line per epoch); resume state is in OUTPUT/checkpoints/. When the validation SRCC is
+undefined on every epoch (constant predictions), the last epoch is kept, with a warning.
+The validation and test splits must differ from the training split.
 
 several GPUs or machines: launch the same command with torchrun or accelerate launch;
 --batch-size is the global batch, so results do not depend on the number of processes.

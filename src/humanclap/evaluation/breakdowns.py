@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from humanclap.data.categories import CATEGORIES, categories_of
+from humanclap.errors import UsageError
 from humanclap.evaluation.metrics import MIN_PAIRS, ArrayLike, as_1d, evaluate_all, ktau, lcc, srcc, system_level
 
 SUBSETS = ("overall", "natural", "synthesized")
@@ -36,7 +37,7 @@ def subset_mask(pairs: Any, name: str) -> np.ndarray:
     if name == "overall":
         return np.ones(len(pairs), dtype=bool)
     if name not in SUBSETS:
-        raise ValueError(f"unknown subset {name!r}; use one of {', '.join(SUBSETS)}")
+        raise UsageError(f"unknown subset {name!r}; use one of {', '.join(SUBSETS)}")
     natural, synthesized = natural_masks(pairs)
     return natural if name == "natural" else synthesized
 
@@ -53,7 +54,7 @@ def breakdowns(pairs: Any, pred: ArrayLike, n_boot: int = 1000, seed: int = 0,
     """
     p = as_1d(pred, "pred")
     if len(p) != len(pairs):
-        raise ValueError(f"breakdowns: {len(p)} predictions for {len(pairs)} pairs; pass one"
+        raise UsageError(f"breakdowns: {len(p)} predictions for {len(pairs)} pairs; pass one"
                          " prediction per row of pairs, in the same order.")
     t_all = np.asarray(pairs[target], dtype=np.float64)
     known = np.isfinite(t_all)
@@ -93,6 +94,13 @@ def system_level_summary(pairs: Any, pred: np.ndarray) -> dict[str, Any]:
     out: dict[str, Any] = {"n_systems": len(names), "means": {
         s: {"pred": float(pred[systems == s].mean()), "human": float(human[systems == s].mean()),
             "n": int((systems == s).sum())} for s in names}}
+    if len(names) < MIN_PAIRS:
+        # One note, not three copies of "srcc needs at least 3 pairs": the count that is
+        # short here is systems (with at least one scored pair), not pairs.
+        out.update(srcc=None, lcc=None, ktau=None, notes=[
+            f"fewer than {MIN_PAIRS} systems with scored pairs ({len(names)}): no system-level "
+            "correlation"])
+        return out
     for name, metric in (("srcc", srcc), ("lcc", lcc), ("ktau", ktau)):
         try:
             out[name] = system_level(pred[known], human[known], systems[known], metric=metric)

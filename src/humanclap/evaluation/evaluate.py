@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from humanclap.data import RatedPairs
-from humanclap.errors import ModelLoadError
+from humanclap.errors import ModelLoadError, UsageError
 from humanclap.evaluation import metrics as M
 from humanclap.evaluation.breakdowns import breakdowns, subset_mask, system_level_summary
 from humanclap.io import json_safe
@@ -88,6 +88,27 @@ class EvaluationResult:
     def n_failed(self) -> int:
         return int((~self.scored).sum())
 
+    @property
+    def n_scored(self) -> int:
+        return int(self.scored.sum())
+
+    @property
+    def reason(self) -> str | None:
+        """Why no metric could be computed (fewer scored pairs than a metric needs), or None.
+
+        Every metric needs at least ``MIN_PAIRS`` pairs scored by every model; below that the
+        metrics are null and this says why, so a reader never mistakes "nothing" for a number."""
+        n, ok = len(self.pairs), self.n_scored
+        if ok >= M.MIN_PAIRS:
+            return None
+        if ok == 0:
+            errs = [e for e in self.errors() if e]
+            example = f"; first error: {errs[0]}" if errs else ""
+            return (f"no pair could be scored: all {n} pairs failed{example}. No metric was "
+                    "computed; fix the audio paths (--audio-root) or the texts and run again")
+        return (f"only {ok} of {n} pairs could be scored; SRCC, LCC, KTAU and MSE need at least "
+                f"{M.MIN_PAIRS}, so no metric was computed")
+
     def errors(self) -> list[str]:
         """Per pair: why it was left out ("" when every model scored it). A message shared
         by every failing model (a missing file) is given once, else per model label."""
@@ -119,19 +140,29 @@ class EvaluationResult:
                 for i in np.flatnonzero(~self.scored)]
 
     def to_json(self) -> dict[str, Any]:
-        """The content of metrics.json (NaN turned into null)."""
-        return json_safe({
+        """The content of metrics.json (NaN turned into null).
+
+        With no scored pair, ``metrics``, ``paired_vs_first`` and ``system_level`` are null
+        and ``reason`` says why; with fewer than ``MIN_PAIRS`` the per-model entries hold
+        null metrics and ``reason`` is given too. (``reason`` appears only then, so the
+        file of a normal run is unchanged.)"""
+        none_scored = self.n_scored == 0
+        out = {
             "dataset": self.dataset, "data_spec": self.data_spec, "split": self.split,
-            "n_pairs": len(self.pairs), "n_scored": int(self.scored.sum()),
+            "n_pairs": len(self.pairs), "n_scored": self.n_scored,
             "n_failed": self.n_failed, "failed": self.failed(),
             "seed": self.seed, "n_boot": self.n_boot, "note": MSE_NOTE,
             "models": [{"label": r.label, "column": r.column, **r.info, "counts": r.counts}
                        for r in self.runs],
-            "metrics": self.metrics,
-            "paired_vs_first": {"reference": self.labels[0], "by_model": self.paired},
-            "system_level": self.system_level,
+            "metrics": None if none_scored else self.metrics,
+            "paired_vs_first": None if none_scored else {"reference": self.labels[0],
+                                                         "by_model": self.paired},
+            "system_level": None if none_scored else self.system_level,
             "paper": self.paper,
-        })
+        }
+        if self.reason is not None:
+            out["reason"] = self.reason
+        return json_safe(out)
 
 
 # -- scoring -------------------------------------------------------------------------
@@ -146,7 +177,8 @@ def score_pairs(scorer: Scorer, audio: Sequence[str], texts: Sequence[str],
     is empty; ``counts`` says how many texts and audio files were embedded and decoded.
     """
     if len(audio) != len(texts):
-        raise ValueError(f"audio and texts must pair up: {len(audio)} vs {len(texts)}")
+        raise UsageError(f"audio and texts must pair up: {len(audio)} vs {len(texts)}; pass one "
+                         "text per audio item")
     paths = [str(a) for a in audio]
     texts = [t if isinstance(t, str) else "" for t in texts]
     engine = EmbeddingEngine(scorer, batch_size=batch_size)
@@ -183,6 +215,17 @@ def unique_names(names: Sequence[str], reserved: Sequence[str] = ()) -> list[str
         taken.add(cand)
         out.append(cand)
     return out
+
+
+def check_labels(labels: Sequence[str]) -> None:
+    """Refuse labels that cannot name a model in a table: empty, or holding a line break or
+    another control character (it would break the report's Markdown and the summary)."""
+    for label in labels:
+        if not isinstance(label, str) or not label.strip():
+            raise UsageError(f"empty --label {label!r}: give each model a visible name")
+        if any(ord(c) < 32 or ord(c) == 127 for c in label):
+            raise UsageError(f"--label {label!r} holds a control character (line break, tab, "
+                             "...): use a one-line name")
 
 
 def check_model_spec(model: str) -> None:
@@ -229,17 +272,21 @@ def evaluate_models(
     (optional, one per model) name them in tables; by default the short model name.
     ``paper`` maps a label to published numbers shown beside ours in the report.
     Raises ``ModelLoadError`` for a model that cannot be loaded (before any scoring of
-    that model) and ``ValueError`` for bad arguments.
+    that model) and ``UsageError`` (a ``ValueError``) for bad arguments.
     """
     if not models:
-        raise ValueError("no model given: pass at least one model id, folder or CLAPScorer")
+        raise UsageError("no model given: pass at least one model id, folder or CLAPScorer")
     if labels is not None and len(labels) != len(models):
-        raise ValueError(f"{len(labels)} labels for {len(models)} models: give one label per model")
+        raise UsageError(f"{len(labels)} labels for {len(models)} models: give one label per model")
+    if labels is not None:
+        check_labels(labels)
     if n_boot < 0:
-        raise ValueError(f"n_boot must be >= 0, got {n_boot}")
+        raise UsageError(f"n_boot must be >= 0, got {n_boot}")
+    if seed < 0:  # numpy's generators refuse a negative seed, deep inside the bootstrap
+        raise UsageError(f"seed must be >= 0, got {seed}")
     for m in models:
         if not (_to_load(m) or isinstance(m, Scorer)):
-            raise ValueError(f"model {m!r} is neither a hub id or checkpoint folder nor a loaded "
+            raise UsageError(f"model {m!r} is neither a hub id or checkpoint folder nor a loaded "
                              "scorer: pass e.g. 'laion/clap-htsat-unfused', a folder written by "
                              "save_pretrained, or a CLAPScorer")
     pairs = data.pairs.reset_index(drop=True)
@@ -288,11 +335,21 @@ def compute_metrics(result: EvaluationResult) -> None:
     for k, run in enumerate(result.runs):
         pred = run.scores[mask]
         result.metrics[run.label] = breakdowns(sub, pred, n_boot=result.n_boot, seed=result.seed)
+        overall = result.metrics[run.label]["overall"]
+        if "skipped" in overall:  # too few pairs: say "null", not just leave the keys out
+            overall.update({name: None for name in METRIC_NAMES},
+                           **{f"{name}_ci": None for name in METRIC_NAMES})
         result.system_level[run.label] = system_level_summary(sub, pred)
         if k == 0:
             continue
         ref = result.runs[0].scores[mask]
         result.paired[run.label] = {}
+        if len(sub) < M.MIN_PAIRS:
+            note = f"fewer than {M.MIN_PAIRS} scored pairs"
+            result.paired[run.label]["overall"] = {
+                metric: {"diff": None, "low": None, "high": None, "p_value": None, "note": note}
+                for metric in METRIC_NAMES}
+            continue
         for name in PAIRED_BREAKDOWNS:
             sel = subset_mask(sub, name)
             if sel.sum() >= M.MIN_PAIRS:

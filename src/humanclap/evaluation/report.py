@@ -29,7 +29,7 @@ def write_report(result: EvaluationResult, output_dir: str | Path, plots: bool =
     files["predictions"] = atomic_write(out / "predictions.csv",
                                         lambda p: preds.to_csv(p, index=False, float_format="%.9g"))
     files["metrics"] = write_json(out / "metrics.json", result.to_json())
-    if plots:
+    if plots and result.scored.any():  # nothing scored: an empty scatter would only mislead
         files.update(write_plots(result, out))
     files["report"] = atomic_write_text(out / "report.md", markdown(result, files))
     return files
@@ -43,6 +43,9 @@ def summary_table(result: EvaluationResult) -> str:
     footer = [f"{len(result.pairs)} pairs, {int(result.scored.sum())} scored, "
               f"{result.n_failed} left out (missing/unreadable audio or empty text); "
               "MSE on the 0-1 scale"]
+    reason = getattr(result, "reason", None)  # duck-typed results (tests, recipes) may lack it
+    if reason is not None:
+        footer.append(reason)
     return text_table(columns, rows, footer=footer)
 
 
@@ -137,6 +140,7 @@ def markdown(result: EvaluationResult, files: dict[str, Path] | None = None) -> 
     """The report as Markdown (plots are linked by file name, relative to the report)."""
     files = files or {}
     n, ok = len(result.pairs), int(result.scored.sum())
+    reason = getattr(result, "reason", None)
     lines = [
         "# Human-CLAP evaluation report", "",
         (f"* Data: `{result.data_spec or result.dataset}` ({result.dataset}), split "
@@ -146,13 +150,31 @@ def markdown(result: EvaluationResult, files: dict[str, Path] | None = None) -> 
          f"resamples, seed {result.seed}." if result.n_boot else
          "* No confidence intervals (run with n_boot = 0)."),
         f"* {MSE_NOTE} In short: **MSE on the 0–1 scale**.", "",
+        *([f"**No metric computed**: {reason}.", ""] if reason else []),
         "## Models", "",
         *markdown_table(["label", "column", "model id", "revision"],
                 [[r.label, r.column, r.info.get("model_id", ""), r.info.get("revision", "")]
                  for r in result.runs]),
-        "", "## Overall", "",
-        *overall_table(result),
     ]
+    if ok:  # with no scored pair every metric table would be a grid of dashes
+        lines += _metric_sections(result, files)
+    failed = result.failed()
+    lines += ["", f"## Pairs left out ({len(failed)})", ""]
+    if failed:
+        key = "wavname" if "wavname" in failed[0] else "audio"
+        lines += markdown_table([key, "text", "error"], [[f[key], f["text"], f["error"]]
+                                                 for f in failed[:MAX_LISTED_FAILURES]])
+        if len(failed) > MAX_LISTED_FAILURES:
+            lines += ["", (f"… and {len(failed) - MAX_LISTED_FAILURES} more: see the `error` "
+                           "column of predictions.csv.")]
+    else:
+        lines.append("None: every pair was scored by every model.")
+    return "\n".join(lines) + "\n"
+
+
+def _metric_sections(result: EvaluationResult, files: dict[str, Path]) -> list[str]:
+    """Overall, paired, subset, system and category tables and the plots of the report."""
+    lines = ["", "## Overall", "", *overall_table(result)]
     if result.paper:
         lines += ["", ("*(paper)* columns: published numbers, for comparison; ours are "
                        "computed on the pairs scored here.")]
@@ -177,18 +199,7 @@ def markdown(result: EvaluationResult, files: dict[str, Path] | None = None) -> 
     plots = [(k, p) for k, p in files.items() if p.suffix == ".png"]
     if plots:
         lines += ["", "## Plots", ""] + [f"![{k}]({p.name})" for k, p in plots]
-    failed = result.failed()
-    lines += ["", f"## Pairs left out ({len(failed)})", ""]
-    if failed:
-        key = "wavname" if "wavname" in failed[0] else "audio"
-        lines += markdown_table([key, "text", "error"], [[f[key], f["text"], f["error"]]
-                                                 for f in failed[:MAX_LISTED_FAILURES]])
-        if len(failed) > MAX_LISTED_FAILURES:
-            lines += ["", (f"… and {len(failed) - MAX_LISTED_FAILURES} more: see the `error` "
-                           "column of predictions.csv.")]
-    else:
-        lines.append("None: every pair was scored by every model.")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 # -- plots ---------------------------------------------------------------------------

@@ -17,8 +17,8 @@ from pathlib import Path
 from humanclap.data import load_rated
 from humanclap.defaults import DEFAULT_MODEL
 from humanclap.errors import DatasetError, UsageError
-from humanclap.evaluation.evaluate import (EvaluationResult, check_model_spec, evaluate_models,
-                                           select_split)
+from humanclap.evaluation.evaluate import (EvaluationResult, check_labels, check_model_spec,
+                                           evaluate_models, select_split)
 from humanclap.evaluation.report import write_report
 
 
@@ -34,6 +34,24 @@ class EvaluationRun:
     def n_failed(self) -> int:
         """Pairs left out of the metrics (missing/unreadable audio, empty text)."""
         return self.result.n_failed
+
+
+# The files write_report puts in the output folder (besides the PNG plots).
+OUTPUT_FILES = ("predictions.csv", "metrics.json", "report.md")
+
+
+def check_output_spares_input(data: str, output_dir: Path) -> None:
+    """Refuse an output folder where a written file would replace the manifest being read
+    (``--data out/predictions.csv -o out``): a metric tool never touches its input."""
+    path = Path(data).expanduser()
+    if not path.is_file():  # relate:DIR / xacle:DIR, or a missing file (reported later)
+        return
+    target = path.resolve()
+    # Only these can collide: a manifest is a .csv/.jsonl/.json table, never a PNG plot.
+    if any((output_dir / name).resolve() == target for name in OUTPUT_FILES):
+        raise UsageError(f"--output-dir {output_dir} would overwrite the input {data} (evaluate "
+                         f"writes {', '.join(OUTPUT_FILES)} and PNG plots there); choose "
+                         "another --output-dir")
 
 
 def run_evaluation(
@@ -67,13 +85,18 @@ def run_evaluation(
         raise UsageError(f"{len(labels)} --label for {len(models)} --model: give one label per model")
     if batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
+    if labels:
+        check_labels(labels)
     if n_boot < 0:
         raise UsageError("--n-boot must be 0 or more (0 = no bootstrap CIs)")
+    if seed < 0:
+        raise UsageError(f"--seed must be 0 or more, got {seed}")
     for model in models:  # a mistyped local path fails before any model is loaded
         check_model_spec(model)
     pairs = load_rated(data, audio_root=audio_root, score_scale=score_scale)
     pairs, split = select_split(pairs, split)
     out = Path(output_dir)
+    check_output_spares_input(data, out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # read-only place, a file in the way: the user's to fix

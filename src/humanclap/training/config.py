@@ -111,6 +111,7 @@ class TrainConfig:
             if int(getattr(self, name)) < low:
                 raise ConfigError(f"{name} must be >= {low}, got {getattr(self, name)}"
                                   + (" (wSCE needs at least 2 pairs per batch)" if name == "batch_size" else ""))
+        self.check_splits()
         if not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.warmup_ratio < 1 or not 0 <= self.min_lr_ratio <= 1:
@@ -125,6 +126,19 @@ class TrainConfig:
         if self.train_logit_scale and ("wsce" not in terms or self.temperature != "model"):
             raise ConfigError("train_logit_scale needs a wsce loss term and temperature=model")
         return self
+
+    def check_splits(self) -> None:
+        """The validation and test splits must not be the training split: a model picked
+        (or reported) on pairs it was trained on looks better than it is, silently."""
+        if not self.train_split:
+            raise ConfigError("--train-split is empty: name the split to train on (e.g. train)")
+        for name, value in (("val", self.val_split), ("test", self.test_split)):
+            if value and value == self.train_split:
+                raise ConfigError(
+                    f"--{name}-split {value!r} is also --train-split: the {name} split must be "
+                    f"pairs the model never trains on. Pass another --{name}-split, or "
+                    f"--{name}-split '' to run without one"
+                    + (" (the last epoch is then kept)." if name == "val" else "."))
 
     def tau(self) -> float | None:
         """The fixed temperature, or None when the model's logit scale is used."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,13 +24,18 @@ class TrainResult:
     cached_towers: list[str] = field(default_factory=list)  # towers served from the fast path
     history: list[dict] = field(default_factory=list)  # one record per epoch (as metrics.jsonl)
     weights_digest: str = ""  # sha256 of the final trained parameters (identical on every rank)
+    selected_by: str = ""  # how the kept model was chosen (TrainState.selected_by)
 
     def summary(self) -> str:
         def fmt(m):
-            return "  ".join(f"{k.upper()} {v:.3f}" if isinstance(v, float) else f"{k.upper()} n/a"
+            return "  ".join(f"{k.upper()} {v:.3f}" if isinstance(v, float) and math.isfinite(v)
+                             else f"{k.upper()} n/a"
                              for k, v in m.items()) if m else "n/a"
-        lines = [f"best epoch: {self.best_epoch} of {self.epochs_run}"
-                 + (" (stopped early)" if self.stopped_early else ""),
+        # A model kept for want of a defined validation SRCC is not the "best" of anything.
+        first = (f"kept epoch: {self.best_epoch} of {self.epochs_run}, the {self.selected_by}"
+                 if self.selected_by.startswith("last epoch (validation") else
+                 f"best epoch: {self.best_epoch} of {self.epochs_run}")
+        lines = [first + (" (stopped early)" if self.stopped_early else ""),
                  f"validation: {fmt(self.best_val)}"]
         if self.test is not None:
             lines.append(f"test:       {fmt(self.test)}")

@@ -17,6 +17,7 @@ from typing import Any
 from humanclap.errors import ConfigError
 
 NAN = float("nan")
+UNDEFINED_SELECTION = "last epoch (validation SRCC undefined on every epoch)"
 
 
 @dataclass
@@ -55,22 +56,41 @@ class TrainState:
         return state
 
     def observe(self, epoch: int, val: dict[str, float], validating: bool) -> bool:
-        """Record epoch ``epoch``'s validation metrics; True when its model becomes the best.
+        """Record epoch ``epoch``'s validation metrics; True when its model becomes the kept one.
 
-        Without validation every epoch is the best (the last one is kept). A NaN SRCC never
-        beats a finite one, but the first epoch is always kept so that a model exists."""
+        Without validation every epoch is kept (the last one wins). An epoch whose SRCC is
+        undefined (NaN: constant predictions, e.g. every CLAPScore clipped to 0) never
+        beats a defined one and counts as an epoch without improvement. While *no* epoch
+        has had a defined SRCC there is nothing to select on, so each epoch replaces the
+        previous one, as without validation: the last epoch is kept (``selected_by`` says
+        so) and early stopping, which has no signal yet, does not count these epochs."""
         srcc = val.get("srcc", NAN) if val else NAN
-        score = srcc if math.isfinite(srcc) else -math.inf
-        best = self.best_srcc if self.best_srcc is not None else -math.inf
-        improved = self.best_epoch is None or not validating or score > best
-        if improved:
+        defined = math.isfinite(srcc)
+        if not validating:
+            kept, improved = True, True
+        elif defined:
+            kept = improved = self.best_srcc is None or srcc > self.best_srcc
+        else:
+            kept, improved = self.best_srcc is None, False
+        if kept:
             self.best_epoch = epoch
-            self.best_srcc = score if math.isfinite(score) else None
+            self.best_srcc = srcc if validating and defined else None
             self.best_val = val
+        if improved or (validating and self.best_srcc is None):
             self.bad_epochs = 0
         else:
             self.bad_epochs += 1
-        return improved
+        return kept
+
+    def selected_by(self, validating: bool) -> str:
+        """How the kept model was chosen, in words (``metrics.json``'s ``selected_by``)."""
+        if self.best_epoch is None:
+            return "no epoch finished"
+        if not validating:
+            return "last epoch (no validation split)"
+        if self.best_srcc is None:
+            return UNDEFINED_SELECTION
+        return "best validation SRCC"
 
     def end_epoch(self, record: dict[str, Any], patience: int, validating: bool, epochs: int) -> None:
         """Append the epoch's record and decide on early stopping (never after the last epoch,

@@ -45,7 +45,7 @@ from humanclap.training.distributed import (DistInfo, barrier, gather_with_grad,
 from humanclap.training.model import export_hf_folder, load_trainable_state, set_train_mode, trainable_state
 from humanclap.training.optim import seed_epoch
 from humanclap.training.result import TrainResult, split_metrics
-from humanclap.training.state import TrainState, epoch_line
+from humanclap.training.state import UNDEFINED_SELECTION, TrainState, epoch_line
 
 # TrainingError stays importable from here: the CLI and older callers look for it here.
 __all__ = ["Trainer", "fine_tune", "train", "RESUME_FREE", "TrainingError"]
@@ -117,8 +117,8 @@ class Trainer:
         self.autocast = precision_context(self.cfg, self.device)
         progress = self.cfg.progress if self.cfg.progress is not None else sys.stderr.isatty()
         self.progress = bool(progress and self.info.is_main)
-        if self.info.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
+        # Every rank checks (so all refuse alike, none waits at the barrier); one creates.
+        check_output_dir(self.out, self.cfg.data, create=self.info.is_main)
         barrier(self.info)
         self.resume_from = self._resume_folder()
         self.parts: TrainComponents = build_components(self.cfg, self.device, self.info, self.autocast,
@@ -224,13 +224,17 @@ class Trainer:
             e0 = time.time()
             terms = self.train_epoch(epoch)
             val = self._validate()
-            improved = st.observe(epoch, val, validating=bool(p.val_split))
-            if improved and p.test_split:
+            validating = bool(p.val_split)
+            kept = st.observe(epoch, val, validating=validating)
+            if kept and p.test_split:
                 st.best_test = split_metrics(self.predict(p.test_split), p.data.splits[p.test_split].target)
+            # "best" only when selected on a defined SRCC: a model kept because no epoch had
+            # one (constant predictions) is not the best of anything.
+            best = kept and (not validating or st.best_srcc is not None)
             record = {"epoch": epoch, "step": st.global_step, "lr": p.scheduler.get_last_lr()[0],
-                      "train": terms, "val": val, "best": improved, "seconds": round(time.time() - e0, 3)}
-            st.end_epoch(record, cfg.patience, bool(p.val_split), cfg.epochs)
-            self._checkpoint(improved)
+                      "train": terms, "val": val, "best": best, "seconds": round(time.time() - e0, 3)}
+            st.end_epoch(record, cfg.patience, validating, cfg.epochs)
+            self._checkpoint(kept)
             if self.info.is_main:
                 with open(self.out / "metrics.jsonl", "a") as fh:
                     fh.write(json.dumps(json_safe(record)) + "\n")
@@ -311,6 +315,16 @@ class Trainer:
     def _finish(self, seconds: float) -> TrainResult:
         st, p = self.state, self.parts
         best = ckpt.find_checkpoint(self.out, ckpt.BEST)
+        selected_by = st.selected_by(bool(p.val_split))
+        if self.info.is_main and selected_by == UNDEFINED_SELECTION:
+            # Kept rather than refused: the run did train, and an undefined SRCC can be the
+            # validation data's fault (too few pairs, one score for all) as much as the
+            # model's; the user decides, told loudly what was kept and why.
+            log.warning(
+                "validation SRCC was undefined on every epoch (constant predictions or "
+                "targets, e.g. every CLAPScore clipped to 0, or fewer than 3 validation pairs): "
+                "no epoch could be selected on it, so the LAST epoch (%s) is kept. Check the "
+                "validation split, lower --lr, or pass --no-clip-score.", st.best_epoch)
         if self.info.is_main and best is not None:
             ckpt.publish(best, self.out)
             self.cfg.save(self.out / "training_config.json")
@@ -319,13 +333,13 @@ class Trainer:
                 "epochs_run": st.epoch, "stopped_early": st.stopped_early,
                 "val_split": p.val_split, "test_split": p.test_split,
                 "world_size": self.info.world_size, "cached_towers": p.cached_towers,
-                "base_model": p.model_info.as_dict()})
+                "base_model": p.model_info.as_dict(), "selected_by": selected_by})
         digest = self._digest()
         barrier(self.info)
         return TrainResult(output_dir=self.out, best_epoch=st.best_epoch, best_val=st.best_val,
                            test=st.best_test, epochs_run=st.epoch, stopped_early=st.stopped_early,
                            seconds=seconds, cached_towers=p.cached_towers, history=st.history,
-                           weights_digest=digest)
+                           weights_digest=digest, selected_by=selected_by)
 
     def _digest(self) -> str:
         """Hash of this rank's trained parameters; ranks that disagree mean a broken run."""
@@ -341,6 +355,37 @@ class Trainer:
                 raise TrainingError(f"processes ended with different weights ({digests}); this is a "
                                     "bug or a non-deterministic kernel, please report it")
         return digest
+
+
+# What a run writes at the top of its output folder besides the model's own files (a
+# manifest there under one of these names, or under checkpoints/, would be overwritten).
+WRITTEN_NAMES = {"metrics.json", "metrics.jsonl", "training_config.json", "config.json",
+                 "model.safetensors", "preprocessor_config.json", "tokenizer.json",
+                 "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
+                 "added_tokens.json"}
+
+
+def check_output_dir(out: Path, data: str, create: bool = True) -> None:
+    """Create the output folder (``create``), or raise ConfigError when it cannot be one (a
+    file is in the way, no permission) or when writing it would overwrite the manifest read."""
+    manifest = Path(data).expanduser()
+    if manifest.is_file():
+        target, root = manifest.resolve(), out.resolve()
+        if (target.parent == root and target.name in WRITTEN_NAMES) or \
+                (root / "checkpoints") in target.parents:
+            raise ConfigError(f"--output-dir {out} would overwrite the training data {data} "
+                              "(the run writes its model, metrics and checkpoints there); "
+                              "choose another --output-dir or move the manifest")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--output-dir {out} is a file, not a folder: choose another "
+                          "--output-dir (it becomes a model folder)")
+    if not create:
+        return
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file in the way of a parent, read-only place: the user's to fix
+        raise ConfigError(f"cannot create the output folder {out}: {exc.strerror or exc}; "
+                          "pass another --output-dir") from None
 
 
 train = fine_tune  # the name used before the package was split into layers; kept for callers
