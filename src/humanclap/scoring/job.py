@@ -155,6 +155,10 @@ class ScoreJob:
                     summary.scores.append(score)
             for n in self._score_rows(rows, paths, problems, len(done), writer, summary, progress):
                 kept = n
+            if self.engine.cache:
+                summary.cache_hits = self.engine.cache.hits
+            # before the final meta write, as always: its first scipy import is not scoring time
+            summary.seconds = time.perf_counter() - start
             if out is not None:
                 writer.stream.close()
                 write_run_metadata(out, meta, summary)
@@ -168,9 +172,6 @@ class ScoreJob:
                     writer.stream.close()
                 except OSError:
                     pass  # the buffered rest of a failed write fails again: already reported
-        if self.engine.cache:
-            summary.cache_hits = self.engine.cache.hits
-        summary.seconds = time.perf_counter() - start
         return summary
 
     def _score_rows(self, rows: list[dict[str, Any]], paths: list[str | None], problems: list[str],
