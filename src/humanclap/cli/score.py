@@ -30,7 +30,7 @@ write (e.g. a full disk) the rows written so far are kept: free space and rerun
 with --resume.
 
 exit codes: 0 every row scored; 1 some rows failed (the others are scored and
-written); 2 usage or input error (bad flags, unreadable manifest, missing
+written); 2 usage error or bad input (bad flags, unreadable manifest, missing
 columns, model that cannot be loaded, an output that would overwrite an input
 or an existing file, a resume that does not match, a failed write);
 {flags.EXIT_CODES_TAIL}.

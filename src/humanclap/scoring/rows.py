@@ -98,8 +98,8 @@ def _csv_line(values: list[str]) -> str:
 
 
 def _csv_cell(value: Any) -> str:
-    if value is None:
-        return ""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""  # a JSONL null or NaN, as in JSONL output (null): no non-finite number
     if isinstance(value, (dict, list)):
         return json.dumps(json_safe(value), ensure_ascii=False)
     return str(value)
