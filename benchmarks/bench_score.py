@@ -133,7 +133,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     ckpt = build_full_size_checkpoint(work / "ckpt")
     manifest = write_clips(work, args.clips, 10.0)
-    cli = [sys.executable, "-m", "humanclap.cli", "score", str(manifest), "--model", str(ckpt), "--batch-size", "8"]
+    cli = [sys.executable, "-m", "humanclap.cli", "score", str(manifest), "--model", str(ckpt), "--batch-size", "8",
+           "--overwrite"]  # a reused --workdir holds the last run's outputs
 
     t_naive, rss_naive, _ = run_process([sys.executable, "-c", NAIVE_LOOP, str(ckpt), str(manifest), str(work / "naive.npy")])
     t_ours, rss_ours, err = run_process(cli + ["-o", str(work / "fp32.csv")])
@@ -159,7 +160,7 @@ def main() -> None:
         folder.mkdir(exist_ok=True)
         m = write_clips(folder, rows, 0.5)
         t, rss, _ = run_process([sys.executable, "-m", "humanclap.cli", "score", str(m), "--model", str(tiny),
-                                 "-o", str(folder / "o.jsonl"), "--batch-size", "8"])
+                                 "-o", str(folder / "o.jsonl"), "--batch-size", "8", "--overwrite"])
         print(f"peak RSS scoring {rows:5d} short clips (tiny model): {rss} MiB ({t:.1f} s)")
     print(f"\nfiles kept in {work}")
 

@@ -6,3 +6,8 @@ DEFAULT_MODEL = "sarulab-speech/human-clap-wsce-mae"
 
 # LAION CLAP's text length in RoBERTa tokens, <s> and </s> included.
 TEXT_MAX_LENGTH = 77
+
+# The most rows ``humanclap score`` prepares and writes per step (--batch-size). It bounds the
+# audio decoded ahead of the model (features of up to this many clips in memory at once); the
+# model's forward shape is the embedding engine's own and does not grow with it.
+MAX_BATCH_SIZE = 1024

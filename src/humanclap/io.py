@@ -11,18 +11,20 @@
   an ``--audio-root``.
 * :func:`json_safe`: numpy scalars and arrays to plain Python, non-finite floats to ``null``
   (``json.dumps`` would otherwise write a bare ``NaN``, which is not JSON).
+* :class:`TableDigest`: a sha256 fingerprint of a table's columns and rows, fed row by row.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import os
 import shutil
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,7 +97,8 @@ def _csv_rows(f, path: Path, columns: list[str], what: str) -> Iterator[dict[str
             return
         dupes = sorted({c for c in header if header.count(c) > 1})
         if dupes:
-            raise UsageError(f"{what} {path}: duplicate column name(s) {dupes}; each column "
+            raise UsageError(f"{what} {path}, line {reader.line_num}: duplicate column name(s) "
+                             f"{dupes}; each column "
                              "needs a distinct name")
         columns.extend(header)
         for fields in reader:
@@ -132,6 +135,41 @@ def _jsonl_rows(f, path: Path, columns: list[str], what: str) -> Iterator[dict[s
                 seen.add(key)
                 columns.append(key)
         yield row
+
+
+class TableDigest:
+    """sha256 of a table's rows in order and of its column names, fed one row at a time.
+
+    Streaming-friendly: a reader calls :meth:`add` as it yields rows, so a fingerprint never
+    needs the whole table in memory. The digest covers each row's keys and values as read
+    (CSV strings, JSON values), so a changed cell, a reordered, added or dropped row, or a
+    renamed column all change it; how the file was spelled (quoting, spacing) does not.
+    """
+
+    def __init__(self) -> None:
+        self._sha = hashlib.sha256()
+        self.rows = 0
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        # allow_nan: a JSONL NaN is part of the content, not something to refuse here;
+        # default=str: the digest must never be the thing that fails on an odd value.
+        line = json.dumps(row, ensure_ascii=False, separators=(",", ":"), default=str)
+        self._sha.update(line.encode("utf-8", "surrogatepass") + b"\n")
+        self.rows += 1
+
+    def hexdigest(self, columns: Sequence[str]) -> str:
+        """The fingerprint; ``columns`` last because a JSONL table knows them only at its end."""
+        sha = self._sha.copy()
+        sha.update(b"columns:" + json.dumps(list(columns), ensure_ascii=False).encode("utf-8", "surrogatepass"))
+        return sha.hexdigest()
+
+
+def table_digest(columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> str:
+    """:class:`TableDigest` of ``rows`` (any iterable, consumed once) and ``columns``."""
+    digest = TableDigest()
+    for row in rows:
+        digest.add(row)
+    return digest.hexdigest(columns)
 
 
 def resolve_path(value: Any, root: str | Path) -> Path:

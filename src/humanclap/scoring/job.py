@@ -1,16 +1,19 @@
 """The ``humanclap score`` job: manifest in, one scored row out per input row.
 
 The embedding work is the :class:`~humanclap.scoring.engine.EmbeddingEngine`'s (each
-unique text and file once, cache, background decoding); this module adds the rows: read
-the manifest, embed the texts, walk the rows in batches of ``batch_size``, write each
-batch's rows in input order once its files are embedded, and keep ``OUT.meta.json``
-beside the output. A bad row (missing/corrupt file, NaN samples, empty text) gets an
-``error`` and the job goes on.
+unique text and file once, cache, background decoding, and the model's forward shape);
+this module adds the rows: read the manifest, check the output may be written
+(:mod:`~humanclap.scoring.output_guard`), embed the texts, walk the rows in steps of
+``batch_size`` rows, write each step's rows in input order once its files are embedded,
+and keep ``OUT.meta.json`` beside the output. A bad row (missing/corrupt file, NaN
+samples, empty text, a JSONL row without ``audio``, a NaN embedding) gets an ``error`` and
+the job goes on. A failed write (full disk, I/O error) stops the job as a
+:class:`~humanclap.errors.UsageError` that says how many rows were kept.
 """
 
 from __future__ import annotations
 
-import json
+import errno
 import math
 import sys
 import time
@@ -20,12 +23,16 @@ from typing import Any
 
 import numpy as np
 
+from humanclap.defaults import MAX_BATCH_SIZE
 from humanclap.errors import UsageError
-from humanclap.io import resolve_path, write_json
+from humanclap.io import resolve_path, table_digest, write_json
 from humanclap.scoring.clapscore import clapscore
 from humanclap.scoring.engine import EmbeddingEngine, open_cache
+from humanclap.scoring.output_guard import (check_output, check_resume, make_parent, meta_path,
+                                            run_metadata)
 from humanclap.scoring.protocol import Scorer
-from humanclap.scoring.rows import open_output, read_manifest
+from humanclap.scoring.rows import (checked_cosine, done_score, open_output, read_manifest,
+                                    row_problem)
 
 
 @dataclass
@@ -45,7 +52,10 @@ class ScoreSummary:
     cache_hits: int = 0
 
     def mean_ci(self) -> tuple[float, float, float]:
-        """Mean CLAPScore and its 95% t-interval over scored rows (NaN when none)."""
+        """Mean CLAPScore and its 95% t-interval over scored rows (NaN when none).
+
+        The interval is clipped to [0, 1], CLAPScore's range: with few rows or many zeros
+        the t-interval reaches below 0, which no mean CLAPScore can be."""
         n = len(self.scores)
         if n == 0:
             return math.nan, math.nan, math.nan
@@ -55,7 +65,7 @@ class ScoreSummary:
         from scipy.stats import t
 
         half = float(t.ppf(0.975, n - 1) * np.std(self.scores, ddof=1) / math.sqrt(n))
-        return mean, mean - half, mean + half
+        return mean, max(mean - half, 0.0), min(mean + half, 1.0)
 
     def text(self) -> str:
         mean, lo, hi = self.mean_ci()
@@ -70,92 +80,147 @@ class ScoreSummary:
         return "\n".join(lines)
 
 
-def _text(row: dict[str, Any]) -> str:
-    return "" if row["text"] is None else str(row["text"])
+def check_batch_size(batch_size: int) -> None:
+    """``--batch-size`` is rows per step: at least 1, at most :data:`MAX_BATCH_SIZE`."""
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise UsageError(f"--batch-size must be between 1 and {MAX_BATCH_SIZE} (rows prepared and "
+                         f"written per step), got {batch_size}")
+
+
+def steps(first: int, n: int, size: int) -> list[range]:
+    """Rows ``first..n`` in steps aligned to multiples of ``size``: a resumed run walks the
+    same steps as an uninterrupted one from its first full step on."""
+    out, i = [], first
+    while i < n:
+        end = min(n, (i // size + 1) * size)
+        out.append(range(i, end))
+        i = end
+    return out
 
 
 class ScoreJob:
-    """Scores a manifest with one model; see module docstring."""
+    """Scores a manifest with one model; see module docstring.
+
+    ``batch_size`` is how many rows are prepared (decoded ahead) and written per step; it
+    never changes a score: the engine forwards clips in its own fixed shape."""
 
     def __init__(self, scorer: Scorer, batch_size: int = 8, cache_dir: str | None = None):
+        check_batch_size(batch_size)
         self.scorer = scorer
         self.batch_size = batch_size
-        self.engine = EmbeddingEngine(scorer, batch_size, open_cache(cache_dir, scorer) if cache_dir else None)
+        # No batch size for the engine: its forward shape is its own, so that --batch-size
+        # 1000 on 3 rows does not pad a forward to 1000 clips.
+        self.engine = EmbeddingEngine(scorer, cache=open_cache(cache_dir, scorer) if cache_dir else None)
 
     # -- the job -----------------------------------------------------------------------
     def run(self, manifest: str | Path, output: str | Path | None = None,
             audio_root: str | Path | None = None, resume: bool = False,
-            progress: bool | None = None) -> ScoreSummary:
+            progress: bool | None = None, overwrite: bool = False) -> ScoreSummary:
+        """Score every row of ``manifest`` into ``output`` (JSONL on stdout when None).
+
+        An existing non-empty ``output`` is refused unless ``resume`` (keep its rows, after
+        :func:`~humanclap.scoring.output_guard.check_resume`) or ``overwrite``."""
         start = time.perf_counter()
         rows, columns = read_manifest(manifest)
-        if resume and output is not None:
-            check_same_model(Path(output), self.scorer)
+        fingerprint = table_digest(columns, rows)
         root = Path(audio_root) if audio_root else Path(manifest).resolve().parent
-        writer, done = open_output(output, rows, columns, resume)
+        problems = [row_problem(r) for r in rows]
+        paths = [None if bad else str(resolve_path(r["audio"], root)) for r, bad in zip(rows, problems)]
+        out = None if output is None else Path(output)
+        # Everything that can refuse the output runs before anything is opened for writing.
+        check_output(out, manifest, resume, overwrite, paths)
+        if resume and out is not None:
+            check_resume(out, columns, fingerprint, self.scorer)
+        if out is not None:
+            make_parent(out)
+        try:
+            writer, done = open_output(out, rows, columns, resume)
+        except OSError as exc:  # e.g. permission denied, a symlink loop
+            raise UsageError(f"cannot open -o {out} for writing: {exc.strerror or exc}; choose "
+                             "another output path") from None
         summary = ScoreSummary(rows=len(rows), resumed=len(done), model_id=self.scorer.info.model_id,
                                revision=self.scorer.info.revision, device=str(self.scorer.device),
                                dtype=self.scorer.dtype)
-        if output is not None:  # written first so that a killed run can be resumed safely
-            write_run_metadata(Path(output), self.scorer, summary)
-        for old in done:  # the summary covers the whole output file
-            if old.get("error"):
-                summary.failed += 1
-            else:
-                summary.scored += 1
-                summary.scores.append(float(old["clapscore"]))
-        # Texts of *all* rows, done or not: text batches are then the same in a resumed run
-        # as in an uninterrupted one, so the resumed file is byte-identical.
+        meta = run_metadata(self.scorer, manifest, columns, len(rows), fingerprint) if out else {}
+        kept = len(done)  # rows known to be in the output file (for the message on failure)
+        try:
+            if out is not None:  # written first so that a killed run can be resumed safely
+                write_run_metadata(out, meta, summary)
+            for i, old in enumerate(done):  # the summary covers the whole output file
+                score = done_score(out, i, old)
+                if score is None:
+                    summary.failed += 1
+                else:
+                    summary.scored += 1
+                    summary.scores.append(score)
+            for n in self._score_rows(rows, paths, problems, len(done), writer, summary, progress):
+                kept = n
+            if self.engine.cache:
+                summary.cache_hits = self.engine.cache.hits
+            # before the final meta write, as always: its first scipy import is not scoring time
+            summary.seconds = time.perf_counter() - start
+            if out is not None:
+                writer.stream.close()
+                write_run_metadata(out, meta, summary)
+        except BrokenPipeError:
+            raise  # a reader that went away (`| head`): the CLI's, not a write error
+        except OSError as exc:
+            raise write_failed(out, exc, kept) from None
+        finally:
+            if out is not None and not writer.stream.closed:
+                try:
+                    writer.stream.close()
+                except OSError:
+                    pass  # the buffered rest of a failed write fails again: already reported
+        return summary
+
+    def _score_rows(self, rows: list[dict[str, Any]], paths: list[str | None], problems: list[str],
+                    first: int, writer, summary: ScoreSummary, progress: bool | None):
+        """Score and write rows ``first..``; yields the rows in the file after each flush."""
         engine = self.engine
-        engine.embed_texts([_text(r) for r in rows])
-        todo = rows[len(done):]
-        paths = [str(resolve_path(r["audio"], root)) for r in todo]
-        texts = [_text(r) for r in todo]
+        # Texts of *all* usable rows, done or not: text batches are then the same in a
+        # resumed run as in an uninterrupted one, so the resumed file is byte-identical.
+        engine.embed_texts([r["text"] for r, bad in zip(rows, problems) if not bad])
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(todo), unit="row", desc="scoring", file=sys.stderr,
+        bar = tqdm(total=len(rows) - first, unit="row", desc="scoring", file=sys.stderr,
                    disable=not (sys.stderr.isatty() if progress is None else progress))
-        batches = [range(i, min(i + self.batch_size, len(todo))) for i in range(0, len(todo), self.batch_size)]
-        for b in engine.embed_audio_batches([[paths[i] for i in batch] for batch in batches]):
-            for i in batches[b]:
-                cosine, error = engine.cosine(paths[i], texts[i])
-                writer.write(todo[i], cosine, error)
+        todo = steps(first, len(rows), self.batch_size)
+        for b in engine.embed_audio_batches([[paths[i] for i in step if paths[i]] for step in todo]):
+            for i in todo[b]:
+                if problems[i]:
+                    cosine, error = None, problems[i]
+                else:
+                    cosine, error = checked_cosine(*engine.cosine(paths[i], rows[i]["text"]))
+                writer.write(rows[i], cosine, error)
                 if error:
                     summary.failed += 1
                 else:
                     summary.scored += 1
                     summary.scores.append(float(clapscore(cosine)))
             writer.flush()
-            bar.update(len(batches[b]))
+            bar.update(len(todo[b]))
+            yield todo[b].stop
         bar.close()
-        if engine.cache:
-            summary.cache_hits = engine.cache.hits
-        summary.seconds = time.perf_counter() - start
-        if output is not None:
-            writer.stream.close()
-            write_run_metadata(Path(output), self.scorer, summary)
-        return summary
 
 
-def check_same_model(output: Path, scorer: Scorer) -> None:
-    """Refuse to resume a file whose rows were scored by another model or setting."""
-    meta_path = output.with_name(output.name + ".meta.json")
-    if not meta_path.is_file():
-        return
-    meta = json.loads(meta_path.read_text())
-    old = (meta["model"]["revision"], meta["dtype"])
-    if old != (scorer.info.revision, scorer.dtype):
-        raise UsageError(f"{output} was scored with revision {old[0]} ({old[1]}), not "
-                         f"{scorer.info.revision} ({scorer.dtype}); drop --resume or use another -o")
+def write_failed(output: Path | None, exc: OSError, kept: int) -> UsageError:
+    """The error for a failed write: what failed, how many rows are safe, what to do."""
+    reason = exc.strerror or str(exc)
+    if output is None:
+        return UsageError(f"cannot write to standard output: {reason}")
+    todo = "free space" if exc.errno == errno.ENOSPC else "fix that"
+    return UsageError(f"cannot write {output}: {reason}; the {kept} rows written so far are kept; "
+                      f"{todo} and rerun with --resume")
 
 
-def write_run_metadata(output: Path, scorer: Scorer, summary: ScoreSummary) -> None:
-    """``OUT.meta.json`` beside the output: which model and settings made these scores."""
-    from humanclap import __version__
-
+def write_run_metadata(output: Path, meta: dict[str, Any], summary: ScoreSummary) -> None:
+    """``OUT.meta.json`` beside the output: which model, settings and manifest made these
+    scores (what ``--resume`` checks), and the counts so far."""
     mean, lo, hi = summary.mean_ci()
-    meta = {"humanclap_version": __version__, "model": scorer.info.as_dict(), "dtype": scorer.dtype,
-            "device": str(scorer.device), "rows": summary.rows, "scored": summary.scored,
-            "failed": summary.failed, "mean_clapscore": mean, "mean_clapscore_ci95": [lo, hi],
-            "note": "clapscore = max(cosine, 0); scoring is deterministic (no seed involved)"}
+    meta = {**meta, "rows": summary.rows, "scored": summary.scored, "failed": summary.failed,
+            "mean_clapscore": mean, "mean_clapscore_ci95": [lo, hi],
+            "note": "clapscore = max(cosine, 0); scoring is deterministic (no seed involved); "
+                    "the CI is clipped to [0, 1]"}
     # Strict JSON: an undefined mean (no row scored yet, or one: no interval) is null.
-    write_json(output.with_name(output.name + ".meta.json"), meta)
+    write_json(meta_path(output), meta)

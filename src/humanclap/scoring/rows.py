@@ -2,8 +2,11 @@
 
 Input rows keep every column; output rows are the input row plus ``clapscore``,
 ``cosine`` and ``error``, in input order, appended batch by batch (a crash loses at most
-the batch in flight). ``open_output(..., resume=True)`` keeps the complete rows already
-in the file, cuts a half-written last line, and checks they belong to this manifest.
+the batch in flight). ``open_output(..., resume=True)`` keeps the complete records already
+in the file, cuts a half-written last record, and checks they belong to this manifest.
+
+Every number written is finite: a row whose cosine is NaN/inf gets an ``error`` instead
+(:func:`checked_cosine`), and JSONL rows go through :func:`humanclap.io.json_safe`.
 """
 
 from __future__ import annotations
@@ -14,16 +17,18 @@ import json
 import math
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
 from humanclap.errors import UsageError
-from humanclap.io import read_table
+from humanclap.io import json_safe, read_table
 from humanclap.scoring.clapscore import clapscore
 
 OUTPUT_COLUMNS = ("clapscore", "cosine", "error")
+RERUN = "rerun with --overwrite to start over"
 
 
 def read_manifest(path: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
@@ -44,11 +49,60 @@ def read_manifest(path: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
     return rows, columns
 
 
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value).replace("nan", "NaN")
+    if isinstance(value, (int, float)):
+        return "number"
+    return {dict: "object", list: "list"}.get(type(value), type(value).__name__)
+
+
+def row_problem(row: dict[str, Any]) -> str:
+    """Why this row cannot be scored at all ("" when it can): a JSONL row may lack a field or
+    hold a list/number/null where a path or text belongs. Never stringified and scored: a
+    score for ``"['a dog']"`` or ``"None"`` would be a wrong number with exit 0."""
+    for key in ("audio", "text"):
+        if key not in row:
+            return f"no '{key}' field"
+        if not isinstance(row[key], str):
+            return f"'{key}' must be a string, got {_json_type(row[key])}"
+    if not row["audio"].strip():
+        return "empty 'audio' path"
+    return ""
+
+
+def checked_cosine(cosine: float | None, error: str) -> tuple[float | None, str]:
+    """``(cosine, error)`` with a NaN/inf cosine turned into a row error: a metric writes
+    finite numbers or none (a NaN embedding comes from the model or its dtype, not the row)."""
+    if cosine is not None and not math.isfinite(cosine):
+        return None, (f"non-finite embedding (cosine = {cosine}): the model gave NaN/inf for this "
+                      "audio or text; try --dtype fp32, else the checkpoint is broken")
+    return cosine, error
+
+
 def format_float(x: float | None) -> str:
     """Shortest text that round-trips the float32 score ("" for no score)."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return ""
     return np.format_float_positional(np.float32(x), unique=True, trim="0")
+
+
+def _csv_line(values: list[str]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(values)
+    return buf.getvalue()
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""  # a JSONL null or NaN, as in JSONL output (null): no non-finite number
+    if isinstance(value, (dict, list)):
+        return json.dumps(json_safe(value), ensure_ascii=False)
+    return str(value)
 
 
 class RowWriter:
@@ -58,37 +112,30 @@ class RowWriter:
         self.stream, self.fmt = stream, fmt
         self.columns = columns + list(OUTPUT_COLUMNS)
         if fmt == "csv" and write_header:
-            self._write_csv(self.columns)
-
-    def _write_csv(self, values: list[str]) -> None:
-        buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerow(values)
-        self.stream.write(buf.getvalue())
+            self.stream.write(_csv_line(self.columns))
 
     def write(self, row: dict[str, Any], cosine: float | None, error: str) -> None:
+        cosine, error = checked_cosine(cosine, error)  # the job did this; never write NaN/inf
         score = None if cosine is None else float(clapscore(cosine))
         if self.fmt == "csv":
-            self._write_csv([_csv_cell(row.get(c, "")) for c in self.columns[:-3]]
-                            + [format_float(score), format_float(cosine), error])
+            self.stream.write(_csv_line([_csv_cell(row.get(c, "")) for c in self.columns[:-3]]
+                                        + [format_float(score), format_float(cosine), error]))
         else:
             out = dict(row)
             out["clapscore"] = None if score is None else float(format_float(score))
             out["cosine"] = None if cosine is None else float(format_float(cosine))
             out["error"] = error
-            self.stream.write(json.dumps(out, ensure_ascii=False) + "\n")
+            # json_safe: a pass-through NaN of a JSONL manifest becomes null, not bare NaN
+            self.stream.write(json.dumps(json_safe(out), ensure_ascii=False, allow_nan=False) + "\n")
 
     def flush(self) -> None:
         self.stream.flush()
         if self.stream is not sys.stdout:
-            os.fsync(self.stream.fileno())
-
-
-def _csv_cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False)
-    return str(value)
+            try:
+                os.fsync(self.stream.fileno())
+            except OSError as exc:  # a pipe or device (-o /dev/...) cannot be synced: not an error
+                if exc.errno not in (22, 95):  # EINVAL, EOPNOTSUPP
+                    raise
 
 
 def output_format(path: str | Path | None) -> str:
@@ -102,38 +149,136 @@ def output_format(path: str | Path | None) -> str:
     raise UsageError(f"output {path} must end in .csv or .jsonl")
 
 
-def read_done_rows(path: Path, fmt: str) -> tuple[list[dict[str, Any]], int]:
+# -- resume: the complete records already in an output file ---------------------------
+def _lines(raw: bytes) -> list[tuple[bytes, int]]:
+    """``raw`` split after each ``\\n`` (only there: a ``\\r`` inside a quoted cell is data),
+    each with the byte offset where it ends."""
+    out, pos = [], 0
+    while pos < len(raw):
+        nl = raw.find(b"\n", pos)
+        end = len(raw) if nl < 0 else nl + 1
+        out.append((raw[pos:end], end))
+        pos = end
+    return out
+
+
+def _csv_records(path: Path, raw: bytes) -> tuple[list[list[str]], int]:
+    """The records of ``raw`` that the csv module parses completely and that end with a
+    newline outside quotes, and the byte offset after the last of them.
+
+    A cut inside a quoted multi-line cell leaves lines that end with ``\\n`` but belong to
+    an open record: the strict reader then fails at the end of the data, and everything
+    from that record's first line on is dropped. A failure *before* the end is not a cut
+    but a file that was not written by ``humanclap score``: refused."""
+    lines = _lines(raw)
+    consumed = 0
+
+    def feed() -> Iterator[str]:
+        nonlocal consumed
+        for chunk, _ in lines:
+            consumed += 1
+            complete = chunk.endswith(b"\n")
+            # only the last line can be cut inside a UTF-8 sequence; it is dropped anyway
+            yield chunk.decode("utf-8", "strict" if complete else "replace")
+
+    records: list[list[str]] = []
+    keep = 0
+    reader = csv.reader(feed(), strict=True)
+    try:
+        for record in reader:  # the reader pulls exactly the lines of one record, no more
+            chunk, end = lines[consumed - 1]
+            if not chunk.endswith(b"\n"):
+                break  # the last record lacks its newline: its last cell may be cut short
+            records.append(record)
+            keep = end
+    except (csv.Error, UnicodeDecodeError) as exc:
+        if consumed < len(lines):
+            raise UsageError(f"cannot resume: {path}, line {reader.line_num}, is not CSV written by "
+                             f"humanclap score ({exc}); {RERUN}") from None
+    return records, keep
+
+
+def _jsonl_records(path: Path, raw: bytes) -> tuple[list[dict[str, Any]], int]:
+    rows, keep = [], 0
+    for lineno, (chunk, end) in enumerate(_lines(raw), 1):
+        if not chunk.endswith(b"\n"):
+            break  # a last line without newline was cut mid-write
+        try:
+            row = json.loads(chunk.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UsageError(f"cannot resume: {path}, line {lineno}, is not valid JSON ({exc}); "
+                             f"{RERUN}") from None
+        if not isinstance(row, dict) or not all(k in row for k in OUTPUT_COLUMNS):
+            raise UsageError(f"cannot resume: {path}, line {lineno}, is not an output row of "
+                             f"humanclap score (no {'/'.join(OUTPUT_COLUMNS)}); {RERUN}")
+        rows.append(row)
+        keep = end
+    return rows, keep
+
+
+def read_done_rows(path: Path, fmt: str, columns: list[str]) -> tuple[list[dict[str, Any]], int]:
     """Complete rows already in an output file and the byte length they occupy."""
     raw = path.read_bytes()
-    end = raw.rfind(b"\n") + 1  # a last line without newline was cut mid-write
-    text = raw[:end].decode("utf-8")
     if fmt == "jsonl":
-        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-    else:
-        rows = list(csv.DictReader(io.StringIO(text)))
-    return rows, end
+        return _jsonl_records(path, raw)
+    records, keep = _csv_records(path, raw)
+    if not records:
+        return [], 0  # not even the header is complete: start the file again
+    header, expected = records[0], columns + list(OUTPUT_COLUMNS)
+    if header != expected:
+        raise UsageError(f"cannot resume: {path} has columns {header}, but this manifest gives "
+                         f"{expected}; {RERUN}")
+    for i, rec in enumerate(records[1:], 2):
+        if len(rec) != len(header):
+            raise UsageError(f"cannot resume: {path}, record {i}, has {len(rec)} fields where the "
+                             f"header has {len(header)}; {RERUN}")
+    return [dict(zip(header, rec)) for rec in records[1:]], keep
+
+
+def _as_written(row: dict[str, Any], fmt: str, columns: list[str]) -> dict[str, Any]:
+    """The input columns of ``row`` as they read back from an output file."""
+    if fmt == "csv":
+        return {c: _csv_cell(row.get(c, "")) for c in columns}
+    return json.loads(json.dumps(json_safe(row), ensure_ascii=False))
+
+
+def done_score(path: Path, index: int, old: dict[str, Any]) -> float | None:
+    """The CLAPScore of a row already in the output (None for a row with an error)."""
+    if old.get("error"):
+        return None
+    try:
+        score = float(old.get("clapscore"))
+    except (TypeError, ValueError):
+        score = math.nan
+    if not math.isfinite(score):  # e.g. an empty score and no error, as old versions wrote
+        raise UsageError(f"cannot resume: {path} row {index + 1} has neither a score nor an error; "
+                         f"{RERUN}")
+    return score
 
 
 def open_output(path: str | Path | None, rows: list[dict[str, Any]], columns: list[str],
                 resume: bool) -> tuple[RowWriter, list[dict[str, Any]]]:
-    """Open the output (stdout when ``path`` is None); with ``resume``, return the rows done."""
+    """Open the output (stdout when ``path`` is None); with ``resume``, return the rows done.
+
+    The checks that ``path`` may be written at all are :func:`output_guard.check_output`'s."""
     fmt = output_format(path)
     if path is None:
         if resume:
             raise UsageError("--resume needs -o OUT: there is no file to resume on stdout")
         return RowWriter(sys.stdout, fmt, columns, write_header=True), []
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     done: list[dict[str, Any]] = []
     if resume and path.is_file() and path.stat().st_size > 0:
-        done, keep = read_done_rows(path, fmt)
+        done, keep = read_done_rows(path, fmt, columns)
         if len(done) > len(rows):
             raise UsageError(f"{path} has {len(done)} rows but the manifest only {len(rows)}: "
                              "it belongs to another manifest; drop --resume to start over")
         for i, (old, new) in enumerate(zip(done, rows)):
-            if str(old.get("audio")) != str(new["audio"]) or str(old.get("text")) != str(new["text"]):
+            mine = {k: v for k, v in old.items() if k not in OUTPUT_COLUMNS}
+            if mine != _as_written(new, fmt, columns):
                 raise UsageError(f"{path} row {i + 1} ({old.get('audio')!r}) does not match the "
-                                 f"manifest ({new['audio']!r}); drop --resume to start over")
+                                 f"manifest ({new.get('audio')!r}); drop --resume to start over")
+            done_score(path, i, old)
         with open(path, "r+b") as f:
             f.truncate(keep)
         stream = open(path, "a", encoding="utf-8", newline="")
