@@ -41,8 +41,11 @@ def ours(folder: Path, x) -> tuple[np.ndarray, np.ndarray]:
 
 
 def main(work: str) -> int:
-    work_dir = Path(work)
-    tmp = Path(tempfile.mkdtemp(prefix="laion-parity-"))
+    with tempfile.TemporaryDirectory(prefix="laion-parity-") as tmp:  # converted folders: ~3 GB
+        return compare(Path(work), Path(tmp))
+
+
+def compare(work_dir: Path, tmp: Path) -> int:
     tok_dir = tmp / "tokenizer"
     train_tokenizer(["placeholder tokenizer for the parity run"]).save_pretrained(tok_dir)
     rows, worst = [], 0.0

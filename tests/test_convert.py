@@ -131,6 +131,20 @@ def test_converted_folder_scores_like_the_original(fused, registered, tiny_unfus
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
 
 
+def test_converted_folder_is_a_base_for_training(registered, tmp_path):
+    from test_train import make_rated_manifest
+
+    laion_checkpoint(registered, tmp_path / "t.pt")
+    assert humanclap("convert", tmp_path / "t.pt", tmp_path / "conv", "--text", "roberta-test",
+                     "--tokenizer", registered).code == 0
+    r = humanclap("train", "--model", tmp_path / "conv", "--data", make_rated_manifest(tmp_path / "rated"),
+                  "--output-dir", tmp_path / "trained", "--device", "cpu", "--epochs", "1", "--batch-size", "8",
+                  "--train-params", "projections", "--no-progress")
+    assert r.code == 0, r.err
+    assert "best epoch: 1 of 1" in r.err
+    assert (tmp_path / "trained/model.safetensors").is_file()
+
+
 def test_a_protocol_4_pickle_is_read_through_the_allow_list(registered, tmp_path):
     hf = laion_checkpoint(registered, tmp_path / "p4.pt", pickle_protocol=4)
     r = humanclap("convert", tmp_path / "p4.pt", tmp_path / "out", "--text", "roberta-test",
