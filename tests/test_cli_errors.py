@@ -35,10 +35,12 @@ def argv_of(tmp_path):
         "demo": (["demo", "-o", str(tmp_path / "d")], "humanclap.recipes.demo.run_demo"),
         "demo --rebuild-base": (["demo", "--rebuild-base", str(tmp_path / "b")],
                                 "humanclap.recipes.demo_base.rebuild_base"),
+        "convert": (["convert", str(tmp_path / "c.pt"), str(tmp_path / "c")],
+                    "humanclap.scoring.laion_convert.convert_laion_checkpoint"),
     }
 
 
-CASES = ["score", "evaluate", "train", "reproduce", "synth", "demo", "demo --rebuild-base"]
+CASES = ["score", "evaluate", "train", "reproduce", "synth", "demo", "demo --rebuild-base", "convert"]
 
 
 def raiser(exc: BaseException):
