@@ -112,7 +112,15 @@ def _load_model_and_tokenizer(id_or_dir: str, local: bool, kwargs: dict):
         # a log line; the info lets check_loading_info refuse such a model.
         model, info = ClapModel.from_pretrained(id_or_dir, output_loading_info=True, **kw)
         check_loading_info(info, str(id_or_dir))
-        return model, AutoTokenizer.from_pretrained(id_or_dir, **kw), kw
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(id_or_dir, **kw)
+        except OSError:
+            raise
+        except Exception as exc:  # tokenizers' parse errors are bare Exceptions
+            raise ModelLoadError(f"{id_or_dir}: the tokenizer files cannot be loaded ({type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0][:200]}); restore them from the original "
+                                 "checkpoint (tokenizer.save_pretrained)") from None
+        return model, tokenizer, kw
 
     if local:
         return load(kwargs)
