@@ -212,7 +212,7 @@ def test_bad_dtype_is_a_usage_error(tiny_unfused, tmp_path, capsys):
     with pytest.raises(UsageError, match="fp16 is not supported on CPU"):
         CLAPScorer.from_pretrained(str(tiny_unfused), device="cpu", dtype="fp16")
     code, err = _cli(capsys, _job(tmp_path), "--model", tiny_unfused, "--device", "foo")
-    assert code == 2 and "unknown device 'foo'; valid forms" in err
+    assert code == 2 and "--device 'foo' not understood; valid forms" in err
 
 
 # -- 4. the cache ----------------------------------------------------------------------------

@@ -64,19 +64,19 @@ def resolve_device(device: str = "auto") -> torch.device:
         return torch.device("mps" if has_mps else "cpu")
     match = re.fullmatch(r"(cpu|mps|cuda)(?::(\d+))?", name)
     if not match or (match.group(2) is not None and match.group(1) != "cuda"):
-        raise UsageError(f"unknown device {device!r}; valid forms: {DEVICE_FORMS}")
+        raise UsageError(f"--device {device!r} not understood; valid forms: {DEVICE_FORMS}")
     kind, index = match.group(1), match.group(2)
     if kind == "cuda":
         if not torch.cuda.is_available():
-            raise UsageError(f"device {device!r} requested but CUDA is not available on this machine; "
-                             f"use --device cpu (or auto). Valid forms: {DEVICE_FORMS}")
+            raise UsageError(f"device {device!r} requested but CUDA is not available; use --device cpu "
+                             f"(or auto). Valid forms: {DEVICE_FORMS}")
         if index is not None and int(index) >= torch.cuda.device_count():
             raise UsageError(f"device {device!r} requested but this machine has "
                              f"{torch.cuda.device_count()} CUDA device(s) (cuda:0 .. "
                              f"cuda:{torch.cuda.device_count() - 1})")
     if kind == "mps" and not has_mps:
-        raise UsageError(f"device {device!r} requested but MPS is not available on this machine; "
-                         f"use --device cpu (or auto). Valid forms: {DEVICE_FORMS}")
+        raise UsageError(f"device {device!r} requested but MPS is not available; use --device cpu "
+                         f"(or auto). Valid forms: {DEVICE_FORMS}")
     return torch.device(name)
 
 
