@@ -10,7 +10,14 @@ run: ``humanclap score`` (through :class:`~humanclap.scoring.job.ScoreJob`), eva
 * decoding and feature extraction of the next batch run in a background thread while the
   model embeds the current one (:meth:`EmbeddingEngine.embed_audio_batches`);
 * a file that cannot be used is recorded as an :class:`AudioError` for that file (see
-  ``audio_err``), never raised: the rows or pairs that use it get the message.
+  ``audio_err``), never raised: the rows or pairs that use it get the message, the same
+  message with or without a cache.
+
+Exactly reproducible: the engine's ``batch_size`` is only how many files are decoded per
+background step (and per ``yield`` of :meth:`EmbeddingEngine.embed_audio_batches`);
+forward passes are always ``AUDIO_CHUNK`` clips (long and short clips apart), and texts go
+through the scorer's fixed-shape ``embed_text``, so an embedding, cached or not, has the
+same bits whatever the batch size and whatever else the run embeds.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from humanclap.defaults import TEXT_MAX_LENGTH
 from humanclap.errors import AudioError
 from humanclap.scoring.audio import AudioInput, audio_bytes_hash, describe
 from humanclap.scoring.cache import EmbeddingCache
-from humanclap.scoring.protocol import Scorer
+from humanclap.scoring.protocol import AUDIO_CHUNK, Scorer
 
 # What prepare() found for each new file of a batch: its cached embedding, its
 # ``(features, is_longer, content_hash)`` to embed, or the AudioError that stopped it.
@@ -55,8 +62,13 @@ def open_cache(folder: str | Path, scorer: Scorer) -> EmbeddingCache:
     """The embedding cache in ``folder`` for this scorer's model, revision, dtype and
     preprocessing: entries of any other configuration are never returned."""
     info = scorer.info
+    # numerics: what the bits depend on beyond model and preprocessing (device, torch,
+    # fixed forward shapes); a scorer without the property is keyed by its device.
+    numerics = getattr(scorer, "numerics", None) or {"device": str(scorer.device),
+                                                      "audio_chunk": AUDIO_CHUNK}
     key = {"model": info.model_id, "revision": info.revision, "dtype": scorer.dtype,
-           "preprocessing": info.as_dict()["preprocessing"], "text_max_length": TEXT_MAX_LENGTH}
+           "preprocessing": info.as_dict()["preprocessing"], "text_max_length": TEXT_MAX_LENGTH,
+           "numerics": numerics}
     return EmbeddingCache(folder, key)
 
 
@@ -64,9 +76,9 @@ class EmbeddingEngine:
     """Embeds texts and audio files for one scorer; see the module docstring.
 
     Results live in ``text_emb`` (text -> vector), ``audio_emb`` (path -> vector) and
-    ``audio_err`` (path -> AudioError). ``batch_size`` clips go through the model per
-    forward pass, always padded to that size, so an embedding never depends on which
-    other clips shared its batch.
+    ``audio_err`` (path -> AudioError). ``batch_size``: files decoded per background step
+    (a prefetch size; memory is bounded by it). It never decides a forward pass: those
+    are ``AUDIO_CHUNK`` clips each, so no embedding depends on it or on its neighbours.
     """
 
     def __init__(self, scorer: Scorer, batch_size: int = 8, cache: EmbeddingCache | None = None):
@@ -116,7 +128,12 @@ class EmbeddingEngine:
             try:
                 # Hashed inside the try: a file that cannot be opened is this file's error.
                 digest = audio_bytes_hash(path) if self.cache else ""
-                cached = self.cache.get(self.cache.key("audio", digest)) if self.cache else None
+            except (AudioError, OSError, RuntimeError, ValueError):
+                # Give the error the uncached run gives (features_of names the problem the
+                # same way); should the file read fine now, it is embedded, uncached.
+                digest = ""
+            try:
+                cached = self.cache.get(self.cache.key("audio", digest)) if digest else None
                 if cached is not None:
                     prep[path] = cached
                     continue
@@ -124,26 +141,29 @@ class EmbeddingEngine:
                 prep[path] = (feats, longer, digest)
             except AudioError as exc:
                 prep[path] = exc
-            except (OSError, RuntimeError, ValueError) as exc:  # hashing / cache look-up
+            except (OSError, RuntimeError, ValueError) as exc:
                 prep[path] = unreadable(path, exc)
         return prep
 
     def embed_prepared(self, prep: BatchPrep) -> None:
-        """Embed what :meth:`prepare` featurised (``batch_size`` clips per forward pass)."""
+        """Embed what :meth:`prepare` featurised: ``AUDIO_CHUNK`` clips per forward pass,
+        short clips before long ones (fused models embed the two kinds apart)."""
         to_embed = [(p, v) for p, v in prep.items() if isinstance(v, tuple)]
+        to_embed.sort(key=lambda pv: bool(pv[1][1]))  # stable: input order within each kind
         for p, v in prep.items():
             if isinstance(v, np.ndarray):
                 self.audio_emb[p] = v
             elif isinstance(v, AudioError):
                 self.audio_err[p] = v
-        for i in range(0, len(to_embed), self.batch_size):
-            chunk = to_embed[i : i + self.batch_size]
+        for i in range(0, len(to_embed), AUDIO_CHUNK):
+            chunk = to_embed[i : i + AUDIO_CHUNK]
             vecs = self.scorer.embed_features([(f, longer) for _, (f, longer, _) in chunk],
-                                              pad_to=self.batch_size)
+                                              pad_to=AUDIO_CHUNK)
             for (path, _), vec in zip(chunk, vecs):
                 self.audio_emb[path] = vec
             if self.cache:
-                self.cache.put_many({self.cache.key("audio", d): v for (_, (_, _, d)), v in zip(chunk, vecs)})
+                self.cache.put_many({self.cache.key("audio", d): v
+                                     for (_, (_, _, d)), v in zip(chunk, vecs) if d})
 
     def embed_audio_batches(self, batches: Sequence[Sequence[str]]) -> Iterator[int]:
         """Embed the new files of each batch in turn, decoding batch ``b + 1`` in a background

@@ -13,9 +13,14 @@ The stages, in the order the engine calls them:
    the model's window; must not depend on any other clip (no batch effects, no
    unseeded randomness);
 3. ``embed_features(items, pad_to)``: L2-normalised embeddings of a batch of ``features``
-   results; with ``pad_to`` every forward pass has that batch size, so a clip's embedding
-   is bit-identical wherever it sits in a run;
-4. ``embed_text(texts)``: L2-normalised text embeddings.
+   results; the engine passes at most ``AUDIO_CHUNK`` items with ``pad_to=AUDIO_CHUNK``,
+   and every forward pass must have that one shape (a short batch filled with copies),
+   so a clip's embedding is bit-identical wherever it sits in any run;
+4. ``embed_text(texts)``: L2-normalised text embeddings; a text's embedding must not
+   depend on the other texts of the call (fixed padding and batch shape).
+
+Optional: ``numerics`` (a dict of what the bits depend on beyond the model and its
+preprocessing: device, library versions, forward shapes), part of every cache key.
 """
 
 from __future__ import annotations
@@ -27,6 +32,11 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from humanclap.scoring.audio import AudioInput, Preprocessing
+
+# Clips per audio forward pass, for every model family: a fixed shape makes a clip's bits
+# independent of the batch size and of its neighbours (measured: a clip embedded alone,
+# shape (1, ...), differs in the last float32 bits from the same clip in an (8, ...) batch).
+AUDIO_CHUNK = 8
 
 
 @dataclass(frozen=True)

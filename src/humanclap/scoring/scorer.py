@@ -3,13 +3,23 @@
 CLAPScore(a, t) = max(cos(e_a, e_t), 0) with e_a, e_t the L2-normalised projections of
 ``ClapModel``. Works with transformers 4.4x (``get_*_features`` return tensors) and 5.x
 (they return an output object whose ``pooler_output`` is the projection).
+
+Exactly reproducible embeddings: on CPU a forward pass of ``(1, ...)`` and of ``(8, ...)``
+give the same clip different last float32 bits, and so do texts padded to different
+lengths. So every forward pass has one fixed shape, whatever the caller's batch size and
+whatever else is being embedded: texts are padded to ``TEXT_MAX_LENGTH`` (77) tokens and
+embedded ``TEXT_CHUNK`` at a time, clips ``AUDIO_CHUNK`` at a time (fused models: long and
+short clips in separate chunks, since the fusion branch runs on the long ones only), a
+short last chunk filled with copies of its last item. What the bits still depend on (the
+device, torch, the CPU's vector instructions, these shapes) is :attr:`CLAPScorer.numerics`,
+part of every cache key.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -18,37 +28,64 @@ import torch
 import torch.nn.functional as F
 
 from humanclap.defaults import DEFAULT_MODEL, TEXT_MAX_LENGTH
-from humanclap.errors import ModelLoadError
+from humanclap.errors import ModelLoadError, UsageError
 from humanclap.scoring.audio import (AudioInput, Preprocessing, clip_features, collate_features, load_audio,
                                      load_clip_features)
+from humanclap.scoring.checkpoint import (EXTRACTOR_FILE, check_loading_info, check_local_folder,
+                                          check_tokenizer, local_revision)
 # clapscore and ModelInfo are defined in their own modules; imported here so that
 # ``humanclap.scoring.scorer.clapscore`` / ``.ModelInfo`` keep working.
 from humanclap.scoring.clapscore import clapscore
 from humanclap.scoring.engine import features_of
 from humanclap.scoring.hub import hub_reachable, is_local_path
-from humanclap.scoring.protocol import ModelInfo
+from humanclap.scoring.protocol import AUDIO_CHUNK, ModelInfo
 
-__all__ = ["CLAPScorer", "DTYPES", "ModelInfo", "ModelLoadError", "audio_embeddings", "clapscore",
-           "load_components", "quiet_transformers", "resolve_device", "text_embeddings"]
+__all__ = ["AUDIO_CHUNK", "CLAPScorer", "DTYPES", "ModelInfo", "ModelLoadError", "TEXT_CHUNK",
+           "audio_embeddings", "clapscore", "load_components", "quiet_transformers", "resolve_device",
+           "text_embeddings"]
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Texts per text forward pass, each padded to TEXT_MAX_LENGTH tokens: one fixed shape.
+TEXT_CHUNK = 16
+DEVICE_FORMS = "auto, cpu, cuda, cuda:N (N = 0, 1, ...), mps"
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu."""
-    if device == "auto":
+    """``auto`` picks cuda, then mps, then cpu; anything else must be available here.
+
+    Raises :class:`UsageError` (exit 2) for a malformed name or a device this machine lacks."""
+    has_mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    name = str(device).strip().lower()
+    if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available; use --device cpu")
-    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError("device 'mps' requested but MPS is not available; use --device cpu")
-    return torch.device(device)
+        return torch.device("mps" if has_mps else "cpu")
+    match = re.fullmatch(r"(cpu|mps|cuda)(?::(\d+))?", name)
+    if not match or (match.group(2) is not None and match.group(1) != "cuda"):
+        raise UsageError(f"--device {device!r} not understood; valid forms: {DEVICE_FORMS}")
+    kind, index = match.group(1), match.group(2)
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"device {device!r} requested but CUDA is not available; use --device cpu "
+                             f"(or auto). Valid forms: {DEVICE_FORMS}")
+        if index is not None and int(index) >= torch.cuda.device_count():
+            raise UsageError(f"device {device!r} requested but this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s) (cuda:0 .. "
+                             f"cuda:{torch.cuda.device_count() - 1})")
+    if kind == "mps" and not has_mps:
+        raise UsageError(f"device {device!r} requested but MPS is not available; use --device cpu "
+                         f"(or auto). Valid forms: {DEVICE_FORMS}")
+    return torch.device(name)
+
+
+def check_dtype(dtype: str, device: torch.device) -> None:
+    """Raise :class:`UsageError` for an unknown compute dtype or one the device cannot run."""
+    if dtype not in DTYPES:
+        raise UsageError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if dtype == "fp16" and device.type == "cpu":
+        raise UsageError("fp16 is not supported on CPU; use --dtype bf16 or fp32")
 
 
 def _pooled(output) -> torch.Tensor:
@@ -66,25 +103,24 @@ def audio_embeddings(model, input_features: torch.Tensor, is_longer: torch.Tenso
     return F.normalize(_pooled(model.get_audio_features(input_features=input_features, is_longer=is_longer)).float(), dim=-1)
 
 
-def _local_revision(folder: Path) -> str:
-    """Content hash of a local checkpoint's config and weights (changes when they change)."""
-    h = hashlib.sha256()
-    files = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")) + [folder / "config.json"]
-    for f in files:
-        if f.is_file():
-            h.update(f.name.encode())
-            with open(f, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 22), b""):
-                    h.update(block)
-    return "sha256:" + h.hexdigest()[:16]
-
-
 def _load_model_and_tokenizer(id_or_dir: str, local: bool, kwargs: dict):
     """Local folder, else the local hub cache, else the Hub (when it can be reached)."""
     from transformers import AutoTokenizer, ClapModel
 
     def load(kw: dict):
-        return ClapModel.from_pretrained(id_or_dir, **kw), AutoTokenizer.from_pretrained(id_or_dir, **kw), kw
+        # output_loading_info: transformers initialises missing weights at random with only
+        # a log line; the info lets check_loading_info refuse such a model.
+        model, info = ClapModel.from_pretrained(id_or_dir, output_loading_info=True, **kw)
+        check_loading_info(info, str(id_or_dir))
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(id_or_dir, **kw)
+        except OSError:
+            raise
+        except Exception as exc:  # tokenizers' parse errors are bare Exceptions
+            raise ModelLoadError(f"{id_or_dir}: the tokenizer files cannot be loaded ({type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0][:200]}); restore them from the original "
+                                 "checkpoint (tokenizer.save_pretrained)") from None
+        return model, tokenizer, kw
 
     if local:
         return load(kwargs)
@@ -97,7 +133,12 @@ def _load_model_and_tokenizer(id_or_dir: str, local: bool, kwargs: dict):
 
 
 def load_components(id_or_dir: str, revision: str | None = None):
-    """Load ``(ClapModel, tokenizer, feature_extractor, ModelInfo)`` from a hub id or folder."""
+    """Load ``(ClapModel, tokenizer, feature_extractor, ModelInfo)`` from a hub id or folder.
+
+    All or nothing: an incomplete or corrupt checkpoint is a :class:`ModelLoadError` naming
+    the file (see :mod:`humanclap.scoring.checkpoint`), never a model with random weights
+    or an empty tokenizer. Without ``preprocessor_config.json`` the extractor is derived
+    from the model config with LAION's settings, and a warning says so."""
     from transformers import ClapFeatureExtractor
 
     local = is_local_path(id_or_dir)
@@ -106,9 +147,13 @@ def load_components(id_or_dir: str, revision: str | None = None):
             f"{id_or_dir!r} is not a CLAP checkpoint folder (no config.json there) and not a hub id "
             "like 'laion/clap-htsat-unfused'. Pass a folder written by save_pretrained or a hub id."
         )
+    if local:
+        check_local_folder(Path(id_or_dir))
     kwargs = {} if local else {"revision": revision}
     try:
         model, tokenizer, kwargs = _load_model_and_tokenizer(id_or_dir, local, kwargs)
+    except ModelLoadError:
+        raise
     except OSError as exc:
         if local:
             raise ModelLoadError(f"could not load the checkpoint in {id_or_dir}: {exc}") from None
@@ -119,10 +164,22 @@ def load_components(id_or_dir: str, revision: str | None = None):
             "folder: --model /path/to/checkpoint (config.json, model.safetensors, tokenizer and "
             "preprocessor_config.json as written by save_pretrained)."
         ) from None
+    except Exception as exc:  # safetensors' SafetensorError, size mismatches (RuntimeError), ...
+        raise ModelLoadError(f"could not load the checkpoint {id_or_dir}: {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:300]}; the config and the weights must "
+                             "come from the same, complete checkpoint") from None
+    check_tokenizer(tokenizer, str(id_or_dir))
     fused = bool(model.config.audio_config.enable_fusion)
-    try:
-        extractor = ClapFeatureExtractor.from_pretrained(id_or_dir, **kwargs)
-    except OSError:
+    if local and not (Path(id_or_dir) / EXTRACTOR_FILE).exists():
+        extractor = None
+    else:
+        try:
+            extractor = ClapFeatureExtractor.from_pretrained(id_or_dir, **kwargs)
+        except OSError as exc:
+            if local:  # present (checked above) but unusable: never silently replaced
+                raise ModelLoadError(f"{Path(id_or_dir) / EXTRACTOR_FILE}: cannot be used ({exc})") from None
+            extractor = None  # a hub repo without one (LAION's converted checkpoints)
+    if extractor is None:
         extractor = ClapFeatureExtractor(feature_size=model.config.audio_config.num_mel_bins,
                                          frequency_min=50, frequency_max=14000)
         log.warning("%s has no preprocessor_config.json: using LAION's extractor settings derived "
@@ -131,7 +188,7 @@ def load_components(id_or_dir: str, revision: str | None = None):
     # The stock default truncation="fusion" breaks unfused models: follow the model config.
     extractor.truncation = "fusion" if fused else "rand_trunc"
     if local:
-        rev = _local_revision(Path(id_or_dir))
+        rev = local_revision(Path(id_or_dir))
     else:
         rev = getattr(model.config, "_commit_hash", None) or revision or "unknown"
     info = ModelInfo(model_id=str(id_or_dir), revision=str(rev), source="local" if local else "hub",
@@ -149,11 +206,10 @@ class CLAPScorer:
 
     def __init__(self, model, tokenizer, feature_extractor, info: ModelInfo,
                  device: str | torch.device = "auto", dtype: str = "fp32"):
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        if dtype not in DTYPES:  # before the device: a typo needs no CUDA to be reported
+            check_dtype(dtype, torch.device("cpu"))
         self.device = resolve_device(device) if isinstance(device, str) else device
-        if dtype == "fp16" and self.device.type == "cpu":
-            raise ValueError("fp16 is not supported on CPU; use --dtype bf16 or fp32")
+        check_dtype(dtype, self.device)
         self.dtype = dtype
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
@@ -169,17 +225,18 @@ class CLAPScorer:
         return cls(*load_components(id_or_dir, revision), device=device, dtype=dtype)
 
     # -- preprocessing -------------------------------------------------------------
-    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+    def tokenize(self, texts: Sequence[str], fixed_length: bool = False) -> dict[str, torch.Tensor]:
         """Tokenize with LAION's truncation at 77 tokens (warns when a text is cut).
 
-        Padding is to the longest text of the call, not to 77: the attention mask hides pad
-        tokens, so the embedding is the same (to float rounding) and short texts cost far less.
+        ``fixed_length``: pad every text to 77 tokens, the one shape scoring uses (bits
+        independent of the other texts). Otherwise pad to the longest text of the call
+        (training: the mask hides pads, equal to float rounding and far cheaper).
         """
         for text in texts:
             if not isinstance(text, str) or not text.strip():
                 raise ValueError(f"empty text {text!r}: every text needs at least one word")
-        enc = self.tokenizer(list(texts), padding="longest", truncation=True,
-                             max_length=TEXT_MAX_LENGTH, return_tensors="pt")
+        enc = self.tokenizer(list(texts), padding="max_length" if fixed_length else "longest",
+                             truncation=True, max_length=TEXT_MAX_LENGTH, return_tensors="pt")
         full = self.tokenizer(list(texts), add_special_tokens=True)["input_ids"]
         for text, ids in zip(texts, full):
             if len(ids) > TEXT_MAX_LENGTH:
@@ -204,43 +261,72 @@ class CLAPScorer:
             return torch.autocast(self.device.type, enabled=False)
         return torch.autocast(self.device.type, dtype=DTYPES[self.dtype])
 
+    @property
+    def numerics(self) -> dict:
+        """What an embedding's bits depend on besides the model, its preprocessing and the
+        dtype (all part of every cache key). Measured on CPU: not the batch size, the
+        neighbours or the intra-op thread count (1 vs 2 threads: same bits) once shapes are
+        fixed; but a different device, torch build or CPU instruction set may round
+        differently, so each is named here."""
+        device = self.device.type
+        if device == "cuda":
+            device = f"cuda:{torch.cuda.get_device_name(self.device)}"
+        elif device == "cpu":
+            cpu_capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "unknown")
+            device = f"cpu:{cpu_capability()}"
+        return {"device": device, "torch": torch.__version__, "audio_chunk": AUDIO_CHUNK,
+                "text_chunk": TEXT_CHUNK, "text_length": TEXT_MAX_LENGTH}
+
     @torch.no_grad()
-    def embed_text(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+    def embed_text(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
         """L2-normalised text embeddings, ``(len(texts), dim)`` float32.
 
-        Texts are batched in order of token length (little padding). The result depends only
-        on the list passed in, so the same list always gives the same bits.
+        Every forward pass is ``(TEXT_CHUNK, 77)`` tokens whatever the texts and their
+        number, so a text's embedding has the same bits alone or among any other texts.
+        ``batch_size`` is accepted for compatibility and ignored: it must not change bits.
         """
         texts = list(texts)
-        lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=True)["input_ids"]] if texts else []
-        order = sorted(range(len(texts)), key=lambda i: (lengths[i], i))
         out = np.zeros((len(texts), self.embedding_dim), dtype=np.float32)
-        for i in range(0, len(order), batch_size):
-            idx = order[i : i + batch_size]
-            enc = {k: v.to(self.device) for k, v in self.tokenize([texts[j] for j in idx]).items()}
+        for i in range(0, len(texts), TEXT_CHUNK):
+            chunk = texts[i : i + TEXT_CHUNK]
+            enc = self.tokenize(_pad_batch(chunk, TEXT_CHUNK), fixed_length=True)
+            enc = {k: v.to(self.device) for k, v in enc.items()}
             with self._autocast():
-                out[idx] = text_embeddings(self.model, **enc).float().cpu().numpy()
+                out[i : i + len(chunk)] = text_embeddings(self.model, **enc)[: len(chunk)].float().cpu().numpy()
         return out
 
     @torch.no_grad()
     def embed_features(self, items: list[tuple[np.ndarray, bool]], pad_to: int | None = None) -> np.ndarray:
-        """Audio embeddings from precomputed per-clip features (one forward pass).
+        """Audio embeddings from precomputed per-clip features, ``AUDIO_CHUNK`` clips per pass.
 
-        With ``pad_to``, the batch is filled up to that size by repeating its last clip:
-        every forward then has the same shape, which makes a clip's embedding bit-identical
-        wherever it sits in the run (resumed runs reproduce uninterrupted ones byte for byte).
+        Every forward has the same shape (a short chunk is filled with copies of its last
+        clip), and a fused model gets long and short clips in separate chunks (its fusion
+        branch runs on the batch's long clips only, so their number would change the
+        bits). A clip's embedding is thus bit-identical wherever it sits in any run.
+        ``pad_to`` is accepted for the protocol and ignored: the shape is always fixed.
         """
-        n = len(items)
-        batch = {k: v.to(self.device) for k, v in collate_features(_pad_batch(items, pad_to or n)).items()}
-        with self._autocast():
-            return audio_embeddings(self.model, **batch)[:n].float().cpu().numpy()
+        out = np.zeros((len(items), self.embedding_dim), dtype=np.float32)
+        groups = [[i for i, (_, longer) in enumerate(items) if bool(longer) == flag] for flag in (False, True)]
+        if not self.fused:
+            groups = [list(range(len(items)))]
+        for group in groups:
+            for k in range(0, len(group), AUDIO_CHUNK):
+                idx = group[k : k + AUDIO_CHUNK]
+                batch = collate_features(_pad_batch([items[i] for i in idx], AUDIO_CHUNK))
+                batch = {name: v.to(self.device) for name, v in batch.items()}
+                with self._autocast():
+                    out[idx] = audio_embeddings(self.model, **batch)[: len(idx)].float().cpu().numpy()
+        return out
 
     def embed_audio(self, audio: Sequence[AudioInput], batch_size: int = 8) -> np.ndarray:
-        """L2-normalised audio embeddings, ``(len(audio), dim)`` float32; raises AudioError."""
+        """L2-normalised audio embeddings, ``(len(audio), dim)`` float32; raises AudioError.
+
+        ``batch_size`` items are decoded at a time (memory); the forward passes, and so the
+        bits, are those of :meth:`embed_features` whatever it is."""
         out = []
         for i in range(0, len(audio), batch_size):
             feats = [features_of(self, item) for item in audio[i : i + batch_size]]
-            out.append(torch.from_numpy(self.embed_features(feats, pad_to=batch_size)))
+            out.append(torch.from_numpy(self.embed_features(feats)))
         return _stack(out, self.embedding_dim)
 
     @property

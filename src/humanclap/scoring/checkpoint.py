@@ -1,0 +1,149 @@
+"""A checkpoint loads whole or not at all: the checks around ``ClapModel.from_pretrained``.
+
+transformers is lenient where a metric must not be: a folder without tokenizer files
+loads an empty 5-token tokenizer (every text gets the same embedding, every score is
+equal), and weights missing from ``model.safetensors`` are initialised at random with
+only a log line. Both would print wrong numbers with exit 0. So, for a local folder,
+before transformers sees it (:func:`check_local_folder`):
+
+* ``config.json`` must be JSON and a CLAP config (``model_type: clap``);
+* weights must be there (``model.safetensors``, a sharded index, or ``pytorch_model.bin``)
+  and every ``.safetensors`` file must open (empty, truncated and corrupt headers fail);
+* tokenizer files must be there (``tokenizer.json``, or ``vocab.json`` + ``merges.txt``);
+* ``preprocessor_config.json``, when present, must be JSON. When it is absent the
+  extractor is derived from ``config.json`` with LAION's settings and a warning (the
+  documented behaviour, kept: LAION's own converted checkpoints ship no extractor file).
+
+and, for any source, after loading: no missing, unexpected or mismatched weights
+(:func:`check_loading_info`) and a tokenizer that tokenizes (:func:`check_tokenizer`).
+
+:func:`local_revision` hashes every file that changes a score (config, weights,
+tokenizer, extractor settings), so the embedding cache never serves embeddings of
+another tokenizer or extractor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+from humanclap.errors import ModelLoadError
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+# Either a fast tokenizer file or the byte-level BPE pair a RoBERTa tokenizer is built from.
+TOKENIZER_FILE_SETS = (("tokenizer.json",), ("vocab.json", "merges.txt"))
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "vocab.txt", "tokenizer_config.json",
+                   "special_tokens_map.json", "added_tokens.json")
+EXTRACTOR_FILE = "preprocessor_config.json"
+COMPLETE_FOLDER = ("a complete checkpoint folder holds config.json, model.safetensors (or "
+                   "pytorch_model.bin), the tokenizer (tokenizer.json, or vocab.json + merges.txt, "
+                   "with tokenizer_config.json) and preprocessor_config.json, as written by "
+                   "save_pretrained of the model, the tokenizer and the feature extractor")
+# Buffers that a model computes from its config (arange / zeros / counters), so a checkpoint
+# written by another transformers version may lack or add them without changing a score.
+# Learned buffers (BatchNorm running_mean/var) are *not* here: missing, they are refused.
+DERIVED_BUFFERS = re.compile(r"(position_ids|token_type_ids|relative_position_index|num_batches_tracked)$")
+# A tokenizer with fewer tokens than this is an empty shell (the 5 special tokens), not a vocabulary.
+MIN_VOCAB = 32
+PROBE_TEXT = "a dog barks while rain falls"
+
+
+def _json_file(path: Path, what: str) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{path}: the {what} is not readable JSON ({exc}); restore it from the "
+                             f"original checkpoint ({COMPLETE_FOLDER})") from None
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{path}: the {what} must be a JSON object, not {type(data).__name__}")
+    return data
+
+
+def check_local_folder(folder: Path) -> None:
+    """Refuse (``ModelLoadError``) a local folder that is not a complete, readable CLAP checkpoint."""
+    config = _json_file(folder / "config.json", "model config")
+    if config.get("model_type") != "clap":
+        raise ModelLoadError(f"{folder / 'config.json'}: model_type is {config.get('model_type')!r}, "
+                             "not 'clap': this is not a CLAP checkpoint. Pass a CLAP checkpoint "
+                             "folder or a hub id like 'laion/clap-htsat-unfused'.")
+    weights = [name for name in WEIGHT_FILES if (folder / name).is_file()]
+    if not weights:
+        raise ModelLoadError(f"{folder}: no weights (none of {', '.join(WEIGHT_FILES)}); {COMPLETE_FOLDER}")
+    for path in sorted(folder.glob("*.safetensors")):
+        _check_safetensors(path)
+    if not any(all((folder / f).is_file() for f in group) for group in TOKENIZER_FILE_SETS):
+        present = sorted(f for f in TOKENIZER_FILES if (folder / f).is_file())
+        raise ModelLoadError(
+            f"{folder}: the tokenizer is missing (no tokenizer.json, nor vocab.json + merges.txt"
+            f"{'; present: ' + ', '.join(present) if present else ''}). Without it every text "
+            f"would get the same embedding. Copy the tokenizer files from the base model "
+            f"(tokenizer.save_pretrained(folder)); {COMPLETE_FOLDER}")
+    if (folder / EXTRACTOR_FILE).exists():
+        _json_file(folder / EXTRACTOR_FILE, "feature extractor config")
+
+
+def _check_safetensors(path: Path) -> None:
+    """Open the header and check that the file covers every tensor it declares."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            fh.keys()
+    except Exception as exc:  # SafetensorError (a bare Exception subclass) and OSError
+        size = path.stat().st_size if path.exists() else 0
+        what = "empty" if size == 0 else f"corrupt or truncated ({size} bytes)"
+        raise ModelLoadError(f"{path}: the weights file is {what} ({str(exc)[:160]}); restore it "
+                             f"from the original checkpoint or save the model again") from None
+
+
+def check_loading_info(info: dict, source: str) -> None:
+    """Refuse weights that transformers would silently initialise at random or drop."""
+    problems = []
+    for kind, label in (("missing_keys", "missing from the weights (would be random)"),
+                        ("unexpected_keys", "in the weights but not in the model config"),
+                        ("mismatched_keys", "of the wrong shape for the model config")):
+        keys = sorted(k if isinstance(k, str) else str(k[0]) for k in info.get(kind) or ())
+        keys = [k for k in keys if not DERIVED_BUFFERS.search(k)]
+        if keys:
+            more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+            problems.append(f"{len(keys)} weights {label}: {', '.join(keys[:3])}{more}")
+    errors = [str(e) for e in info.get("error_msgs") or ()]
+    if errors:
+        problems.append("; ".join(errors)[:300])
+    if problems:
+        raise ModelLoadError(f"{source}: the weights do not match the model config ({'; '.join(problems)}). "
+                             "The config.json and model.safetensors must come from the same checkpoint.")
+
+
+def check_tokenizer(tokenizer, source: str) -> None:
+    """A tokenizer that yields real tokens for ordinary text, and can pad to a fixed length."""
+    size = len(tokenizer)
+    ids = tokenizer(PROBE_TEXT, add_special_tokens=False)["input_ids"]
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if size < MIN_VOCAB or not ids or all(i == unk for i in ids):
+        raise ModelLoadError(f"{source}: the tokenizer is empty or broken ({size} tokens; {PROBE_TEXT!r} "
+                             f"-> {ids}); every text would get the same embedding. Restore the "
+                             f"tokenizer files; {COMPLETE_FOLDER}")
+    if tokenizer.pad_token_id is None:
+        raise ModelLoadError(f"{source}: the tokenizer has no padding token, which fixed-length "
+                             "(77-token) text batches need; set pad_token in tokenizer_config.json")
+
+
+def local_revision(folder: Path) -> str:
+    """Content hash of every file of a local checkpoint that changes a score: config,
+    weights, tokenizer files and the feature extractor config."""
+    h = hashlib.sha256()
+    files = (sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
+             + sorted(folder.glob("*.index.json")) + sorted(folder.glob("*.model"))
+             + [folder / name for name in ("config.json", *TOKENIZER_FILES, EXTRACTOR_FILE)])
+    for f in files:
+        if f.is_file():
+            h.update(f.name.encode() + b"\0")
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 22), b""):
+                    h.update(block)
+            h.update(b"\0")
+    return "sha256:" + h.hexdigest()[:16]
