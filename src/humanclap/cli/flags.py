@@ -43,8 +43,10 @@ def add_progress(p: argparse.ArgumentParser,
 
 
 def check_batch_size(batch_size: int) -> None:
-    if batch_size < 1:
-        raise UsageError("--batch-size must be at least 1")
+    """1 to ``MAX_BATCH_SIZE`` rows per step (the scoring job's rule, checked before a model loads)."""
+    from humanclap.scoring.job import check_batch_size as job_rule
+
+    job_rule(batch_size)
 
 
 def check_n_boot(n_boot: int) -> None:
@@ -53,22 +55,8 @@ def check_n_boot(n_boot: int) -> None:
 
 
 def check_compute(device: str, dtype: str = "fp32") -> None:
-    """Refuse a ``--device``/``--dtype`` this machine cannot run before any data or model loads.
+    """Refuse a ``--device``/``--dtype`` this machine cannot run before any data or model
+    loads (the scorer's own checks, called early; they raise ``UsageError``)."""
+    from humanclap.scoring.scorer import check_dtype, resolve_device
 
-    ``resolve_device`` and ``CLAPScorer`` still raise a plain ``ValueError`` for these (an
-    unknown device string makes torch raise ``RuntimeError``); once the scoring package raises
-    ``UsageError`` itself this wrapper can go. The ``try`` covers that one call only, so a
-    ``ValueError`` from a bug anywhere else still reaches the CLI as an internal error.
-    """
-    from humanclap.scoring.scorer import resolve_device
-
-    try:
-        resolved = resolve_device(device)
-    except ValueError as exc:  # the device exists in torch but not on this machine
-        raise UsageError(str(exc)) from exc
-    except RuntimeError as exc:  # torch.device() could not parse the string
-        raise UsageError(f"--device {device!r} not understood ({exc}); use auto, cpu, cuda, "
-                         "cuda:N or mps") from exc
-    # The same rule as CLAPScorer's: half precision has no CPU kernels for these models.
-    if dtype == "fp16" and resolved.type == "cpu":
-        raise UsageError("fp16 is not supported on CPU; use --dtype bf16 or fp32")
+    check_dtype(dtype, resolve_device(device))

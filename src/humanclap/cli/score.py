@@ -72,14 +72,13 @@ def run(args: argparse.Namespace) -> int:
 
     from humanclap.errors import UsageError
     from humanclap.io import resolve_path, table_digest
-    from humanclap.scoring.job import check_batch_size
+    from humanclap.scoring.cache import check_cache_folder
     from humanclap.scoring.output_guard import check_output, check_resume
     from humanclap.scoring.rows import output_format, read_manifest, row_problem
 
     # The cheap checks first: a bad manifest, flag or output fails before a model is loaded
     # (the job repeats them, and checks the model against OUT.meta.json, once it is loaded).
     flags.check_batch_size(args.batch_size)
-    check_batch_size(args.batch_size)
     rows, columns = read_manifest(args.manifest)
     output_format(args.output)
     if args.resume and not args.output:
@@ -90,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         check_resume(Path(args.output), columns, table_digest(columns, rows))
     flags.check_compute(args.device, args.dtype)
+    if args.cache:
+        check_cache_folder(args.cache)
     from humanclap.scoring.job import ScoreJob
     from humanclap.scoring.scorer import CLAPScorer, quiet_transformers
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from humanclap.scoring.job import check_batch_size
 from humanclap.data import load_rated
 from humanclap.defaults import DEFAULT_MODEL
 from humanclap.errors import DatasetError, UsageError
@@ -83,8 +84,7 @@ def run_evaluation(
     models = list(models or [DEFAULT_MODEL])
     if labels and len(labels) != len(models):
         raise UsageError(f"{len(labels)} --label for {len(models)} --model: give one label per model")
-    if batch_size < 1:
-        raise UsageError("--batch-size must be at least 1")
+    check_batch_size(batch_size)  # the score job's rule: 1 to MAX_BATCH_SIZE rows per step
     if labels:
         check_labels(labels)
     if n_boot < 0:
