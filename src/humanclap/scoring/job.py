@@ -82,9 +82,12 @@ class ScoreSummary:
 
 def check_batch_size(batch_size: int) -> None:
     """``--batch-size`` is rows per step: at least 1, at most :data:`MAX_BATCH_SIZE`."""
-    if not 1 <= batch_size <= MAX_BATCH_SIZE:
-        raise UsageError(f"--batch-size must be between 1 and {MAX_BATCH_SIZE} (rows prepared and "
-                         f"written per step), got {batch_size}")
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1 (rows prepared and written per step), "
+                         f"got {batch_size}")
+    if batch_size > MAX_BATCH_SIZE:
+        raise UsageError(f"--batch-size must be at most {MAX_BATCH_SIZE} (rows prepared and written "
+                         f"per step; a forward pass has a fixed internal size), got {batch_size}")
 
 
 def steps(first: int, n: int, size: int) -> list[range]:
