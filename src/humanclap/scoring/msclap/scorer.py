@@ -193,7 +193,7 @@ class MSClapScorer:
         return {"input_ids": input_ids, "attention_mask": mask}
 
     @torch.no_grad()
-    def embed_text(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+    def embed_text(self, texts: Sequence[str], batch_size: int = 8) -> np.ndarray:
         """L2-normalised text embeddings ``(len(texts), dim)``, bit-identical whatever other
         texts are passed: a batch holds texts of one padded length and has a fixed size."""
         texts = list(texts)
@@ -210,6 +210,7 @@ class MSClapScorer:
             idx = order[start:stop]
             # filled up to batch_size with copies of the last text: every forward has the
             # same shape, so a text's embedding has the same bits whatever else is embedded
+            # (a small batch_size keeps that padding cheap: GPT-2 costs per row)
             batch = [texts[j] for j in idx] + [texts[idx[-1]]] * (batch_size - len(idx))
             enc = {k: v.to(self.device) for k, v in self.tokenize(batch).items()}
             with self._autocast():
