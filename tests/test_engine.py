@@ -1,12 +1,9 @@
-"""The embedding engine, the Scorer protocol, CLAPScore and the MS CLAP scorer (with a
-stand-in for the msclap package, which cannot be installed next to transformers 5)."""
+"""The embedding engine, the Scorer protocol, CLAPScore and the native MS CLAP scorer."""
 
 from __future__ import annotations
 
-import random
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -131,56 +128,36 @@ def test_features_of_is_the_engine_feature_stage(tiny_fused, tmp_path):
 
 
 # -- MS CLAP ---------------------------------------------------------------------------
-class _FakeEncoder(torch.nn.Module):
-    def __init__(self, window: int, dim: int):
-        super().__init__()
-        torch.manual_seed(0)
-        self.proj = torch.nn.Linear(window, dim)
-
-    def forward(self, x):  # msclap's audio encoder returns (embedding, class logits)
-        return self.proj(x), None
-
-
-class FakeMSClap:
-    """What MSClapScorer uses of ``msclap.CLAP``: ``args``, ``clap.audio_encoder``,
-    ``get_text_embeddings`` (unnormalised, like msclap's)."""
-
-    def __init__(self, rate: int = 16000, duration: int = 1, dim: int = 8):
-        self.args = SimpleNamespace(sampling_rate=rate, duration=duration, mel_bins=64, hop_size=320,
-                                    window_size=1024, fmin=50, fmax=8000, d_proj=dim)
-        self.clap = torch.nn.Module()
-        self.clap.audio_encoder = _FakeEncoder(rate * duration, dim)
-
-    def get_text_embeddings(self, texts):
-        return torch.stack([3 * torch.from_numpy(np.random.default_rng(len(t)).standard_normal(
-            self.args.d_proj).astype(np.float32)) for t in texts])
-
-
 def test_msclap_scorer_implements_the_protocol_consistently(tmp_path):
-    scorer = MSClapScorer(device="cpu", seed=3, wrapper=FakeMSClap())
-    assert isinstance(scorer, Scorer) and not isinstance(scorer, CLAPScorer)
-    assert scorer.info.preprocessing.long_clip_rule == "msclap-random-crop-seeded"
+    """The native MS CLAP (a tiny random 2023 model) through the same engine as CLAPScorer."""
+    from humanclap.recipes.tiny_msclap import build_tiny_msclap
+    from humanclap.scoring import load_scorer
+
+    scorer = load_scorer(str(build_tiny_msclap(tmp_path / "m", "2023", seed=3)), device="cpu")
+    assert isinstance(scorer, Scorer) and isinstance(scorer, MSClapScorer) and not isinstance(scorer, CLAPScorer)
+    assert scorer.info.preprocessing.long_clip_rule == "centre-crop"
+    rate, window = scorer.sampling_rate, scorer.window  # 44.1 kHz, a 1 s window
     short = write_wav(tmp_path / "short.wav", noise_clip(0.3, seed=1))
     long = write_wav(tmp_path / "long.wav", noise_clip(1.5, seed=2))
-    wave = scorer.load(long)
-    assert wave.dtype == np.float32 and wave.ndim == 1 and len(wave) == 24000
-    # long clips: msclap's crop, drawn as after random.seed(seed); short ones: tiled
+    wave = scorer.load(long)  # resampled from 16 kHz
+    assert wave.dtype == np.float32 and wave.ndim == 1 and len(wave) == int(1.5 * rate)
+    # long clips: the centre window (msclap draws a random one); short ones: tiled
     feats, longer = scorer.features(wave)
-    start = random.Random(3).randrange(24000 - 16000)
-    assert longer and np.array_equal(feats, wave[start : start + 16000])
+    start = (len(wave) - window) // 2
+    assert longer and np.array_equal(feats, wave[start : start + window])
     assert np.array_equal(scorer.features(wave)[0], feats)  # same clip, same crop
     s_wave = scorer.load(short)
     s_feats, s_longer = scorer.features(s_wave)
-    assert not s_longer and len(s_feats) == 16000 and np.array_equal(s_feats[4800:9600], s_wave)
+    n = len(s_wave)
+    assert not s_longer and len(s_feats) == window and np.array_equal(s_feats[n : 2 * n], s_wave)
 
     texts = ["a dog barks", "rain"]
     scores, errors, counts = score_pairs(scorer, [str(long), str(short), str(tmp_path / "x.wav")],
                                          [*texts, "a bell"], batch_size=2, progress=False)
     assert errors[:2] == ["", ""] and "file not found" in errors[2] and np.isnan(scores[2])
-    enc = scorer.msclap.clap.audio_encoder
     with torch.no_grad():
-        a = torch.nn.functional.normalize(enc(torch.from_numpy(np.stack([feats, s_feats])))[0], dim=-1)
-    t = torch.nn.functional.normalize(scorer.msclap.get_text_embeddings(texts), dim=-1)
+        a = torch.nn.functional.normalize(scorer.model.get_audio_features(torch.from_numpy(np.stack([feats, s_feats]))), dim=-1)
+        t = torch.nn.functional.normalize(scorer.model.get_text_features(**scorer.tokenize(texts)), dim=-1)
     expected = np.maximum((a * t).sum(-1).numpy(), 0)
     np.testing.assert_allclose(scores[:2], expected, atol=1e-6)
     assert counts["audio_embedded"] == 2 and counts["audio_failed"] == 1
@@ -189,16 +166,9 @@ def test_msclap_scorer_implements_the_protocol_consistently(tmp_path):
     assert scorer.embed_text([]).shape == (0, scorer.embedding_dim)
 
 
-def test_msclap_scorer_without_the_package_is_a_clear_load_error():
-    if _importable("msclap"):
-        pytest.skip("msclap is installed here")
+def test_msclap_scorer_without_its_weights_is_a_clear_load_error():
+    """msclap is no longer needed; what can be missing offline is the checkpoint."""
     from humanclap.errors import ModelLoadError
 
-    with pytest.raises(ModelLoadError, match="pip install msclap"):
-        MSClapScorer(device="cpu")
-
-
-def _importable(name: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(name) is not None
+    with pytest.raises(ModelLoadError, match=r"CLAP_weights_2023.pth\) is not in the local Hugging Face cache.*--model /path/to"):
+        MSClapScorer.from_pretrained("msclap-2023", device="cpu")

@@ -24,6 +24,8 @@ _EXPORTS = {
     "ConfigError": ("humanclap.errors", "ConfigError"),
     "TrainingError": ("humanclap.errors", "TrainingError"),
     "CLAPScorer": ("humanclap.scoring.scorer", "CLAPScorer"),
+    "MSClapScorer": ("humanclap.scoring.msclap", "MSClapScorer"),
+    "load_scorer": ("humanclap.scoring.loader", "load_scorer"),
     "clapscore": ("humanclap.scoring.clapscore", "clapscore"),
     "load_audio": ("humanclap.scoring.audio", "load_audio"),
     "RatedPairs": ("humanclap.data", "RatedPairs"),
@@ -48,6 +50,8 @@ if TYPE_CHECKING:
     from humanclap.evaluation.report import write_report
     from humanclap.scoring.audio import load_audio
     from humanclap.scoring.clapscore import clapscore
+    from humanclap.scoring.loader import load_scorer
+    from humanclap.scoring.msclap import MSClapScorer
     from humanclap.scoring.scorer import CLAPScorer
     from humanclap.training.config import TrainConfig
     from humanclap.training.result import TrainResult

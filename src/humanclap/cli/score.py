@@ -92,10 +92,11 @@ def run(args: argparse.Namespace) -> int:
     if args.cache:
         check_cache_folder(args.cache)
     from humanclap.scoring.job import ScoreJob
-    from humanclap.scoring.scorer import CLAPScorer, quiet_transformers
+    from humanclap.scoring.loader import load_scorer
+    from humanclap.scoring.scorer import quiet_transformers
 
     quiet_transformers()
-    scorer = CLAPScorer.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    scorer = load_scorer(args.model, device=args.device, dtype=args.dtype)
     summary = ScoreJob(scorer, batch_size=args.batch_size, cache_dir=args.cache).run(
         args.manifest, args.output, audio_root=args.audio_root, resume=args.resume,
         progress=args.progress, overwrite=args.overwrite)

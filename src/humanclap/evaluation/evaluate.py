@@ -298,9 +298,9 @@ def evaluate_models(
     runs = []
     for spec, label, column in zip(models, labels, columns):
         if _to_load(spec):
-            from humanclap.scoring.scorer import CLAPScorer
+            from humanclap.scoring.loader import load_scorer
 
-            scorer = CLAPScorer.from_pretrained(str(spec), device=device, dtype=dtype)
+            scorer = load_scorer(str(spec), device=device, dtype=dtype)
         else:
             scorer = spec
         log.info("scoring %d pairs with %s (%s)", len(pairs), label, scorer.info.model_id)

@@ -4,8 +4,11 @@ Rows, all scored on the same RELATE test pairs in one :func:`evaluate_models` ca
 CLAP first, so every paired difference is against it):
 
 * LAION CLAP (``laion/clap-htsat-unfused``, or ``laion=`` a local folder);
-* MS CLAP through the ``msclap`` package's own API when it is importable; otherwise the
-  row says "not run: pip install msclap to enable" and no number is made up;
+* MS CLAP 2023 through humanclap's native MS CLAP (``msclap=``: ``msclap-2023`` from the
+  Hub or its cache, or a local msclap ``.pth``); 2023 because it is msclap's default
+  release (``CLAP(version='2023')``), the one "MS CLAP" means without a year in TTA papers
+  and XACLE, and the paper names no other. When its weights cannot be had the row says
+  "not run: ..." with how to pass them, and no number is made up;
 * Human-CLAP wSCE+MAE, wSCE and MAE: trained here with the shipped configs (train split,
   early stopping on validation) into ``output_dir/models/<variant>/``, or with
   ``official=True`` the released ``sarulab-speech/human-clap-*`` checkpoints.
@@ -34,6 +37,9 @@ if TYPE_CHECKING:
 
 LAION_MODEL = "laion/clap-htsat-unfused"
 LAION_LABEL, MSCLAP_LABEL = "LAION CLAP", "MS CLAP"
+MSCLAP_MODEL = "msclap-2023"
+# The note of the msclap-package era, kept for callers that print old results; the
+# native MS CLAP row says instead why it was not run (see _msclap_note).
 MSCLAP_NOT_RUN = "not run: pip install msclap to enable"
 
 
@@ -86,6 +92,7 @@ class ReproduceConfig:
     base: str | None = None  # base checkpoint for training (default: the config's model)
     epochs: int | None = None  # override the configs' epochs (smoke runs)
     laion: str = LAION_MODEL  # the LAION CLAP row's checkpoint (a local folder offline)
+    msclap: str = MSCLAP_MODEL  # the MS CLAP row: msclap-2023/-2022 or a local msclap .pth
     plots: bool = True
     progress: bool | None = None  # progress bars (None: on a terminal only)
 
@@ -145,17 +152,21 @@ def _check_model(spec: str, what: str, hint: str) -> None:
                          f"cannot be reached; run once with network access, or {hint}")
 
 
-def _msclap_note() -> str:
-    """"" when msclap can be imported, else the note the MS CLAP row carries."""
-    import importlib.util
+def _msclap_note(spec: str) -> str:
+    """"" when the MS CLAP row's weights can be had, else the note the row carries (known
+    before any training, so a long run says at its start that this row will be missing)."""
+    from humanclap.scoring.hub import hub_reachable
+    from humanclap.scoring.msclap.weights import HUB_FILES, HUB_REPO, SPECS
 
-    if importlib.util.find_spec("msclap") is None:
-        return MSCLAP_NOT_RUN
-    try:
-        import msclap  # noqa: F401
-    except Exception as exc:  # e.g. a transformers version msclap does not support
-        return f"not run: msclap is installed but failed to import ({type(exc).__name__}: {exc})"
-    return ""
+    if spec not in SPECS:
+        return ""  # a local file or folder: load_scorer says what is wrong with it, if anything
+    from huggingface_hub import try_to_load_from_cache
+
+    name = HUB_FILES[SPECS[spec]]
+    if isinstance(try_to_load_from_cache(HUB_REPO, name), str) or hub_reachable():
+        return ""
+    return (f"not run: {HUB_REPO}/{name} is not in the local Hugging Face cache and the Hub cannot be "
+            f"reached; pass the msclap .pth (its tokenizer files beside it) as msclap=/path/to/{name}")
 
 
 def _is_complete(folder: Path) -> bool:
@@ -230,7 +241,7 @@ def reproduce(cfg: ReproduceConfig, printer: Callable[[str], None] | None = None
     say(f"      pairs per split: {counts}" + (f"; {n_missing} test pairs have no audio file "
                                                "(they will be listed as failed)" if n_missing else ""))
 
-    msclap_note = _msclap_note()
+    msclap_note = _msclap_note(cfg.msclap)
     _check_model(cfg.laion, "the LAION CLAP model", "pass --laion /path/to/clap-htsat-unfused")
     if cfg.official:
         for v in VARIANTS:
@@ -277,12 +288,14 @@ def _evaluate(cfg: ReproduceConfig, test, data_spec: str, models: dict[str, str]
     """Score every row in one evaluate_models call (LAION first) and write the report."""
     from humanclap.evaluation.evaluate import evaluate_models
     from humanclap.evaluation.report import write_report
-    from humanclap.scoring.msclap import MSClapScorer
+    from humanclap.scoring.loader import load_scorer
 
     specs, labels = [cfg.laion], [LAION_LABEL]
+    msclap = None
     if not msclap_note:
         try:
-            specs.append(MSClapScorer(device=cfg.device, seed=cfg.seed))
+            msclap = load_scorer(cfg.msclap, device=cfg.device)
+            specs.append(msclap)
             labels.append(MSCLAP_LABEL)
         except ModelLoadError as exc:  # e.g. offline: the other rows are still worth having
             msclap_note = f"not run: {exc}"
@@ -302,14 +315,26 @@ def _evaluate(cfg: ReproduceConfig, test, data_spec: str, models: dict[str, str]
 
     source = "released checkpoint" if cfg.official else "trained here"
     rows = [{"label": LAION_LABEL, "source": "pretrained", "model": cfg.laion, "note": ""}]
-    rows.append({"label": MSCLAP_LABEL, "source": "msclap package", "note": msclap_note,
-                 "model": "microsoft/msclap (version 2023)" if msclap_ok else None})
+    release = f"MS CLAP {msclap.model.config.version}" if msclap is not None else None
+    rows.append({"label": MSCLAP_LABEL, "source": "humanclap native MS CLAP", "note": msclap_note,
+                 "model": f"{msclap.info.model_id} ({release})" if msclap is not None else None,
+                 "release": release, "why": _msclap_why(release, cfg.msclap)})
     rows += [{"label": lbl, "source": source, "model": spec, "note": ""} for lbl, spec in models.items()]
     for r in rows:
         r["paper"] = PAPER_TABLE[r["label"]]
     out = Path(cfg.output_dir) / "report"
     say(f"{stage()} report: writing {out}")
     return ReproduceResult(result, write_report(result, out, plots=cfg.plots), rows)
+
+
+def _msclap_why(release: str | None, spec: str) -> str | None:
+    """Why the MS CLAP row used the release it used (said in the report)."""
+    if release is None:
+        return None
+    if spec == MSCLAP_MODEL:
+        return ("the default: msclap's default release (CLAP(version='2023')), which is what 'MS CLAP' "
+                "without a year means in TTA papers and the XACLE baselines; the paper names no release")
+    return f"chosen with msclap={spec}"
 
 
 def _annotate(res: ReproduceResult, cfg: ReproduceConfig) -> None:
@@ -334,6 +359,10 @@ def _annotate(res: ReproduceResult, cfg: ReproduceConfig) -> None:
              *markdown_table(["row", "source", "model", "note"],
                              [[r["label"], r["source"], r["model"] or MISSING, r["note"] or ""]
                               for r in rows])]
+    for r in rows:
+        if r.get("release"):
+            lines += ["", f"{r['label']} row: {r['release']}, {r['why']}. Long clips are centre-cropped "
+                      "(msclap crops at random) and audio is resampled with soxr (msclap: torchaudio)."]
     if skipped:
         lines += ["", f"Reused complete models from an earlier run: {', '.join(skipped)}."]
     text = files["report"].read_text()

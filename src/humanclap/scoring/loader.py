@@ -1,0 +1,59 @@
+"""One entry point from a model spec to a loaded :class:`~humanclap.scoring.protocol.Scorer`.
+
+``load_scorer(spec)`` picks the family from the spec alone (no weights read twice):
+
+* ``msclap-2022`` / ``msclap-2023``, a path ending in ``.pth``, or a folder whose
+  ``config.json`` says ``"model_type": "msclap"`` -> :class:`~humanclap.scoring.msclap.MSClapScorer`;
+* anything else (a hub id such as ``laion/clap-htsat-unfused``, a ``save_pretrained``
+  folder) -> :class:`~humanclap.scoring.scorer.CLAPScorer` (every transformers CLAP).
+
+Import-light: the families' modules (and torch) load only when a scorer is built.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from humanclap.defaults import DEFAULT_MODEL
+from humanclap.errors import UsageError
+
+MSCLAP_SPECS = ("msclap-2022", "msclap-2023")
+
+
+def is_msclap_spec(spec: str | Path) -> bool:
+    """Whether ``spec`` names an MS CLAP model (see the module docstring)."""
+    s = str(spec)
+    if s in MSCLAP_SPECS or s.endswith(".pth"):
+        return True
+    if Path(s).is_dir():
+        from humanclap.scoring.msclap.model import is_msclap_folder
+
+        return is_msclap_folder(s)
+    return False
+
+
+def load_scorer(spec: str | Path = DEFAULT_MODEL, device: str = "auto", dtype: str = "fp32", *,
+                revision: str | None = None, msclap_version: str | None = None, tokenizer: Any = None):
+    """Load a scorer of the right family for ``spec``.
+
+    ``revision``: hub revision (transformers checkpoints only). ``msclap_version``:
+    ``"2022"``/``"2023"`` for an msclap ``.pth`` (inferred from its keys when omitted).
+    ``tokenizer``: an MS CLAP tokenizer (object, folder or hub id) instead of the one found
+    beside the checkpoint or in the Hugging Face cache.
+    Raises ModelLoadError when the model cannot be loaded, UsageError for options that do
+    not apply to the spec's family.
+    """
+    if is_msclap_spec(spec):
+        if revision is not None:
+            raise UsageError(f"--revision applies to Hugging Face hub checkpoints, not to MS CLAP ({spec})")
+        from humanclap.scoring.msclap.scorer import MSClapScorer
+
+        return MSClapScorer.from_pretrained(str(spec), device=device, dtype=dtype, version=msclap_version,
+                                            tokenizer=tokenizer)
+    if msclap_version is not None or tokenizer is not None:
+        raise UsageError(f"--msclap-version and an MS CLAP tokenizer apply only to MS CLAP models "
+                         f"(msclap-2022, msclap-2023, a .pth or an MS CLAP folder), not to {spec!r}")
+    from humanclap.scoring.scorer import CLAPScorer
+
+    return CLAPScorer.from_pretrained(str(spec), device=device, dtype=dtype, revision=revision)

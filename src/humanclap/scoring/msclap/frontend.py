@@ -1,0 +1,102 @@
+"""MS CLAP's log-mel front end, inside the audio tower as in msclap (torchlibrosa's layers).
+
+msclap computes features in the model: ``torchlibrosa.stft.Spectrogram`` (an STFT done as
+two ``Conv1d`` with fixed DFT x periodic-Hann kernels, centred with reflect padding, power
+2) and ``LogmelFilterBank`` (a matmul with librosa's Slaney mel filters, then
+``10 * log10(max(x, 1e-10))``; ref 1.0 and no top_db, so nothing else). Both are
+re-implemented here with the same parameter names, so the frozen kernels of an msclap
+``.pth`` (``stft.conv_real.weight``, ``stft.conv_imag.weight``, ``melW``) load as they are.
+
+The kernels built here are computed the way torchlibrosa computes them (the DFT matrix as
+``omega ** (n * k)`` in complex128, the window from scipy like librosa); the mel filters
+come from ``transformers.audio_utils.mel_filter_bank`` with Slaney scale and norm, which
+equals librosa's filters to float32 rounding (checked by ``parity/msclap_compare.py``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+AMIN = 1e-10  # torchlibrosa's floor before log10
+
+
+def stft_kernels(n_fft: int) -> tuple[np.ndarray, np.ndarray]:
+    """Real and imaginary conv kernels ``(n_fft // 2 + 1, 1, n_fft)`` of a periodic-Hann STFT."""
+    from scipy.signal import get_window
+
+    x, y = np.meshgrid(np.arange(n_fft), np.arange(n_fft))
+    # the same expression torchlibrosa uses (not cos/sin of a reduced angle), so the
+    # float64 values, and hence the float32 kernels, are the same bits
+    w = np.power(np.exp(-2 * np.pi * 1j / n_fft), x * y)
+    window = get_window("hann", n_fft, fftbins=True)
+    bins = n_fft // 2 + 1
+    kernel = w[:, :bins] * window[:, None]
+    return (np.real(kernel).T[:, None, :].astype(np.float32),
+            np.imag(kernel).T[:, None, :].astype(np.float32))
+
+
+def slaney_mel_filters(sampling_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """librosa's default mel filters (Slaney scale and area norm), ``(n_fft // 2 + 1, n_mels)``."""
+    from transformers.audio_utils import mel_filter_bank
+
+    return mel_filter_bank(num_frequency_bins=n_fft // 2 + 1, num_mel_filters=n_mels, min_frequency=float(fmin),
+                           max_frequency=float(fmax), sampling_rate=int(sampling_rate), norm="slaney",
+                           mel_scale="slaney").astype(np.float32)
+
+
+class STFT(nn.Module):
+    """The conv-STFT: ``(batch, samples)`` -> real, imag ``(batch, 1, frames, bins)``."""
+
+    def __init__(self, n_fft: int, hop_length: int):
+        super().__init__()
+        self.n_fft, self.hop_length = n_fft, hop_length
+        bins = n_fft // 2 + 1
+        self.conv_real = nn.Conv1d(1, bins, kernel_size=n_fft, stride=hop_length, bias=False)
+        self.conv_imag = nn.Conv1d(1, bins, kernel_size=n_fft, stride=hop_length, bias=False)
+        real, imag = stft_kernels(n_fft)
+        with torch.no_grad():
+            self.conv_real.weight.copy_(torch.from_numpy(real))
+            self.conv_imag.weight.copy_(torch.from_numpy(imag))
+        self.requires_grad_(False)  # frozen in msclap (freeze_parameters=True)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = F.pad(x[:, None, :], (self.n_fft // 2, self.n_fft // 2), mode="reflect")
+        return (self.conv_real(x)[:, None].transpose(2, 3), self.conv_imag(x)[:, None].transpose(2, 3))
+
+
+class Spectrogram(nn.Module):
+    """Power spectrogram ``(batch, 1, frames, bins)`` (torchlibrosa's, power 2)."""
+
+    def __init__(self, n_fft: int, hop_length: int):
+        super().__init__()
+        self.stft = STFT(n_fft, hop_length)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        real, imag = self.stft(x)
+        return real ** 2 + imag ** 2
+
+
+class LogmelFilterBank(nn.Module):
+    """Power spectrogram -> log-mel in dB, ``(batch, 1, frames, n_mels)``."""
+
+    def __init__(self, sampling_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float):
+        super().__init__()
+        self.melW = nn.Parameter(torch.from_numpy(slaney_mel_filters(sampling_rate, n_fft, n_mels, fmin, fmax)),
+                                 requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 10.0 * torch.log10(torch.clamp(torch.matmul(x, self.melW), min=AMIN))
+
+
+def log_mel(spectrogram_extractor: Spectrogram, logmel_extractor: LogmelFilterBank, x: torch.Tensor) -> torch.Tensor:
+    """Waveform ``(batch, samples)`` -> log-mel ``(batch, 1, frames, n_mels)`` in float32.
+
+    Always float32, whatever the autocast context: in half precision the conv-STFT of a
+    7 s clip loses most of its dynamic range. (The two extractors stay direct children
+    of the audio tower, as in msclap, so that the state-dict keys match.)
+    """
+    with torch.autocast(x.device.type, enabled=False):
+        return logmel_extractor(spectrogram_extractor(x.float()))
