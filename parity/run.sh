@@ -16,3 +16,11 @@ step() { echo "== $*"; local t0=$SECONDS; "$@"; echo "== done in $((SECONDS - t0
 step bash parity/make_env.sh "$PARITY_DIR/laion-env"
 step "$PARITY_DIR/laion-env/bin/python" parity/laion_reference.py "$PARITY_DIR/laion"
 step "$PY" parity/laion_compare.py "$PARITY_DIR/laion"
+
+# MS CLAP (msclap 1.3.x): 2022 (CNN14 + BERT) and 2023 (HTS-AT + GPT-2), native towers vs msclap's
+# own model modules, in the same isolated env plus msclap (--no-deps: its torchaudio pin would
+# pull another torch) and what its model modules import (parity/msclap_env.txt).
+step "$PARITY_DIR/laion-env/bin/pip" install -q --disable-pip-version-check -r parity/msclap_env.txt
+step "$PARITY_DIR/laion-env/bin/pip" install -q --disable-pip-version-check --no-deps "msclap==1.3.*"
+step "$PARITY_DIR/laion-env/bin/python" parity/msclap_reference.py "$PARITY_DIR/msclap"
+step "$PY" parity/msclap_compare.py "$PARITY_DIR/msclap"
