@@ -113,7 +113,8 @@ def test_shards_then_merge_equal_one_process(data, tiny_unfused, single, tmp_pat
     assert res.returncode == 2 and "--overwrite" in res.stderr and out.read_bytes() == before
 
 
-def test_merge_refuses_missing_foreign_incomplete_and_overlapping_parts(data, tiny_unfused, tmp_path):
+def test_merge_refuses_missing_foreign_incomplete_and_overlapping_parts(data, tiny_unfused, tiny_fused,
+                                                                        tmp_path):
     out = tmp_path / "m.csv"
     for k in range(3):
         humanclap("score", data, "--model", tiny_unfused, "-o", out, "--shard", f"{k}/3")
@@ -135,6 +136,11 @@ def test_merge_refuses_missing_foreign_incomplete_and_overlapping_parts(data, ti
     humanclap("score", other, "--model", tiny_unfused, "-o", foreign, "--shard", "2/3")
     res = humanclap("merge", out, "--parts", parts[0], parts[1], part_path(foreign, 2, 3))
     assert res.returncode == 2 and "another manifest" in res.stderr, res.stderr
+    assert not out.exists()
+    # a part of the same manifest scored with another model
+    humanclap("score", data, "--model", tiny_fused, "-o", foreign, "--shard", "2/3", "--overwrite")
+    res = humanclap("merge", out, "--parts", parts[0], parts[1], part_path(foreign, 2, 3))
+    assert res.returncode == 2 and "another model" in res.stderr and "revision" in res.stderr, res.stderr
     assert not out.exists()
 
     # an incomplete part: a killed job leaves fewer rows than its block

@@ -20,8 +20,9 @@ part (fewer rows than its block: finish it with --resume), overlapping parts,
 parts of several splits found by name (pass --parts), an existing non-empty OUT
 without --overwrite.
 
-exit codes: 0 merged, every row scored; 1 merged, some rows carry an error;
-2 refused (see above); {flags.EXIT_CODES_TAIL}.
+exit codes: 0 merged, every row scored; 1 merged, some rows carry an
+error; 2 usage error or bad input (refused, see above; nothing written);
+{flags.EXIT_CODES_TAIL}.
 
 example:
   humanclap merge scores.csv

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -189,7 +190,14 @@ def merge_parts(output: str | Path, parts: list[str | Path] | None = None,
     if out.exists() and out.stat().st_size > 0 and not overwrite:
         raise UsageError(f"{out} exists and is not empty; pass --overwrite to replace it with the "
                          "merged parts")
+    if out.is_dir():
+        raise UsageError(f"{out} is a folder; name the .csv or .jsonl file to write")
     metas = [_read_meta(p) for p in paths]
+    # Input is sacred: OUT may be neither a part nor the manifest the parts were scored from.
+    for p in [*paths, Path(str(metas[0]["manifest"].get("path", "")))]:
+        if out.exists() and p.is_file() and os.path.samefile(out, p):
+            raise UsageError(f"cannot merge into {out}: it is {p}, an input of the merge; choose "
+                             "another OUT")
     order = sorted(range(len(paths)), key=lambda i: metas[i]["_span"][2:])
     paths, metas = [paths[i] for i in order], [metas[i] for i in order]
     ref = metas[0]
