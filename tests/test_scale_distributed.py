@@ -232,3 +232,23 @@ def test_torchrun_evaluate_equals_one_process(tiny_unfused, tmp_path):
     assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-3000:]
     for name in ("predictions.csv", "metrics.json"):
         assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
+
+
+def test_rank_device_gives_each_rank_its_gpu(monkeypatch):
+    import torch
+
+    from humanclap.scoring.distributed import rank_device
+
+    assert rank_device("auto") == "auto"  # one process: untouched
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert rank_device("auto") == "cpu" and rank_device("cpu") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert rank_device("auto") == "cuda:1" and rank_device("cuda") == "cuda:1"
+    assert rank_device("cuda:0") == "cuda:0"  # explicit: kept
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match="--nproc-per-node 1"):
+        rank_device("auto")

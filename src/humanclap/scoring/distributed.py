@@ -52,7 +52,14 @@ def rank_device(device: str) -> str:
     if not launched_distributed() or device not in ("auto", "cuda"):
         return device
     if torch.cuda.is_available():
-        return f"cuda:{env_info().local_rank}"
+        local, gpus = env_info().local_rank, torch.cuda.device_count()
+        if local >= gpus:
+            from humanclap.errors import UsageError
+
+            raise UsageError(f"local rank {local} has no GPU of its own (this node has {gpus}): "
+                             f"start at most {gpus} processes per node (torchrun --nproc-per-node "
+                             f"{gpus}), or pass --device cpu")
+        return f"cuda:{local}"
     return "cpu" if device == "auto" else device
 
 
