@@ -45,7 +45,7 @@ the parts with `humanclap merge OUT`.
 
 example:
   humanclap score prompts.csv -o scores.csv --audio-root generated/
-  torchrun --nproc-per-node 4 -m humanclap.cli.main score prompts.csv -o scores.csv
+  torchrun --standalone --nproc-per-node 4 -m humanclap.cli score prompts.csv -o scores.csv
 """
 
 
