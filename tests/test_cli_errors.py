@@ -37,10 +37,12 @@ def argv_of(tmp_path):
                                 "humanclap.recipes.demo_base.rebuild_base"),
         "convert": (["convert", str(tmp_path / "c.pt"), str(tmp_path / "c")],
                     "humanclap.scoring.laion_convert.convert_laion_checkpoint"),
+        "merge": (["merge", str(tmp_path / "out.csv")], "humanclap.scoring.parts.merge_parts"),
     }
 
 
-CASES = ["score", "evaluate", "train", "reproduce", "synth", "demo", "demo --rebuild-base", "convert"]
+CASES = ["score", "evaluate", "train", "reproduce", "synth", "demo", "demo --rebuild-base", "convert",
+         "merge"]
 
 
 def raiser(exc: BaseException):

@@ -72,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
                          score_scale=args.score_scale, batch_size=args.batch_size,
                          device=args.device, dtype=args.dtype, n_boot=args.n_boot,
                          seed=args.seed, plots=args.plots, progress=args.progress)
+    if run.rank:  # torchrun: rank 0 prints and writes; the others return the same outcome
+        return 1 if run.n_failed else 0
     print(summary_table(run.result))
     print(f"wrote {', '.join(p.name for p in run.files.values())} to {run.output_dir}", file=sys.stderr)
     if run.n_failed and run.result.n_scored == 0:

@@ -35,8 +35,17 @@ columns, model that cannot be loaded, an output that would overwrite an input
 or an existing file, a resume that does not match, a failed write);
 {flags.EXIT_CODES_TAIL}.
 
+many processes: under torchrun (--nproc-per-node N, one node or several) the
+same command splits the rows into contiguous blocks, one per rank (device
+cuda:LOCAL_RANK with --device auto/cuda); each rank writes OUT.part-K-of-N.csv
+(and its .meta.json; --resume continues each part), and rank 0 merges the parts
+into OUT, byte-identical to a one-process run. --shard K/N (e.g. a SLURM array:
+--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT) writes part K only; join
+the parts with `humanclap merge OUT`.
+
 example:
   humanclap score prompts.csv -o scores.csv --audio-root generated/
+  torchrun --standalone --nproc-per-node 4 -m humanclap.cli score prompts.csv -o scores.csv
 """
 
 
@@ -64,6 +73,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing non-empty -o OUT (without it, such a file is refused)")
     flags.add_progress(p, help="progress bar (default: on when stderr is a terminal)")
+    p.add_argument("--shard", metavar="K/N",
+                   help="score only part K (from 0) of N contiguous blocks of rows into "
+                        "OUT.part-K-of-N.EXT; join the parts with `humanclap merge OUT`")
     p.set_defaults(func=run)
 
 
@@ -78,16 +90,36 @@ def run(args: argparse.Namespace) -> int:
 
     # The cheap checks first: a bad manifest, flag or output fails before a model is loaded
     # (the job repeats them, and checks the model against OUT.meta.json, once it is loaded).
+    from humanclap.scoring.distributed import env_info, launched_distributed, rank_device
+    from humanclap.scoring.parts import parse_shard, part_path
+
     flags.check_batch_size(args.batch_size)
     rows, columns = read_manifest(args.manifest)
     output_format(args.output)
     if args.resume and not args.output:
         raise UsageError("--resume needs -o OUT: there is no file to resume on stdout")
+    # Which part this process scores: a --shard, a torchrun rank, or all rows.
+    part = parse_shard(args.shard) if args.shard else None
+    ranks = launched_distributed()
+    if ranks and part:
+        raise UsageError("--shard K/N and torchrun both split the rows: under torchrun the ranks "
+                         "are the parts; drop --shard")
+    if ranks:
+        info = env_info()
+        part = (info.rank, info.world_size)
+        args.device = rank_device(args.device)
+    if part and not args.output:
+        raise UsageError("scoring in parts needs -o OUT: each part is written to OUT.part-K-of-N "
+                         "and joined into OUT; standard output cannot be split")
+    target = part_path(args.output, *part) if part else args.output
     root = args.audio_root or Path(args.manifest).resolve().parent
-    check_output(args.output, args.manifest, args.resume, args.overwrite,
-                 [None if row_problem(r) else str(resolve_path(r["audio"], root)) for r in rows])
-    if args.resume:
-        check_resume(Path(args.output), columns, table_digest(columns, rows))
+    audio = [None if row_problem(r) else str(resolve_path(r["audio"], root)) for r in rows]
+    digest = table_digest(columns, rows)
+    # Under torchrun rank 0 replaces OUT by the merged parts: OUT follows the same rules.
+    for path in dict.fromkeys([target, *([args.output] if ranks else [])]):
+        check_output(path, args.manifest, args.resume, args.overwrite, audio)
+        if args.resume:
+            check_resume(Path(path), columns, digest)
     flags.check_compute(args.device, args.dtype)
     if args.cache:
         check_cache_folder(args.cache)
@@ -98,7 +130,47 @@ def run(args: argparse.Namespace) -> int:
     quiet_transformers()
     scorer = load_scorer(args.model, device=args.device, dtype=args.dtype)
     summary = ScoreJob(scorer, batch_size=args.batch_size, cache_dir=args.cache).run(
-        args.manifest, args.output, audio_root=args.audio_root, resume=args.resume,
-        progress=args.progress, overwrite=args.overwrite)
+        args.manifest, target, audio_root=args.audio_root, resume=args.resume,
+        progress=args.progress, overwrite=args.overwrite, part=part)
+    if ranks:
+        return merge_ranks(args.output, summary, scorer.device)
     print(summary.text(), file=sys.stderr)
+    if part:
+        print(f"wrote part {part[0]} of {part[1]}: {target}; when every part is done: "
+              f"humanclap merge {args.output}", file=sys.stderr)
     return 1 if summary.failed else 0
+
+
+def merge_ranks(output: str, summary, device) -> int:
+    """After every rank wrote its part: rank 0 joins them into OUT; every rank returns the
+    exit code of the whole run (torch.distributed only for these barriers and the sum)."""
+    from humanclap.errors import HumanclapError
+    from humanclap.scoring.distributed import (all_reduce_sum, barrier, init_distributed,
+                                               shutdown_distributed)
+    from humanclap.scoring.parts import merge_parts, part_path
+
+    # Ranks finish their parts at different times: the barrier waits as long as a part can take.
+    info = init_distributed(device, timeout_s=24 * 3600)
+    error = None
+    try:
+        # A collective: it is also the barrier that every part is complete on disk.
+        failed = all_reduce_sum([summary.failed], info)[0]
+        if info.is_main:
+            parts = [part_path(output, k, info.world_size) for k in range(info.world_size)]
+            try:
+                merged = merge_parts(output, parts, overwrite=True)  # OUT checked before scoring
+                merged.seconds, merged.device = summary.seconds, summary.device
+                print(merged.text(), file=sys.stderr)
+            except HumanclapError as exc:
+                error = exc
+        else:
+            print("\n".join(f"rank {info.rank}: {line}" for line in summary.text().splitlines()),
+                  file=sys.stderr)
+        # The others wait for the merge: torchrun stops every rank once one exits non-zero
+        # (exit 1 = rows failed), which must not cut rank 0's merge short.
+        barrier(info)
+    finally:
+        shutdown_distributed()
+    if error is not None:
+        raise error
+    return 1 if failed else 0

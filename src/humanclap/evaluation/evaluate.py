@@ -20,7 +20,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,9 @@ from humanclap.scoring.clapscore import clapscore
 from humanclap.scoring.engine import EmbeddingEngine
 from humanclap.scoring.hub import is_local_path
 from humanclap.scoring.protocol import Scorer
+
+if TYPE_CHECKING:  # torch.distributed is imported only by a run that uses it
+    from humanclap.scoring.distributed import DistInfo
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +170,7 @@ class EvaluationResult:
 
 # -- scoring -------------------------------------------------------------------------
 def score_pairs(scorer: Scorer, audio: Sequence[str], texts: Sequence[str],
-                batch_size: int = 8, progress: bool | None = None,
+                batch_size: int = 8, progress: bool | None = None, dist: DistInfo | None = None,
                 ) -> tuple[np.ndarray, list[str], dict[str, int]]:
     """CLAPScore of each ``(audio[i], texts[i])`` pair with one embedding per unique item.
 
@@ -175,6 +178,8 @@ def score_pairs(scorer: Scorer, audio: Sequence[str], texts: Sequence[str],
     so evaluation and scoring give the same numbers. Returns ``(scores, errors, counts)``:
     NaN score and a message for each pair whose audio could not be decoded or whose text
     is empty; ``counts`` says how many texts and audio files were embedded and decoded.
+    Under torchrun (``dist``), each rank embeds its share of the unique items and all ranks
+    get every embedding (:func:`~humanclap.scoring.distributed.embed_shared`): same result.
     """
     if len(audio) != len(texts):
         raise UsageError(f"audio and texts must pair up: {len(audio)} vs {len(texts)}; pass one "
@@ -182,7 +187,12 @@ def score_pairs(scorer: Scorer, audio: Sequence[str], texts: Sequence[str],
     paths = [str(a) for a in audio]
     texts = [t if isinstance(t, str) else "" for t in texts]
     engine = EmbeddingEngine(scorer, batch_size=batch_size)
-    engine.embed_unique(paths, texts, progress=progress)
+    if dist is not None and dist.enabled:
+        from humanclap.scoring.distributed import embed_shared
+
+        embed_shared(engine, paths, texts, dist, progress=progress)
+    else:
+        engine.embed_unique(paths, texts, progress=progress)
     scores = np.full(len(paths), np.nan, dtype=np.float64)
     errors = [""] * len(paths)
     for i, (a, t) in enumerate(zip(paths, texts)):
@@ -264,6 +274,7 @@ def evaluate_models(
     paper: dict[str, dict[str, float]] | None = None,
     data_spec: str = "",
     progress: bool | None = None,
+    dist: DistInfo | None = None,
 ) -> EvaluationResult:
     """Score every pair of ``data`` with each model and compute the metrics.
 
@@ -306,7 +317,7 @@ def evaluate_models(
         log.info("scoring %d pairs with %s (%s)", len(pairs), label, scorer.info.model_id)
         scores, errors, counts = score_pairs(scorer, pairs["audio"].tolist(),
                                              pairs["text"].tolist(), batch_size=batch_size,
-                                             progress=progress)
+                                             progress=progress, dist=dist)
         runs.append(ModelRun(label, column, scorer.info.as_dict(), scores, errors, counts))
         if _to_load(spec):
             del scorer  # free the weights before the next model is loaded

@@ -30,6 +30,7 @@ class EvaluationRun:
     result: EvaluationResult
     output_dir: Path
     files: dict[str, Path] = field(default_factory=dict)
+    rank: int = 0  # under torchrun: this process's rank; only rank 0 writes the files
 
     @property
     def n_failed(self) -> int:
@@ -105,9 +106,28 @@ def run_evaluation(
     if len(pairs) == 0:
         raise DatasetError(f"{data}: no pairs in split {split!r}; pick another --split")
 
-    result = evaluate_models(models, pairs, labels=labels, batch_size=batch_size, device=device,
-                             dtype=dtype, n_boot=n_boot, seed=seed, data_spec=data,
-                             progress=progress)
+    # Under torchrun every rank embeds its share of the unique texts and files (cuda:LOCAL_RANK
+    # on GPUs); rank 0 alone writes the report. One process: no process group at all.
+    from humanclap.scoring.distributed import launched_distributed
+
+    info = None
+    if launched_distributed():
+        from humanclap.scoring.distributed import init_distributed, rank_device
+        from humanclap.scoring.scorer import resolve_device
+
+        device = rank_device(device)
+        info = init_distributed(resolve_device(device))
+    try:
+        result = evaluate_models(models, pairs, labels=labels, batch_size=batch_size,
+                                 device=device, dtype=dtype, n_boot=n_boot, seed=seed,
+                                 data_spec=data, progress=progress, dist=info)
+    finally:
+        if info is not None:  # the embeddings are shared: no collective after this
+            from humanclap.scoring.distributed import shutdown_distributed
+
+            shutdown_distributed()
     result.split = split
+    if info is not None and not info.is_main:
+        return EvaluationRun(result=result, output_dir=out, files={}, rank=info.rank)
     files = write_report(result, out, plots=plots)
     return EvaluationRun(result=result, output_dir=out, files=files)

@@ -30,6 +30,7 @@ from humanclap.scoring.clapscore import clapscore
 from humanclap.scoring.engine import EmbeddingEngine, open_cache
 from humanclap.scoring.output_guard import (check_output, check_resume, make_parent, meta_path,
                                             run_metadata)
+from humanclap.scoring.parts import part_range, part_record
 from humanclap.scoring.protocol import Scorer
 from humanclap.scoring.rows import (checked_cosine, done_score, open_output, read_manifest,
                                     row_problem)
@@ -118,14 +119,23 @@ class ScoreJob:
     # -- the job -----------------------------------------------------------------------
     def run(self, manifest: str | Path, output: str | Path | None = None,
             audio_root: str | Path | None = None, resume: bool = False,
-            progress: bool | None = None, overwrite: bool = False) -> ScoreSummary:
+            progress: bool | None = None, overwrite: bool = False,
+            part: tuple[int, int] | None = None) -> ScoreSummary:
         """Score every row of ``manifest`` into ``output`` (JSONL on stdout when None).
 
         An existing non-empty ``output`` is refused unless ``resume`` (keep its rows, after
-        :func:`~humanclap.scoring.output_guard.check_resume`) or ``overwrite``."""
+        :func:`~humanclap.scoring.output_guard.check_resume`) or ``overwrite``.
+
+        ``part=(k, n)``: score only contiguous block ``k`` of ``n`` of the rows
+        (:func:`~humanclap.scoring.parts.part_range`) into ``output``, a part file; its meta
+        records the block and the whole manifest's fingerprint, for ``merge``."""
         start = time.perf_counter()
         rows, columns = read_manifest(manifest)
-        fingerprint = table_digest(columns, rows)
+        fingerprint = table_digest(columns, rows)  # of the whole manifest, also for a part
+        n_manifest = len(rows)
+        if part is not None:
+            block = part_range(n_manifest, *part)
+            rows = rows[block.start:block.stop]
         root = Path(audio_root) if audio_root else Path(manifest).resolve().parent
         problems = [row_problem(r) for r in rows]
         paths = [None if bad else str(resolve_path(r["audio"], root)) for r, bad in zip(rows, problems)]
@@ -144,7 +154,9 @@ class ScoreJob:
         summary = ScoreSummary(rows=len(rows), resumed=len(done), model_id=self.scorer.info.model_id,
                                revision=self.scorer.info.revision, device=str(self.scorer.device),
                                dtype=self.scorer.dtype)
-        meta = run_metadata(self.scorer, manifest, columns, len(rows), fingerprint) if out else {}
+        meta = run_metadata(self.scorer, manifest, columns, n_manifest, fingerprint) if out else {}
+        if part is not None and out is not None:
+            meta["part"] = part_record(n_manifest, *part)
         kept = len(done)  # rows known to be in the output file (for the message on failure)
         try:
             if out is not None:  # written first so that a killed run can be resumed safely

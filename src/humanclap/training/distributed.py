@@ -14,46 +14,16 @@ single process that saw the whole global batch.
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.distributed as dist
 
 
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-
-def launched_distributed() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
-def init_distributed(device: torch.device) -> DistInfo:
-    """Join the process group the launcher described (no-op for a single process)."""
-    if not launched_distributed():
-        return DistInfo()
-    if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend)
-    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def shutdown_distributed() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+# The generic helpers live in scoring (layer 1) so that the score job and evaluation use
+# them too; re-exported here for training's callers.
+from humanclap.scoring.distributed import (DistInfo, barrier, gather_no_grad,  # noqa: F401
+                                           init_distributed, launched_distributed,
+                                           shutdown_distributed)
 
 
 def gather_with_grad(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
@@ -63,27 +33,6 @@ def gather_with_grad(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
     from torch.distributed.nn.functional import all_gather
 
     return torch.cat(all_gather(x.contiguous()), dim=0)
-
-
-def gather_no_grad(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """Concatenate every rank's ``x`` in rank order (ranks may hold different row counts)."""
-    if not info.enabled:
-        return x
-    n = torch.tensor([x.shape[0]], device=x.device)
-    sizes = [torch.zeros_like(n) for _ in range(info.world_size)]
-    dist.all_gather(sizes, n)
-    longest = int(max(s.item() for s in sizes))
-    padded = torch.zeros((longest, *x.shape[1:]), dtype=x.dtype, device=x.device)
-    padded[: x.shape[0]] = x
-    out = [torch.empty_like(padded) for _ in range(info.world_size)]
-    dist.all_gather(out, padded.contiguous())
-    return torch.cat([o[: int(s.item())] for o, s in zip(out, sizes)], dim=0)
-
-
-def barrier(info: DistInfo) -> None:
-    if info.enabled:
-        dist.barrier()
-
 
 
 def shard_map(n: int, batch_size: int, fn: Callable[[torch.Tensor], torch.Tensor],
