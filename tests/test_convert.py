@@ -86,7 +86,7 @@ def registered(monkeypatch, tiny_unfused):
 
 @pytest.mark.parametrize("fused", [False, True])
 def test_round_trip_is_exact_and_loads_everywhere(fused, registered, tiny_unfused, tiny_fused, tmp_path):
-    from transformers import ClapFeatureExtractor, ClapModel
+    from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
 
     src = tiny_fused if fused else tiny_unfused
     ckpt = tmp_path / "tiny.pt"
@@ -98,9 +98,13 @@ def test_round_trip_is_exact_and_loads_everywhere(fused, registered, tiny_unfuse
     assert "3 torchlibrosa STFT/mel filters" in r.err and "4 AudioSet classification head" in r.err
     assert sha(ckpt) == before  # the input is never touched
     out = tmp_path / "out"
+    # the tokenizer files are whatever this transformers' save_pretrained writes (5.x:
+    # tokenizer.json + tokenizer_config.json; 4.x adds vocab.json, merges.txt, special_tokens_map.json)
+    AutoTokenizer.from_pretrained(registered).save_pretrained(tmp_path / "tok")
+    tokenizer_files = [p.name for p in (tmp_path / "tok").iterdir()]
+    assert {"tokenizer.json", "tokenizer_config.json"} <= set(tokenizer_files)
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["config.json", "model.safetensors", "preprocessor_config.json", "tokenizer.json",
-         "tokenizer_config.json", "conversion.json"])
+        ["config.json", "model.safetensors", "preprocessor_config.json", *tokenizer_files, "conversion.json"])
     saved = load_file(str(out / "model.safetensors"))
     assert set(saved) == set(hf)
     assert all(torch.equal(saved[k], hf[k]) for k in hf), [k for k in hf if not torch.equal(saved[k], hf[k])]

@@ -324,11 +324,14 @@ def negative_model(tmp_path_factory, rated) -> Path:
     build_tiny_clap(path, seed=0)
     scorer = CLAPScorer.from_pretrained(str(path), device="cpu")
     df = pd.read_csv(rated)
-    if np.max(scorer.cosine(list(df.audio), list(df.text))) > 0:
-        with torch.no_grad():  # a random tiny model's cosines share one sign: flip them
-            scorer.model.text_projection.linear2.weight.neg_()
-            scorer.model.text_projection.linear2.bias.neg_()
-        scorer.model.save_pretrained(path)
+    # The sign is set, not drawn: opposite output biases on the two projection heads, large
+    # beside the input-dependent part, point every audio embedding away from every text
+    # embedding, whatever the random weights (which differed between transformers versions).
+    direction = torch.randn(scorer.model.config.projection_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        scorer.model.text_projection.linear2.bias.copy_(direction)
+        scorer.model.audio_projection.linear2.bias.copy_(-direction)
+    scorer.model.save_pretrained(path)
     scorer = CLAPScorer.from_pretrained(str(path), device="cpu")
     assert np.max(scorer.cosine(list(df.audio), list(df.text))) < -0.1  # the test's premise
     return path

@@ -77,6 +77,65 @@ def tiny_feature_extractor(fused: bool = False, sampling_rate: int = 16000):
     )
 
 
+def _init_std(name: str, config) -> float:
+    """transformers' CLAP rule for a Linear/Conv weight: hidden^-1/2 * (2 * layers)^-1/2."""
+    if name.startswith("text_model."):
+        hidden, layers = config.text_config.hidden_size, config.text_config.num_hidden_layers
+    elif name.startswith("audio_model."):
+        hidden, layers = config.audio_config.hidden_size, len(config.audio_config.depths)
+    else:  # the projection heads: the joint config, as transformers does
+        hidden = config.text_config.hidden_size
+        layers = config.text_config.num_hidden_layers + len(config.audio_config.depths)
+    return hidden ** -0.5 * (2 * layers) ** -0.5 * config.initializer_factor
+
+
+@torch.no_grad()
+def init_weights(model, seed: int) -> None:
+    """Set every parameter of a ``ClapModel`` from ``seed`` alone, whatever transformers' version.
+
+    transformers 4.x and 5.x draw the same distributions in a different order, so one
+    ``torch.manual_seed`` gave each version a different tiny model (on 4.57 every cosine of
+    the test models came out negative, CLAPScore a constant 0). Drawing each tensor here,
+    by name from one seeded generator, gives the same weights on every stack. The
+    distributions are transformers' own: N(0, 0.02) embeddings, N(0, hidden^-1/2 (2
+    layers)^-1/2) Linear/Conv weights, zero biases, unit norms, zero relative-position
+    biases, logit scales log(1/0.07). A parameter of a kind not listed here is refused, so
+    a new architecture cannot silently fall back to the library's initialisation.
+    """
+    import math
+
+    from torch import nn
+
+    config = model.config
+    gen = torch.Generator().manual_seed(seed)
+
+    def normal(param: torch.Tensor, std: float) -> None:
+        param.copy_(torch.randn(param.shape, generator=gen, dtype=torch.float32).to(param.dtype) * std)
+
+    for name, module in sorted(model.named_modules()):
+        own = dict(module.named_parameters(recurse=False))
+        if not own:
+            continue
+        prefix = f"{name}." if name else ""
+        if isinstance(module, nn.Embedding):
+            normal(own["weight"], 0.02 * config.initializer_factor)
+        elif isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+            normal(own["weight"], _init_std(prefix, config))
+            if "bias" in own:
+                own["bias"].zero_()
+        elif isinstance(module, (nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm2d)):
+            own["weight"].fill_(1.0)
+            own["bias"].zero_()
+        elif set(own) == {"relative_position_bias_table"}:
+            own["relative_position_bias_table"].zero_()
+        elif set(own) == {"logit_scale_a", "logit_scale_t"}:
+            for p in own.values():
+                p.fill_(math.log(config.logit_scale_init_value))
+        else:
+            raise TypeError(f"init_weights: no rule for {prefix or 'the model'} "
+                            f"({type(module).__name__}: {sorted(own)})")
+
+
 def build_tiny_clap(out_dir: str | Path, fused: bool = False, seed: int = 0,
                     corpus: Iterable[str] = DEFAULT_CORPUS) -> Path:
     """Write a tiny random CLAP checkpoint (model, tokenizer, feature extractor) to ``out_dir``."""
@@ -87,6 +146,7 @@ def build_tiny_clap(out_dir: str | Path, fused: bool = False, seed: int = 0,
     tokenizer = train_tokenizer(corpus)
     torch.manual_seed(seed)
     model = ClapModel(tiny_clap_config(fused=fused, vocab_size=len(tokenizer)))
+    init_weights(model, seed)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     tiny_feature_extractor(fused=fused).save_pretrained(out)
