@@ -29,6 +29,12 @@ rows differ from those recorded; then rerun with --overwrite. After a failed
 write (e.g. a full disk) the rows written so far are kept: free space and rerun
 with --resume.
 
+scale: the manifest is streamed and embeddings are kept only for the rows in
+flight (a text or file seen again much later is looked up in --cache, or
+embedded again: same number), so memory does not grow with the number of rows.
+--workers N decodes audio in N processes; a file that crashes its process gets
+an error row and the pool restarts.
+
 exit codes: 0 every row scored; 1 some rows failed (the others are scored and
 written); 2 usage error or bad input (bad flags, unreadable manifest, missing
 columns, model that cannot be loaded, an output that would overwrite an input
@@ -63,6 +69,11 @@ def add_parser(subparsers) -> None:
                    help="keep the rows already in -o OUT and score the rest (see resume below)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing non-empty -o OUT (without it, such a file is refused)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="decoder processes (decode + resample + features) feeding the model in "
+                   "order; 0 decodes in the main process (one background thread; for debugging). "
+                   "Default: on a GPU min(4, cores-1), on a CPU 0 up to 4 cores, else cores/4 (at "
+                   "most 4). A file that crashes a worker gets an error row; the others score")
     flags.add_progress(p, help="progress bar (default: on when stderr is a terminal)")
     p.set_defaults(func=run)
 
@@ -71,32 +82,36 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from humanclap.errors import UsageError
-    from humanclap.io import resolve_path, table_digest
+    from humanclap.io import resolve_path
     from humanclap.scoring.cache import check_cache_folder
     from humanclap.scoring.output_guard import check_output, check_resume
-    from humanclap.scoring.rows import output_format, read_manifest, row_problem
+    from humanclap.scoring.rows import output_format, row_problem, scan_manifest
 
     # The cheap checks first: a bad manifest, flag or output fails before a model is loaded
     # (the job repeats them, and checks the model against OUT.meta.json, once it is loaded).
     flags.check_batch_size(args.batch_size)
-    rows, columns = read_manifest(args.manifest)
+    if args.workers is not None and args.workers < 0:
+        raise UsageError(f"--workers must be 0 (decode in the main process) or more, got {args.workers}")
+    scan = scan_manifest(args.manifest)  # streamed: a manifest of millions of rows is never held
     output_format(args.output)
     if args.resume and not args.output:
         raise UsageError("--resume needs -o OUT: there is no file to resume on stdout")
     root = args.audio_root or Path(args.manifest).resolve().parent
     check_output(args.output, args.manifest, args.resume, args.overwrite,
-                 [None if row_problem(r) else str(resolve_path(r["audio"], root)) for r in rows])
+                 (None if row_problem(r) else str(resolve_path(r["audio"], root)) for r in scan.iter_rows()))
     if args.resume:
-        check_resume(Path(args.output), columns, table_digest(columns, rows))
+        check_resume(Path(args.output), scan.columns, scan.fingerprint)
     flags.check_compute(args.device, args.dtype)
     if args.cache:
         check_cache_folder(args.cache)
+    from humanclap.scoring.decode import default_workers
     from humanclap.scoring.job import ScoreJob
     from humanclap.scoring.scorer import CLAPScorer, quiet_transformers
 
     quiet_transformers()
     scorer = CLAPScorer.from_pretrained(args.model, device=args.device, dtype=args.dtype)
-    summary = ScoreJob(scorer, batch_size=args.batch_size, cache_dir=args.cache).run(
+    workers = default_workers(str(scorer.device)) if args.workers is None else args.workers
+    summary = ScoreJob(scorer, batch_size=args.batch_size, cache_dir=args.cache, workers=workers).run(
         args.manifest, args.output, audio_root=args.audio_root, resume=args.resume,
         progress=args.progress, overwrite=args.overwrite)
     print(summary.text(), file=sys.stderr)
