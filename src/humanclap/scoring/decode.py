@@ -13,8 +13,10 @@ so ``humanclap score --workers N`` spreads that stage over ``N`` processes
   their normal result. A file that takes longer than ``timeout`` seconds is treated the
   same way (its worker is killed). Nothing here can hang or stop the job.
 
-Workers are started with ``spawn`` (``forkserver`` would do too): forking a process that
-holds torch threads / CUDA state is unsafe. Each worker runs :func:`decode_file`, a plain
+Workers are started with ``forkserver`` (``spawn`` where there is none): forking a process
+that holds torch threads / CUDA state is unsafe. As with any ``spawn``/``forkserver`` pool, a
+Python *script* that starts a job with workers needs an ``if __name__ == "__main__":``
+guard; without it the workers cannot start and the run is refused with that hint. Each worker runs :func:`decode_file`, a plain
 function of a picklable *featurizer* (:func:`featurizer_of`), never the model.
 
 Test hook: a path containing the value of ``HUMANCLAP_TEST_DECODER_CRASH`` (an environment
@@ -33,10 +35,11 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from humanclap.errors import AudioError
+from humanclap.errors import AudioError, UsageError
 from humanclap.scoring.audio import audio_bytes_hash, load_clip_features
 
 CRASH_HOOK_ENV = "HUMANCLAP_TEST_DECODER_CRASH"
+STARTUP_TIMEOUT_S = 120.0  # spawning + imports; minutes only on a badly overloaded machine
 DEFAULT_TIMEOUT_S = 300.0  # one file: a 1-hour fused clip decodes in well under this
 
 # What a worker returns for one file: ("ok", features, is_longer, digest) or
@@ -86,6 +89,23 @@ def decode_file(featurizer: Callable[[str], tuple[Any, bool]], path: str, want_h
     return ("ok", feats, bool(longer), digest)
 
 
+def _started() -> int:
+    return os.getpid()
+
+
+def _context():
+    """``forkserver`` where there is one (Linux, macOS): workers fork from a small server
+    process that imported the decoding modules once, so a restart after a crash costs
+    milliseconds; ``spawn`` elsewhere. Never plain ``fork``: the parent holds torch threads."""
+    try:
+        ctx = multiprocessing.get_context("forkserver")
+    except ValueError:
+        return multiprocessing.get_context("spawn")
+    ctx.set_forkserver_preload(["humanclap.scoring.decode",
+                                "transformers.models.clap.feature_extraction_clap"])
+    return ctx
+
+
 def _hash_only(path: str) -> str:
     try:
         return audio_bytes_hash(path)
@@ -112,7 +132,19 @@ class DecoderPool:
     # -- the process pool ---------------------------------------------------------------
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=_context())
+            # A worker that cannot start at all (a script without an ``if __name__ ==
+            # "__main__":`` guard, an unpicklable featurizer, no memory) would otherwise
+            # look like a crash on every file: refuse the run instead.
+            try:
+                self._pool.submit(_started).result(timeout=STARTUP_TIMEOUT_S)
+            except (BrokenProcessPool, FutureTimeout, OSError, RuntimeError) as exc:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+                raise UsageError(f"cannot start {self.workers} decoder worker process(es) "
+                                 f"({type(exc).__name__}: {exc or 'no answer'}); decode in the main "
+                                 "process with --workers 0 (a Python script that starts a job with "
+                                 "workers needs an `if __name__ == \"__main__\":` guard)") from None
         return self._pool
 
     def _restart(self) -> None:
