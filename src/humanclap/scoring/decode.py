@@ -19,8 +19,9 @@ Python *script* that starts a job with workers needs an ``if __name__ == "__main
 guard; without it the workers cannot start and the run is refused with that hint. Each worker runs :func:`decode_file`, a plain
 function of a picklable *featurizer* (:func:`featurizer_of`), never the model.
 
-Test hook: a path containing the value of ``HUMANCLAP_TEST_DECODER_CRASH`` (an environment
-variable, unset in normal use) makes the worker ``os._exit(1)`` as a segfault would.
+Test hooks: a path containing the value of ``HUMANCLAP_TEST_DECODER_CRASH`` (an environment
+variable, unset in normal use) makes the worker ``os._exit(1)`` as a segfault would; one
+containing ``HUMANCLAP_TEST_DECODER_HANG``'s makes it sleep for an hour.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
@@ -39,6 +41,7 @@ from humanclap.errors import AudioError, UsageError
 from humanclap.scoring.audio import audio_bytes_hash, load_clip_features
 
 CRASH_HOOK_ENV = "HUMANCLAP_TEST_DECODER_CRASH"
+HANG_HOOK_ENV = "HUMANCLAP_TEST_DECODER_HANG"
 STARTUP_TIMEOUT_S = 120.0  # spawning + imports; minutes only on a badly overloaded machine
 DEFAULT_TIMEOUT_S = 300.0  # one file: a 1-hour fused clip decodes in well under this
 
@@ -74,6 +77,9 @@ def decode_file(featurizer: Callable[[str], tuple[Any, bool]], path: str, want_h
     hook = os.environ.get(CRASH_HOOK_ENV)
     if hook and hook in path:
         os._exit(1)  # what a segfaulting codec looks like from the parent
+    hook = os.environ.get(HANG_HOOK_ENV)
+    if hook and hook in path:
+        time.sleep(3600)  # what a codec stuck in a loop looks like
     digest = ""
     if want_hash:
         try:
