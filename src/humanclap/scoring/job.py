@@ -25,7 +25,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import InitVar, dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -48,53 +48,71 @@ TEXT_LRU = 16384
 AUDIO_LRU = 8192
 
 
+class RunningStats:
+    """Count, mean and sum of squared deviations of a stream of scores (Welford's
+    algorithm): what the summary needs, in constant memory. ``append``/``extend``/``len``
+    as on the list of scores it replaces."""
+
+    __slots__ = ("n", "mean", "m2")
+
+    def __init__(self, scores: Iterable[float] = ()):
+        self.n, self.mean, self.m2 = 0, 0.0, 0.0
+        self.extend(scores)
+
+    def append(self, score: float) -> None:
+        self.n += 1
+        delta = score - self.mean
+        self.mean += delta / self.n
+        self.m2 += delta * (score - self.mean)
+
+    def extend(self, scores: Iterable[float]) -> None:
+        for x in scores:
+            self.append(float(x))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __repr__(self) -> str:
+        return f"RunningStats(n={self.n}, mean={self.mean})"
+
+
 @dataclass
 class ScoreSummary:
     """What a run did; printed on stderr and returned to Python callers.
 
-    Scores are summarised as they come (Welford's running mean and variance), never kept:
-    a run of millions of rows needs no list of them. ``scores`` (init only) seeds it."""
+    ``scores`` is summarised as it comes (:class:`RunningStats`), never kept: a run of
+    millions of rows needs no list of them (a list passed in is summarised)."""
 
     rows: int = 0
     scored: int = 0
     failed: int = 0
     resumed: int = 0
+    scores: RunningStats = field(default_factory=RunningStats)
     seconds: float = 0.0
     model_id: str = ""
     revision: str = ""
     device: str = ""
     dtype: str = ""
     cache_hits: int = 0
-    n: int = 0  # scores summarised (the scored rows)
-    mean: float = 0.0
-    m2: float = 0.0  # sum of squared deviations from the running mean
-    scores: InitVar[Iterable[float] | None] = None
 
-    def __post_init__(self, scores: Iterable[float] | None) -> None:
-        for x in scores or ():
-            self.add(x)
-
-    def add(self, score: float) -> None:
-        """Count one scored row's CLAPScore into the mean and variance (Welford)."""
-        self.n += 1
-        delta = score - self.mean
-        self.mean += delta / self.n
-        self.m2 += delta * (score - self.mean)
+    def __post_init__(self) -> None:
+        if not isinstance(self.scores, RunningStats):
+            self.scores = RunningStats(self.scores)
 
     def mean_ci(self) -> tuple[float, float, float]:
         """Mean CLAPScore and its 95% t-interval over scored rows (NaN when none).
 
         The interval is clipped to [0, 1], CLAPScore's range: with few rows or many zeros
         the t-interval reaches below 0, which no mean CLAPScore can be."""
-        n = self.n
+        n = self.scores.n
         if n == 0:
             return math.nan, math.nan, math.nan
-        mean = self.mean
+        mean = self.scores.mean
         if n < 2:
             return mean, math.nan, math.nan
         from scipy.stats import t
 
-        std = math.sqrt(max(self.m2, 0.0) / (n - 1))
+        std = math.sqrt(max(self.scores.m2, 0.0) / (n - 1))
         half = float(t.ppf(0.975, n - 1) * std / math.sqrt(n))
         return mean, max(mean - half, 0.0), min(mean + half, 1.0)
 
@@ -103,7 +121,7 @@ class ScoreSummary:
         lines = [
             f"rows: {self.rows}  scored: {self.scored}  failed: {self.failed}"
             + (f"  (resumed after {self.resumed})" if self.resumed else ""),
-            f"mean CLAPScore: {mean:.4f}  95% CI [{lo:.4f}, {hi:.4f}]  (n={self.n})",
+            f"mean CLAPScore: {mean:.4f}  95% CI [{lo:.4f}, {hi:.4f}]  (n={len(self.scores)})",
             f"model: {self.model_id}  revision: {self.revision}",
             f"device: {self.device} ({self.dtype})  time: {self.seconds:.1f} s"
             + (f"  cache hits: {self.cache_hits}" if self.cache_hits else ""),
@@ -116,7 +134,7 @@ class ScoreSummary:
             self.failed += 1
         else:
             self.scored += 1
-            self.add(score)
+            self.scores.append(score)
 
 
 def check_batch_size(batch_size: int) -> None:
@@ -217,7 +235,8 @@ class ScoreJob:
             raise UsageError(f"cannot open -o {out} for writing: {exc.strerror or exc}; choose "
                              "another output path") from None
         summary.resumed = done
-        meta = run_metadata(self.scorer, manifest, columns, n_rows, fingerprint) if out else {}
+        # the manifest's own row count (a selection's is the summary's "rows")
+        meta = run_metadata(self.scorer, manifest, columns, scan.rows, fingerprint) if out else {}
         kept = done  # rows known to be in the output file (for the message on failure)
         try:
             if out is not None:  # written first so that a killed run can be resumed safely
