@@ -197,10 +197,10 @@ def test_a_hanging_decoder_times_out_and_the_pool_goes_on(scorer, tmp_path, monk
     files = [str(write_wav(tmp_path / f"{n}.wav", noise_clip(0.3, seed=i)))
              for i, n in enumerate(["a", "stuck", "b", "c", "d"])]
     monkeypatch.setenv(HANG_HOOK_ENV, "stuck")
-    with DecoderPool(featurizer_of(scorer), workers=2, timeout=3) as pool:
+    with DecoderPool(featurizer_of(scorer), workers=2, timeout=8) as pool:
         got = list(pool.run([(0, files[:3]), (1, files[3:])]))
     assert [tag for tag, _ in got] == [0, 1]
     results = {**got[0][1], **got[1][1]}
-    assert "took longer than 3 s" in str(results[files[1]][1])
-    assert all(results[f][0] == "ok" for f in files if "stuck" not in f)
+    assert "took longer than 8 s" in str(results[files[1]][1]), results[files[1]]
+    assert all(results[f][0] == "ok" for f in files if "stuck" not in f), results
     assert pool.restarts >= 1

@@ -21,7 +21,8 @@ function of a picklable *featurizer* (:func:`featurizer_of`), never the model.
 
 Test hooks: a path containing the value of ``HUMANCLAP_TEST_DECODER_CRASH`` (an environment
 variable, unset in normal use) makes the worker ``os._exit(1)`` as a segfault would; one
-containing ``HUMANCLAP_TEST_DECODER_HANG``'s makes it sleep for an hour.
+containing ``HUMANCLAP_TEST_DECODER_HANG``'s makes it sleep for an hour. Both are read
+when a :class:`DecoderPool` is made, in the parent process.
 """
 
 from __future__ import annotations
@@ -71,14 +72,19 @@ def featurizer_of(scorer: Any) -> Callable[[str], tuple[Any, bool]] | None:
     return functools.partial(load_clip_features, extractor=extractor, fused=bool(fused))
 
 
-def decode_file(featurizer: Callable[[str], tuple[Any, bool]], path: str, want_hash: bool
-                ) -> Result:
+def hook_markers() -> tuple[str, str]:
+    """The crash / hang markers of the test hooks, read in the *parent*: a forkserver
+    started earlier would not see an environment variable set since."""
+    return os.environ.get(CRASH_HOOK_ENV, ""), os.environ.get(HANG_HOOK_ENV, "")
+
+
+def decode_file(featurizer: Callable[[str], tuple[Any, bool]], path: str, want_hash: bool,
+                hooks: tuple[str, str] = ("", "")) -> Result:
     """Worker body: the file's content hash (for the cache) and features, or its error."""
-    hook = os.environ.get(CRASH_HOOK_ENV)
-    if hook and hook in path:
+    crash, hang = hooks
+    if crash and crash in path:
         os._exit(1)  # what a segfaulting codec looks like from the parent
-    hook = os.environ.get(HANG_HOOK_ENV)
-    if hook and hook in path:
+    if hang and hang in path:
         time.sleep(3600)  # what a codec stuck in a loop looks like
     digest = ""
     if want_hash:
@@ -133,6 +139,7 @@ class DecoderPool:
         self.max_files = max(max_files, 2 * workers)
         self.lookup = lookup
         self.restarts = 0
+        self.hooks = hook_markers()
         self._pool: ProcessPoolExecutor | None = None
 
     # -- the process pool ---------------------------------------------------------------
@@ -191,10 +198,12 @@ class DecoderPool:
             if cached is not None:
                 return ("cached", cached)
         try:
-            fut = self._executor().submit(decode_file, self.featurizer, path, self.lookup is not None)
+            fut = self._executor().submit(decode_file, self.featurizer, path, self.lookup is not None,
+                                             self.hooks)
         except (BrokenProcessPool, RuntimeError):
             self._restart()
-            fut = self._executor().submit(decode_file, self.featurizer, path, self.lookup is not None)
+            fut = self._executor().submit(decode_file, self.featurizer, path, self.lookup is not None,
+                                             self.hooks)
         return fut, self.restarts
 
     def _crashed(self, path: str) -> Result:
