@@ -245,7 +245,9 @@ class EmbeddingEngine:
         if self.cache:
             cache = self.cache
             lookup = lambda digest: cache.get(cache.key("audio", digest))  # noqa: E731
-        pool = DecoderPool(featurizer, self.workers, max_files=max(2 * self.batch_size, 4 * self.workers),
+        # One batch decoding ahead, as the thread does (memory: --batch-size clips of
+        # features), and enough files that every worker has some queued.
+        pool = DecoderPool(featurizer, self.workers, max_files=max(self.batch_size, 4 * self.workers),
                            lookup=lookup)
         with pool:
             for tag, results in pool.run((tag, self._new_files(paths)) for tag, paths in batches):
