@@ -29,6 +29,12 @@ rows differ from those recorded; then rerun with --overwrite. After a failed
 write (e.g. a full disk) the rows written so far are kept: free space and rerun
 with --resume.
 
+scale: the manifest is streamed and embeddings are kept only for the rows in
+flight (a text or file seen again much later is looked up in --cache, or
+embedded again: same number), so memory does not grow with the number of rows.
+--workers N decodes audio in N processes; a file that crashes its process gets
+an error row and the pool restarts.
+
 exit codes: 0 every row scored; 1 some rows failed (the others are scored and
 written); 2 usage error or bad input (bad flags, unreadable manifest, missing
 columns, model that cannot be loaded, an output that would overwrite an input
@@ -72,6 +78,11 @@ def add_parser(subparsers) -> None:
                    help="keep the rows already in -o OUT and score the rest (see resume below)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing non-empty -o OUT (without it, such a file is refused)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="decoder processes (decode + resample + features) feeding the model in "
+                   "order; 0 decodes in the main process (one background thread; for debugging). "
+                   "Default: on a GPU min(4, cores-1), on a CPU 0 up to 4 cores, else cores/4 (at "
+                   "most 4). A file that crashes a worker gets an error row; the others score")
     flags.add_progress(p, help="progress bar (default: on when stderr is a terminal)")
     p.add_argument("--shard", metavar="K/N",
                    help="score only part K (from 0) of N contiguous blocks of rows into "
@@ -83,10 +94,10 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from humanclap.errors import UsageError
-    from humanclap.io import resolve_path, table_digest
+    from humanclap.io import resolve_path
     from humanclap.scoring.cache import check_cache_folder
     from humanclap.scoring.output_guard import check_output, check_resume
-    from humanclap.scoring.rows import output_format, read_manifest, row_problem
+    from humanclap.scoring.rows import output_format, row_problem, scan_manifest
 
     # The cheap checks first: a bad manifest, flag or output fails before a model is loaded
     # (the job repeats them, and checks the model against OUT.meta.json, once it is loaded).
@@ -94,7 +105,9 @@ def run(args: argparse.Namespace) -> int:
     from humanclap.scoring.parts import parse_shard, part_path
 
     flags.check_batch_size(args.batch_size)
-    rows, columns = read_manifest(args.manifest)
+    if args.workers is not None and args.workers < 0:
+        raise UsageError(f"--workers must be 0 (decode in the main process) or more, got {args.workers}")
+    scan = scan_manifest(args.manifest)  # streamed: a manifest of millions of rows is never held
     output_format(args.output)
     if args.resume and not args.output:
         raise UsageError("--resume needs -o OUT: there is no file to resume on stdout")
@@ -113,23 +126,25 @@ def run(args: argparse.Namespace) -> int:
                          "and joined into OUT; standard output cannot be split")
     target = part_path(args.output, *part) if part else args.output
     root = args.audio_root or Path(args.manifest).resolve().parent
-    audio = [None if row_problem(r) else str(resolve_path(r["audio"], root)) for r in rows]
-    digest = table_digest(columns, rows)
     # Under torchrun rank 0 replaces OUT by the merged parts: OUT follows the same rules.
     for path in dict.fromkeys([target, *([args.output] if ranks else [])]):
-        check_output(path, args.manifest, args.resume, args.overwrite, audio)
+        check_output(path, args.manifest, args.resume, args.overwrite,
+                     (None if row_problem(r) else str(resolve_path(r["audio"], root))
+                      for r in scan.iter_rows()))
         if args.resume:
-            check_resume(Path(path), columns, digest)
+            check_resume(Path(path), scan.columns, scan.fingerprint)
     flags.check_compute(args.device, args.dtype)
     if args.cache:
         check_cache_folder(args.cache)
+    from humanclap.scoring.decode import default_workers
     from humanclap.scoring.job import ScoreJob
     from humanclap.scoring.loader import load_scorer
     from humanclap.scoring.scorer import quiet_transformers
 
     quiet_transformers()
     scorer = load_scorer(args.model, device=args.device, dtype=args.dtype)
-    summary = ScoreJob(scorer, batch_size=args.batch_size, cache_dir=args.cache).run(
+    workers = default_workers(str(scorer.device)) if args.workers is None else args.workers
+    summary = ScoreJob(scorer, batch_size=args.batch_size, cache_dir=args.cache, workers=workers).run(
         args.manifest, target, audio_root=args.audio_root, resume=args.resume,
         progress=args.progress, overwrite=args.overwrite, part=part)
     if ranks:

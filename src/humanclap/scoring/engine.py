@@ -13,6 +13,13 @@ run: ``humanclap score`` (through :class:`~humanclap.scoring.job.ScoreJob`), eva
   ``audio_err``), never raised: the rows or pairs that use it get the message, the same
   message with or without a cache.
 
+Bounded memory (``humanclap score`` at scale): with ``text_capacity`` / ``audio_capacity``
+the engine keeps at most that many text / audio embeddings, least recently used first out
+(:class:`LRU`); a text or file used again after eviction is looked up in the cache, or
+embedded again (same bits). Without them (evaluation) everything is kept. With
+``workers > 0`` decoding runs in :class:`~humanclap.scoring.decode.DecoderPool` processes
+instead of the one background thread.
+
 Exactly reproducible: the engine's ``batch_size`` is only how many files are decoded per
 background step (and per ``yield`` of :meth:`EmbeddingEngine.embed_audio_batches`);
 forward passes are always ``AUDIO_CHUNK`` clips (long and short clips apart), and texts go
@@ -23,7 +30,9 @@ same bits whatever the batch size and whatever else the run embeds.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -34,6 +43,7 @@ from humanclap.defaults import TEXT_MAX_LENGTH
 from humanclap.errors import AudioError
 from humanclap.scoring.audio import AudioInput, audio_bytes_hash, describe
 from humanclap.scoring.cache import EmbeddingCache
+from humanclap.scoring.decode import DecoderPool, featurizer_of
 from humanclap.scoring.protocol import AUDIO_CHUNK, Scorer
 
 # What prepare() found for each new file of a batch: its cached embedding, its
@@ -72,6 +82,29 @@ def open_cache(folder: str | Path, scorer: Scorer) -> EmbeddingCache:
     return EmbeddingCache(folder, key)
 
 
+class LRU(OrderedDict):
+    """A dict that keeps at most ``capacity`` entries (None: no bound), dropping the least
+    recently set or :meth:`touch`-ed one first."""
+
+    def __init__(self, capacity: int | None = None):
+        super().__init__()
+        self.capacity = capacity
+
+    def __setitem__(self, key, value) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        if self.capacity is not None:
+            while len(self) > self.capacity:
+                self.popitem(last=False)
+
+    def touch(self, key) -> bool:
+        """Mark ``key`` as just used; False when it is not here."""
+        if key not in self:
+            return False
+        self.move_to_end(key)
+        return True
+
+
 class EmbeddingEngine:
     """Embeds texts and audio files for one scorer; see the module docstring.
 
@@ -79,18 +112,28 @@ class EmbeddingEngine:
     ``audio_err`` (path -> AudioError). ``batch_size``: files decoded per background step
     (a prefetch size; memory is bounded by it). It never decides a forward pass: those
     are ``AUDIO_CHUNK`` clips each, so no embedding depends on it or on its neighbours.
+    ``text_capacity`` / ``audio_capacity``: bounds of those maps (None: unbounded);
+    ``workers``: decoder processes (0: one background thread in this process).
     """
 
-    def __init__(self, scorer: Scorer, batch_size: int = 8, cache: EmbeddingCache | None = None):
+    def __init__(self, scorer: Scorer, batch_size: int = 8, cache: EmbeddingCache | None = None,
+                 text_capacity: int | None = None, audio_capacity: int | None = None,
+                 workers: int = 0):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.scorer = scorer
         self.batch_size = batch_size
         self.cache = cache
-        self.text_emb: dict[str, np.ndarray] = {}
-        self.audio_emb: dict[str, np.ndarray] = {}
-        self.audio_err: dict[str, AudioError] = {}
-        self.submitted: set[str] = set()  # files handed to prepare(): each is decoded once
+        self.workers = workers
+        self.text_emb: LRU = LRU(text_capacity)
+        self.audio_emb: LRU = LRU(audio_capacity)
+        self.audio_err: LRU = LRU(audio_capacity)
+        # Files handed to decoding and not embedded yet: skipped by later batches (each file
+        # is decoded once while it is in flight or remembered).
+        self._pending: set[str] = set()
+        self._lock = threading.Lock()  # the prefetch thread reads the maps the main one writes
+        self.decoded = 0  # files handed to decoding (counts())
+        self.decoder_restarts = 0  # decoder pools restarted after a crash or hang
 
     def features_of(self, item: AudioInput) -> tuple[Any, bool]:
         """Features of one audio item with this engine's scorer (see :func:`features_of`)."""
@@ -104,7 +147,7 @@ class EmbeddingEngine:
         list decides the batches, so the same texts give the same bits."""
         todo = []
         for text in dict.fromkeys(texts):
-            if text in self.text_emb or not text.strip():
+            if not text.strip() or self.text_emb.touch(text):
                 continue
             cached = self.cache.get(self.cache.key("text", text)) if self.cache else None
             if cached is not None:
@@ -121,10 +164,7 @@ class EmbeddingEngine:
     def prepare(self, paths: Sequence[str]) -> BatchPrep:
         """Decode + featurise the files of a batch not seen before (the background stage)."""
         prep: BatchPrep = {}
-        for path in paths:
-            if path in self.submitted:
-                continue
-            self.submitted.add(path)
+        for path in self._new_files(paths):
             try:
                 # Hashed inside the try: a file that cannot be opened is this file's error.
                 digest = audio_bytes_hash(path) if self.cache else ""
@@ -145,41 +185,103 @@ class EmbeddingEngine:
                 prep[path] = unreadable(path, exc)
         return prep
 
+    def _new_files(self, paths: Iterable[str]) -> list[str]:
+        """The files of a batch that are neither remembered nor in flight, now marked in
+        flight; remembered ones are touched so that they outlive the batches in flight."""
+        new = []
+        with self._lock:
+            for path in dict.fromkeys(paths):
+                if path in self._pending or self.audio_emb.touch(path) or self.audio_err.touch(path):
+                    continue
+                self._pending.add(path)
+                new.append(path)
+        self.decoded += len(new)
+        return new
+
     def embed_prepared(self, prep: BatchPrep) -> None:
         """Embed what :meth:`prepare` featurised: ``AUDIO_CHUNK`` clips per forward pass,
         short clips before long ones (fused models embed the two kinds apart)."""
         to_embed = [(p, v) for p, v in prep.items() if isinstance(v, tuple)]
         to_embed.sort(key=lambda pv: bool(pv[1][1]))  # stable: input order within each kind
+        done: dict[str, Any] = {}
+        errors: dict[str, AudioError] = {}
         for p, v in prep.items():
             if isinstance(v, np.ndarray):
-                self.audio_emb[p] = v
+                done[p] = v
             elif isinstance(v, AudioError):
-                self.audio_err[p] = v
+                errors[p] = v
         for i in range(0, len(to_embed), AUDIO_CHUNK):
             chunk = to_embed[i : i + AUDIO_CHUNK]
             vecs = self.scorer.embed_features([(f, longer) for _, (f, longer, _) in chunk],
                                               pad_to=AUDIO_CHUNK)
             for (path, _), vec in zip(chunk, vecs):
-                self.audio_emb[path] = vec
+                done[path] = vec
             if self.cache:
                 self.cache.put_many({self.cache.key("audio", d): v
                                      for (_, (_, _, d)), v in zip(chunk, vecs) if d})
+        with self._lock:
+            for p in prep:  # in input order, so the LRU drops the oldest first
+                if p in done:
+                    self.audio_emb[p] = done[p]
+                else:
+                    self.audio_err[p] = errors[p]
+                self._pending.discard(p)
 
     def embed_audio_batches(self, batches: Sequence[Sequence[str]]) -> Iterator[int]:
         """Embed the new files of each batch in turn, decoding batch ``b + 1`` in a background
         thread while batch ``b`` is embedded; yields ``b`` once batch ``b``'s files are in
         ``audio_emb`` / ``audio_err`` (callers write their rows at that point)."""
-        batches = [list(b) for b in batches]
-        if not batches:
+        yield from self.embed_audio_stream((b, list(paths)) for b, paths in enumerate(batches))
+
+    def embed_audio_stream(self, batches: Iterable[tuple[Any, Sequence[str]]]) -> Iterator[Any]:
+        """:meth:`embed_audio_batches` for a stream of ``(tag, paths)`` (consumed lazily, a
+        bounded number of batches ahead): yields each ``tag`` in order once its files are
+        embedded. With ``workers > 0`` the decoding runs in a :class:`DecoderPool`."""
+        featurizer = featurizer_of(self.scorer) if self.workers > 0 else None
+        if featurizer is None:
+            yield from self._threaded(batches)
+            return
+        lookup = None
+        if self.cache:
+            cache = self.cache
+            lookup = lambda digest: cache.get(cache.key("audio", digest))  # noqa: E731
+        # One batch decoding ahead, as the thread does (memory: --batch-size clips of
+        # features), and enough files that every worker has some queued.
+        pool = DecoderPool(featurizer, self.workers, max_files=max(self.batch_size, 4 * self.workers),
+                           lookup=lookup)
+        with pool:
+            for tag, results in pool.run((tag, self._new_files(paths)) for tag, paths in batches):
+                prep: BatchPrep = {}
+                for path, res in results.items():
+                    if res[0] == "ok":
+                        prep[path] = (res[1], res[2], res[3])
+                    elif res[0] == "cached":
+                        prep[path] = res[1]
+                    else:
+                        prep[path] = res[1]
+                self.embed_prepared(prep)
+                self.decoder_restarts = pool.restarts
+                yield tag
+
+    def _threaded(self, batches: Iterable[tuple[Any, Sequence[str]]]) -> Iterator[Any]:
+        """Decode the next batch in one background thread while this one is embedded."""
+        source = iter(batches)
+        first = next(source, None)
+        if first is None:
             return
         with ThreadPoolExecutor(max_workers=1) as pool:
-            pending: Future = pool.submit(self.prepare, batches[0])
-            for b in range(len(batches)):
+            tag, paths = first
+            pending: Future = pool.submit(self.prepare, list(paths))
+            while True:
                 prep = pending.result()
-                if b + 1 < len(batches):
-                    pending = pool.submit(self.prepare, batches[b + 1])
+                nxt = next(source, None)
+                if nxt is not None:
+                    pending = pool.submit(self.prepare, list(nxt[1]))
                 self.embed_prepared(prep)
-                yield b
+                yield tag
+                if nxt is None:
+                    return
+                tag = nxt[0]
 
     def embed_unique(self, paths: Sequence[str], texts: Sequence[str],
                      progress: bool | None = None) -> None:
@@ -207,5 +309,5 @@ class EmbeddingEngine:
 
     def counts(self) -> dict[str, int]:
         """Work done so far: texts embedded, audio files decoded, embedded and failed."""
-        return {"texts_embedded": len(self.text_emb), "audio_decoded": len(self.submitted),
+        return {"texts_embedded": len(self.text_emb), "audio_decoded": self.decoded,
                 "audio_embedded": len(self.audio_emb), "audio_failed": len(self.audio_err)}

@@ -2,10 +2,17 @@
 
 The embedding work is the :class:`~humanclap.scoring.engine.EmbeddingEngine`'s (each
 unique text and file once, cache, background decoding, and the model's forward shape);
-this module adds the rows: read the manifest, check the output may be written
-(:mod:`~humanclap.scoring.output_guard`), embed the texts, walk the rows in steps of
-``batch_size`` rows, write each step's rows in input order once its files are embedded,
-and keep ``OUT.meta.json`` beside the output. A bad row (missing/corrupt file, NaN
+this module adds the rows: scan the manifest once (columns, count, fingerprint), check the
+output may be written (:mod:`~humanclap.scoring.output_guard`), then stream the rows again
+in steps of ``batch_size`` rows, embed each step's texts and files, write its rows in input
+order, and keep ``OUT.meta.json`` beside the output.
+
+Memory is bounded by the batches in flight, not by the number of rows: the manifest is
+streamed, texts live in an LRU of ``TEXT_LRU`` embeddings (backed by ``--cache``), audio
+embeddings in an LRU of ``AUDIO_LRU`` (a file repeated within that window is embedded once;
+one repeated further apart is embedded again, unless ``--cache`` is on), and the summary is
+a running (Welford) mean and variance. Every embedding has the same bits whatever else is
+embedded with it (fixed forward shapes), so none of this changes a score. A bad row (missing/corrupt file, NaN
 samples, empty text, a JSONL row without ``audio``, a NaN embedding) gets an ``error`` and
 the job goes on. A failed write (full disk, I/O error) stops the job as a
 :class:`~humanclap.errors.UsageError` that says how many rows were kept.
@@ -17,34 +24,71 @@ import errno
 import math
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from humanclap.defaults import MAX_BATCH_SIZE
 from humanclap.errors import UsageError
-from humanclap.io import resolve_path, table_digest, write_json
+from humanclap.io import resolve_path, write_json
 from humanclap.scoring.clapscore import clapscore
 from humanclap.scoring.engine import EmbeddingEngine, open_cache
 from humanclap.scoring.output_guard import (check_output, check_resume, make_parent, meta_path,
                                             run_metadata)
 from humanclap.scoring.parts import part_range, part_record
 from humanclap.scoring.protocol import Scorer
-from humanclap.scoring.rows import (checked_cosine, done_score, open_output, read_manifest,
-                                    row_problem)
+from humanclap.scoring.rows import checked_cosine, open_output, row_problem, scan_manifest
+
+# Embeddings kept in memory: enough for every text/file of the batches in flight many
+# times over (MAX_BATCH_SIZE rows a step), small next to a model (16 Ki x 512 float32 =
+# 32 MiB at LAION's width). A text or file used again after eviction costs a cache lookup
+# (--cache) or a new forward pass, never a different number.
+TEXT_LRU = 16384
+AUDIO_LRU = 8192
+
+
+class RunningStats:
+    """Count, mean and sum of squared deviations of a stream of scores (Welford's
+    algorithm): what the summary needs, in constant memory. ``append``/``extend``/``len``
+    as on the list of scores it replaces."""
+
+    __slots__ = ("n", "mean", "m2")
+
+    def __init__(self, scores: Iterable[float] = ()):
+        self.n, self.mean, self.m2 = 0, 0.0, 0.0
+        self.extend(scores)
+
+    def append(self, score: float) -> None:
+        self.n += 1
+        delta = score - self.mean
+        self.mean += delta / self.n
+        self.m2 += delta * (score - self.mean)
+
+    def extend(self, scores: Iterable[float]) -> None:
+        for x in scores:
+            self.append(float(x))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __repr__(self) -> str:
+        return f"RunningStats(n={self.n}, mean={self.mean})"
 
 
 @dataclass
 class ScoreSummary:
-    """What a run did; printed on stderr and returned to Python callers."""
+    """What a run did; printed on stderr and returned to Python callers.
+
+    ``scores`` is summarised as it comes (:class:`RunningStats`), never kept: a run of
+    millions of rows needs no list of them (a list passed in is summarised)."""
 
     rows: int = 0
     scored: int = 0
     failed: int = 0
     resumed: int = 0
-    scores: list[float] = field(default_factory=list)
+    scores: RunningStats = field(default_factory=RunningStats)
     seconds: float = 0.0
     model_id: str = ""
     revision: str = ""
@@ -52,20 +96,25 @@ class ScoreSummary:
     dtype: str = ""
     cache_hits: int = 0
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.scores, RunningStats):
+            self.scores = RunningStats(self.scores)
+
     def mean_ci(self) -> tuple[float, float, float]:
         """Mean CLAPScore and its 95% t-interval over scored rows (NaN when none).
 
         The interval is clipped to [0, 1], CLAPScore's range: with few rows or many zeros
         the t-interval reaches below 0, which no mean CLAPScore can be."""
-        n = len(self.scores)
+        n = self.scores.n
         if n == 0:
             return math.nan, math.nan, math.nan
-        mean = float(np.mean(self.scores))
+        mean = self.scores.mean
         if n < 2:
             return mean, math.nan, math.nan
         from scipy.stats import t
 
-        half = float(t.ppf(0.975, n - 1) * np.std(self.scores, ddof=1) / math.sqrt(n))
+        std = math.sqrt(max(self.scores.m2, 0.0) / (n - 1))
+        half = float(t.ppf(0.975, n - 1) * std / math.sqrt(n))
         return mean, max(mean - half, 0.0), min(mean + half, 1.0)
 
     def text(self) -> str:
@@ -79,6 +128,14 @@ class ScoreSummary:
             + (f"  cache hits: {self.cache_hits}" if self.cache_hits else ""),
         ]
         return "\n".join(lines)
+
+    def count(self, score: float | None) -> None:
+        """Count one row: its CLAPScore, or None for a row with an error."""
+        if score is None:
+            self.failed += 1
+        else:
+            self.scored += 1
+            self.scores.append(score)
 
 
 def check_batch_size(batch_size: int) -> None:
@@ -102,73 +159,102 @@ def steps(first: int, n: int, size: int) -> list[range]:
     return out
 
 
+def chunks(rows: Iterator[Any], first: int, size: int) -> Iterator[list[Any]]:
+    """:func:`steps` over a stream: the items after the ``first`` done, in lists that end
+    at multiples of ``size`` (counted from the start of the stream)."""
+    i = first
+    while True:
+        step = list(islice(rows, (i // size + 1) * size - i))
+        if not step:
+            return
+        yield step
+        i += len(step)
+
+
+RowSelector = Callable[[int], bool]
+
+
 class ScoreJob:
     """Scores a manifest with one model; see module docstring.
 
     ``batch_size`` is how many rows are prepared (decoded ahead) and written per step; it
-    never changes a score: the engine forwards clips in its own fixed shape."""
+    never changes a score: the engine forwards clips in its own fixed shape. ``workers``:
+    decoder processes (0: decode in this process, in one background thread)."""
 
-    def __init__(self, scorer: Scorer, batch_size: int = 8, cache_dir: str | None = None):
+    def __init__(self, scorer: Scorer, batch_size: int = 8, cache_dir: str | None = None,
+                 workers: int = 0):
         check_batch_size(batch_size)
+        if workers < 0:
+            raise UsageError(f"--workers must be 0 (decode in the main process) or more, got {workers}")
         self.scorer = scorer
         self.batch_size = batch_size
-        # No batch size for the engine: its forward shape is its own, so that --batch-size
+        # No batch size for the engine's forward: its shape is its own, so that --batch-size
         # 1000 on 3 rows does not pad a forward to 1000 clips.
-        self.engine = EmbeddingEngine(scorer, cache=open_cache(cache_dir, scorer) if cache_dir else None)
+        self.engine = EmbeddingEngine(scorer, batch_size=batch_size,
+                                      cache=open_cache(cache_dir, scorer) if cache_dir else None,
+                                      text_capacity=max(TEXT_LRU, 4 * batch_size),
+                                      audio_capacity=max(AUDIO_LRU, 4 * batch_size + 8 * workers),
+                                      workers=workers)
 
     # -- the job -----------------------------------------------------------------------
     def run(self, manifest: str | Path, output: str | Path | None = None,
             audio_root: str | Path | None = None, resume: bool = False,
             progress: bool | None = None, overwrite: bool = False,
+            select: RowSelector | None = None,
             part: tuple[int, int] | None = None) -> ScoreSummary:
         """Score every row of ``manifest`` into ``output`` (JSONL on stdout when None).
 
         An existing non-empty ``output`` is refused unless ``resume`` (keep its rows, after
         :func:`~humanclap.scoring.output_guard.check_resume`) or ``overwrite``.
 
+        ``select(i)``: score only the manifest rows (0-based index ``i``) it accepts, e.g.
+        ``lambda i: i % N == K`` for rank K of N; the output holds exactly those rows, in
+        order, and the summary and ``OUT.meta.json`` counts cover them. The fingerprint is
+        still the whole manifest's, so ``--resume`` checks the same input. It must be a
+        pure function of ``i`` (a resumed run must select the same rows).
+
         ``part=(k, n)``: score only contiguous block ``k`` of ``n`` of the rows
         (:func:`~humanclap.scoring.parts.part_range`) into ``output``, a part file; its meta
         records the block and the whole manifest's fingerprint, for ``merge``."""
         start = time.perf_counter()
-        rows, columns = read_manifest(manifest)
-        fingerprint = table_digest(columns, rows)  # of the whole manifest, also for a part
-        n_manifest = len(rows)
+        scan = scan_manifest(manifest)
+        columns, fingerprint = scan.columns, scan.fingerprint
         if part is not None:
-            block = part_range(n_manifest, *part)
-            rows = rows[block.start:block.stop]
+            if select is not None:
+                raise UsageError("pass either part or select, not both")
+            block = part_range(scan.rows, *part)
+            select = lambda i: block.start <= i < block.stop  # noqa: E731
         root = Path(audio_root) if audio_root else Path(manifest).resolve().parent
-        problems = [row_problem(r) for r in rows]
-        paths = [None if bad else str(resolve_path(r["audio"], root)) for r, bad in zip(rows, problems)]
+        n_rows = scan.rows if select is None else sum(1 for i in range(scan.rows) if select(i))
         out = None if output is None else Path(output)
         # Everything that can refuse the output runs before anything is opened for writing.
-        check_output(out, manifest, resume, overwrite, paths)
+        check_output(out, manifest, resume, overwrite,
+                     (None if row_problem(r) else str(resolve_path(r["audio"], root))
+                      for r in scan.iter_rows()))  # lazy: read only when OUT already exists
         if resume and out is not None:
             check_resume(out, columns, fingerprint, self.scorer)
         if out is not None:
             make_parent(out)
+        summary = ScoreSummary(rows=n_rows, model_id=self.scorer.info.model_id,
+                               revision=self.scorer.info.revision, device=str(self.scorer.device),
+                               dtype=self.scorer.dtype)
+        rows = self._selected(scan.iter_rows(), select)
         try:
-            writer, done = open_output(out, rows, columns, resume)
+            writer, done = open_output(out, (r for _, r in rows), columns, resume, summary.count) \
+                if out is not None else open_output(None, (), columns, resume)
         except OSError as exc:  # e.g. permission denied, a symlink loop
             raise UsageError(f"cannot open -o {out} for writing: {exc.strerror or exc}; choose "
                              "another output path") from None
-        summary = ScoreSummary(rows=len(rows), resumed=len(done), model_id=self.scorer.info.model_id,
-                               revision=self.scorer.info.revision, device=str(self.scorer.device),
-                               dtype=self.scorer.dtype)
-        meta = run_metadata(self.scorer, manifest, columns, n_manifest, fingerprint) if out else {}
+        summary.resumed = done
+        # the manifest's own row count (a selection's is the summary's "rows")
+        meta = run_metadata(self.scorer, manifest, columns, scan.rows, fingerprint) if out else {}
         if part is not None and out is not None:
-            meta["part"] = part_record(n_manifest, *part)
-        kept = len(done)  # rows known to be in the output file (for the message on failure)
+            meta["part"] = part_record(scan.rows, *part)
+        kept = done  # rows known to be in the output file (for the message on failure)
         try:
             if out is not None:  # written first so that a killed run can be resumed safely
                 write_run_metadata(out, meta, summary)
-            for i, old in enumerate(done):  # the summary covers the whole output file
-                score = done_score(out, i, old)
-                if score is None:
-                    summary.failed += 1
-                else:
-                    summary.scored += 1
-                    summary.scores.append(score)
-            for n in self._score_rows(rows, paths, problems, len(done), writer, summary, progress):
+            for n in self._score_rows(rows, root, done, n_rows, writer, summary, progress):
                 kept = n
             if self.engine.cache:
                 summary.cache_hits = self.engine.cache.hits
@@ -189,33 +275,48 @@ class ScoreJob:
                     pass  # the buffered rest of a failed write fails again: already reported
         return summary
 
-    def _score_rows(self, rows: list[dict[str, Any]], paths: list[str | None], problems: list[str],
-                    first: int, writer, summary: ScoreSummary, progress: bool | None):
-        """Score and write rows ``first..``; yields the rows in the file after each flush."""
+    @staticmethod
+    def _selected(rows: Iterator[dict[str, Any]], select: RowSelector | None
+                  ) -> Iterator[tuple[int, dict[str, Any]]]:
+        """``(manifest index, row)`` of the rows this job scores, as one shared iterator:
+        resume consumes the rows done from it, scoring streams on from there."""
+        return (ir for ir in enumerate(rows) if select is None or select(ir[0]))
+
+    def _score_rows(self, rows: Iterator[tuple[int, dict[str, Any]]], root: Path, first: int,
+                    total: int, writer, summary: ScoreSummary, progress: bool | None):
+        """Score and write the rows after the ``first`` done; yields the rows in the file
+        after each flush."""
         engine = self.engine
-        # Texts of *all* usable rows, done or not: text batches are then the same in a
-        # resumed run as in an uninterrupted one, so the resumed file is byte-identical.
-        engine.embed_texts([r["text"] for r, bad in zip(rows, problems) if not bad])
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(rows) - first, unit="row", desc="scoring", file=sys.stderr,
+        bar = tqdm(total=total - first, unit="row", desc="scoring", file=sys.stderr,
                    disable=not (sys.stderr.isatty() if progress is None else progress))
-        todo = steps(first, len(rows), self.batch_size)
-        for b in engine.embed_audio_batches([[paths[i] for i in step if paths[i]] for step in todo]):
-            for i in todo[b]:
-                if problems[i]:
-                    cosine, error = None, problems[i]
+
+        def prepared() -> Iterator[tuple[tuple[int, list], list[str]]]:
+            # Runs ahead of the writing by the batches the engine decodes in advance.
+            written = first
+            for step in chunks(rows, first, self.batch_size):
+                items = []
+                for _, row in step:
+                    problem = row_problem(row)
+                    items.append((row, problem, None if problem else str(resolve_path(row["audio"], root))))
+                written += len(step)
+                yield (written, items), [p for _, bad, p in items if not bad]
+
+        for written, items in engine.embed_audio_stream(prepared()):
+            # Texts per step, after the step's audio: the LRU keeps them while they are
+            # used; each text's bits do not depend on the others embedded with it.
+            engine.embed_texts([row["text"] for row, bad, _ in items if not bad])
+            for row, problem, path in items:
+                if problem:
+                    cosine, error = None, problem
                 else:
-                    cosine, error = checked_cosine(*engine.cosine(paths[i], rows[i]["text"]))
-                writer.write(rows[i], cosine, error)
-                if error:
-                    summary.failed += 1
-                else:
-                    summary.scored += 1
-                    summary.scores.append(float(clapscore(cosine)))
+                    cosine, error = checked_cosine(*engine.cosine(path, row["text"]))
+                writer.write(row, cosine, error)
+                summary.count(None if error else float(clapscore(cosine)))
             writer.flush()
-            bar.update(len(todo[b]))
-            yield todo[b].stop
+            bar.update(len(items))
+            yield written
         bar.close()
 
 

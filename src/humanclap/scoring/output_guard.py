@@ -69,9 +69,9 @@ def check_output(output: str | Path | None, manifest: str | Path, resume: bool =
             raise UsageError(f"-o {out}: {written[_file_id(manifest)]} is the manifest {manifest} "
                              "itself (the same file under another name); writing it would destroy "
                              "the input; choose another output path")
-        # One stat per distinct audio file, and only when OUT already exists: a new file
-        # cannot be one of them.
-        for audio in dict.fromkeys(p for p in audio_paths if p):
+        # Only when OUT already exists (a new file cannot be one of them); streamed, one
+        # stat per row, so a manifest of millions of rows is never held in memory.
+        for audio in (p for p in audio_paths if p):
             if _file_id(audio) in written:
                 raise UsageError(f"-o {out}: {written[_file_id(audio)]} is the audio file {audio} "
                                  "of the manifest; choose another output path")

@@ -17,14 +17,15 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
 from humanclap.errors import UsageError
-from humanclap.io import json_safe, read_table
+from humanclap.io import TableDigest, iter_rows, json_safe, read_table, table_format
 from humanclap.scoring.clapscore import clapscore
 
 OUTPUT_COLUMNS = ("clapscore", "cosine", "error")
@@ -35,7 +36,45 @@ def read_manifest(path: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
     """Rows and column names of a CSV/JSONL manifest (:func:`humanclap.io.read_table`)
     with ``audio`` and ``text`` columns and none of the output columns."""
     table = read_table(path, "manifest")
-    path, rows, columns = table.path, table.rows, table.columns
+    _check_columns(table.path, table.columns, len(table.rows))
+    return table.rows, table.columns
+
+
+@dataclass
+class ManifestScan:
+    """What one streaming pass over a manifest found: its columns (for JSONL, every key in
+    first-seen order), the number of rows and the resume fingerprint
+    (:class:`humanclap.io.TableDigest`, equal to ``table_digest(columns, rows)``)."""
+
+    path: Path
+    fmt: str
+    columns: list[str]
+    rows: int
+    fingerprint: str
+
+    def iter_rows(self) -> Iterator[dict[str, Any]]:
+        """The rows again, one at a time (the file is read anew: nothing is kept)."""
+        return iter_rows(self.path, self.fmt, [], "manifest")
+
+
+def scan_manifest(path: str | Path) -> ManifestScan:
+    """:func:`read_manifest`'s checks in one streaming pass, in memory bounded by one row:
+    the same errors, and the fingerprint computed on the way."""
+    path = Path(path)
+    fmt = table_format(path, "manifest")
+    if not path.exists():
+        raise UsageError(f"manifest {path} not found")
+    if not path.is_file():
+        raise UsageError(f"manifest {path} is not a file")
+    columns: list[str] = []
+    digest = TableDigest()
+    for row in iter_rows(path, fmt, columns, "manifest"):
+        digest.add(row)
+    _check_columns(path, columns, digest.rows)
+    return ManifestScan(path, fmt, columns, digest.rows, digest.hexdigest(columns))
+
+
+def _check_columns(path: Path, columns: list[str], rows: int) -> None:
     missing = [c for c in ("audio", "text") if c not in columns]
     if missing:
         raise UsageError(f"manifest {path} lacks column(s) {', '.join(missing)}; "
@@ -46,7 +85,6 @@ def read_manifest(path: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
                          "rename them or pass the original manifest")
     if not rows:
         raise UsageError(f"manifest {path} has no rows")
-    return rows, columns
 
 
 def _json_type(value: Any) -> str:
@@ -150,59 +188,52 @@ def output_format(path: str | Path | None) -> str:
 
 
 # -- resume: the complete records already in an output file ---------------------------
-def _lines(raw: bytes) -> list[tuple[bytes, int]]:
-    """``raw`` split after each ``\\n`` (only there: a ``\\r`` inside a quoted cell is data),
-    each with the byte offset where it ends."""
-    out, pos = [], 0
-    while pos < len(raw):
-        nl = raw.find(b"\n", pos)
-        end = len(raw) if nl < 0 else nl + 1
-        out.append((raw[pos:end], end))
-        pos = end
-    return out
+# Streamed: a resumed run reads the rows already written one at a time (to check them and
+# count them into the summary), so resuming 2 M rows needs no more memory than scoring.
+def _lines(f: IO[bytes]) -> Iterator[tuple[bytes, int]]:
+    """The lines of a binary file, split after each ``\\n`` only (a ``\\r`` inside a quoted
+    cell is data: binary iteration splits on ``\\n`` alone), each with its end offset."""
+    pos = 0
+    for line in f:
+        pos += len(line)
+        yield line, pos
 
 
-def _csv_records(path: Path, raw: bytes) -> tuple[list[list[str]], int]:
-    """The records of ``raw`` that the csv module parses completely and that end with a
-    newline outside quotes, and the byte offset after the last of them.
+def _csv_records(path: Path, f: IO[bytes]) -> Iterator[tuple[list[str], int]]:
+    """The records that the csv module parses completely and that end with a newline
+    outside quotes, each with the byte offset after it.
 
     A cut inside a quoted multi-line cell leaves lines that end with ``\\n`` but belong to
     an open record: the strict reader then fails at the end of the data, and everything
     from that record's first line on is dropped. A failure *before* the end is not a cut
     but a file that was not written by ``humanclap score``: refused."""
-    lines = _lines(raw)
-    consumed = 0
+    lines = _lines(f)
+    last: list[tuple[bytes, int]] = []
 
     def feed() -> Iterator[str]:
-        nonlocal consumed
-        for chunk, _ in lines:
-            consumed += 1
+        for chunk, end in lines:
+            last[:] = [(chunk, end)]
             complete = chunk.endswith(b"\n")
             # only the last line can be cut inside a UTF-8 sequence; it is dropped anyway
             yield chunk.decode("utf-8", "strict" if complete else "replace")
 
-    records: list[list[str]] = []
-    keep = 0
     reader = csv.reader(feed(), strict=True)
     try:
         for record in reader:  # the reader pulls exactly the lines of one record, no more
-            chunk, end = lines[consumed - 1]
+            chunk, end = last[0]
             if not chunk.endswith(b"\n"):
-                break  # the last record lacks its newline: its last cell may be cut short
-            records.append(record)
-            keep = end
+                return  # the last record lacks its newline: its last cell may be cut short
+            yield record, end
     except (csv.Error, UnicodeDecodeError) as exc:
-        if consumed < len(lines):
+        if next(lines, None) is not None:  # more data after the failure: not a cut
             raise UsageError(f"cannot resume: {path}, line {reader.line_num}, is not CSV written by "
                              f"humanclap score ({exc}); {RERUN}") from None
-    return records, keep
 
 
-def _jsonl_records(path: Path, raw: bytes) -> tuple[list[dict[str, Any]], int]:
-    rows, keep = [], 0
-    for lineno, (chunk, end) in enumerate(_lines(raw), 1):
+def _jsonl_records(path: Path, f: IO[bytes]) -> Iterator[tuple[dict[str, Any], int]]:
+    for lineno, (chunk, end) in enumerate(_lines(f), 1):
         if not chunk.endswith(b"\n"):
-            break  # a last line without newline was cut mid-write
+            return  # a last line without newline was cut mid-write
         try:
             row = json.loads(chunk.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -211,28 +242,40 @@ def _jsonl_records(path: Path, raw: bytes) -> tuple[list[dict[str, Any]], int]:
         if not isinstance(row, dict) or not all(k in row for k in OUTPUT_COLUMNS):
             raise UsageError(f"cannot resume: {path}, line {lineno}, is not an output row of "
                              f"humanclap score (no {'/'.join(OUTPUT_COLUMNS)}); {RERUN}")
-        rows.append(row)
-        keep = end
-    return rows, keep
+        yield row, end
+
+
+def iter_done_rows(path: Path, fmt: str, columns: list[str]) -> Iterator[tuple[dict[str, Any], int]]:
+    """Complete rows already in an output file, each with the byte offset after it (the
+    header alone yields nothing; an incomplete header: nothing, the file starts again)."""
+    with open(path, "rb") as f:
+        if fmt == "jsonl":
+            yield from _jsonl_records(path, f)
+            return
+        records = _csv_records(path, f)
+        first = next(records, None)
+        if first is None:
+            return
+        header, expected = first[0], columns + list(OUTPUT_COLUMNS)
+        if header != expected:
+            raise UsageError(f"cannot resume: {path} has columns {header}, but this manifest gives "
+                             f"{expected}; {RERUN}")
+        yield None, first[1]  # the header's end: where appending starts with no rows
+        for i, (rec, end) in enumerate(records, 2):
+            if len(rec) != len(header):
+                raise UsageError(f"cannot resume: {path}, record {i}, has {len(rec)} fields where "
+                                 f"the header has {len(header)}; {RERUN}")
+            yield dict(zip(header, rec)), end
 
 
 def read_done_rows(path: Path, fmt: str, columns: list[str]) -> tuple[list[dict[str, Any]], int]:
-    """Complete rows already in an output file and the byte length they occupy."""
-    raw = path.read_bytes()
-    if fmt == "jsonl":
-        return _jsonl_records(path, raw)
-    records, keep = _csv_records(path, raw)
-    if not records:
-        return [], 0  # not even the header is complete: start the file again
-    header, expected = records[0], columns + list(OUTPUT_COLUMNS)
-    if header != expected:
-        raise UsageError(f"cannot resume: {path} has columns {header}, but this manifest gives "
-                         f"{expected}; {RERUN}")
-    for i, rec in enumerate(records[1:], 2):
-        if len(rec) != len(header):
-            raise UsageError(f"cannot resume: {path}, record {i}, has {len(rec)} fields where the "
-                             f"header has {len(header)}; {RERUN}")
-    return [dict(zip(header, rec)) for rec in records[1:]], keep
+    """Complete rows already in an output file and the byte length they occupy (the
+    in-memory form of :func:`iter_done_rows`)."""
+    rows, keep = [], 0
+    for row, keep in iter_done_rows(path, fmt, columns):
+        if row is not None:
+            rows.append(row)
+    return rows, keep
 
 
 def _as_written(row: dict[str, Any], fmt: str, columns: list[str]) -> dict[str, Any]:
@@ -256,29 +299,40 @@ def done_score(path: Path, index: int, old: dict[str, Any]) -> float | None:
     return score
 
 
-def open_output(path: str | Path | None, rows: list[dict[str, Any]], columns: list[str],
-                resume: bool) -> tuple[RowWriter, list[dict[str, Any]]]:
-    """Open the output (stdout when ``path`` is None); with ``resume``, return the rows done.
+def open_output(path: str | Path | None, rows: Iterable[dict[str, Any]], columns: list[str],
+                resume: bool, on_done=None) -> tuple[RowWriter, int]:
+    """Open the output (stdout when ``path`` is None); with ``resume``, check the rows done
+    against the manifest and return how many there are.
 
-    The checks that ``path`` may be written at all are :func:`output_guard.check_output`'s."""
+    ``rows``: the manifest rows this output holds, in order (an iterator is consumed only
+    as far as the rows done, so the caller streams on from there). ``on_done(score)`` is
+    called with each done row's CLAPScore (None for an error row), for the summary. The
+    checks that ``path`` may be written at all are :func:`output_guard.check_output`'s."""
     fmt = output_format(path)
     if path is None:
         if resume:
             raise UsageError("--resume needs -o OUT: there is no file to resume on stdout")
-        return RowWriter(sys.stdout, fmt, columns, write_header=True), []
+        return RowWriter(sys.stdout, fmt, columns, write_header=True), 0
     path = Path(path)
-    done: list[dict[str, Any]] = []
+    done = 0
     if resume and path.is_file() and path.stat().st_size > 0:
-        done, keep = read_done_rows(path, fmt, columns)
-        if len(done) > len(rows):
-            raise UsageError(f"{path} has {len(done)} rows but the manifest only {len(rows)}: "
-                             "it belongs to another manifest; drop --resume to start over")
-        for i, (old, new) in enumerate(zip(done, rows)):
+        keep = 0
+        source = iter(rows)
+        for old, keep in iter_done_rows(path, fmt, columns):
+            if old is None:
+                continue  # the CSV header
+            new = next(source, None)
+            if new is None:
+                raise UsageError(f"{path} has more rows than the manifest ({done} + more): it "
+                                 "belongs to another manifest; drop --resume to start over")
             mine = {k: v for k, v in old.items() if k not in OUTPUT_COLUMNS}
             if mine != _as_written(new, fmt, columns):
-                raise UsageError(f"{path} row {i + 1} ({old.get('audio')!r}) does not match the "
+                raise UsageError(f"{path} row {done + 1} ({old.get('audio')!r}) does not match the "
                                  f"manifest ({new.get('audio')!r}); drop --resume to start over")
-            done_score(path, i, old)
+            score = done_score(path, done, old)
+            if on_done is not None:
+                on_done(score)
+            done += 1
         with open(path, "r+b") as f:
             f.truncate(keep)
         stream = open(path, "a", encoding="utf-8", newline="")
