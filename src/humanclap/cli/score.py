@@ -79,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     # The cheap checks first: a bad manifest, flag or output fails before a model is loaded
     # (the job repeats them, and checks the model against OUT.meta.json, once it is loaded).
     flags.check_batch_size(args.batch_size)
+    flags.check_audio_root(args.audio_root)
     rows, columns = read_manifest(args.manifest)
     output_format(args.output)
     if args.resume and not args.output:
