@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from pathlib import Path
 
@@ -143,9 +142,8 @@ def check_extractor(extractor, source: str, audio_config=None) -> None:
     and (given the model's ``audio_config``) its features fit the audio tower's input."""
     for name in EXTRACTOR_NUMBERS:
         value = getattr(extractor, name, None)
-        # 48000.0 is fine (the scorer applies int()); 0, -1, 1.5, "16k", NaN are not
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf \
-                or value != int(value):
+        # a float (16000.0) is refused too: the extractor pads with it and numpy needs ints
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ModelLoadError(f"{source}: {EXTRACTOR_FILE}: {name} is {value!r}, not a positive "
                                  f"integer; restore the file; {COMPLETE_FOLDER}")
     low, high = getattr(extractor, "frequency_min", None), getattr(extractor, "frequency_max", None)
