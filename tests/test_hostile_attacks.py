@@ -181,3 +181,20 @@ def test_extractor_window_too_long_for_the_model_is_refused_at_load(tiny_unfused
     code, _, err = cli(capsys, "score", m, "--model", model, "-o", tmp_path / "o.csv")
     assert code == 2 and "does not fit the model" in err and "Traceback" not in err
     assert not (tmp_path / "o.csv").exists()
+
+
+# -- train: the base model is an input too ----------------------------------------------------
+def test_train_refuses_an_output_dir_that_holds_the_base_model(tiny_unfused, tmp_path, capsys):
+    # Before: exit 0 and the base model's config/weights were replaced by the fine-tuned ones.
+    rows = [{"audio": f"c{i}.wav", "text": t, "score": 0.2 * i, "split": "train"}
+            for i, t in enumerate(["a dog", "rain", "a bell", "wind", "a car"])]
+    data = manifest(tmp_path, rows)
+    base = copy_model(tiny_unfused, tmp_path / "base")
+    nested = copy_model(tiny_unfused, tmp_path / "run" / "checkpoints" / "best")
+    for model, out in ((base, base), (nested, tmp_path / "run")):
+        before = {p.name: p.read_bytes() for p in model.iterdir()}
+        code, _, err = cli(capsys, "train", "--model", model, "--data", data, "--output-dir", out,
+                           "--device", "cpu", "--epochs", "1", "--val-split", "", "--test-split", "",
+                           "--no-progress")
+        assert code == 2 and "would overwrite the base model" in err and "Traceback" not in err
+        assert {p.name: p.read_bytes() for p in model.iterdir()} == before
