@@ -198,3 +198,16 @@ def test_train_refuses_an_output_dir_that_holds_the_base_model(tiny_unfused, tmp
                            "--no-progress")
         assert code == 2 and "would overwrite the base model" in err and "Traceback" not in err
         assert {p.name: p.read_bytes() for p in model.iterdir()} == before
+
+
+def test_evaluate_refuses_a_huge_n_boot_before_loading_anything(tiny_unfused, tmp_path, capsys):
+    # Before: a (10**9 x pairs) resample matrix: MemoryError (exit 3) or the OOM killer.
+    from humanclap.defaults import MAX_N_BOOT
+
+    rows = [{"audio": f"c{i}.wav", "text": t, "score": 0.3 * i} for i, t in enumerate(["a dog", "rain", "a bell"])]
+    data = manifest(tmp_path, rows)
+    before = data.read_bytes()
+    code, _, err = cli(capsys, "evaluate", "--data", data, "--model", tiny_unfused, "-o", tmp_path / "ev",
+                       "--device", "cpu", "--n-boot", str(10**9), "--no-progress")
+    assert code == 2 and f"at most {MAX_N_BOOT}" in err and "Traceback" not in err
+    assert not (tmp_path / "ev").exists() and data.read_bytes() == before

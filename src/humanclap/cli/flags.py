@@ -64,8 +64,13 @@ def check_audio_root(audio_root: str | None) -> None:
 
 
 def check_n_boot(n_boot: int) -> None:
+    from humanclap.defaults import MAX_N_BOOT
+
     if n_boot < 0:
         raise UsageError("--n-boot must be 0 or more (0 = no bootstrap CIs)")
+    if n_boot > MAX_N_BOOT:  # before the output folder is made (the library repeats this)
+        raise UsageError(f"--n-boot {n_boot} is too large: at most {MAX_N_BOOT} resamples (the "
+                         "CIs do not get better beyond that)")
 
 
 def check_compute(device: str, dtype: str = "fp32") -> None:
