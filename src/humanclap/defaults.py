@@ -11,3 +11,7 @@ TEXT_MAX_LENGTH = 77
 # audio decoded ahead of the model (features of up to this many clips in memory at once); the
 # model's forward shape is the embedding engine's own and does not grow with it.
 MAX_BATCH_SIZE = 1024
+
+# The most bootstrap resamples (--n-boot): the resample index matrix is n_boot x pairs, so
+# 10**9 would ask for gigabytes per pair; 10**5 already pins a 95% CI to well under 1%.
+MAX_N_BOOT = 100_000

@@ -66,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
     from humanclap.scoring.scorer import quiet_transformers
 
     flags.check_compute(args.device, args.dtype)
+    flags.check_audio_root(args.audio_root)
+    flags.check_n_boot(args.n_boot)
     quiet_transformers()
     run = run_evaluation(args.data, args.output_dir, args.model, labels=args.label,
                          split=args.split, audio_root=args.audio_root,

@@ -49,9 +49,28 @@ def check_batch_size(batch_size: int) -> None:
     job_rule(batch_size)
 
 
+def check_audio_root(audio_root: str | None) -> None:
+    """An ``--audio-root`` that is not a folder would fail every relative row as "file not
+    found", blaming each clip for one wrong flag: refuse it once, before any work."""
+    if audio_root is None:
+        return
+    from pathlib import Path
+
+    root = Path(audio_root).expanduser()
+    if not root.is_dir():
+        what = "a file" if root.exists() else "missing"
+        raise UsageError(f"--audio-root {audio_root} is {what}, not a folder; pass the folder that "
+                         "the manifest's relative audio paths start from")
+
+
 def check_n_boot(n_boot: int) -> None:
+    from humanclap.defaults import MAX_N_BOOT
+
     if n_boot < 0:
         raise UsageError("--n-boot must be 0 or more (0 = no bootstrap CIs)")
+    if n_boot > MAX_N_BOOT:  # before the output folder is made (the library repeats this)
+        raise UsageError(f"--n-boot {n_boot} is too large: at most {MAX_N_BOOT} resamples (the "
+                         "CIs do not get better beyond that)")
 
 
 def check_compute(device: str, dtype: str = "fp32") -> None:

@@ -105,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     from humanclap.scoring.parts import parse_shard, part_path
 
     flags.check_batch_size(args.batch_size)
+    flags.check_audio_root(args.audio_root)
     if args.workers is not None and args.workers < 0:
         raise UsageError(f"--workers must be 0 (decode in the main process) or more, got {args.workers}")
     scan = scan_manifest(args.manifest)  # streamed: a manifest of millions of rows is never held

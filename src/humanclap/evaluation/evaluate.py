@@ -291,8 +291,13 @@ def evaluate_models(
         raise UsageError(f"{len(labels)} labels for {len(models)} models: give one label per model")
     if labels is not None:
         check_labels(labels)
+    from humanclap.defaults import MAX_N_BOOT
+
     if n_boot < 0:
         raise UsageError(f"n_boot must be >= 0, got {n_boot}")
+    if n_boot > MAX_N_BOOT:  # before any model loads; else a MemoryError (exit 3) or an OOM kill
+        raise UsageError(f"--n-boot {n_boot} is too large: at most {MAX_N_BOOT} resamples (the "
+                         "CIs do not get better beyond that)")
     if seed < 0:  # numpy's generators refuse a negative seed, deep inside the bootstrap
         raise UsageError(f"seed must be >= 0, got {seed}")
     for m in models:

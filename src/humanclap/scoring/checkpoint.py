@@ -132,6 +132,38 @@ def check_tokenizer(tokenizer, source: str) -> None:
                              "(77-token) text batches need; set pad_token in tokenizer_config.json")
 
 
+# Extractor settings that must be positive numbers: a zero, negative or non-numeric one
+# would otherwise surface per row as "unreadable audio", blaming every clip for the model.
+EXTRACTOR_NUMBERS = ("sampling_rate", "feature_size", "hop_length", "fft_window_size", "nb_max_samples")
+
+
+def check_extractor(extractor, source: str, audio_config=None) -> None:
+    """The feature extractor's sizes and rate are positive integers, its band a valid range,
+    and (given the model's ``audio_config``) its features fit the audio tower's input."""
+    for name in EXTRACTOR_NUMBERS:
+        value = getattr(extractor, name, None)
+        # a float (16000.0) is refused too: the extractor pads with it and numpy needs ints
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ModelLoadError(f"{source}: {EXTRACTOR_FILE}: {name} is {value!r}, not a positive "
+                                 f"integer; restore the file; {COMPLETE_FOLDER}")
+    low, high = getattr(extractor, "frequency_min", None), getattr(extractor, "frequency_max", None)
+    if not (isinstance(low, (int, float)) and isinstance(high, (int, float)) and 0 <= low < high):
+        raise ModelLoadError(f"{source}: {EXTRACTOR_FILE}: frequency_min/frequency_max are "
+                             f"{low!r}/{high!r}, not a range 0 <= min < max; restore the file; "
+                             f"{COMPLETE_FOLDER}")
+    if audio_config is None:
+        return
+    # The HTSAT tower takes at most spec_size * (spec_size // mel bins) frames of exactly
+    # num_mel_bins mels; beyond that every forward fails, a model fault, not a clip's.
+    mels, spec = int(audio_config.num_mel_bins), int(audio_config.spec_size)
+    frames = int(extractor.nb_max_samples) // int(extractor.hop_length) + 1
+    if int(extractor.feature_size) != mels or (mels <= spec and frames > spec * (spec // mels)):
+        raise ModelLoadError(f"{source}: {EXTRACTOR_FILE} does not fit the model: {frames} frames of "
+                             f"{extractor.feature_size} mels per window, the audio tower takes at most "
+                             f"{spec * max(spec // mels, 1)} frames of {mels} mels (config.json); the "
+                             f"extractor and the model must come from the same checkpoint")
+
+
 def local_revision(folder: Path) -> str:
     """Content hash of every file of a local checkpoint that changes a score: config,
     weights, tokenizer files and the feature extractor config."""

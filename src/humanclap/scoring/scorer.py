@@ -31,8 +31,8 @@ from humanclap.defaults import DEFAULT_MODEL, TEXT_MAX_LENGTH
 from humanclap.errors import ModelLoadError, UsageError
 from humanclap.scoring.audio import (AudioInput, Preprocessing, clip_features, collate_features, load_audio,
                                      load_clip_features)
-from humanclap.scoring.checkpoint import (EXTRACTOR_FILE, check_loading_info, check_local_folder,
-                                          check_tokenizer, local_revision)
+from humanclap.scoring.checkpoint import (EXTRACTOR_FILE, check_extractor, check_loading_info,
+                                          check_local_folder, check_tokenizer, local_revision)
 # clapscore and ModelInfo are defined in their own modules; imported here so that
 # ``humanclap.scoring.scorer.clapscore`` / ``.ModelInfo`` keep working.
 from humanclap.scoring.clapscore import clapscore
@@ -175,8 +175,9 @@ def load_components(id_or_dir: str, revision: str | None = None):
     else:
         try:
             extractor = ClapFeatureExtractor.from_pretrained(id_or_dir, **kwargs)
-        except OSError as exc:
-            if local:  # present (checked above) but unusable: never silently replaced
+        except (OSError, TypeError, ValueError) as exc:
+            # TypeError/ValueError: a value of the wrong type, e.g. "sampling_rate": "16k"
+            if local or not isinstance(exc, OSError):  # present but unusable: never replaced
                 raise ModelLoadError(f"{Path(id_or_dir) / EXTRACTOR_FILE}: cannot be used ({exc})") from None
             extractor = None  # a hub repo without one (LAION's converted checkpoints)
     if extractor is None:
@@ -185,6 +186,7 @@ def load_components(id_or_dir: str, revision: str | None = None):
         log.warning("%s has no preprocessor_config.json: using LAION's extractor settings derived "
                     "from the model config (48 kHz, 10 s, %d mel bins, 50-14000 Hz, fusion=%s)",
                     id_or_dir, extractor.feature_size, fused)
+    check_extractor(extractor, str(id_or_dir), model.config.audio_config)
     # The stock default truncation="fusion" breaks unfused models: follow the model config.
     extractor.truncation = "fusion" if fused else "rand_trunc"
     if local:

@@ -118,7 +118,7 @@ class Trainer:
         progress = self.cfg.progress if self.cfg.progress is not None else sys.stderr.isatty()
         self.progress = bool(progress and self.info.is_main)
         # Every rank checks (so all refuse alike, none waits at the barrier); one creates.
-        check_output_dir(self.out, self.cfg.data, create=self.info.is_main)
+        check_output_dir(self.out, self.cfg.data, create=self.info.is_main, model=self.cfg.model)
         barrier(self.info)
         self.resume_from = self._resume_folder()
         self.parts: TrainComponents = build_components(self.cfg, self.device, self.info, self.autocast,
@@ -365,9 +365,18 @@ WRITTEN_NAMES = {"metrics.json", "metrics.jsonl", "training_config.json", "confi
                  "added_tokens.json"}
 
 
-def check_output_dir(out: Path, data: str, create: bool = True) -> None:
+def check_output_dir(out: Path, data: str, create: bool = True, model: str | None = None) -> None:
     """Create the output folder (``create``), or raise ConfigError when it cannot be one (a
-    file is in the way, no permission) or when writing it would overwrite the manifest read."""
+    file is in the way, no permission) or when writing it would overwrite the manifest read
+    or the base model (``model``, a local folder)."""
+    if model is not None and Path(model).expanduser().is_dir():
+        # The run publishes config.json/model.safetensors/tokenizer at the top of ``out`` and
+        # rewrites checkpoints/*: the base model there would be replaced by the fine-tuned one.
+        base, root = Path(model).expanduser().resolve(), out.resolve()
+        if base == root or (root / "checkpoints") in (base, *base.parents):
+            raise ConfigError(f"--output-dir {out} would overwrite the base model {model} (the run "
+                              "writes its model files and checkpoints there); choose another "
+                              "--output-dir")
     manifest = Path(data).expanduser()
     if manifest.is_file():
         target, root = manifest.resolve(), out.resolve()
