@@ -140,9 +140,11 @@ def embed_shared(engine: Any, paths: list[str], texts: list[str], info: DistInfo
                         unique_texts[mine_t.start:mine_t.stop], progress=progress)
     # Errors travel as their messages: the same text a single process would report.
     local = (engine.text_emb, engine.audio_emb,
-             {p: str(e) for p, e in engine.audio_err.items()}, sorted(engine.submitted))
-    for text_emb, audio_emb, audio_err, submitted in all_gather_objects(local, info):
+             {p: str(e) for p, e in engine.audio_err.items()}, engine.decoded)
+    decoded = 0  # each rank decoded its own share: the run's count is their sum
+    for text_emb, audio_emb, audio_err, n_decoded in all_gather_objects(local, info):
         engine.text_emb.update(text_emb)
         engine.audio_emb.update(audio_emb)
         engine.audio_err.update({p: AudioError(m) for p, m in audio_err.items()})
-        engine.submitted.update(submitted)
+        decoded += n_decoded
+    engine.decoded = decoded

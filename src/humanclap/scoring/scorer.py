@@ -180,13 +180,16 @@ def load_components(id_or_dir: str, revision: str | None = None):
             if local or not isinstance(exc, OSError):  # present but unusable: never replaced
                 raise ModelLoadError(f"{Path(id_or_dir) / EXTRACTOR_FILE}: cannot be used ({exc})") from None
             extractor = None  # a hub repo without one (LAION's converted checkpoints)
+    extractor_found = extractor is not None
     if extractor is None:
         extractor = ClapFeatureExtractor(feature_size=model.config.audio_config.num_mel_bins,
                                          frequency_min=50, frequency_max=14000)
         log.warning("%s has no preprocessor_config.json: using LAION's extractor settings derived "
                     "from the model config (48 kHz, 10 s, %d mel bins, 50-14000 Hz, fusion=%s)",
                     id_or_dir, extractor.feature_size, fused)
-    check_extractor(extractor, str(id_or_dir), model.config.audio_config)
+    # A derived extractor is LAION's defaults: checked for sane numbers, not for fitting a
+    # non-LAION-size tower (the warning above says where the settings came from).
+    check_extractor(extractor, str(id_or_dir), model.config.audio_config if extractor_found else None)
     # The stock default truncation="fusion" breaks unfused models: follow the model config.
     extractor.truncation = "fusion" if fused else "rand_trunc"
     if local:
