@@ -211,3 +211,21 @@ def test_evaluate_refuses_a_huge_n_boot_before_loading_anything(tiny_unfused, tm
                        "--device", "cpu", "--n-boot", str(10**9), "--no-progress")
     assert code == 2 and f"at most {MAX_N_BOOT}" in err and "Traceback" not in err
     assert not (tmp_path / "ev").exists() and data.read_bytes() == before
+
+
+def test_a_huge_text_is_a_row_error_not_a_hang(tmp_path, tiny_unfused, capsys):
+    """A 10 MB caption used to keep the tokenizer busy for minutes: it is refused for its row."""
+    import time
+
+    from humanclap.defaults import MAX_TEXT_CHARS
+
+    write_wav(tmp_path / "a.wav", noise_clip(0.5))
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"audio": "a.wav", "text": "a dog barks " * 1_000_000}) + "\n"
+                        + json.dumps({"audio": "a.wav", "text": "a dog barks"}) + "\n")
+    t0 = time.perf_counter()
+    code = main(["score", str(manifest), "--model", str(tiny_unfused), "-o", str(tmp_path / "o.jsonl")])
+    assert time.perf_counter() - t0 < 60
+    rows = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert code == 1 and f"at most {MAX_TEXT_CHARS:,} characters" in rows[0]["error"]
+    assert rows[0]["clapscore"] is None and rows[1]["error"] == "" and rows[1]["clapscore"] is not None

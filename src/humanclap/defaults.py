@@ -15,3 +15,7 @@ MAX_BATCH_SIZE = 1024
 # The most bootstrap resamples (--n-boot): the resample index matrix is n_boot x pairs, so
 # 10**9 would ask for gigabytes per pair; 10**5 already pins a 95% CI to well under 1%.
 MAX_N_BOOT = 100_000
+
+# Longest text scored. CLAP reads only its first 77 tokens (a few hundred characters); a
+# longer text is cut anyway, and tokenizing megabytes of it took minutes: refuse the row.
+MAX_TEXT_CHARS = 20_000
