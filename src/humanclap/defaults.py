@@ -16,6 +16,7 @@ MAX_BATCH_SIZE = 1024
 # 10**9 would ask for gigabytes per pair; 10**5 already pins a 95% CI to well under 1%.
 MAX_N_BOOT = 100_000
 
-# Longest text scored. CLAP reads only its first 77 tokens (a few hundred characters); a
-# longer text is cut anyway, and tokenizing megabytes of it took minutes: refuse the row.
+# Characters of a text handed to the tokenizer. CLAP reads only the first 77 tokens (a few
+# hundred characters; no token is anywhere near 250 characters long), so cutting here never
+# changes a score, while tokenizing a 10 MB caption whole took minutes.
 MAX_TEXT_CHARS = 20_000

@@ -24,7 +24,6 @@ from typing import IO, Any
 
 import numpy as np
 
-from humanclap.defaults import MAX_TEXT_CHARS, TEXT_MAX_LENGTH
 from humanclap.errors import UsageError
 from humanclap.io import TableDigest, iter_rows, json_safe, read_table, table_format
 from humanclap.scoring.clapscore import clapscore
@@ -111,9 +110,6 @@ def row_problem(row: dict[str, Any]) -> str:
             return f"'{key}' must be a string, got {_json_type(row[key])}"
     if not row["audio"].strip():
         return "empty 'audio' path"
-    if len(row["text"]) > MAX_TEXT_CHARS:
-        return (f"text of {len(row['text']):,} characters: CLAP reads only its first "
-                f"{TEXT_MAX_LENGTH} tokens; shorten it (at most {MAX_TEXT_CHARS:,} characters)")
     return ""
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from humanclap.defaults import DEFAULT_MODEL, TEXT_MAX_LENGTH
+from humanclap.defaults import DEFAULT_MODEL, TEXT_MAX_LENGTH, MAX_TEXT_CHARS
 from humanclap.errors import ModelLoadError, UsageError
 from humanclap.scoring.audio import (AudioInput, Preprocessing, clip_features, collate_features, load_audio,
                                      load_clip_features)
@@ -240,6 +240,7 @@ class CLAPScorer:
         for text in texts:
             if not isinstance(text, str) or not text.strip():
                 raise ValueError(f"empty text {text!r}: every text needs at least one word")
+        texts = [text[:MAX_TEXT_CHARS] for text in texts]  # beyond 77 tokens anyway
         enc = self.tokenizer(list(texts), padding="max_length" if fixed_length else "longest",
                              truncation=True, max_length=TEXT_MAX_LENGTH, return_tensors="pt")
         full = self.tokenizer(list(texts), add_special_tokens=True)["input_ids"]

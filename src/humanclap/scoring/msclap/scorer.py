@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from humanclap.defaults import MAX_TEXT_CHARS
 from humanclap.errors import AudioError, ModelLoadError
 from humanclap.scoring.audio import AudioInput, Preprocessing, check_waveform, describe, load_audio
 from humanclap.scoring.audio_file import check_audio_path, open_audio, read_centre_window
@@ -169,6 +170,7 @@ class MSClapScorer:
         for text in texts:
             if not isinstance(text, str) or not text.strip():
                 raise ValueError(f"empty text {text!r}: every text needs at least one word")
+        texts = [t[:MAX_TEXT_CHARS] for t in texts]  # beyond the token limit anyway
         if self.model.config.text_model == "gpt2":
             texts = [t + " <|endoftext|>" for t in texts]
         ids = self.tokenizer(list(texts), add_special_tokens=True)["input_ids"]
