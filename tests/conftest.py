@@ -72,7 +72,9 @@ def tiny_model_with_positive_cosines(path: Path, seed: int, audio: list, texts: 
 
     A random tiny model's cosines share one sign; when it is negative, CLAPScore =
     max(cos, 0) is a constant 0 and no correlation is defined. Negating the text
-    projection's output layer flips every cosine and keeps their spread.
+    projection's output layer flips every cosine and keeps their spread. The weights are
+    drawn from ``seed`` alone (``recipes.tiny.init_weights``), so the model, and whether
+    it is flipped, is the same on every transformers version CI tests.
     """
     import torch
 
