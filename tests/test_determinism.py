@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import noise_clip, write_wav
 
 from humanclap import CLAPScorer
 from humanclap.cli import main
 from humanclap.scoring.engine import EmbeddingEngine, open_cache
-from humanclap.scoring.scorer import AUDIO_CHUNK, TEXT_CHUNK
+from humanclap.scoring.scorer import AUDIO_CHUNK, TEXT_BUCKETS, TEXT_CHUNK
 
 SHORT = ["a dog barks", "rain", "a bell rings", "music plays with a drum beat", "birds chirp",
          "a siren wails as traffic passes by", "people applaud", "water runs"]
@@ -63,6 +64,36 @@ def test_text_alone_equals_text_among_long_texts(tiny_unfused):
             assert alone.tobytes() == among.tobytes()
 
 
+def test_each_length_bucket_gives_a_text_the_same_bits_alone_and_among_others(tiny_unfused):
+    scorer = CLAPScorer.from_pretrained(str(tiny_unfused), device="cpu")
+    # one text per bucket (16, 32, 77 tokens) and one cut at 77, so every bucket is used
+    words = "rain falls on a roof followed by thunder and a car horn honks then a dog barks".split()
+    by_words = {n: " ".join((words * 10)[:n]) for n in range(1, 120)}
+    counts = dict(zip(by_words, scorer.token_counts(list(by_words.values()))))
+    # the longest text that still fits each bucket (its pad is then the fullest)
+    texts = [by_words[max(n for n, c in counts.items() if c <= b)] for b in TEXT_BUCKETS] + [" ".join(words * 10)]
+    buckets = [next(b for b in TEXT_BUCKETS if n <= b) for n in scorer.token_counts(texts)]
+    assert buckets == [16, 32, 77, 77]
+    crowd = SHORT + LONG + texts[::-1]
+    together = scorer.embed_text(crowd)
+    for text in texts:
+        alone = scorer.embed_text([text])[0]
+        assert alone.tobytes() == together[crowd.index(text)].tobytes()
+        # the bucket only changes float rounding: the same embedding as padded to 77
+        padded = scorer.tokenize([text] * TEXT_CHUNK, fixed_length=True)
+        from humanclap.scoring.scorer import text_embeddings
+
+        with torch.no_grad():
+            full = text_embeddings(scorer.model, **padded)[0].numpy()
+        np.testing.assert_allclose(alone, full, atol=1e-6)
+
+
+def test_a_text_longer_than_its_pad_is_refused_not_cut(tiny_unfused):
+    scorer = CLAPScorer.from_pretrained(str(tiny_unfused), device="cpu")
+    with pytest.raises(ValueError, match="does not fit a 16-token pad"):
+        scorer.tokenize([LONG[0]], fixed_length=16)
+
+
 @pytest.mark.parametrize("fused", [False, True])
 def test_clip_alone_equals_clip_in_a_full_batch(fused, tiny_unfused, tiny_fused):
     scorer = CLAPScorer.from_pretrained(str(tiny_fused if fused else tiny_unfused), device="cpu")
@@ -99,6 +130,7 @@ def test_cache_key_carries_the_numerics(tiny_unfused, tmp_path):
     numerics = scorer.numerics
     assert numerics["audio_chunk"] == AUDIO_CHUNK and numerics["text_chunk"] == TEXT_CHUNK
     assert numerics["text_length"] == 77 and numerics["device"].startswith("cpu") and numerics["torch"]
+    assert numerics["text_buckets"] == list(TEXT_BUCKETS)
 
     class OtherDevice(CLAPScorer):  # what a run on another device/build would key by
         @property

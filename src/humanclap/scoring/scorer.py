@@ -6,9 +6,10 @@ CLAPScore(a, t) = max(cos(e_a, e_t), 0) with e_a, e_t the L2-normalised projecti
 
 Exactly reproducible embeddings: on CPU a forward pass of ``(1, ...)`` and of ``(8, ...)``
 give the same clip different last float32 bits, and so do texts padded to different
-lengths. So every forward pass has one fixed shape, whatever the caller's batch size and
-whatever else is being embedded: texts are padded to ``TEXT_MAX_LENGTH`` (77) tokens and
-embedded ``TEXT_CHUNK`` at a time, clips ``AUDIO_CHUNK`` at a time (fused models: long and
+lengths. So every forward pass has one of a few fixed shapes, whatever the caller's batch
+size and whatever else is being embedded: a text is padded to the smallest of
+``TEXT_BUCKETS`` (16, 32, 77 tokens) that holds it and embedded with texts of its bucket,
+``TEXT_CHUNK`` at a time, clips ``AUDIO_CHUNK`` at a time (fused models: long and
 short clips in separate chunks, since the fusion branch runs on the long ones only), a
 short last chunk filled with copies of its last item. What the bits still depend on (the
 device, torch, the CPU's vector instructions, these shapes) is :attr:`CLAPScorer.numerics`,
@@ -40,15 +41,20 @@ from humanclap.scoring.engine import features_of
 from humanclap.scoring.hub import hub_reachable, is_local_path
 from humanclap.scoring.protocol import AUDIO_CHUNK, ModelInfo
 
-__all__ = ["AUDIO_CHUNK", "CLAPScorer", "DTYPES", "ModelInfo", "ModelLoadError", "TEXT_CHUNK",
+__all__ = ["AUDIO_CHUNK", "CLAPScorer", "DTYPES", "ModelInfo", "ModelLoadError", "TEXT_BUCKETS", "TEXT_CHUNK",
            "audio_embeddings", "clapscore", "load_components", "quiet_transformers", "resolve_device",
            "text_embeddings"]
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-# Texts per text forward pass, each padded to TEXT_MAX_LENGTH tokens: one fixed shape.
+# Texts per text forward pass, each padded to its length bucket: a few fixed shapes.
 TEXT_CHUNK = 16
+# Token lengths a text is padded to: the smallest that holds it. Captions are mostly
+# under 16 tokens, and a text forward costs about its padded length (a 16-token pass takes
+# a fifth of a 77-token one on CPU), so padding every text to 77 wasted most of the work.
+# A text's bucket depends on the text alone, so its bits still do not depend on others.
+TEXT_BUCKETS = (16, 32, TEXT_MAX_LENGTH)
 DEVICE_FORMS = "auto, cpu, cuda, cuda:N (N = 0, 1, ...), mps"
 
 
@@ -230,24 +236,41 @@ class CLAPScorer:
         return cls(*load_components(id_or_dir, revision), device=device, dtype=dtype)
 
     # -- preprocessing -------------------------------------------------------------
-    def tokenize(self, texts: Sequence[str], fixed_length: bool = False) -> dict[str, torch.Tensor]:
+    def tokenize(self, texts: Sequence[str], fixed_length: bool | int = False) -> dict[str, torch.Tensor]:
         """Tokenize with LAION's truncation at 77 tokens (warns when a text is cut).
 
-        ``fixed_length``: pad every text to 77 tokens, the one shape scoring uses (bits
-        independent of the other texts). Otherwise pad to the longest text of the call
-        (training: the mask hides pads, equal to float rounding and far cheaper).
+        ``fixed_length``: pad every text to that many tokens (``True``: 77), one shape for
+        the whole call (bits independent of the other texts). Otherwise pad to the longest
+        text of the call (training: the mask hides pads, equal to float rounding and far
+        cheaper).
         """
+        counts = self.token_counts(texts)  # validates the texts; warns about the cut ones
+        if fixed_length is False:
+            return self._encode(texts, None)
+        length = TEXT_MAX_LENGTH if fixed_length is True else int(fixed_length)
+        if max(counts, default=0) > length:
+            raise ValueError(f"a text of {max(counts)} tokens does not fit a {length}-token pad")
+        return self._encode(texts, length)
+
+    def _encode(self, texts: Sequence[str], pad_to: int | None) -> dict[str, torch.Tensor]:
+        """Token ids and mask of checked texts, padded to ``pad_to`` (None: the longest)."""
+        texts = [text[:MAX_TEXT_CHARS] for text in texts]  # beyond 77 tokens anyway
+        enc = self.tokenizer(list(texts), padding="longest" if pad_to is None else "max_length",
+                             truncation=True, max_length=pad_to or TEXT_MAX_LENGTH, return_tensors="pt")
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Tokens each text has after truncation to 77 (warns when a text is cut);
+        raises ValueError for an empty text."""
         for text in texts:
             if not isinstance(text, str) or not text.strip():
                 raise ValueError(f"empty text {text!r}: every text needs at least one word")
         texts = [text[:MAX_TEXT_CHARS] for text in texts]  # beyond 77 tokens anyway
-        enc = self.tokenizer(list(texts), padding="max_length" if fixed_length else "longest",
-                             truncation=True, max_length=TEXT_MAX_LENGTH, return_tensors="pt")
         full = self.tokenizer(list(texts), add_special_tokens=True)["input_ids"]
         for text, ids in zip(texts, full):
             if len(ids) > TEXT_MAX_LENGTH:
                 log.warning("text cut to %d tokens (%d given): %.60s...", TEXT_MAX_LENGTH, len(ids), text)
-        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        return [min(len(ids), TEXT_MAX_LENGTH) for ids in full]
 
     def features(self, waveform: np.ndarray) -> tuple[np.ndarray, bool]:
         """Model features of one mono waveform already at the model's rate."""
@@ -281,24 +304,28 @@ class CLAPScorer:
             cpu_capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "unknown")
             device = f"cpu:{cpu_capability()}"
         return {"device": device, "torch": torch.__version__, "audio_chunk": AUDIO_CHUNK,
-                "text_chunk": TEXT_CHUNK, "text_length": TEXT_MAX_LENGTH}
+                "text_chunk": TEXT_CHUNK, "text_length": TEXT_MAX_LENGTH, "text_buckets": list(TEXT_BUCKETS)}
 
     @torch.no_grad()
     def embed_text(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
         """L2-normalised text embeddings, ``(len(texts), dim)`` float32.
 
-        Every forward pass is ``(TEXT_CHUNK, 77)`` tokens whatever the texts and their
-        number, so a text's embedding has the same bits alone or among any other texts.
-        ``batch_size`` is accepted for compatibility and ignored: it must not change bits.
+        Every forward pass is ``(TEXT_CHUNK, bucket)`` tokens, ``bucket`` the smallest of
+        ``TEXT_BUCKETS`` that holds each of its texts, so a text's embedding has the same
+        bits alone or among any other texts. ``batch_size`` is accepted for compatibility
+        and ignored: it must not change bits.
         """
         texts = list(texts)
         out = np.zeros((len(texts), self.embedding_dim), dtype=np.float32)
-        for i in range(0, len(texts), TEXT_CHUNK):
-            chunk = texts[i : i + TEXT_CHUNK]
-            enc = self.tokenize(_pad_batch(chunk, TEXT_CHUNK), fixed_length=True)
-            enc = {k: v.to(self.device) for k, v in enc.items()}
-            with self._autocast():
-                out[i : i + len(chunk)] = text_embeddings(self.model, **enc)[: len(chunk)].float().cpu().numpy()
+        buckets = [next(b for b in TEXT_BUCKETS if n <= b) for n in self.token_counts(texts)]
+        for bucket in TEXT_BUCKETS:
+            members = [i for i, b in enumerate(buckets) if b == bucket]
+            for k in range(0, len(members), TEXT_CHUNK):
+                idx = members[k : k + TEXT_CHUNK]
+                enc = self._encode(_pad_batch([texts[i] for i in idx], TEXT_CHUNK), bucket)
+                enc = {name: v.to(self.device) for name, v in enc.items()}
+                with self._autocast():
+                    out[idx] = text_embeddings(self.model, **enc)[: len(idx)].float().cpu().numpy()
         return out
 
     @torch.no_grad()
