@@ -107,6 +107,8 @@ def test_trains_and_its_folder_scores_exactly_like_the_trainer(base, rated, tmp_
     best = weights(out / "checkpoints" / "best")
     assert set(best) == set(exported.state_dict())
     assert all(torch.equal(exported.state_dict()[k], v) for k, v in best.items())
+    final = trainer.parts.tower.clap.state_dict()  # the trainer's model after its last step
+    assert all(torch.equal(final[k], v) for k, v in exported.state_dict().items())
 
     # `humanclap score --model OUT` gives the trainer's own CLAPScores of the same pairs
     val = trainer.parts.data.splits["validation"].pairs
