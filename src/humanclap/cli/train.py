@@ -13,11 +13,16 @@ every TrainConfig field is a flag (above); --config FILE (YAML/JSON, or a shippe
 wsce_mae, wsce, mae, mse, mse_mae, wsce_mse, wsce_mse_mae) sets several at once, and
 flags given on the command line override it.
 
-output: --output-dir becomes a Hugging Face model folder (ClapModel.from_pretrained and
-CLAPScorer.from_pretrained load it) with training_config.json, metrics.json (best epoch,
-validation and test metrics, selected_by: how the kept model was chosen) and metrics.jsonl
-(one line per epoch); resume state is in OUTPUT/checkpoints/. When the validation SRCC is
-undefined on every epoch (constant predictions), the last epoch is kept, with a warning.
+output: --output-dir becomes a model folder in the base's own format: a Hugging Face
+folder (ClapModel.from_pretrained and CLAPScorer.from_pretrained load it) or, from an MS
+CLAP base (--model msclap-2022, msclap-2023, an msclap .pth or an MS CLAP folder), an MS
+CLAP folder (config.json + model.safetensors + tokenizer; MSClapScorer.from_pretrained
+loads it); `score`/`evaluate --model OUTPUT` load either. Beside it: training_config.json,
+metrics.json (best epoch, validation and test metrics, selected_by: how the kept model was
+chosen) and metrics.jsonl (one line per epoch); resume state is in OUTPUT/checkpoints/. A
+folder that holds another model (config.json or model.safetensors, no checkpoint) is
+refused. When the validation SRCC is undefined on every epoch (constant predictions), the
+last epoch is kept, with a warning.
 The validation and test splits must differ from the training split.
 
 several GPUs or machines: launch the same command with torchrun or accelerate launch;
@@ -30,6 +35,8 @@ kept); 2 usage error (bad flags or config, dataset or model that cannot be loade
 examples:
   humanclap train --config wsce_mae --data relate:/data/RELATE --audio-root /data/RELATE_wave \\
       --output-dir runs/wsce_mae
+  humanclap train --config wsce_mae --model msclap-2023 --data relate:/data/RELATE \\
+      --audio-root /data/RELATE_wave --output-dir runs/msclap_wsce_mae
   torchrun --nproc-per-node 4 -m humanclap.cli train --config wsce_mae --data relate:/data/RELATE \\
       --output-dir runs/wsce_mae_4gpu
 """

@@ -10,6 +10,7 @@ like ``bert-base-uncased`` (``[PAD]`` is id 0) for 2022.
 from __future__ import annotations
 
 import json
+import string
 import tempfile
 from pathlib import Path
 from typing import Iterable
@@ -25,13 +26,19 @@ def train_msclap_tokenizer(version: str, texts: Iterable[str] = DEFAULT_CORPUS, 
     texts = list(texts)
     with tempfile.TemporaryDirectory() as tmp:
         if version == "2022":
-            from tokenizers import BertWordPieceTokenizer
             from transformers import BertTokenizerFast
 
-            wp = BertWordPieceTokenizer(lowercase=True)
-            wp.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=1,
-                                   special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
-            wp.save_model(tmp)
+            # Written, not trained: the tokenizers WordPiece trainer breaks ties in a
+            # different order in every process, so a trained vocabulary (and with it the
+            # tiny model's every text embedding) changed from run to run. Whole words of
+            # the corpus, then single characters and their '##' continuations, so that any
+            # lower-case text still tokenizes.
+            words = sorted({w for t in texts for w in t.lower().split()})
+            chars = sorted({c for t in texts for c in t.lower() if not c.isspace()}
+                           | set(string.ascii_lowercase + string.digits + string.punctuation))
+            vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *(f"##{c}" for c in chars)]
+            vocab += [w for w in words if w not in vocab][: max(0, vocab_size - len(vocab))]
+            Path(tmp, "vocab.txt").write_text("\n".join(vocab) + "\n")
             return BertTokenizerFast(f"{tmp}/vocab.txt", do_lower_case=True, model_max_length=512)
         from tokenizers import ByteLevelBPETokenizer
         from transformers import GPT2TokenizerFast

@@ -2,8 +2,9 @@
 
 Layout of ``output_dir``::
 
-    config.json, model.safetensors,        the best model as a standard Hugging Face folder
-    tokenizer*, preprocessor_config.json   (written at the end; LoRA merged)
+    config.json, model.safetensors,        the best model in its family's format (written at
+    tokenizer*, preprocessor_config.json   the end; LoRA merged): a standard Hugging Face folder,
+                                           or an MS CLAP folder (no preprocessor_config.json)
     training_config.json, metrics.json     the run's TrainConfig and final metrics
     metrics.jsonl                          one line per epoch
     checkpoints/last/                      resume state after the latest finished epoch:
@@ -11,7 +12,7 @@ Layout of ``output_dir``::
         optimizer.safetensors                AdamW moments, flattened ``state.<i>.<name>``
         trainer_state.json                   epoch, step, scheduler, early stopping, history,
                                              optimizer param groups, config
-    checkpoints/best/                      HF folder of the best epoch so far
+    checkpoints/best/                      model folder of the best epoch so far
 
 Every folder is written under a temporary name and renamed into place
 (:func:`humanclap.io.atomic_dir`), so a crash never leaves a half-written checkpoint: the

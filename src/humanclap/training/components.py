@@ -30,8 +30,8 @@ class TrainComponents:
     training proceeds; which objects they are does not)."""
 
     tokenizer: Any  # saved with every exported model folder
-    extractor: Any  # the checkpoint's ClapFeatureExtractor, saved likewise
-    model_info: Any  # humanclap.scoring.scorer.ModelInfo of the base model
+    extractor: Any  # the checkpoint's ClapFeatureExtractor, saved likewise; None for MS CLAP
+    model_info: Any  # humanclap.scoring.protocol.ModelInfo of the base model
     data: TrainData
     train_split: SplitTable
     val_split: str | None  # split names; None when not used
@@ -65,11 +65,14 @@ def build_components(cfg: TrainConfig, device: torch.device, info: DistInfo, aut
     towers (``cfg.cache_encoders``), and build optimizer, schedule and loss.
 
     Raises ConfigError / DatasetError / ModelLoadError for inputs that cannot be used."""
-    from humanclap.scoring.scorer import CLAPScorer, load_components
+    from humanclap.scoring.loader import load_scorer
 
     torch.manual_seed(cfg.seed)  # LoRA initialisation
-    model, tokenizer, extractor, model_info = load_components(cfg.model, cfg.revision)
-    scorer = CLAPScorer(model, tokenizer, extractor, model_info, device="cpu")
+    # The family follows the spec (a hub id or folder: ClapModel; msclap-2022/-2023, a .pth
+    # or an MS CLAP folder: MSClapModel); preprocessing is the scorer's own, on CPU.
+    scorer = load_scorer(cfg.model, device="cpu", revision=cfg.revision)
+    model, tokenizer, model_info = scorer.model, scorer.tokenizer, scorer.info
+    extractor = getattr(scorer, "feature_extractor", None)  # MS CLAP: the front end is in the model
     rated, names, val_split, test_split = load_splits(cfg)
     data = build_train_data(rated, names, scorer, progress=progress, memo=feature_memo)
     train_split = data.splits[cfg.train_split]
@@ -92,9 +95,7 @@ def build_components(cfg: TrainConfig, device: torch.device, info: DistInfo, aut
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ids = [device.index] if device.type == "cuda" else None
-        # A fused HTSAT skips its fusion layers when no clip of a batch is longer than
-        # the window: those parameters then get no gradient on that rank.
-        unused = bool(clap.config.audio_config.enable_fusion) and cfg.train_params in ("all", "audio")
+        unused = tower.towers.find_unused_parameters(cfg.train_params)
         step_module = DDP(tower, device_ids=ids, broadcast_buffers=False, find_unused_parameters=unused)
     optimizer = build_optimizer(trained, cfg)
     return TrainComponents(

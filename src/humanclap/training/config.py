@@ -37,7 +37,8 @@ class TrainConfig:
 
     # -- data and model --------------------------------------------------------------
     model: str = _f("laion/clap-htsat-fused", "base checkpoint (hub id or folder); the official "
-                    "Human-CLAP checkpoints ship LAION's fused-model preprocessing (see configs/wsce_mae.yaml)")
+                    "Human-CLAP checkpoints ship LAION's fused-model preprocessing (see configs/wsce_mae.yaml); "
+                    "MS CLAP: msclap-2022, msclap-2023, an msclap .pth or an MS CLAP folder")
     revision: str | None = _f(None, "hub revision of --model, to pin the exact base weights")
     data: str = _f("", "rated pairs: relate:DIR, xacle:DIR or a .csv/.jsonl manifest (audio,text,score,split)")
     audio_root: str | None = _f(None, "where the dataset's audio files are, if not where the dataset says")
@@ -63,9 +64,11 @@ class TrainConfig:
     lora_rank: int = _f(8, "LoRA rank: capacity of the adapters")
     lora_alpha: int = _f(16, "LoRA scaling numerator (scale = alpha / rank)")
     lora_dropout: float = _f(0.0, "dropout inside the LoRA adapters")
-    lora_targets: list = _f(["query", "key", "value"], "module names that get LoRA adapters: the attention "
-                            "projections of the RoBERTa and HTSAT towers")
-    dropout: bool = _f(True, "keep dropout/drop-path active in trained towers; off makes a step depend on the "
+    lora_targets: list = _f(["query", "key", "value"], "module names that get LoRA adapters; the default means "
+                            "each family's attention projections: RoBERTa and HTSAT query,key,value (LAION), "
+                            "GPT-2 c_attn + HTS-AT qkv (MS CLAP 2023), BERT query,key,value + CNN14 fc1 (MS CLAP 2022)")
+    dropout: bool = _f(True, "keep dropout/drop-path active in trained towers (and in MS CLAP's trained "
+                       "projections, which msclap trained with dropout); off makes a step depend on the "
                        "data only (bit-comparable runs across process counts). BatchNorm always uses its "
                        "running statistics so outputs never depend on the batch")
     # -- optimisation ----------------------------------------------------------------

@@ -4,7 +4,9 @@ unique text, and per split the indices of each pair into them plus its human sco
 Audio goes through the same deterministic preprocessing as scoring (``audio.py``: no
 random crops, no augmentation), once per unique file, so what the model learns from is
 exactly what it is later scored on. Memory: one ``(channels, frames, mels)`` float32 array
-per file, about 256 kB (unfused) or 1 MB (fused) for a 10 s LAION window.
+per file, about 256 kB (unfused) or 1 MB (fused) for a 10 s LAION window; for MS CLAP the
+raw window waveform (the front end is in the model), 0.9 MB (2022, 5 s) or 1.2 MB (2023,
+7 s) at 44.1 kHz.
 """
 
 from __future__ import annotations
@@ -42,10 +44,11 @@ class SplitTable:
 class TrainData:
     audio_paths: list[str]
     texts: list[str]
-    features: torch.Tensor  # (U, C, T, F) float32
+    features: torch.Tensor  # (U, C, T, F) float32; MS CLAP: (U, window samples)
     is_longer: torch.Tensor  # (U, 1) bool
     # (V, L) long, L = the longest tokenized text (at most 77, LAION's limit): padding to
     # the longest instead of 77 changes no embedding (the mask hides pads) and costs less.
+    # MS CLAP pads to its text length (77 GPT-2 / 100 BERT), as its scorer does.
     input_ids: torch.Tensor
     attention_mask: torch.Tensor  # (V, L) long, 0 on padding
     splits: dict[str, SplitTable] = field(default_factory=dict)

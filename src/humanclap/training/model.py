@@ -1,7 +1,10 @@
 """What is trained and how embeddings are computed during training.
 
-A CLAP embedding is ``normalize(projection(tower(inputs).pooler_output))`` for either
-tower, the same computation as ``ClapModel.get_text_features`` / ``get_audio_features``.
+A CLAP embedding is ``normalize(projection(pooled(inputs)))`` for either tower, the same
+computation as the model's ``get_text_features`` / ``get_audio_features``; what the towers,
+the pooled outputs and the projections are for each family (ClapModel, MS CLAP) is in
+:mod:`~humanclap.training.towers`.
+
 Splitting it at the pooled output lets a *frozen* tower be run once per unique item and
 its outputs reused every epoch (:class:`DualTower` with ``text_cache`` / ``audio_cache``);
 frozen towers always run in eval mode, so the cached outputs are the ones the uncached
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import warnings
 from pathlib import Path
 
 import torch
@@ -20,6 +24,7 @@ import torch.nn.functional as F
 
 from humanclap.errors import ConfigError, MissingExtraError
 from humanclap.training.config import TrainConfig
+from humanclap.training.towers import check_lora_targets, towers_for
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +44,12 @@ def prepare_trainable(model, cfg: TrainConfig):
     """Freeze what is not trained, add LoRA adapters if asked.
 
     Returns ``(trained_module, clap)``: the module whose parameters are optimised and
-    saved (the PEFT wrapper for LoRA, else the ClapModel) and the ClapModel used for the
-    forward pass (the same object, with adapters injected for LoRA).
+    saved (the PEFT wrapper for LoRA, else the model) and the model used for the forward
+    pass (the same object, with adapters injected for LoRA). Works for every family of
+    :func:`~humanclap.training.towers.towers_for`; raises ConfigError for LoRA targets
+    that miss a tower.
     """
+    towers = towers_for(model)
     model.requires_grad_(False)
     parts = trained_parts(cfg)
     trained = model
@@ -52,41 +60,56 @@ def prepare_trainable(model, cfg: TrainConfig):
             raise MissingExtraError("train_params=lora needs peft, which is not installed: "
                                     "pip install 'humanclap[train]', or choose another "
                                     "--train-params") from None
+        targets = towers.lora_targets(list(cfg.lora_targets))
+        check_lora_targets(towers, targets)
         lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                          target_modules=list(cfg.lora_targets), bias="none")
-        trained = get_peft_model(model, lora)  # marks only the adapters trainable
+                          target_modules=targets, bias="none")
+        with warnings.catch_warnings():
+            # GPT-2's c_attn is a transformers Conv1D (weights stored transposed): peft
+            # notices and handles it, with a warning that says only that.
+            warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")
+            trained = get_peft_model(model, lora)  # marks only the adapters trainable
         model = trained.base_model.model
+        towers = towers_for(model)  # the tree now holds the adapters
     else:
-        model.text_model.requires_grad_(parts["text_tower"])
-        model.audio_model.requires_grad_(parts["audio_tower"])
-    model.text_projection.requires_grad_(parts["text_projection"])
-    model.audio_projection.requires_grad_(parts["audio_projection"])
-    model.logit_scale_a.requires_grad_(bool(cfg.train_logit_scale))
-    model.logit_scale_t.requires_grad_(False)  # LAION never trained it (see losses/temperature)
+        towers.text_tower.requires_grad_(parts["text_tower"])
+        towers.audio_tower.requires_grad_(parts["audio_tower"])
+    towers.text_projection.requires_grad_(parts["text_projection"])
+    towers.audio_projection.requires_grad_(parts["audio_projection"])
+    towers.logit_scale.requires_grad_(bool(cfg.train_logit_scale))
+    for p in towers.fixed_parameters():
+        p.requires_grad_(False)
     return trained, model
 
 
 def set_train_mode(clap, cfg: TrainConfig) -> None:
-    """Frozen towers: eval. Trained towers: dropout on if ``cfg.dropout``; BatchNorm always
-    uses running statistics so that an item's output never depends on its batch."""
+    """Frozen towers: eval. Trained towers (and trained projections that have dropout, MS
+    CLAP's): dropout on if ``cfg.dropout``; BatchNorm always uses running statistics so
+    that an item's output never depends on its batch."""
+    towers = towers_for(clap)
     clap.eval()
     parts = trained_parts(cfg)
     if cfg.dropout:
-        if parts["text_tower"]:
-            clap.text_model.train()
-        if parts["audio_tower"]:
-            clap.audio_model.train()
+        modules = [("text_tower", towers.text_tower), ("audio_tower", towers.audio_tower)]
+        if towers.projection_dropout:
+            modules += [("text_projection", towers.text_projection),
+                        ("audio_projection", towers.audio_projection)]
+        for part, module in modules:
+            if parts[part]:
+                module.train()
     for m in clap.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.eval()
 
 
 def text_pooled(clap, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    return clap.text_model(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+    """The text tower's output before its projection (any family)."""
+    return towers_for(clap).text_pooled(input_ids, attention_mask)
 
 
 def audio_pooled(clap, input_features: torch.Tensor, is_longer: torch.Tensor) -> torch.Tensor:
-    return clap.audio_model(input_features=input_features, is_longer=is_longer).pooler_output
+    """The audio tower's output before its projection (any family)."""
+    return towers_for(clap).audio_pooled(input_features, is_longer)
 
 
 class DualTower(nn.Module):
@@ -95,6 +118,7 @@ class DualTower(nn.Module):
     def __init__(self, clap, data, device: torch.device, fixed_logit_scale: float | None):
         super().__init__()
         self.clap = clap
+        self.towers = towers_for(clap)  # a view of clap's modules, not a module itself
         self.data = data  # TrainData: features/tokens on CPU, indexed by unique item
         self.device = device
         self.fixed_logit_scale = fixed_logit_scale
@@ -113,21 +137,20 @@ class DualTower(nn.Module):
         if self.text_cache is not None:
             pooled = self.text_cache[idx.to(self.text_cache.device)]
         else:
-            pooled = text_pooled(self.clap, **self.text_inputs(idx))
-        return F.normalize(self.clap.text_projection(pooled).float(), dim=-1)
+            pooled = self.towers.text_pooled(**self.text_inputs(idx))
+        return F.normalize(self.towers.text_projection(pooled).float(), dim=-1)
 
     def embed_audio(self, idx: torch.Tensor) -> torch.Tensor:
         if self.audio_cache is not None:
             pooled = self.audio_cache[idx.to(self.audio_cache.device)]
         else:
-            pooled = audio_pooled(self.clap, **self.audio_inputs(idx))
-        return F.normalize(self.clap.audio_projection(pooled).float(), dim=-1)
+            pooled = self.towers.audio_pooled(**self.audio_inputs(idx))
+        return F.normalize(self.towers.audio_projection(pooled).float(), dim=-1)
 
     def logit_scale(self) -> torch.Tensor:
         if self.fixed_logit_scale is not None:
             return torch.tensor(self.fixed_logit_scale, device=self.device)
-        # LAION's ClipLoss (mlp_loss off) used logit_scale_a for both directions.
-        return self.clap.logit_scale_a.float().exp()
+        return self.towers.logit_scale.float().exp()
 
     def forward(self, audio_idx: torch.Tensor, text_idx: torch.Tensor):
         return self.embed_audio(audio_idx), self.embed_text(text_idx), self.logit_scale()
@@ -139,25 +162,28 @@ class DualTower(nn.Module):
         self.clap.eval()
         if not parts["text_tower"]:
             self.text_cache = shard(len(self.data.texts), batch_size,
-                                    lambda i: _run(autocast, text_pooled, self.clap, self.text_inputs(i)))
+                                    lambda i: _run(autocast, self.towers.text_pooled, self.text_inputs(i)))
         if not parts["audio_tower"]:
             self.audio_cache = shard(len(self.data.audio_paths), batch_size,
-                                     lambda i: _run(autocast, audio_pooled, self.clap, self.audio_inputs(i)))
+                                     lambda i: _run(autocast, self.towers.audio_pooled, self.audio_inputs(i)))
 
 
-def _run(autocast, fn, clap, inputs):
+def _run(autocast, fn, inputs):
     with autocast():
-        return fn(clap, **inputs)
+        return fn(**inputs)
 
 
-def export_hf_folder(trained, cfg: TrainConfig, tokenizer, extractor, folder: Path) -> None:
-    """Write a standard HF model folder (LoRA merged into a copy; training state untouched)."""
+def export_model_folder(trained, cfg: TrainConfig, tokenizer, extractor, folder: Path) -> None:
+    """Write the model folder its family loads back (LoRA merged into a copy; training
+    state untouched): a standard Hugging Face folder for a ClapModel, ``config.json`` +
+    ``model.safetensors`` + tokenizer for MS CLAP (``extractor`` is None there)."""
     model = trained
     if cfg.train_params == "lora":
         model = copy.deepcopy(trained).merge_and_unload()
-    model.save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
-    extractor.save_pretrained(folder)
+    towers_for(model).export(tokenizer, extractor, folder)
+
+
+export_hf_folder = export_model_folder  # the name before MS CLAP could be trained; kept for callers
 
 
 def trainable_state(trained) -> dict[str, torch.Tensor]:

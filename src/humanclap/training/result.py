@@ -12,9 +12,16 @@ import torch
 from humanclap.errors import TrainingError  # noqa: F401
 
 
+# How to load the output folder, per family (the summary's last line). Both load with
+# humanclap.load_scorer(folder) and `--model folder`; these name the family's own classes.
+LOAD_HINTS = {"clap": "load with CLAPScorer.from_pretrained or ClapModel.from_pretrained",
+              "msclap": "an MS CLAP folder: load with load_scorer or MSClapScorer.from_pretrained, "
+                        "or pass it as --model to score/evaluate"}
+
+
 @dataclass
 class TrainResult:
-    output_dir: Path  # the Hugging Face folder of the best model
+    output_dir: Path  # the folder of the best model (its family's format, see LOAD_HINTS)
     best_epoch: int | None  # 1-based; None if no epoch finished
     best_val: dict  # validation srcc/lcc/ktau/mse of the best epoch (empty without a val split)
     test: dict | None  # the same on the test split for the best model, if there is one
@@ -25,6 +32,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)  # one record per epoch (as metrics.jsonl)
     weights_digest: str = ""  # sha256 of the final trained parameters (identical on every rank)
     selected_by: str = ""  # how the kept model was chosen (TrainState.selected_by)
+    family: str = "clap"  # "clap" (transformers ClapModel folder) or "msclap" (MS CLAP folder)
 
     def summary(self) -> str:
         def fmt(m):
@@ -41,7 +49,7 @@ class TrainResult:
             lines.append(f"test:       {fmt(self.test)}")
         lines += [f"time: {self.seconds:.1f} s" + (f" (cached towers: {', '.join(self.cached_towers)})"
                                                    if self.cached_towers else ""),
-                  f"model: {self.output_dir} (load with CLAPScorer.from_pretrained or ClapModel.from_pretrained)"]
+                  f"model: {self.output_dir} ({LOAD_HINTS.get(self.family, LOAD_HINTS['clap'])})"]
         return "\n".join(lines)
 
 

@@ -4,15 +4,17 @@ One loop for one CPU, one GPU, or many processes (``torchrun``/``accelerate laun
 ``distributed.py`` for why the multi-process wSCE equals the single-process one):
 
 * data: every unique audio file preprocessed once, deterministically (``data.py``);
-* model: ``ClapModel`` with the chosen parts trainable (``model.py``); frozen towers
-  run once and are cached (the fast path) unless ``cache_encoders`` is off;
+* model: a ``ClapModel`` or an MS CLAP ``MSClapModel`` (``towers.py``: what each family's
+  towers are) with the chosen parts trainable (``model.py``); frozen towers run once
+  and are cached (the fast path) unless ``cache_encoders`` is off;
 * AdamW, linear warm-up then cosine decay (``optim.py``), gradient clipping, bf16
   autocast on CUDA;
 * each epoch: validation SRCC/LCC/KTAU/MSE, a line on stderr and in ``metrics.jsonl``, an
   atomic resume checkpoint, the best model kept; early stopping on validation SRCC
   (``state.py``);
 * a NaN/inf loss or gradient stops with :class:`TrainingError`; checkpoints stay intact;
-* the end: the best model as a standard Hugging Face folder in ``output_dir``.
+* the end: the best model in ``output_dir``, in the format its family loads back (a
+  standard Hugging Face folder, or MS CLAP's config.json + model.safetensors + tokenizer).
 
 Randomness: shuffling depends on (seed, epoch) only, and the global RNGs (dropout,
 drop-path) are re-seeded from (seed, epoch, rank) at the start of each epoch, so a run
@@ -42,8 +44,9 @@ from humanclap.training.config import TrainConfig
 from humanclap.training.data import global_batches, rank_share
 from humanclap.training.distributed import (DistInfo, barrier, gather_with_grad, init_distributed,
                                             launched_distributed, shard_map, shutdown_distributed)
-from humanclap.training.model import export_hf_folder, load_trainable_state, set_train_mode, trainable_state
+from humanclap.training.model import export_model_folder, load_trainable_state, set_train_mode, trainable_state
 from humanclap.training.optim import seed_epoch
+from humanclap.training.output import check_output_dir, refuse_foreign_model
 from humanclap.training.result import TrainResult, split_metrics
 from humanclap.training.state import UNDEFINED_SELECTION, TrainState, epoch_line
 
@@ -248,6 +251,8 @@ class Trainer:
         if last is not None and not self.cfg.resume:
             raise ConfigError(f"{self.out} already holds a training run ({last}); pass --resume to "
                               "continue it, or choose another --output-dir")
+        if last is None:
+            refuse_foreign_model(self.out)
         if self.cfg.resume and last is None:
             self.print(f"--resume: no checkpoint in {self.out}/checkpoints yet, starting from scratch")
         if self.info.is_main:  # folders a killed run left half-written
@@ -305,7 +310,7 @@ class Trainer:
         if self.info.is_main:
             if improved:
                 with atomic_dir(ckpt.checkpoint_dir(self.out, ckpt.BEST)) as tmp:
-                    export_hf_folder(p.trained, self.cfg, p.tokenizer, p.extractor, tmp)
+                    export_model_folder(p.trained, self.cfg, p.tokenizer, p.extractor, tmp)
             state = {**self.state.to_dict(), "config": self.cfg.to_dict(),
                      "base_revision": p.model_info.revision, "world_size": self.info.world_size}
             with atomic_dir(ckpt.checkpoint_dir(self.out, ckpt.LAST)) as tmp:
@@ -339,7 +344,7 @@ class Trainer:
         return TrainResult(output_dir=self.out, best_epoch=st.best_epoch, best_val=st.best_val,
                            test=st.best_test, epochs_run=st.epoch, stopped_early=st.stopped_early,
                            seconds=seconds, cached_towers=p.cached_towers, history=st.history,
-                           weights_digest=digest, selected_by=selected_by)
+                           weights_digest=digest, selected_by=selected_by, family=p.tower.towers.family)
 
     def _digest(self) -> str:
         """Hash of this rank's trained parameters; ranks that disagree mean a broken run."""
@@ -355,46 +360,6 @@ class Trainer:
                 raise TrainingError(f"processes ended with different weights ({digests}); this is a "
                                     "bug or a non-deterministic kernel, please report it")
         return digest
-
-
-# What a run writes at the top of its output folder besides the model's own files (a
-# manifest there under one of these names, or under checkpoints/, would be overwritten).
-WRITTEN_NAMES = {"metrics.json", "metrics.jsonl", "training_config.json", "config.json",
-                 "model.safetensors", "preprocessor_config.json", "tokenizer.json",
-                 "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
-                 "added_tokens.json"}
-
-
-def check_output_dir(out: Path, data: str, create: bool = True, model: str | None = None) -> None:
-    """Create the output folder (``create``), or raise ConfigError when it cannot be one (a
-    file is in the way, no permission) or when writing it would overwrite the manifest read
-    or the base model (``model``, a local folder)."""
-    if model is not None and Path(model).expanduser().is_dir():
-        # The run publishes config.json/model.safetensors/tokenizer at the top of ``out`` and
-        # rewrites checkpoints/*: the base model there would be replaced by the fine-tuned one.
-        base, root = Path(model).expanduser().resolve(), out.resolve()
-        if base == root or (root / "checkpoints") in (base, *base.parents):
-            raise ConfigError(f"--output-dir {out} would overwrite the base model {model} (the run "
-                              "writes its model files and checkpoints there); choose another "
-                              "--output-dir")
-    manifest = Path(data).expanduser()
-    if manifest.is_file():
-        target, root = manifest.resolve(), out.resolve()
-        if (target.parent == root and target.name in WRITTEN_NAMES) or \
-                (root / "checkpoints") in target.parents:
-            raise ConfigError(f"--output-dir {out} would overwrite the training data {data} "
-                              "(the run writes its model, metrics and checkpoints there); "
-                              "choose another --output-dir or move the manifest")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--output-dir {out} is a file, not a folder: choose another "
-                          "--output-dir (it becomes a model folder)")
-    if not create:
-        return
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:  # a file in the way of a parent, read-only place: the user's to fix
-        raise ConfigError(f"cannot create the output folder {out}: {exc.strerror or exc}; "
-                          "pass another --output-dir") from None
 
 
 train = fine_tune  # the name used before the package was split into layers; kept for callers
