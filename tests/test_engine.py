@@ -172,3 +172,37 @@ def test_msclap_scorer_without_its_weights_is_a_clear_load_error():
 
     with pytest.raises(ModelLoadError, match=r"CLAP_weights_2023.pth\) is not in the local Hugging Face cache.*--model /path/to"):
         MSClapScorer.from_pretrained("msclap-2023", device="cpu")
+
+
+# -- how a CPU job spends its forwards (bench_score.py measures the time) --------------------
+def test_a_cpu_job_decodes_in_turn_and_embeds_many_steps_texts_in_full_passes(scorer, tmp_path, monkeypatch):
+    """Decoding beside CPU forwards made them 1.7x slower (their threads wait on each other),
+    and embedding texts step by step ran a 16-text pass for every 4 rows."""
+    import csv
+    import threading
+
+    from humanclap.scoring.job import ScoreJob
+    from humanclap.scoring.scorer import TEXT_BUCKETS, TEXT_CHUNK
+
+    words = ["dog", "rain", "bell", "car", "bird", "wind", "door", "siren"]
+    texts = [f"a {a} and a {b}" for a in words for b in words[:5]]  # 40 distinct texts
+    assert {next(b for b in TEXT_BUCKETS if n <= b) for n in scorer.token_counts(texts)} == {16}
+    for i in range(5):
+        write_wav(tmp_path / f"c{i}.wav", noise_clip(0.5, seed=i))
+    with open(tmp_path / "m.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["audio", "text"])
+        w.writerows([f"c{i % 5}.wav", t] for i, t in enumerate(texts))
+    passes, threads = [], set()
+    original_text, original_prepare = scorer.model.get_text_features, EmbeddingEngine.prepare
+    monkeypatch.setattr(scorer.model, "get_text_features",
+                        lambda *a, **k: passes.append(k["input_ids"].shape) or original_text(*a, **k))
+    monkeypatch.setattr(EmbeddingEngine, "prepare",
+                        lambda self, paths: threads.add(threading.current_thread().name) or original_prepare(self, paths))
+    ScoreJob(scorer, batch_size=4).run(tmp_path / "m.csv", tmp_path / "o.csv", progress=False)
+    assert threads == {threading.main_thread().name}
+    assert passes == [(TEXT_CHUNK, 16)] * 3  # 40 texts: 3 passes, not one per 4-row step
+    rows = list(csv.DictReader(open(tmp_path / "o.csv")))
+    alone = scorer.embed_text([texts[17]])[0]
+    audio = scorer.embed_audio([str(tmp_path / "c2.wav")])[0]
+    assert float(rows[17]["cosine"]) == pytest.approx(float(alone @ audio), abs=1e-6)

@@ -80,7 +80,8 @@ def add_parser(subparsers) -> None:
                    help="replace an existing non-empty -o OUT (without it, such a file is refused)")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="decoder processes (decode + resample + features) feeding the model in "
-                   "order; 0 decodes in the main process (one background thread; for debugging). "
+                   "order; 0 decodes in the main process (a background thread on a GPU, in turn with "
+                   "the model on a CPU, whose forwards use every core). "
                    "Default: on a GPU min(4, cores-1), on a CPU 0 up to 4 cores, else cores/4 (at "
                    "most 4). A file that crashes a worker gets an error row; the others score")
     flags.add_progress(p, help="progress bar (default: on when stderr is a terminal)")

@@ -40,6 +40,7 @@ import soxr
 
 from humanclap.errors import AudioError
 from humanclap.scoring.audio_file import check_audio_path, open_audio, read_centre_window, read_mono
+from humanclap.scoring.fbank import log_mel, window_features
 
 # An audio item is a file path or an ``(array, sample_rate)`` pair; arrays are
 # ``(samples,)`` or ``(samples, channels)`` like soundfile returns them.
@@ -267,7 +268,7 @@ def whole_clip_mel(extractor, waveform: np.ndarray) -> np.ndarray:
     n = waveform.shape[0]
     total = 1 + n // hop  # frames of the centred STFT
     if total <= MEL_CHUNK_FRAMES:
-        return extractor._np_extract_fbank_features(waveform.astype(np.float64), extractor.mel_filters)
+        return log_mel(extractor, waveform.astype(np.float64), extractor.mel_filters)
     context = -(-half // hop)  # frames whose window reaches back over a segment start
     out = None
     for f0 in range(0, total, MEL_CHUNK_FRAMES):
@@ -275,7 +276,7 @@ def whole_clip_mel(extractor, waveform: np.ndarray) -> np.ndarray:
         first = max(0, f0 - context)  # segment start, in frames (its samples start at first * hop)
         stop = n if f1 == total else min(n, (f1 - 1) * hop + half)
         seg = waveform[first * hop : stop].astype(np.float64)
-        mel = extractor._np_extract_fbank_features(seg, extractor.mel_filters)
+        mel = log_mel(extractor, seg, extractor.mel_filters)
         if out is None:
             out = np.empty((total, mel.shape[1]), dtype=mel.dtype)
         out[f0:f1] = mel[f0 - first : f1 - first]
@@ -325,13 +326,9 @@ def _features(waveform: np.ndarray, extractor, fused: bool, window: int, longer:
     if longer:
         start = (waveform.shape[0] - window) // 2
         waveform = waveform[start : start + window]
-    return extractor(
-        waveform,
-        sampling_rate=extractor.sampling_rate,
-        truncation="fusion" if fused else "rand_trunc",
-        padding="repeatpad",
-        return_tensors="np",
-    )["input_features"][0].astype(np.float32)
+    # the extractor's own call (truncation "fusion"/"rand_trunc", padding "repeatpad"), with
+    # all frames at once instead of one FFT per frame: the same bits (tests/test_fbank.py)
+    return window_features(extractor, waveform, fused)
 
 
 def clip_features(waveform: np.ndarray, extractor, fused: bool) -> tuple[np.ndarray, bool]:

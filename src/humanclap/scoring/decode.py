@@ -54,8 +54,8 @@ Result = tuple
 def default_workers(device: str, cores: int | None = None) -> int:
     """``--workers`` when not given. On an accelerator the model waits on decoding: up to 4
     processes, leaving a core for the main one. On a CPU the model's forward needs the
-    cores itself: 0 (the in-process background thread) up to 4 cores, then a quarter of
-    them (at most 4)."""
+    cores itself: 0 (decode in turn with the forwards, in the main thread) up to 4 cores,
+    then a quarter of them (at most 4)."""
     cores = cores or os.cpu_count() or 1
     if device.split(":")[0] in ("cuda", "mps", "xpu"):
         return max(1, min(4, cores - 1))

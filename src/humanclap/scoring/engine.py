@@ -7,8 +7,11 @@ run: ``humanclap score`` (through :class:`~humanclap.scoring.job.ScoreJob`), eva
 * each unique text is embedded once, each unique audio file decoded and embedded once;
 * with an :class:`EmbeddingCache`, a text (by its string) or a file (by the hash of its
   bytes) is looked up before any work is done, and new embeddings are stored;
-* decoding and feature extraction of the next batch run in a background thread while the
-  model embeds the current one (:meth:`EmbeddingEngine.embed_audio_batches`);
+* on an accelerator, decoding and feature extraction of the next batch run in a
+  background thread while the model embeds the current one
+  (:meth:`EmbeddingEngine.embed_audio_batches`); on a CPU they run in turn with the
+  forward passes, which use every core themselves (a decoding thread beside them made
+  the forwards 1.7x slower on 2 cores: their threads wait on one another);
 * a file that cannot be used is recorded as an :class:`AudioError` for that file (see
   ``audio_err``), never raised: the rows or pairs that use it get the message, the same
   message with or without a cache.
@@ -18,7 +21,7 @@ the engine keeps at most that many text / audio embeddings, least recently used 
 (:class:`LRU`); a text or file used again after eviction is looked up in the cache, or
 embedded again (same bits). Without them (evaluation) everything is kept. With
 ``workers > 0`` decoding runs in :class:`~humanclap.scoring.decode.DecoderPool` processes
-instead of the one background thread.
+instead.
 
 Exactly reproducible: the engine's ``batch_size`` is only how many files are decoded per
 background step (and per ``yield`` of :meth:`EmbeddingEngine.embed_audio_batches`);
@@ -113,7 +116,7 @@ class EmbeddingEngine:
     (a prefetch size; memory is bounded by it). It never decides a forward pass: those
     are ``AUDIO_CHUNK`` clips each, so no embedding depends on it or on its neighbours.
     ``text_capacity`` / ``audio_capacity``: bounds of those maps (None: unbounded);
-    ``workers``: decoder processes (0: one background thread in this process).
+    ``workers``: decoder processes (0: in this process, see the module docstring).
     """
 
     def __init__(self, scorer: Scorer, batch_size: int = 8, cache: EmbeddingCache | None = None,
@@ -239,7 +242,8 @@ class EmbeddingEngine:
         embedded. With ``workers > 0`` the decoding runs in a :class:`DecoderPool`."""
         featurizer = featurizer_of(self.scorer) if self.workers > 0 else None
         if featurizer is None:
-            yield from self._threaded(batches)
+            on_cpu = getattr(getattr(self.scorer, "device", None), "type", "cpu") == "cpu"
+            yield from (self._inline(batches) if on_cpu else self._threaded(batches))
             return
         lookup = None
         if self.cache:
@@ -262,6 +266,13 @@ class EmbeddingEngine:
                 self.embed_prepared(prep)
                 self.decoder_restarts = pool.restarts
                 yield tag
+
+    def _inline(self, batches: Iterable[tuple[Any, Sequence[str]]]) -> Iterator[Any]:
+        """Decode each batch, then embed it, in this thread (CPU forwards: see the module
+        docstring)."""
+        for tag, paths in batches:
+            self.embed_prepared(self.prepare(list(paths)))
+            yield tag
 
     def _threaded(self, batches: Iterable[tuple[Any, Sequence[str]]]) -> Iterator[Any]:
         """Decode the next batch in one background thread while this one is embedded."""

@@ -46,6 +46,8 @@ from humanclap.scoring.rows import checked_cosine, open_output, row_problem, sca
 # 32 MiB at LAION's width). A text or file used again after eviction costs a cache lookup
 # (--cache) or a new forward pass, never a different number.
 TEXT_LRU = 16384
+# Rows whose texts are embedded together (whole TEXT_CHUNK passes instead of one per step).
+TEXT_LOOKAHEAD = 256
 AUDIO_LRU = 8192
 
 
@@ -179,7 +181,8 @@ class ScoreJob:
 
     ``batch_size`` is how many rows are prepared (decoded ahead) and written per step; it
     never changes a score: the engine forwards clips in its own fixed shape. ``workers``:
-    decoder processes (0: decode in this process, in one background thread)."""
+    decoder processes (0: decode in this process: in one background thread on an
+    accelerator, in turn with the forwards on a CPU)."""
 
     def __init__(self, scorer: Scorer, batch_size: int = 8, cache_dir: str | None = None,
                  workers: int = 0):
@@ -292,21 +295,29 @@ class ScoreJob:
         bar = tqdm(total=total - first, unit="row", desc="scoring", file=sys.stderr,
                    disable=not (sys.stderr.isatty() if progress is None else progress))
 
-        def prepared() -> Iterator[tuple[tuple[int, list], list[str]]]:
-            # Runs ahead of the writing by the batches the engine decodes in advance.
+        def prepared() -> Iterator[tuple[tuple[int, list, list[str]], list[str]]]:
+            # Runs ahead of the writing by the batches the engine decodes in advance. Rows
+            # are read in blocks of about TEXT_LOOKAHEAD (whole steps); a block's texts ride
+            # on its first step.
+            block_size = self.batch_size * -(-TEXT_LOOKAHEAD // self.batch_size)
             written = first
-            for step in chunks(rows, first, self.batch_size):
-                items = []
-                for _, row in step:
-                    problem = row_problem(row)
-                    items.append((row, problem, None if problem else str(resolve_path(row["audio"], root))))
-                written += len(step)
-                yield (written, items), [p for _, bad, p in items if not bad]
+            for block in chunks(rows, first, block_size):
+                texts = [r["text"] for _, r in block if not row_problem(r)]
+                for step in chunks(iter(block), written, self.batch_size):
+                    items = []
+                    for _, row in step:
+                        problem = row_problem(row)
+                        items.append((row, problem, None if problem else str(resolve_path(row["audio"], root))))
+                    written += len(step)
+                    yield (written, items, texts), [p for _, bad, p in items if not bad]
+                    texts = []
 
-        for written, items in engine.embed_audio_stream(prepared()):
-            # Texts per step, after the step's audio: the LRU keeps them while they are
-            # used; each text's bits do not depend on the others embedded with it.
-            engine.embed_texts([row["text"] for row, bad, _ in items if not bad])
+        for written, items, texts in engine.embed_audio_stream(prepared()):
+            # Texts before the step's rows: the look-ahead fills the text forward passes
+            # (TEXT_CHUNK texts each) instead of one pass per step; the LRU keeps them
+            # while they are used; a text's bits do not depend on the others.
+            engine.embed_texts(texts)
+            engine.embed_texts([row["text"] for row, bad, _ in items if not bad])  # evicted ones
             for row, problem, path in items:
                 if problem:
                     cosine, error = None, problem

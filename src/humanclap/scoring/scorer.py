@@ -8,7 +8,7 @@ Exactly reproducible embeddings: on CPU a forward pass of ``(1, ...)`` and of ``
 give the same clip different last float32 bits, and so do texts padded to different
 lengths. So every forward pass has one of a few fixed shapes, whatever the caller's batch
 size and whatever else is being embedded: a text is padded to the smallest of
-``TEXT_BUCKETS`` (16, 32, 77 tokens) that holds it and embedded with texts of its bucket,
+``TEXT_BUCKETS`` (16, 24, 32, 48, 77 tokens) that holds it and embedded with texts of its bucket,
 ``TEXT_CHUNK`` at a time, clips ``AUDIO_CHUNK`` at a time (fused models: long and
 short clips in separate chunks, since the fusion branch runs on the long ones only), a
 short last chunk filled with copies of its last item. What the bits still depend on (the
@@ -50,12 +50,23 @@ log = logging.getLogger(__name__)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Texts per text forward pass, each padded to its length bucket: a few fixed shapes.
 TEXT_CHUNK = 16
-# Token lengths a text is padded to: the smallest that holds it. Captions are mostly
-# under 16 tokens, and a text forward costs about its padded length (a 16-token pass takes
-# a fifth of a 77-token one on CPU), so padding every text to 77 wasted most of the work.
+# Token lengths a text is padded to: the smallest that holds it. Captions are mostly 10-25
+# tokens, and a text forward costs about its padded length (a 16-token pass takes a fifth
+# of a 77-token one on CPU), so padding every text to 77 wasted most of the work.
 # A text's bucket depends on the text alone, so its bits still do not depend on others.
-TEXT_BUCKETS = (16, 32, TEXT_MAX_LENGTH)
+TEXT_BUCKETS = (16, 24, 32, 48, TEXT_MAX_LENGTH)
 DEVICE_FORMS = "auto, cpu, cuda, cuda:N (N = 0, 1, ...), mps"
+
+
+def device_numerics(device: torch.device) -> str:
+    """The device as far as float rounding goes: the GPU's name, or the CPU's vector
+    instruction set (part of every scorer's ``numerics``)."""
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    if device.type == "cpu":
+        cpu_capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "unknown")
+        return f"cpu:{cpu_capability()}"
+    return device.type
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -297,13 +308,7 @@ class CLAPScorer:
         neighbours or the intra-op thread count (1 vs 2 threads: same bits) once shapes are
         fixed; but a different device, torch build or CPU instruction set may round
         differently, so each is named here."""
-        device = self.device.type
-        if device == "cuda":
-            device = f"cuda:{torch.cuda.get_device_name(self.device)}"
-        elif device == "cpu":
-            cpu_capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "unknown")
-            device = f"cpu:{cpu_capability()}"
-        return {"device": device, "torch": torch.__version__, "audio_chunk": AUDIO_CHUNK,
+        return {"device": device_numerics(self.device), "torch": torch.__version__, "audio_chunk": AUDIO_CHUNK,
                 "text_chunk": TEXT_CHUNK, "text_length": TEXT_MAX_LENGTH, "text_buckets": list(TEXT_BUCKETS)}
 
     @torch.no_grad()

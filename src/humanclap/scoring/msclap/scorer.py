@@ -37,11 +37,12 @@ from humanclap.scoring.audio_file import check_audio_path, open_audio, read_cent
 from humanclap.scoring.msclap.model import CONFIG_NAME, WEIGHTS_NAME, MSClapModel, is_msclap_folder
 from humanclap.scoring.msclap.weights import (HUB_FILES, HUB_REPO, SPECS, file_revision, hub_checkpoint,
                                               load_pth, load_tokenizer)
-from humanclap.scoring.protocol import ModelInfo
+from humanclap.scoring.protocol import AUDIO_CHUNK, ModelInfo
 
 log = logging.getLogger(__name__)
 
 LONG_CLIP_RULE = "centre-crop"
+TEXT_BATCH = 8  # texts per text forward pass (a fixed shape: see embed_text)
 
 
 class MSClapScorer:
@@ -108,6 +109,18 @@ class MSClapScorer:
     @property
     def embedding_dim(self) -> int:
         return int(self.model.config.d_proj)
+
+    @property
+    def numerics(self) -> dict:
+        """What an embedding's bits depend on besides the model, its preprocessing and the
+        dtype (part of every cache key): the device, torch, the fixed forward shapes, and
+        whether the STFT runs as an FFT or as msclap's convolutions (``frontend.STFT``)."""
+        from humanclap.scoring.scorer import device_numerics
+
+        stft = self.model.audio_encoder.base
+        stft = getattr(stft, "htsat", stft).spectrogram_extractor.stft
+        return {"device": device_numerics(self.device), "torch": torch.__version__, "audio_chunk": AUDIO_CHUNK,
+                "text_chunk": TEXT_BATCH, "stft": "fft" if stft.uses_fft() else "conv"}
 
     # -- audio ---------------------------------------------------------------------
     def load(self, item: AudioInput) -> np.ndarray:
@@ -195,7 +208,7 @@ class MSClapScorer:
         return {"input_ids": input_ids, "attention_mask": mask}
 
     @torch.no_grad()
-    def embed_text(self, texts: Sequence[str], batch_size: int = 8) -> np.ndarray:
+    def embed_text(self, texts: Sequence[str], batch_size: int = TEXT_BATCH) -> np.ndarray:
         """L2-normalised text embeddings ``(len(texts), dim)``, bit-identical whatever other
         texts are passed: a batch holds texts of one padded length and has a fixed size."""
         texts = list(texts)
