@@ -8,8 +8,8 @@ import sys
 from humanclap.cli import flags
 
 EPILOG = f"""\
-rows: LAION CLAP, MS CLAP (only when the msclap package is installed; otherwise the row
-says so), Human-CLAP wSCE+MAE, wSCE and MAE. The Human-CLAP models are trained here with
+rows: LAION CLAP, MS CLAP (2023 release by default, humanclap's native MS CLAP; when its
+weights cannot be had the row says why), Human-CLAP wSCE+MAE, wSCE and MAE. The Human-CLAP models are trained here with
 the shipped configs (wsce_mae, wsce, mae) on RELATE's train split with early stopping on
 validation, into OUTPUT_DIR/models/<variant>/, or with --official the released
 sarulab-speech/human-clap-* checkpoints are scored. Every row is scored on the same
@@ -56,6 +56,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--laion", default="laion/clap-htsat-unfused", metavar="MODEL",
                    help="checkpoint of the LAION CLAP row (default laion/clap-htsat-unfused); a "
                         "local folder where the Hub cannot be reached")
+    p.add_argument("--msclap", default="msclap-2023", metavar="MODEL",
+                   help="checkpoint of the MS CLAP row: msclap-2023 (default; msclap's default "
+                        "release), msclap-2022, or a local msclap .pth with its tokenizer files "
+                        "beside it where the Hub cannot be reached")
     flags.add_plots(p)
     flags.add_progress(p)
     p.set_defaults(func=run)
@@ -70,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         relate=args.relate, output_dir=args.output_dir, audio_root=args.audio_root,
         official=args.official, device=args.device, batch_size=args.batch_size,
         n_boot=args.n_boot, seed=args.seed, base=args.base, epochs=args.epochs,
-        laion=args.laion, plots=args.plots, progress=args.progress)
+        laion=args.laion, msclap=args.msclap, plots=args.plots, progress=args.progress)
     quiet_transformers()
     result = reproduce(cfg)  # TrainingError (a diverged run) exits 1 through cli.main
     print(result.table())

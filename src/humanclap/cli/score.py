@@ -65,7 +65,10 @@ def add_parser(subparsers) -> None:
 
     p.add_argument("manifest", help=".csv or .jsonl with columns audio (path) and text; other columns pass through")
     p.add_argument("--model", default=DEFAULT_MODEL,
-                   help=f"hub id or local checkpoint folder (default: {DEFAULT_MODEL})")
+                   help="hub id or local checkpoint folder (every transformers CLAP), msclap-2023, "
+                        f"msclap-2022, or a local msclap .pth (default: {DEFAULT_MODEL})")
+    p.add_argument("--msclap-version", choices=("2022", "2023"),
+                   help="release of an msclap .pth given as --model (default: read from its keys)")
     p.add_argument("-o", "--output", help="output .csv or .jsonl (default: JSONL on stdout)")
     p.add_argument("--audio-root", help="folder that relative audio paths start from (default: the manifest's folder)")
     flags.add_batch_size(p, help="rows prepared and written per step (default 8, at most "
@@ -144,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     from humanclap.scoring.scorer import quiet_transformers
 
     quiet_transformers()
-    scorer = load_scorer(args.model, device=args.device, dtype=args.dtype)
+    scorer = load_scorer(args.model, device=args.device, dtype=args.dtype, msclap_version=args.msclap_version)
     workers = default_workers(str(scorer.device)) if args.workers is None else args.workers
     summary = ScoreJob(scorer, batch_size=args.batch_size, cache_dir=args.cache, workers=workers).run(
         args.manifest, target, audio_root=args.audio_root, resume=args.resume,

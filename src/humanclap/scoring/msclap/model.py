@@ -214,8 +214,9 @@ class MSClapModel(nn.Module):
             raise ModelLoadError(f"{source} does not match MS CLAP {self.config.version} "
                                  f"({self.config.audio_encoder} + {self.config.text_model}): "
                                  f"{_keys('missing', missing)}{'; ' if missing and unexpected else ''}"
-                                 f"{_keys('unexpected', unexpected)}. Check --msclap-version / the file "
-                                 "(an msclap CLAP_weights_2022.pth or CLAP_weights_2023.pth)")
+                                 f"{_keys('unexpected', unexpected)}. Check the file (an msclap "
+                                 "CLAP_weights_2022.pth or CLAP_weights_2023.pth) and the release it is "
+                                 "loaded as")
         bad = [k for k, v in state.items() if tuple(v.shape) != tuple(own[k].shape)]
         if bad:
             raise ModelLoadError(f"{source}: {len(bad)} tensors have the wrong shape for MS CLAP "
