@@ -266,3 +266,35 @@ def test_score_cli_with_a_tiny_msclap(tmp_path, capsys, as_pth):
     expected = np.maximum((a * t).sum(1), 0)
     got = [r["clapscore"] for r in rows[:3]]
     np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_the_stft_window_is_scipys_hann_to_the_bit_without_importing_scipy_signal():
+    from scipy.signal import get_window
+
+    from humanclap.scoring.msclap.frontend import hann
+
+    for n in (8, 400, 1024, 2048):
+        assert hann(n).tobytes() == get_window("hann", n, fftbins=True).tobytes()
+
+
+def test_a_loaded_model_draws_no_random_weights_and_equals_the_saved_one(tmp_path):
+    """Loading builds the model under no_init_weights (fast) and fills every tensor from the file."""
+    import torch
+
+    from humanclap.recipes.tiny_msclap import tiny_msclap
+    from humanclap.scoring.msclap.model import MSClapModel
+
+    for version in ("2022", "2023"):
+        model = tiny_msclap(version, seed=3)
+        model.save_pretrained(tmp_path / version)
+        torch.manual_seed(0)
+        before = torch.rand(1)
+        torch.manual_seed(0)
+        loaded = MSClapModel.from_pretrained(tmp_path / version)
+        assert torch.rand(1).item() == before.item()  # the global RNG was not drawn from
+        for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+            assert torch.equal(a, b), name
+        wave = torch.randn(2, model.config.window_samples) * 0.1
+        with torch.no_grad():
+            assert torch.equal(model.eval().get_audio_features(wave), loaded.get_audio_features(wave))
+        assert torch.nn.Linear(4, 4).weight.abs().sum() > 0  # init works again afterwards

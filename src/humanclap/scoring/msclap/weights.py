@@ -26,7 +26,7 @@ import torch
 
 from humanclap.errors import ModelLoadError
 from humanclap.scoring.hub import hub_reachable
-from humanclap.scoring.msclap.model import MSClapConfig, MSClapModel
+from humanclap.scoring.msclap.model import MSClapConfig, MSClapModel, empty_model
 
 HUB_REPO = "microsoft/msclap"
 HUB_FILES = {"2022": "CLAP_weights_2022.pth", "2023": "CLAP_weights_2023.pth"}
@@ -100,7 +100,7 @@ def load_pth(path: str | Path, version: str | None = None) -> MSClapModel:
                              "tower found); pass --msclap-version 2022 or 2023")
     else:
         config = MSClapConfig.release(version)
-    model = MSClapModel(config)
+    model = empty_model(config)
     model.load_checked(state, str(path))
     return model.eval()
 
