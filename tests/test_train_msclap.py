@@ -262,6 +262,10 @@ def test_cli_trains_msclap_by_name_and_from_a_pth(rated, tmp_path, monkeypatch, 
     base = positive_base(tmp_path / "base", version, rated)
     model = MSClapModel.from_pretrained(base)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    # transformers 4.x looks tokenizers up in its own copy of the path, taken at import
+    import transformers.utils.hub
+
+    monkeypatch.setattr(transformers.utils.hub, "TRANSFORMERS_CACHE", str(tmp_path / "hub"), raising=False)
     fake_hub_cache(tmp_path / "hub", version, model, base)
     pth = tmp_path / "pth" / f"CLAP_weights_{version}.pth"
     pth.parent.mkdir()

@@ -10,8 +10,9 @@ run: ``humanclap score`` (through :class:`~humanclap.scoring.job.ScoreJob`), eva
 * on an accelerator, decoding and feature extraction of the next batch run in a
   background thread while the model embeds the current one
   (:meth:`EmbeddingEngine.embed_audio_batches`); on a CPU they run in turn with the
-  forward passes, which use every core themselves (a decoding thread beside them made
-  the forwards 1.7x slower on 2 cores: their threads wait on one another);
+  forward passes, which use every core themselves (a decoding thread beside them takes
+  cores their OpenMP threads wait for: on 2 cores one measured job's forwards took 40.7 s
+  with it and 22.0 s without; another run showed no difference beyond noise);
 * a file that cannot be used is recorded as an :class:`AudioError` for that file (see
   ``audio_err``), never raised: the rows or pairs that use it get the message, the same
   message with or without a cache.
