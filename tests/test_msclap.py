@@ -298,3 +298,27 @@ def test_a_loaded_model_draws_no_random_weights_and_equals_the_saved_one(tmp_pat
         with torch.no_grad():
             assert torch.equal(model.eval().get_audio_features(wave), loaded.get_audio_features(wave))
         assert torch.nn.Linear(4, 4).weight.abs().sum() > 0  # init works again afterwards
+
+
+def test_the_fft_stft_equals_msclaps_convolutions_and_other_kernels_keep_the_convolutions():
+    """FFT only where it computes msclap's transform: the DFT x Hann kernels of every release."""
+    import torch
+    import torch.nn.functional as F
+
+    from humanclap.scoring.msclap.frontend import STFT
+
+    stft = STFT(1024, 320)
+    wave = torch.randn(2, 44100) * 0.1
+
+    def conv(x):
+        x = F.pad(x[:, None, :], (512, 512), mode="reflect")
+        return stft.conv_real(x)[:, None].transpose(2, 3), stft.conv_imag(x)[:, None].transpose(2, 3)
+
+    assert stft.uses_fft()
+    for fast, slow in zip(stft(wave), conv(wave)):
+        torch.testing.assert_close(fast, slow, atol=2e-4, rtol=1e-4)  # float32 rounding of 1024-term sums
+    with torch.no_grad():
+        stft.conv_imag.weight[3, 0, 7] += 0.01  # a checkpoint whose kernels are not the DFT
+    assert not stft.uses_fft()
+    for a, b in zip(stft(wave), conv(wave)):
+        assert torch.equal(a, b)
