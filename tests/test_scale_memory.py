@@ -102,9 +102,14 @@ def test_welford_summary_equals_the_two_pass_numbers():
     assert (lo, hi) == pytest.approx((np.mean(xs) - half, np.mean(xs) + half), abs=1e-12)
 
 
-@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+@pytest.mark.parametrize("fmt,lookahead", [("csv", 256), ("jsonl", 256), ("csv", 6)])
 def test_streaming_resume_is_byte_identical_with_evictions(scorer, tiny_unfused, tmp_path,
-                                                           monkeypatch, fmt):
+                                                           monkeypatch, fmt, lookahead):
+    # lookahead 256: one block of texts larger than the text LRU (16); 6: blocks of two
+    # 4-row steps, so the resume cuts land inside and between blocks
+    from humanclap.scoring import job as job_mod
+
+    monkeypatch.setattr(job_mod, "TEXT_LOOKAHEAD", lookahead)
     m = manifest(tmp_path, 30, files=7)
     before = m.read_bytes()
     full = tmp_path / f"full.{fmt}"
