@@ -9,8 +9,8 @@ from humanclap.cli import flags
 
 EPILOG = f"""\
 rows: LAION CLAP, MS CLAP (2023 release by default, humanclap's native MS CLAP; when its
-weights cannot be had the row says why), Human-CLAP wSCE+MAE, wSCE and MAE. The Human-CLAP models are trained here with
-the shipped configs (wsce_mae, wsce, mae) on RELATE's train split with early stopping on
+weights cannot be had the row says why), Human-CLAP wSCE+MAE, wSCE and MAE. The
+Human-CLAP models are trained here with the shipped configs (wsce_mae, wsce, mae) on RELATE's train split with early stopping on
 validation, into OUTPUT_DIR/models/<variant>/, or with --official the released
 sarulab-speech/human-clap-* checkpoints are scored. Every row is scored on the same
 test pairs; OUTPUT_DIR/report/ holds report.md (the published numbers beside ours, 95 %
