@@ -209,3 +209,15 @@ def test_a_hanging_decoder_times_out_and_the_pool_goes_on(scorer, tmp_path, monk
     assert "took longer than 8 s" in str(results[files[1]][1]), results[files[1]]
     assert all(results[f][0] == "ok" for f in files if "stuck" not in f), results
     assert pool.restarts >= 1
+
+
+def test_the_summary_line_never_prints_nan():
+    """No rows scored, one row, many rows: the mean line says what is known, never 'nan'."""
+    from humanclap.scoring.job import ScoreSummary
+
+    assert "none (no row scored)" in ScoreSummary(scores=[]).text()
+    one = ScoreSummary(scores=[0.25]).text()
+    assert "mean CLAPScore: 0.2500  95% CI undefined for one scored row  (n=1)" in one
+    many = ScoreSummary(scores=[0.2, 0.3, 0.4]).text()
+    assert "mean CLAPScore: 0.3000  95% CI [" in many and "(n=3)" in many
+    assert not any("nan" in s.lower() for s in (ScoreSummary(scores=[]).text(), one, many))

@@ -121,10 +121,17 @@ class ScoreSummary:
 
     def text(self) -> str:
         mean, lo, hi = self.mean_ci()
+        n = len(self.scores)
+        if n == 0:
+            mean_line = "mean CLAPScore: none (no row scored)"
+        elif n == 1:  # no spread to estimate from one score: say so rather than print NaN
+            mean_line = f"mean CLAPScore: {mean:.4f}  95% CI undefined for one scored row  (n=1)"
+        else:
+            mean_line = f"mean CLAPScore: {mean:.4f}  95% CI [{lo:.4f}, {hi:.4f}]  (n={n})"
         lines = [
             f"rows: {self.rows}  scored: {self.scored}  failed: {self.failed}"
             + (f"  (resumed after {self.resumed})" if self.resumed else ""),
-            f"mean CLAPScore: {mean:.4f}  95% CI [{lo:.4f}, {hi:.4f}]  (n={len(self.scores)})",
+            mean_line,
             f"model: {self.model_id}  revision: {self.revision}",
             f"device: {self.device} ({self.dtype})  time: {self.seconds:.1f} s"
             + (f"  cache hits: {self.cache_hits}" if self.cache_hits else ""),
