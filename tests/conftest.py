@@ -20,6 +20,18 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 RELATE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "relate"
 
 
+@pytest.fixture
+def one_thread():
+    """torch on one intra-op thread for the test (the test machines share 2 cores; tiny
+    models run 5-10x faster single-threaded); restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_unfused(tmp_path_factory) -> Path:
     from humanclap.recipes.tiny import build_tiny_clap

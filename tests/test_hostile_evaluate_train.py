@@ -22,13 +22,8 @@ TEXTS = ["a dog barks while a man talks", "rain falls on a roof followed by thun
          "a car horn honks then an engine revs", "birds chirp in the distance as wind blows"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The test machines share 2 cores; tiny models run 5-10x faster single-threaded.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny models run several times faster single-threaded (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def strict_json(path: Path) -> dict:

@@ -41,13 +41,8 @@ def make_rated_manifest(root: Path, levels: int = 8, clips: int = 3) -> Path:
     return manifest
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The test machines share 2 cores; tiny models run 5-10x faster single-threaded.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny models run several times faster single-threaded (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

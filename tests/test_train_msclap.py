@@ -31,13 +31,8 @@ from humanclap.training.trainer import Trainer, train
 VERSIONS = ["2022", "2023"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The test machines share 2 cores; tiny models run several times faster single-threaded.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny models run several times faster single-threaded (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

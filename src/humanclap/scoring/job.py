@@ -309,12 +309,11 @@ class ScoreJob:
             block_size = self.batch_size * -(-TEXT_LOOKAHEAD // self.batch_size)
             written = first
             for block in chunks(rows, first, block_size):
-                texts = [r["text"] for _, r in block if not row_problem(r)]
-                for step in chunks(iter(block), written, self.batch_size):
-                    items = []
-                    for _, row in step:
-                        problem = row_problem(row)
-                        items.append((row, problem, None if problem else str(resolve_path(row["audio"], root))))
+                checked = [(row, row_problem(row)) for _, row in block]
+                texts = [row["text"] for row, problem in checked if not problem]
+                for step in chunks(iter(checked), written, self.batch_size):
+                    items = [(row, problem, None if problem else str(resolve_path(row["audio"], root)))
+                             for row, problem in step]
                     written += len(step)
                     yield (written, items, texts), [p for _, bad, p in items if not bad]
                     texts = []

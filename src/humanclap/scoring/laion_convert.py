@@ -44,15 +44,33 @@ _DROPPED = (
     (re.compile(r"(text|audio)_transform\."), "training-only MLP heads of LAION's loss"),
     (re.compile(r"audio_branch\.layers\.\d+\.blocks\.\d+\.attn_mask$"), "shifted-window masks (recomputed)"),
 )
-_AUDIO_RENAMES = (
-    (re.compile(r"^bn0\."), "batch_norm."),
-    (re.compile(r"\.norm1\."), ".layernorm_before."),
-    (re.compile(r"\.norm2\."), ".layernorm_after."),
-    (re.compile(r"\.attn\.proj\."), ".attention.output.dense."),
-    (re.compile(r"\.attn\.(relative_position_bias_table|relative_position_index)$"), r".attention.self.\1"),
-    (re.compile(r"\.mlp\.fc1\."), ".intermediate.dense."),
-    (re.compile(r"\.mlp\.fc2\."), ".output.dense."),
+# Audio-tower name fragments, LAION HTSAT <-> transformers ClapAudioEncoder, and where they
+# must sit ("^" start, "$" end, "" anywhere). One table for both directions; applied in
+# this order (".attention.output.dense." before its tail ".output.dense." going back).
+_AUDIO_NAMES = (
+    ("bn0.", "batch_norm.", "^"),
+    (".norm1.", ".layernorm_before.", ""),
+    (".norm2.", ".layernorm_after.", ""),
+    (".attn.proj.", ".attention.output.dense.", ""),
+    (".attn.relative_position_bias_table", ".attention.self.relative_position_bias_table", "$"),
+    (".attn.relative_position_index", ".attention.self.relative_position_index", "$"),
+    (".mlp.fc1.", ".intermediate.dense.", ""),
+    (".mlp.fc2.", ".output.dense.", ""),
 )
+
+
+def _audio_renames(to_hf: bool) -> tuple[tuple[re.Pattern, str], ...]:
+    out = []
+    for laion, hf, anchor in _AUDIO_NAMES:
+        src, dst = (laion, hf) if to_hf else (hf, laion)
+        pattern = re.escape(src)
+        pattern = "^" + pattern if anchor == "^" else pattern + anchor
+        out.append((re.compile(pattern), dst))
+    return tuple(out)
+
+
+_AUDIO_RENAMES = _audio_renames(to_hf=True)
+_AUDIO_RENAMES_BACK = _audio_renames(to_hf=False)
 _PROJECTION = re.compile(r"^(text|audio)_projection\.([02])\.(weight|bias)$")
 _QKV = re.compile(r"^(.*)\.attn\.qkv\.(weight|bias)$")
 
@@ -203,15 +221,6 @@ def hf_to_laion(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     Keys ``laion_to_hf`` drops (front end, AudioSet head, training MLPs) are not produced."""
     out: dict[str, torch.Tensor] = {}
     qkv: dict[str, dict[str, torch.Tensor]] = {}
-    inverse = (
-        (re.compile(r"^batch_norm\."), "bn0."),
-        (re.compile(r"\.layernorm_before\."), ".norm1."),
-        (re.compile(r"\.layernorm_after\."), ".norm2."),
-        (re.compile(r"\.attention\.output\.dense\."), ".attn.proj."),
-        (re.compile(r"\.attention\.self\.(relative_position_bias_table|relative_position_index)$"), r".attn.\1"),
-        (re.compile(r"\.intermediate\.dense\."), ".mlp.fc1."),
-        (re.compile(r"\.output\.dense\."), ".mlp.fc2."),
-    )
     for key, value in sd.items():
         if key in ("logit_scale_a", "logit_scale_t"):
             out[key] = value
@@ -224,7 +233,7 @@ def hf_to_laion(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             if m := re.match(r"^(.*)\.attention\.self\.(query|key|value)\.(weight|bias)$", name):
                 qkv.setdefault(f"audio_branch.{m[1]}.attn.qkv.{m[3]}", {})[m[2]] = value
                 continue
-            for pattern, repl in inverse:
+            for pattern, repl in _AUDIO_RENAMES_BACK:
                 name = pattern.sub(repl, name)
             out["audio_branch." + name] = value
         else:
