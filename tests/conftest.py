@@ -110,3 +110,21 @@ def tone_wav(path: Path, seed: int, seconds: float = 0.6, rate: int = 16000) -> 
     t = np.arange(int(rate * seconds)) / rate
     tone = np.sin(2 * np.pi * (200 + 40 * (seed % 20)) * t)
     sf.write(path, (0.3 * tone + 0.05 * rng.standard_normal(t.size)).astype(np.float32), rate)
+
+
+def write_manifest(folder: Path, rows: list[dict], name: str = "m.csv", seed=None) -> Path:
+    """A CSV manifest of ``rows`` in ``folder``, with a 0.4 s noise wav written for each
+    audio path not there yet; ``seed(i, row)`` picks its noise (default: from the path)."""
+    import csv
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, r in enumerate(rows):
+        if not (folder / r["audio"]).exists():
+            s = seed(i, r) if seed else len(r["audio"]) + sum(map(ord, r["audio"]))
+            write_wav(folder / r["audio"], noise_clip(0.4, seed=s))
+    path = folder / name
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import noise_clip, write_wav
+from conftest import noise_clip, write_manifest, write_wav
 
 from humanclap.cli import main
 
@@ -23,16 +23,7 @@ def cli(capsys, *args) -> tuple[int, str, str]:
 
 
 def manifest(folder: Path, rows: list[dict], name: str = "m.csv") -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, r in enumerate(rows):
-        if not (folder / r["audio"]).exists():
-            write_wav(folder / r["audio"], noise_clip(0.4, seed=i))
-    path = folder / name
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+    return write_manifest(folder, rows, name, seed=lambda i, _: i)
 
 
 def read_csv(path: Path) -> list[dict]:

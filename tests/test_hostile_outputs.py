@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import noise_clip, write_wav
+from conftest import write_manifest
 
 from humanclap.cli import main
 from humanclap.defaults import MAX_BATCH_SIZE
@@ -27,19 +27,6 @@ def score(capsys, *args) -> tuple[int, str]:
     """``humanclap score ARGS`` in-process: exit code and stderr."""
     code = main(["score", *map(str, args)])
     return code, capsys.readouterr().err
-
-
-def write_manifest(folder: Path, rows: list[dict], name: str = "m.csv") -> Path:
-    """A CSV manifest of ``rows``, with a short wav written for each distinct audio path."""
-    for r in rows:
-        if not (folder / r["audio"]).exists():
-            write_wav(folder / r["audio"], noise_clip(0.4, seed=len(r["audio"]) + sum(map(ord, r["audio"]))))
-    path = folder / name
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 def three_rows(folder: Path) -> Path:
