@@ -15,6 +15,7 @@ PACKAGE = Path(humanclap.__file__).parent
 # Lower number = lower layer. A module may import its own package and lower layers only.
 LAYERS = {
     "errors": 0, "defaults": 0.5, "io": 0.5,  # io raises errors' classes
+    "outputs": 0.75,  # the output contract: writes through io
     "scoring": 1, "data": 1, "synth": 1,
     "evaluation": 2,
     "training": 3,  # validates with evaluation's metrics, so it sits just above it

@@ -56,7 +56,7 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(tiny_unfused
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["world_size"] == 2 and ranks[0]["digest"] == ranks[1]["digest"]
     # rank 0 alone wrote the checkpoints: one model folder, no per-rank leftovers
-    assert not list((tmp_path / "two").glob(".tmp-*"))
+    assert not list((tmp_path / "two").glob(".*tmp-*"))
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -150,11 +150,11 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(base, rated, tmp_path, 
     with pytest.raises(ConfigError, match="already holds a training run .*pass --resume"):
         train(config(base, rated, cut, **cfg))
     assert {p: sha(p) for p in cut.rglob("*") if p.is_file()} == before
-    (cut / "checkpoints/.tmp-killed").mkdir()  # a checkpoint the kill left half-written
+    (cut / "checkpoints/.last.tmp-killed").mkdir()  # a checkpoint the kill left half-written
     with caplog.at_level("WARNING"):
         resumed = train(config(base, rated, cut, resume=True, **cfg))
     assert "revision differs" not in caplog.text  # the base's weights hash is the one it started from
-    assert not (cut / "checkpoints/.tmp-killed").exists()
+    assert not (cut / "checkpoints/.last.tmp-killed").exists()
     assert resumed.weights_digest == full.weights_digest
     a, b = weights(tmp_path / "full"), weights(cut)
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)

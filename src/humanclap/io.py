@@ -211,22 +211,28 @@ def write_json(path: str | Path, data: Any, indent: int | None = 2) -> Path:
 
 @contextmanager
 def atomic_dir(final: Path):
-    """Yield a fresh temporary folder beside ``final``; on success it replaces ``final``."""
+    """Yield a fresh temporary folder beside ``final``; on success it replaces ``final``.
+
+    Both the temporary and the swap name are unique to this call (``.NAME.tmp-PID-RANDOM``,
+    ``.NAME.old-PID-RANDOM``): a user's ``NAME.old`` beside ``final`` is never touched.
+    Whether ``final`` may be replaced at all is the caller's to decide (:mod:`humanclap.outputs`)."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    tmp = _unique_beside(final, "tmp")
     tmp.mkdir()
     try:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = final.parent / f"{final.name}.old"
-    if old.exists():
-        shutil.rmtree(old)
+    old = _unique_beside(final, "old")
     if final.exists():
         os.replace(final, old)  # a directory cannot be renamed onto a non-empty one
     os.replace(tmp, final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _unique_beside(path: Path, tag: str) -> Path:
+    return path.with_name(f".{path.name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
 def json_safe(obj: Any) -> Any:

@@ -44,7 +44,9 @@ def checkpoint_dir(output_dir: str | Path, name: str) -> Path:
 def find_checkpoint(output_dir: str | Path, name: str = LAST) -> Path | None:
     """The committed checkpoint folder, or its previous version if a crash hit the swap."""
     final = checkpoint_dir(output_dir, name)
-    for candidate in (final, final.parent / f"{name}.old"):
+    # io.atomic_dir swaps through a unique ".NAME.old-PID-RANDOM": a crash between its two
+    # renames leaves the previous version there (only this run's folder holds such names).
+    for candidate in (final, *sorted(final.parent.glob(f".{name}.old-*"))):
         if (candidate / STATE_FILE).is_file() or (name != LAST and (candidate / "config.json").is_file()):
             return candidate
     return None

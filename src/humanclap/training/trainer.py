@@ -256,7 +256,7 @@ class Trainer:
         if self.cfg.resume and last is None:
             self.print(f"--resume: no checkpoint in {self.out}/checkpoints yet, starting from scratch")
         if self.info.is_main:  # folders a killed run left half-written
-            for stale in (self.out / "checkpoints").glob(".tmp-*"):
+            for stale in (self.out / "checkpoints").glob(".*.tmp-*"):
                 shutil.rmtree(stale, ignore_errors=True)
         return last if self.cfg.resume else None
 
