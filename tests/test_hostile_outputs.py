@@ -89,7 +89,17 @@ def test_existing_output_needs_overwrite_or_resume(tmp_path, tiny_unfused, capsy
     code, err = score(capsys, m, "--model", tiny_unfused, "-o", out, "--resume", "--overwrite")
     assert code == 2 and "--resume and --overwrite contradict each other" in err
     assert out.read_bytes() == b"precious,data\n1,2\n"
+    # --overwrite replaces humanclap's own output only: this file is not one (its first line is
+    # not score's header), although a meta file of an earlier run is still beside it
+    code, err = score(capsys, m, "--model", tiny_unfused, "-o", out, "--overwrite")
+    assert code == 2 and "was not written by humanclap score or merge" in err, err
+    assert out.read_bytes() == b"precious,data\n1,2\n"
+    out.write_bytes(first[:-5])  # its own earlier (cut) output: replaced
     assert score(capsys, m, "--model", tiny_unfused, "-o", out, "--overwrite")[0] == 0
+    assert out.read_bytes() == first
+    Path(f"{out}.meta.json").unlink()  # no meta beside it: not provably humanclap's
+    code, err = score(capsys, m, "--model", tiny_unfused, "-o", out, "--overwrite")
+    assert code == 2 and "no humanclap o.csv.meta.json beside it" in err, err
     assert out.read_bytes() == first
 
 

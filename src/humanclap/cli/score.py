@@ -137,9 +137,11 @@ def run(args: argparse.Namespace) -> int:
                      (None if row_problem(r) else str(resolve_path(r["audio"], root))
                       for r in scan.iter_rows()))
         if args.resume:
-            check_resume(Path(path), scan.columns, scan.fingerprint)
+            check_resume(Path(path), scan.columns, scan.fingerprint, audio_root=root)
     flags.check_compute(args.device, args.dtype)
     if args.cache:
+        if args.output:
+            check_cache_apart(args.cache, [target, args.output])
         check_cache_folder(args.cache)
     from humanclap.scoring.decode import default_workers
     from humanclap.scoring.job import ScoreJob
@@ -159,6 +161,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote part {part[0]} of {part[1]}: {target}; when every part is done: "
               f"humanclap merge {args.output}", file=sys.stderr)
     return 1 if summary.failed else 0
+
+
+def check_cache_apart(cache: str, outputs: list) -> None:
+    """``--cache`` is a folder the run creates; refuse it where an output file goes (checked
+    before anything is created: the cache folder would otherwise take the output's name)."""
+    from pathlib import Path
+
+    from humanclap.errors import UsageError
+    from humanclap.scoring.output_guard import meta_path
+
+    folder = Path(cache).expanduser().resolve()
+    for out in outputs:
+        for path in (Path(out), meta_path(Path(out))):
+            if path.resolve() == folder:
+                raise UsageError(f"--cache {cache} is the output file {path}: the cache is a folder of "
+                                 "its own; pass another --cache (e.g. ~/.cache/humanclap)")
 
 
 def merge_ranks(output: str, summary, device) -> int:

@@ -33,6 +33,7 @@ from typing import Any
 from humanclap.defaults import MAX_BATCH_SIZE
 from humanclap.errors import UsageError
 from humanclap.io import resolve_path, write_json
+from humanclap.outputs import file_lock_path, output_lock
 from humanclap.scoring.clapscore import clapscore
 from humanclap.scoring.engine import EmbeddingEngine, open_cache
 from humanclap.scoring.output_guard import (check_output, check_resume, make_parent, meta_path,
@@ -241,10 +242,19 @@ class ScoreJob:
         check_output(out, manifest, resume, overwrite,
                      (None if row_problem(r) else str(resolve_path(r["audio"], root))
                       for r in scan.iter_rows()))  # lazy: read only when OUT already exists
-        if resume and out is not None:
-            check_resume(out, columns, fingerprint, self.scorer)
-        if out is not None:
-            make_parent(out)
+        if out is None:
+            return self._run(scan, manifest, None, root, resume, progress, select, part, n_rows, start)
+        make_parent(out)
+        # One run at a time per output (humanclap.outputs); another output is not held up.
+        with output_lock(file_lock_path(out), f"-o {out}"):
+            if resume:  # under the lock: what another run left is what this one continues
+                check_resume(out, columns, fingerprint, self.scorer, root)
+            return self._run(scan, manifest, out, root, resume, progress, select, part, n_rows, start)
+
+    def _run(self, scan, manifest: str | Path, out: Path | None, root: Path, resume: bool,
+             progress: bool | None, select: RowSelector | None, part: tuple[int, int] | None,
+             n_rows: int, start: float) -> ScoreSummary:
+        columns, fingerprint = scan.columns, scan.fingerprint
         summary = ScoreSummary(rows=n_rows, model_id=self.scorer.info.model_id,
                                revision=self.scorer.info.revision, device=str(self.scorer.device),
                                dtype=self.scorer.dtype)
@@ -257,7 +267,8 @@ class ScoreJob:
                              "another output path") from None
         summary.resumed = done
         # the manifest's own row count (a selection's is the summary's "rows")
-        meta = run_metadata(self.scorer, manifest, columns, scan.rows, fingerprint) if out else {}
+        meta = run_metadata(self.scorer, manifest, columns, scan.rows, fingerprint,
+                            root) if out else {}
         if part is not None and out is not None:
             meta["part"] = part_record(scan.rows, *part)
         kept = done  # rows known to be in the output file (for the message on failure)

@@ -79,6 +79,58 @@ def check_output(output: str | Path | None, manifest: str | Path, resume: bool =
     if out.is_file() and out.stat().st_size > 0 and not (resume or overwrite):
         raise UsageError(f"-o {out} exists and is not empty; pass --overwrite to replace it, or "
                          "--resume to keep its rows and score only the rest")
+    # The output contract (humanclap.outputs): --overwrite replaces a humanclap output only.
+    if overwrite and out.is_file() and out.stat().st_size > 0:
+        check_own_output(out)
+    if not resume and meta.is_file() and read_own_meta(meta) is None:  # resume: check_resume says why
+        raise UsageError(f"-o {out}: {meta} exists and was not written by humanclap (not a score "
+                         "meta file); humanclap never replaces a file it did not create: choose "
+                         "another output path")
+
+
+def read_own_meta(meta_file: Path) -> dict[str, Any] | None:
+    """The meta file ``score``/``merge`` wrote, or None when ``meta_file`` is not one."""
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(meta, dict) or not isinstance(meta.get("manifest"), dict) \
+            or not isinstance(meta.get("model"), dict) \
+            or not isinstance(meta["manifest"].get("columns"), list):
+        return None
+    return meta
+
+
+def check_own_output(output: Path) -> None:
+    """Refuse to replace ``output`` unless it is provably a humanclap ``score``/``merge``
+    output: its meta file is beside it and its first line is the header (CSV) or a row
+    (JSONL) that those commands write for the recorded columns."""
+    meta = read_own_meta(meta_path(output))
+    refuse = (f"-o {output} exists and was not written by humanclap score or merge (%s); "
+              "--overwrite replaces only humanclap's own output, never a file it did not create: "
+              "choose another output path, or move that file away yourself")
+    if meta is None:
+        raise UsageError(refuse % f"no humanclap {meta_path(output).name} beside it")
+    try:
+        with open(output, encoding="utf-8", newline="") as f:
+            first = f.readline()
+    except (OSError, UnicodeDecodeError):
+        first = ""
+    from humanclap.scoring.rows import OUTPUT_COLUMNS, output_format
+
+    columns = [str(c) for c in meta["manifest"]["columns"]]
+    if output_format(output) == "csv":
+        from humanclap.scoring.parts import csv_header
+
+        ours = first == csv_header(columns)
+    else:
+        try:
+            row = json.loads(first)
+        except json.JSONDecodeError:
+            row = None
+        ours = isinstance(row, dict) and all(c in row for c in OUTPUT_COLUMNS)
+    if not ours:
+        raise UsageError(refuse % "its first line is not what humanclap score writes")
 
 
 def make_parent(output: Path) -> None:
@@ -99,14 +151,26 @@ def model_record(scorer: Scorer) -> dict[str, Any]:
 
 
 def run_metadata(scorer: Scorer, manifest: str | Path, columns: list[str], rows: int,
-                 fingerprint: str) -> dict[str, Any]:
-    """The fixed part of ``OUT.meta.json``: model and manifest (the job adds its counts)."""
+                 fingerprint: str, audio_root: str | Path) -> dict[str, Any]:
+    """The fixed part of ``OUT.meta.json``: model and manifest (the job adds its counts).
+    Paths are stored resolved, so that a later run from another folder compares them."""
     from humanclap import __version__
 
-    return {"humanclap_version": __version__, "model": scorer.info.as_dict(), "dtype": scorer.dtype,
-            "device": str(scorer.device),
-            "manifest": {"path": str(manifest), "columns": list(columns), "rows": rows,
-                         "sha256": fingerprint}}
+    return {"humanclap_version": __version__, "command": "score", "model": scorer.info.as_dict(),
+            "dtype": scorer.dtype, "device": str(scorer.device),
+            "manifest": {"path": str(Path(manifest).resolve()), "columns": list(columns), "rows": rows,
+                         "sha256": fingerprint, "audio_root": str(Path(audio_root).resolve())}}
+
+
+def result_identity(meta: dict[str, Any]) -> dict[str, Any]:
+    """The result identity of a score output, from its meta file: what must be equal for
+    two outputs' rows to be mixed (``--resume``, ``merge``). Missing fields are None."""
+    manifest = meta.get("manifest") if isinstance(meta.get("manifest"), dict) else {}
+    model = meta.get("model") if isinstance(meta.get("model"), dict) else {}
+    return {"model": {"revision": model.get("revision"), "dtype": meta.get("dtype"),
+                      "preprocessing": model.get("preprocessing")},
+            "data": {"columns": manifest.get("columns"), "sha256": manifest.get("sha256"),
+                     "audio_root": manifest.get("audio_root")}}
 
 
 def _get(meta: Any, meta_file: Path, *keys: str) -> Any:
@@ -121,10 +185,11 @@ def _get(meta: Any, meta_file: Path, *keys: str) -> Any:
 
 
 def check_resume(output: Path, columns: list[str], fingerprint: str,
-                 scorer: Scorer | None = None) -> None:
+                 scorer: Scorer | None = None, audio_root: str | Path | None = None) -> None:
     """Refuse ``--resume`` unless ``OUT.meta.json`` shows the same manifest (columns and
-    fingerprint) and, when ``scorer`` is given, the same model. Nothing to check when OUT
-    is missing or empty: the run simply starts from the first row."""
+    fingerprint), the same resolved audio root (when ``audio_root`` is given) and, when
+    ``scorer`` is given, the same model. Nothing to check when OUT is missing or empty: the
+    run simply starts from the first row."""
     if not output.is_file() or output.stat().st_size == 0:
         return
     meta_file = meta_path(output)
@@ -150,6 +215,14 @@ def check_resume(output: Path, columns: list[str], fingerprint: str,
         raise UsageError(f"cannot resume: the manifest's rows are not those {output} was scored "
                          f"from (fingerprint {fingerprint[:12]}, recorded {str(old_fingerprint)[:12]} "
                          f"in {meta_file}); resume with the original manifest, or {OVERWRITE_HINT}")
+    if audio_root is not None:
+        then = result_identity(meta)["data"]["audio_root"]
+        now = str(Path(audio_root).resolve())
+        if then != now:
+            raise UsageError(f"cannot resume: {output} was scored with the audio root "
+                             f"{then or '(not recorded by the humanclap that wrote it)'}, this run "
+                             f"reads the audio under {now}: the rows would come from two folders; "
+                             f"pass the same --audio-root, or {OVERWRITE_HINT}")
     if scorer is None:
         return
     old = {"revision": _get(meta, meta_file, "model", "revision"),

@@ -22,12 +22,14 @@ import json
 import os
 import re
 import shutil
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from humanclap.errors import UsageError
 from humanclap.io import atomic_write
-from humanclap.scoring.output_guard import meta_path
+from humanclap.outputs import describe_differences, file_lock_path, identity_differences, output_lock
+from humanclap.scoring.output_guard import check_own_output, meta_path, result_identity
 from humanclap.scoring.rows import OUTPUT_COLUMNS, RowWriter, output_format
 
 if TYPE_CHECKING:
@@ -167,8 +169,6 @@ def merge_parts(output: str | Path, parts: list[str | Path] | None = None,
                 overwrite: bool = False) -> ScoreSummary:
     """Join the parts of ``output`` (``parts``, or those found by name) into ``output`` and
     its meta file; see the module docstring for what is refused."""
-    from humanclap.scoring.job import ScoreSummary, write_run_metadata
-
     out = Path(output)
     fmt = output_format(out)
     paths = [Path(p) for p in parts] if parts else find_parts(out)
@@ -187,17 +187,28 @@ def merge_parts(output: str | Path, parts: list[str | Path] | None = None,
             raise UsageError(f"cannot merge: part {p} does not exist")
         if output_format(p) != fmt:
             raise UsageError(f"cannot merge: part {p} is not {fmt.upper()} like {out}")
-    if out.exists() and out.stat().st_size > 0 and not overwrite:
-        raise UsageError(f"{out} exists and is not empty; pass --overwrite to replace it with the "
-                         "merged parts")
     if out.is_dir():
         raise UsageError(f"{out} is a folder; name the .csv or .jsonl file to write")
     metas = [_read_meta(p) for p in paths]
-    # Input is sacred: OUT may be neither a part nor the manifest the parts were scored from.
+    # Input is sacred: OUT may be neither a part nor the manifest the parts were scored from
+    # (recorded resolved, so it is found whatever folder the parts were scored from).
     for p in [*paths, Path(str(metas[0]["manifest"].get("path", "")))]:
         if out.exists() and p.is_file() and os.path.samefile(out, p):
             raise UsageError(f"cannot merge into {out}: it is {p}, an input of the merge; choose "
                              "another OUT")
+    if out.exists() and out.stat().st_size > 0:
+        if not overwrite:
+            raise UsageError(f"{out} exists and is not empty; pass --overwrite to replace it with the "
+                             "merged parts")
+        check_own_output(out)  # --overwrite replaces humanclap's own output only
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with output_lock(file_lock_path(out), str(out)):
+        return _merge_checked(out, fmt, paths, metas)
+
+
+def _merge_checked(out: Path, fmt: str, paths: list[Path], metas: list[dict[str, Any]]) -> ScoreSummary:
+    from humanclap.scoring.job import ScoreSummary, write_run_metadata
+
     order = sorted(range(len(paths)), key=lambda i: metas[i]["_span"][2:])
     paths, metas = [paths[i] for i in order], [metas[i] for i in order]
     ref = metas[0]
@@ -211,6 +222,10 @@ def merge_parts(output: str | Path, parts: list[str | Path] | None = None,
                              f"(revision {m['model']['revision']} {m.get('dtype')} vs "
                              f"{ref['model']['revision']} {ref.get('dtype')}); rerun it with the "
                              "same --model and --dtype")
+        diffs = identity_differences(result_identity(ref), result_identity(m))
+        if diffs:
+            raise UsageError(f"cannot merge: {p} and {paths[0]} are not results of the same inputs "
+                             f"({describe_differences(diffs)}); rerun it with the same settings")
     total = int(ref["manifest"]["rows"])
     # Coverage: every row of the manifest in exactly one part.
     pos = 0
@@ -228,6 +243,7 @@ def merge_parts(output: str | Path, parts: list[str | Path] | None = None,
                    if len(counts) == 1 else [f"rows {a}-{b}" for a, b in _gaps(metas, total)])
         raise UsageError(f"cannot merge: missing part(s) {', '.join(missing)} ({total - _covered(metas)} "
                          f"of {total} rows have no part); run them (--shard K/N), then merge again")
+    check_rows_against_manifest(paths, metas, fmt)
     header = csv_header(list(ref["manifest"]["columns"])) if fmt == "csv" else ""
     summary = ScoreSummary(rows=total, model_id=str(ref["model"].get("model_id", "")),
                            revision=str(ref["model"]["revision"]), device=str(ref.get("device", "")),
@@ -261,6 +277,53 @@ def merge_parts(output: str | Path, parts: list[str | Path] | None = None,
         raise UsageError(f"cannot write {out}: {exc.strerror or exc}; the parts are kept, fix that "
                          "and merge again") from None
     return summary
+
+
+def check_rows_against_manifest(paths: list[Path], metas: list[dict[str, Any]], fmt: str) -> None:
+    """Every row of every part (in row order) must be the manifest row it claims to be, as
+    ``--resume`` checks it: an edited, dropped, duplicated or foreign row is refused. Reads
+    the manifest recorded in the parts' meta (a resolved path) and checks its fingerprint."""
+    from humanclap.scoring.rows import row_matches, scan_manifest
+
+    ref = metas[0]["manifest"]
+    manifest = Path(str(ref.get("path", "")))
+    if not manifest.is_file():
+        raise UsageError(f"cannot merge: the manifest the parts were scored from, {manifest} (recorded "
+                         f"in {meta_path(paths[0])}), is not there, so the parts' rows cannot be "
+                         "checked against it; merge where that file can be read")
+    scan = scan_manifest(manifest)
+    if scan.fingerprint != ref["sha256"]:
+        raise UsageError(f"cannot merge: {manifest} has changed since the parts were scored "
+                         f"(fingerprint {scan.fingerprint[:12]} now, {str(ref['sha256'])[:12]} then); "
+                         "score the parts again")
+    columns = [str(c) for c in ref["columns"]]
+    rows = scan.iter_rows()  # the parts tile the rows in order (checked before this)
+    for part, meta in zip(paths, metas):
+        first, end = meta["_span"][2:]
+        block = islice(rows, end - first)
+        done = 0
+        for old, _ in _done_rows(part, fmt, columns):
+            if old is None:
+                continue  # the CSV header
+            new = next(block, None)
+            if new is None or not row_matches(old, new, fmt, columns):
+                raise UsageError(f"cannot merge: {part}, row {done + 1}, is not manifest row "
+                                 f"{first + done + 1} ({old.get('audio')!r}; the manifest has "
+                                 f"{(new or {}).get('audio')!r}): the part was edited or comes from "
+                                 "another manifest; score that part again")
+            done += 1
+        for _ in block:  # an incomplete part: the rest of its rows (reported after this)
+            pass
+
+
+def _done_rows(part: Path, fmt: str, columns: list[str]):
+    from humanclap.scoring.rows import RERUN, iter_done_rows
+
+    try:
+        yield from iter_done_rows(part, fmt, columns)
+    except UsageError as exc:  # worded for --resume: say it for merge
+        raise UsageError(str(exc).replace("cannot resume:", "cannot merge:")
+                         .replace(RERUN, "score that part again")) from None
 
 
 def _covered(metas: list[dict[str, Any]]) -> int:

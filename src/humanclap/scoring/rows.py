@@ -278,6 +278,13 @@ def read_done_rows(path: Path, fmt: str, columns: list[str]) -> tuple[list[dict[
     return rows, keep
 
 
+def row_matches(old: dict[str, Any], new: dict[str, Any], fmt: str, columns: list[str]) -> bool:
+    """Whether output row ``old`` (as read back) was scored from manifest row ``new``: its
+    input columns are the manifest row's, as written (``--resume`` and ``merge`` check it)."""
+    mine = {k: v for k, v in old.items() if k not in OUTPUT_COLUMNS}
+    return mine == _as_written(new, fmt, columns)
+
+
 def _as_written(row: dict[str, Any], fmt: str, columns: list[str]) -> dict[str, Any]:
     """The input columns of ``row`` as they read back from an output file."""
     if fmt == "csv":
@@ -325,8 +332,7 @@ def open_output(path: str | Path | None, rows: Iterable[dict[str, Any]], columns
             if new is None:
                 raise UsageError(f"{path} has more rows than the manifest ({done} + more): it "
                                  "belongs to another manifest; drop --resume to start over")
-            mine = {k: v for k, v in old.items() if k not in OUTPUT_COLUMNS}
-            if mine != _as_written(new, fmt, columns):
+            if not row_matches(old, new, fmt, columns):
                 raise UsageError(f"{path} row {done + 1} ({old.get('audio')!r}) does not match the "
                                  f"manifest ({new.get('audio')!r}); drop --resume to start over")
             score = done_score(path, done, old)

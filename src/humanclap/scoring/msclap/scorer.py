@@ -20,6 +20,9 @@ What msclap's ``get_audio_embeddings`` / ``get_text_embeddings`` do, and what ha
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import logging
 import math
 from collections.abc import Sequence
@@ -103,7 +106,7 @@ class MSClapScorer:
         cfg = model.config
         pre = Preprocessing(cfg.sampling_rate, cfg.window_samples, False, cfg.mel_bins, cfg.hop_size,
                             cfg.window_size, float(cfg.fmin), float(cfg.fmax), LONG_CLIP_RULE)
-        info = ModelInfo(info_id, file_revision(path), source, pre)
+        info = ModelInfo(info_id, model_revision(path, tok), source, pre)
         return cls(model, tok, info, device=device, dtype=dtype)
 
     @property
@@ -233,3 +236,19 @@ class MSClapScorer:
             out[idx] = F.normalize(emb.float(), dim=-1)[: len(idx)].cpu().numpy()
             start = stop
         return out
+
+
+def model_revision(weights: Path, tokenizer: Any) -> str:
+    """The revision of an MS CLAP scorer: its weights file *and* its tokenizer (from files
+    beside a ``.pth``, a folder, the Hub cache or an object), so that a changed tokenizer
+    changes every cache key and is refused by ``--resume`` and ``merge``."""
+    h = hashlib.sha256(file_revision(weights).encode() + b"\0")
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:  # fast tokenizers: vocab, merges, normalizer, pre-tokenizer, ...
+        h.update(backend.to_str().encode("utf-8"))
+    else:  # a slow tokenizer: its vocabulary in id order
+        vocab = tokenizer.get_vocab()
+        h.update(json.dumps(sorted(vocab.items(), key=lambda kv: kv[1]), ensure_ascii=False).encode("utf-8"))
+    specials = {k: str(v) for k, v in sorted(getattr(tokenizer, "special_tokens_map", {}).items())}
+    h.update(json.dumps(specials, sort_keys=True).encode("utf-8"))
+    return "sha256:" + h.hexdigest()[:16]
