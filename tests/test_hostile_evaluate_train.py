@@ -64,7 +64,7 @@ def test_evaluate_with_no_scorable_pair_writes_every_file_and_exits_1(tiny_unfus
     assert "Traceback" not in cap.err and "internal error" not in cap.err
     assert "no pair could be scored (5 of 5 failed" in cap.err
     assert "no pair could be scored: all 5 pairs failed" in cap.out and "file not found" in cap.out
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "predictions.csv", "report.md"]
+    assert sorted(p.name for p in out.iterdir() if p.name != ".humanclap-run.json") == ["metrics.json", "predictions.csv", "report.md"]
     m = strict_json(out / "metrics.json")
     preds = pd.read_csv(out / "predictions.csv", keep_default_na=False, na_values=[""])
     assert len(preds) == 5 and not preds["scored"].any()
@@ -157,7 +157,7 @@ def test_evaluate_refuses_output_paths_that_cannot_be_or_would_clobber_the_input
     data = manifest(tmp_path / "m.csv", rows)
     before = data.read_bytes()
     assert evaluate(data, data, tiny_unfused) == 2  # the output "folder" is the manifest itself
-    assert "cannot create the output folder" in capsys.readouterr().err
+    assert "is a file, not a folder" in capsys.readouterr().err
     blocker = tmp_path / "file"
     blocker.write_text("keep me")
     assert evaluate(data, blocker / "sub", tiny_unfused) == 2

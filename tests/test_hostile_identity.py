@@ -152,3 +152,43 @@ def test_cache_folder_equal_to_the_output_is_refused_before_anything_is_created(
     code, err = score(capsys, m, "--model", tiny_unfused, "-o", out, "--cache", out, flag)
     assert code == 2 and "--cache" in err, err
     assert not out.exists() and not Path(f"{out}.meta.json").exists()
+
+
+# -- evaluate: the folder contract --------------------------------------------------------
+def test_evaluate_never_writes_into_a_foreign_folder_and_replaces_its_own_run_only_with_overwrite(
+        tmp_path, tiny_unfused, capsys):
+    from test_hostile_evaluate_train import TEXTS, evaluate, manifest
+
+    from humanclap.outputs import MARKER
+
+    clips = three_rows(tmp_path)  # writes c0..c2.wav beside it
+    rows = [{"audio": str(tmp_path / f"c{i}.wav"), "text": TEXTS[i], "score": 0.3 * i} for i in range(3)]
+    data = manifest(tmp_path / "rated.csv", rows)
+    assert clips.exists()
+    foreign = tmp_path / "project"
+    foreign.mkdir()
+    (foreign / "report.md").write_text("my own report")
+    (foreign / "scatter_x.png").write_bytes(b"my plot")
+    assert evaluate(data, foreign, tiny_unfused) == 2
+    err = capsys.readouterr().err
+    assert "holds no humanclap evaluate run" in err and "report.md, scatter_x.png" in err, err
+    assert sorted(p.name for p in foreign.iterdir()) == ["report.md", "scatter_x.png"]
+    assert (foreign / "report.md").read_text() == "my own report"
+
+    out = tmp_path / "eval"
+    assert evaluate(data, out, tiny_unfused) == 0
+    capsys.readouterr()
+    written = sorted(p.name for p in out.iterdir())
+    assert MARKER in written and "report.md" in written and any(n.endswith(".png") for n in written)
+    report = (out / "report.md").read_bytes()
+    assert evaluate(data, out, tiny_unfused) == 2  # an earlier run: only with --overwrite
+    assert "holds an earlier evaluate run" in capsys.readouterr().err
+    (out / "scatter_stale.png").write_bytes(b"x")  # pretend an earlier run wrote a plot ...
+    marker = json.loads((out / MARKER).read_text())
+    marker["files"].append("scatter_stale.png")  # ... and recorded it
+    (out / MARKER).write_text(json.dumps(marker))
+    (out / "notes.txt").write_text("the user's")  # not recorded: never deleted
+    assert evaluate(data, out, tiny_unfused, "--overwrite") == 0
+    assert not (out / "scatter_stale.png").exists()
+    assert (out / "notes.txt").read_text() == "the user's"
+    assert (out / "report.md").read_bytes() == report

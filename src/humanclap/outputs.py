@@ -225,8 +225,8 @@ def claim_folder(folder: str | Path, command: str, *, overwrite: bool = False,
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise error(f"cannot create {what} {folder}: {exc.strerror or exc}; choose another "
-                    "folder") from None
+        raise error(f"cannot create the output folder {folder} ({what}): {exc.strerror or exc}; "
+                    "choose another folder") from None
     with output_lock(folder / LOCK, f"{what} {folder}"):
         # Looked at again under the lock: another run may have claimed it in between.
         previous = check_folder(folder, command, what, error, accept)

@@ -46,7 +46,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--split", default=None,
                    help="split to evaluate (default: 'test' when the data has it, else every "
                         "pair); 'all' evaluates every pair")
-    p.add_argument("-o", "--output-dir", required=True, metavar="D", help="folder for the outputs")
+    p.add_argument("-o", "--output-dir", required=True, metavar="D",
+                   help="folder for the outputs: new, empty, or an earlier evaluate run's (replaced "
+                        "only with --overwrite)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the earlier evaluate run in --output-dir (only the files it wrote "
+                        "are deleted; a folder with anything else is never written)")
     p.add_argument("--audio-root", metavar="DIR", help="where the audio files are (overrides the dataset default)")
     p.add_argument("--score-scale", default="auto",
                    help="manifests only: rating scale, e.g. 10 or 1-5 (default auto: <=1 kept, else 0-10)")
@@ -73,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
                          split=args.split, audio_root=args.audio_root,
                          score_scale=args.score_scale, batch_size=args.batch_size,
                          device=args.device, dtype=args.dtype, n_boot=args.n_boot,
-                         seed=args.seed, plots=args.plots, progress=args.progress)
+                         seed=args.seed, plots=args.plots, progress=args.progress,
+                         overwrite=args.overwrite)
     if run.rank:  # torchrun: rank 0 prints and writes; the others return the same outcome
         return 1 if run.n_failed else 0
     print(summary_table(run.result))

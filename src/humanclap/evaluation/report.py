@@ -7,6 +7,7 @@ matplotlib's Agg backend (no display needed).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import chain
 from pathlib import Path
 
@@ -20,17 +21,25 @@ ARROWS = {"srcc": "SRCC↑", "lcc": "LCC↑", "ktau": "KTAU↑", "mse": "MSE↓"
 MAX_LISTED_FAILURES = 50  # the report lists this many; predictions.csv has them all
 
 
-def write_report(result: EvaluationResult, output_dir: str | Path, plots: bool = True) -> dict[str, Path]:
-    """Write predictions.csv, metrics.json, report.md and the plots; returns name -> path."""
+def write_report(result: EvaluationResult, output_dir: str | Path, plots: bool = True,
+                 record: Callable[[str], None] | None = None) -> dict[str, Path]:
+    """Write predictions.csv, metrics.json, report.md and the plots; returns name -> path.
+
+    ``record(name)`` is called before each file is written (the output contract's
+    :meth:`humanclap.outputs.RunFolder.record`: what a later ``--overwrite`` may delete)."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    record = record or (lambda name: None)
     files: dict[str, Path] = {}
     preds = result.predictions()  # %.9g below: float32 scores round-trip exactly
+    record("predictions.csv")
     files["predictions"] = atomic_write(out / "predictions.csv",
                                         lambda p: preds.to_csv(p, index=False, float_format="%.9g"))
+    record("metrics.json")
     files["metrics"] = write_json(out / "metrics.json", result.to_json())
     if plots and result.scored.any():  # nothing scored: an empty scatter would only mislead
-        files.update(write_plots(result, out))
+        files.update(write_plots(result, out, record))
+    record("report.md")
     files["report"] = atomic_write_text(out / "report.md", markdown(result, files))
     return files
 
@@ -203,7 +212,8 @@ def _metric_sections(result: EvaluationResult, files: dict[str, Path]) -> list[s
 
 
 # -- plots ---------------------------------------------------------------------------
-def write_plots(result: EvaluationResult, out: Path) -> dict[str, Path]:
+def write_plots(result: EvaluationResult, out: Path,
+                record: Callable[[str], None] | None = None) -> dict[str, Path]:
     """Scatter per model, per-system SRCC bars, score histograms; returns name -> path."""
     import matplotlib
 
@@ -219,6 +229,8 @@ def write_plots(result: EvaluationResult, out: Path) -> dict[str, Path]:
     colours = {s: plt.get_cmap("tab10")(i % 10) for i, s in enumerate(names)}
 
     def save(fig, name: str) -> None:
+        if record is not None:
+            record(f"{name}.png")
         files[name] = atomic_write(out / f"{name}.png", lambda p: fig.savefig(p, format="png", dpi=100))
         plt.close(fig)
 

@@ -11,6 +11,7 @@ folder) so that a typo fails in a second, before any model is loaded or audio de
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from humanclap.errors import DatasetError, UsageError
 from humanclap.evaluation.evaluate import (EvaluationResult, check_labels, check_model_spec,
                                            evaluate_models, select_split)
 from humanclap.evaluation.report import write_report
+from humanclap.outputs import RunFolder, check_folder, claim_folder
 
 
 @dataclass
@@ -72,10 +74,14 @@ def run_evaluation(
     seed: int = 0,
     plots: bool = True,
     progress: bool | None = None,
+    overwrite: bool = False,
 ) -> EvaluationRun:
     """Score the pairs of dataset spec ``data`` with each of ``models`` (default
     ``DEFAULT_MODEL``) and write predictions.csv, metrics.json, report.md and the plots to
     ``output_dir``.
+
+    ``output_dir`` must be new, empty or hold an earlier evaluate run, which is replaced only
+    with ``overwrite`` (the output contract, :mod:`humanclap.outputs`).
 
     ``split`` picks the pairs (default "test" when the data has it, else all; "all" keeps
     every pair). Raises ``UsageError`` for bad arguments, ``ModelLoadError`` for a model
@@ -98,14 +104,35 @@ def run_evaluation(
     pairs, split = select_split(pairs, split)
     out = Path(output_dir)
     check_output_spares_input(data, out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:  # read-only place, a file in the way: the user's to fix
-        raise UsageError(f"cannot create the output folder {output_dir}: {exc.strerror or exc}; "
-                         "pass another --output-dir") from exc
+    check_evaluate_folder(out, overwrite)
     if len(pairs) == 0:
         raise DatasetError(f"{data}: no pairs in split {split!r}; pick another --split")
+    from humanclap.scoring.distributed import env_info
 
+    with ExitStack() as stack:
+        # The output contract: rank 0 (the one that writes) claims and locks the folder for
+        # the whole run; --overwrite deletes only what an earlier evaluate run recorded there.
+        run = (stack.enter_context(claim_folder(out, "evaluate", overwrite=overwrite))
+               if env_info().is_main else None)
+        return _evaluate_into(run, models, pairs, split, out, labels=labels, batch_size=batch_size,
+                              device=device, dtype=dtype, n_boot=n_boot, seed=seed, data=data,
+                              progress=progress, plots=plots)
+
+
+def check_evaluate_folder(out: Path, overwrite: bool) -> None:
+    """The output contract for ``evaluate``: ``out`` is new, empty, or holds an earlier
+    evaluate run, which only ``--overwrite`` replaces. Creates nothing."""
+    previous = check_folder(out, "evaluate", "--output-dir")
+    if previous is not None and previous.get("files") and not overwrite:
+        names = ", ".join(previous["files"][:4]) + (" ..." if len(previous["files"]) > 4 else "")
+        raise UsageError(f"--output-dir {out} holds an earlier evaluate run ({names}); pass "
+                         "--overwrite to replace it (only the files that run wrote are deleted), "
+                         "or choose another --output-dir")
+
+
+def _evaluate_into(run: RunFolder | None, models: list[str], pairs, split: str, out: Path, *,
+                   labels, batch_size: int, device: str, dtype: str, n_boot: int, seed: int,
+                   data: str, progress: bool | None, plots: bool) -> EvaluationRun:
     # Under torchrun every rank embeds its share of the unique texts and files (cuda:LOCAL_RANK
     # on GPUs); rank 0 alone writes the report. One process: no process group at all.
     from humanclap.scoring.distributed import launched_distributed
@@ -129,5 +156,5 @@ def run_evaluation(
     result.split = split
     if info is not None and not info.is_main:
         return EvaluationRun(result=result, output_dir=out, files={}, rank=info.rank)
-    files = write_report(result, out, plots=plots)
+    files = write_report(result, out, plots=plots, record=run.record if run is not None else None)
     return EvaluationRun(result=result, output_dir=out, files=files)
