@@ -104,7 +104,7 @@ def test_round_trip_is_exact_and_loads_everywhere(fused, registered, tiny_unfuse
     tokenizer_files = [p.name for p in (tmp_path / "tok").iterdir()]
     assert {"tokenizer.json", "tokenizer_config.json"} <= set(tokenizer_files)
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["config.json", "model.safetensors", "preprocessor_config.json", *tokenizer_files, "conversion.json"])
+        ["config.json", "model.safetensors", "preprocessor_config.json", *tokenizer_files, "conversion.json", ".humanclap-run.json"])
     saved = load_file(str(out / "model.safetensors"))
     assert set(saved) == set(hf)
     assert all(torch.equal(saved[k], hf[k]) for k in hf), [k for k in hf if not torch.equal(saved[k], hf[k])]
@@ -266,3 +266,16 @@ def test_real_config_values():
     fe = lc.feature_extractor(lc.ARCHS["HTSAT-tiny"], False)
     assert (fe.sampling_rate, fe.hop_length, fe.nb_max_samples, fe.feature_size, fe.frequency_min,
             fe.frequency_max, fe.truncation, fe.padding) == (48000, 480, 480000, 64, 50, 14000, "rand_trunc", "repeatpad")
+
+
+def test_convert_leaves_a_users_dot_old_folder_alone(registered, tiny_unfused, tmp_path):
+    """io.atomic_dir used to delete OUT.old before its swap: a user's folder of that name."""
+    ckpt = tmp_path / "tiny.pt"
+    laion_checkpoint(tiny_unfused, ckpt)
+    users = tmp_path / "mymodel.old"
+    users.mkdir()
+    (users / "keep.bin").write_bytes(b"precious")
+    r = humanclap("convert", ckpt, tmp_path / "mymodel", "--text", "roberta-test", "--tokenizer", registered)
+    assert r.code == 0, r.err
+    assert (users / "keep.bin").read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mymodel", "mymodel.old", "tiny.pt"]

@@ -320,6 +320,7 @@ def convert_laion_checkpoint(ckpt: str | Path, out_dir: str | Path, *, arch: str
     from safetensors.torch import save_file
 
     from humanclap.io import atomic_dir, write_json
+    from humanclap.outputs import MARKER, file_lock_path, output_lock
 
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -341,7 +342,11 @@ def convert_laion_checkpoint(ckpt: str | Path, out_dir: str | Path, *, arch: str
     report = ConversionReport(arch=audio_arch.name, fused=fused, text=text, inferred=inferred,
                               tensors=len(tensors), dropped=dropped,
                               parameters=sum(v.numel() for v in tensors.values() if v.is_floating_point()))
-    with atomic_dir(out) as tmp:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with output_lock(file_lock_path(out), str(out)), atomic_dir(out) as tmp:
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):  # filled meanwhile
+            raise UsageError(f"{out} is no longer an empty folder; give a new folder for the converted model")
+        write_json(tmp / MARKER, {"command": "convert", "files": []})  # the output contract's marker
         # clone: qkv chunks are views and safetensors refuses shared or strided storage
         save_file({k: v.detach().clone().contiguous() for k, v in tensors.items()},
                   str(tmp / "model.safetensors"), metadata={"format": "pt"})
