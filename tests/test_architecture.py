@@ -98,3 +98,56 @@ def test_public_api_is_lazy_and_not_shadowed():
             "assert set(humanclap.__all__) <= set(dir(humanclap)); print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """humanclap module -> the humanclap modules it imports at module level (``from pkg
+    import name`` counts as importing ``pkg.name`` when that is a module, else ``pkg``).
+    Imports inside functions or ``if TYPE_CHECKING:`` run later or never: not edges."""
+    modules = {_module_name(p): p for p in _sources()}
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(), filename=str(path))
+        top = {n.lineno for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))}
+        for line, module, names in _imports(path):
+            if line not in top or not module.startswith("humanclap"):
+                continue
+            for target in [f"{module}.{n}" for n in names if f"{module}.{n}" in modules] or [module]:
+                if target in modules and target != name:
+                    graph[name].add(target)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every cycle found by a depth-first search (each reported once, from its first module)."""
+    found, state, stack = [], {}, []
+
+    def visit(node: str) -> None:
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                found.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    return found
+
+
+def test_no_module_level_import_cycle():
+    """A cycle of module-level imports breaks as soon as one of its modules is imported
+    first from elsewhere; packages' ``__init__`` re-exports are part of the graph too."""
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+    cycles = _cycles(_import_graph())
+    assert not cycles, "module-level import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
