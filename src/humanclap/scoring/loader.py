@@ -4,6 +4,8 @@
 
 * ``msclap-2022`` / ``msclap-2023``, a path ending in ``.pth``, or a folder whose
   ``config.json`` says ``"model_type": "msclap"`` -> :class:`~humanclap.scoring.msclap.MSClapScorer`;
+* a folder whose ``config.json`` says ``"model_type": "pe_audio"``, or a hub id under
+  ``facebook/pe-av-*`` / ``facebook/pe-a-frame-*`` -> :class:`~humanclap.scoring.pe_audio.PeAudioScorer`;
 * anything else (a hub id such as ``laion/clap-htsat-unfused``, a ``save_pretrained``
   folder) -> :class:`~humanclap.scoring.scorer.CLAPScorer` (every transformers CLAP).
 
@@ -17,6 +19,7 @@ from typing import Any
 
 from humanclap.defaults import DEFAULT_MODEL
 from humanclap.errors import UsageError
+from humanclap.scoring.pe_audio.spec import is_pe_audio_spec
 
 MSCLAP_SPECS = ("msclap-2022", "msclap-2023")
 
@@ -51,6 +54,10 @@ def load_scorer(spec: str | Path = DEFAULT_MODEL, device: str = "auto", dtype: s
 
         return MSClapScorer.from_pretrained(str(spec), device=device, dtype=dtype, version=msclap_version,
                                             tokenizer=tokenizer)
+    if msclap_version is None and tokenizer is None and is_pe_audio_spec(spec):
+        from humanclap.scoring.pe_audio.scorer import PeAudioScorer
+
+        return PeAudioScorer.from_pretrained(str(spec), device=device, dtype=dtype, revision=revision)
     if msclap_version is not None or tokenizer is not None:
         raise UsageError(f"--msclap-version and an MS CLAP tokenizer apply only to MS CLAP models "
                          f"(msclap-2022, msclap-2023, a .pth or an MS CLAP folder), not to {spec!r}")

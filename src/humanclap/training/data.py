@@ -100,7 +100,7 @@ def build_train_data(rated, split_names: list[str], scorer, progress: bool = Fal
         feats.append(torch.from_numpy(np.ascontiguousarray(f)))
         longer.append(bool(is_longer))
     tokens = scorer.tokenize(texts)
-    data = TrainData(audio_paths=audio_paths, texts=texts, features=torch.stack(feats),
+    data = TrainData(audio_paths=audio_paths, texts=texts, features=stack_padded(feats),
                      is_longer=torch.tensor(longer).view(-1, 1),
                      input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
     a_index = {p: i for i, p in enumerate(audio_paths)}
@@ -114,6 +114,16 @@ def build_train_data(rated, split_names: list[str], scorer, progress: bool = Fal
             target=torch.tensor(part["human"].to_numpy(dtype=np.float32)),
         )
     return data
+
+
+def stack_padded(feats: list[torch.Tensor]) -> torch.Tensor:
+    """Stack per-clip features; features of unequal length (PE-Audio's ``(2, n)`` waveform +
+    padding mask, one row per clip's own length) are zero-padded on the last axis to the
+    longest, which pads the mask with zeros too. Fixed-window families stack as they are."""
+    if len({f.shape for f in feats}) <= 1:
+        return torch.stack(feats)
+    longest = max(f.shape[-1] for f in feats)
+    return torch.stack([torch.nn.functional.pad(f, (0, longest - f.shape[-1])) for f in feats])
 
 
 def global_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:

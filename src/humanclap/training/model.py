@@ -150,7 +150,7 @@ class DualTower(nn.Module):
     def logit_scale(self) -> torch.Tensor:
         if self.fixed_logit_scale is not None:
             return torch.tensor(self.fixed_logit_scale, device=self.device)
-        return self.towers.logit_scale.float().exp()
+        return self.towers.inverse_temperature()
 
     def forward(self, audio_idx: torch.Tensor, text_idx: torch.Tensor):
         return self.embed_audio(audio_idx), self.embed_text(text_idx), self.logit_scale()

@@ -16,7 +16,9 @@ from humanclap.errors import TrainingError  # noqa: F401
 # humanclap.load_scorer(folder) and `--model folder`; these name the family's own classes.
 LOAD_HINTS = {"clap": "load with CLAPScorer.from_pretrained or ClapModel.from_pretrained",
               "msclap": "an MS CLAP folder: load with load_scorer or MSClapScorer.from_pretrained, "
-                        "or pass it as --model to score/evaluate"}
+                        "or pass it as --model to score/evaluate",
+              "pe_audio": "a PE-Audio folder: load with load_scorer or PeAudioModel.from_pretrained, "
+                          "or pass it as --model to score/evaluate"}
 
 
 @dataclass

@@ -30,6 +30,22 @@ exported as            ``save_pretrained`` + tokenizer     ``MSClapModel.save_pr
                        + feature extractor                 (config.json, model.safetensors) + tokenizer
 =====================  ==================================  =========================================
 
+PE-Audio (``transformers.PeAudioModel``, :class:`PeAudioTowers`): text tower ``text_model``
+(ModernBERT), pooled at the last hidden state's [CLS] (``forward`` asks for the hidden
+states); audio tower ``audio_encoder`` (DAC codec encoder + ResNet block + transformer),
+pooled at its class token from the ``(B, 2, n)`` waveform + padding-mask input; projections
+``text_audio_head`` and ``audio_head`` (LayerNorm + Linear); logit scale and bias
+``text_audio_logit_scale`` / ``text_audio_logit_bias``. Never trained: the DAC codec encoder
+and its bottleneck (transformers runs them under ``no_grad``, so they never get a gradient),
+and the logit scale and bias: they belong to the model's sigmoid loss on *unnormalised*
+head outputs, while Human-CLAP's losses work on cosines, to which neither applies (the bias
+cancels in a softmax); they are exported unchanged, so the match probability keeps its
+form. For the same reason the learned scale is no softmax temperature:
+``temperature=model`` means CLIP's initial 1/0.07 for PE-Audio (pass ``--temperature`` to
+choose), and ``train_logit_scale`` is refused. LoRA default targets: ModernBERT's ``Wqkv``
+and the audio transformer's ``q_proj``, ``k_proj``, ``v_proj``. Dropout: trained towers.
+Exported as ``save_pretrained`` of the model, tokenizer and ``PeAudioFeatureExtractor``.
+
 Why MS CLAP's never-read parameters are frozen: they get no gradient, so a trained copy
 would equal the base anyway, and DistributedDataParallel would wait for their gradients
 forever (or need ``find_unused_parameters``, which costs a graph walk every step).
@@ -94,6 +110,10 @@ class Towers:
     def fixed_parameters(self) -> list[nn.Parameter]:
         """Parameters that never train, whatever ``train_params`` says."""
         return []
+
+    def inverse_temperature(self) -> torch.Tensor:
+        """1/tau of the contrastive loss on cosines when ``temperature=model``."""
+        return self.logit_scale.float().exp()
 
     # forward pieces --------------------------------------------------------------------
     def text_pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -218,12 +238,78 @@ class MSClapTowers(Towers):
         tokenizer.save_pretrained(folder)  # beside the weights, where MSClapScorer looks first
 
 
+class PeAudioTowers(Towers):
+    """``transformers.PeAudioModel`` (Meta PE-Audio; see the module docstring)."""
+
+    family = "pe_audio"
+    LORA_DEFAULTS = ["Wqkv", "q_proj", "k_proj", "v_proj"]
+    CLIP_INVERSE_TEMPERATURE = 1 / 0.07  # CLIP's initial temperature (see the module docstring)
+
+    @property
+    def text_tower(self) -> nn.Module:
+        return self.model.text_model
+
+    @property
+    def audio_tower(self) -> nn.Module:
+        return self.model.audio_encoder
+
+    @property
+    def text_projection(self) -> nn.Module:
+        return self.model.text_audio_head
+
+    @property
+    def audio_projection(self) -> nn.Module:
+        return self.model.audio_head
+
+    @property
+    def logit_scale(self) -> nn.Parameter:
+        return self.model.text_audio_logit_scale
+
+    @property
+    def logit_bias(self) -> nn.Parameter:
+        return self.model.text_audio_logit_bias
+
+    def fixed_parameters(self) -> list[nn.Parameter]:
+        if self.logit_scale.requires_grad:  # set just before from train_logit_scale
+            raise ConfigError("--train-logit-scale does not apply to PE-Audio: its learned scale and bias "
+                              "belong to its sigmoid loss on unnormalised head outputs, not to a softmax "
+                              "temperature on cosines; drop the flag (pass --temperature to choose 1/tau)")
+        embedder = self.model.audio_encoder.embedder
+        return [*embedder.dac_encoder.parameters(), *embedder.bottleneck.parameters(), self.logit_scale,
+                self.logit_bias]
+
+    def inverse_temperature(self) -> torch.Tensor:
+        return torch.tensor(self.CLIP_INVERSE_TEMPERATURE, device=self.logit_scale.device)
+
+    def text_pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        from humanclap.scoring.pe_audio.numerics import text_pooled
+
+        return text_pooled(self.model, input_ids, attention_mask)
+
+    def audio_pooled(self, input_features: torch.Tensor, is_longer: torch.Tensor) -> torch.Tensor:
+        from humanclap.scoring.pe_audio.numerics import audio_pooled
+
+        return audio_pooled(self.model, input_features)  # (B, 2, n): waveform and padding mask
+
+    def lora_targets(self, requested: list[str]) -> list[str]:
+        if tuple(requested) == GENERIC_LORA_TARGETS:
+            return list(self.LORA_DEFAULTS)
+        return list(requested)
+
+    def export(self, tokenizer: Any, extractor: Any, folder: Path) -> None:
+        self.model.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+        extractor.save_pretrained(folder)
+
+
 def towers_for(model: nn.Module) -> Towers:
-    """The :class:`Towers` view of a loaded model (a ClapModel or an MSClapModel)."""
+    """The :class:`Towers` view of a loaded model (a ClapModel, an MSClapModel or a PeAudioModel)."""
     from humanclap.scoring.msclap.model import MSClapModel
 
     if isinstance(model, MSClapModel):
         return MSClapTowers(model)
+    if type(model).__name__ in ("PeAudioModel", "PeAudioFrameLevelModel"):
+        return PeAudioTowers(model)
     if hasattr(model, "text_model") and hasattr(model, "audio_model"):
         return ClapTowers(model)
     raise TypeError(f"cannot train a {type(model).__name__}: expected a transformers ClapModel or "
@@ -240,6 +326,8 @@ def check_lora_targets(towers: Towers, targets: list[str]) -> None:
                if not matched(tower)]
     if missing:
         works = ("query,key,value (RoBERTa and HTS-AT attention)" if towers.family == "clap" else
+                 "the default, which means Wqkv,q_proj,k_proj,v_proj for PE-Audio (ModernBERT and audio "
+                 "transformer attention)" if towers.family == "pe_audio" else
                  "the default, which means c_attn,qkv for MS CLAP 2023 (GPT-2 and HTS-AT attention) "
                  "and query,key,value,fc1 for MS CLAP 2022 (BERT attention, CNN14's last layer)")
         raise ConfigError(f"--lora-targets {','.join(targets)}: no module of that name in the "
