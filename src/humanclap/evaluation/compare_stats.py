@@ -23,6 +23,7 @@ import numpy as np
 
 from humanclap.evaluation.metrics import ktau, srcc
 
+ROUNDING = 1e-12  # relative size below which a resampled difference is floating-point noise
 RESAMPLE_CHUNK = 1000  # resamples drawn per step: memory stays chunk x prompts, same draws
 
 TIER_RULE = ("Systems are ranked by mean (ties by name). Tier 1 starts at the top system; "
@@ -237,6 +238,7 @@ def compare_matrix(values: np.ndarray, names: Sequence[str], n_boot: int = 10_00
                          "over one prompt has no spread)")
     else:
         res.notes.append("n_boot = 0: no confidence intervals and no p-values")
+    scale = max(1.0, float(np.abs(v).max()))
     low = high = None
     if boot is not None:
         low, high = percentile_interval(boot, level)
@@ -250,6 +252,9 @@ def compare_matrix(values: np.ndarray, names: Sequence[str], n_boot: int = 10_00
                                    "ci_low": None, "ci_high": None, "p": None}
             if boot is not None:
                 bd = boot[:, i] - boot[:, j]
+                # A resample whose difference is 0 in exact arithmetic comes out as +-1e-17
+                # (the two means are rounded apart): count it as the tie it is.
+                bd[np.abs(bd) <= ROUNDING * scale] = 0.0
                 lo, hi = percentile_interval(bd, level)
                 row.update(ci_low=float(lo), ci_high=float(hi), p=float(bootstrap_p(bd)))
             wins, ties, losses = win_counts(v[i], v[j])
