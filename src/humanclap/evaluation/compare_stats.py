@@ -131,8 +131,10 @@ def win_rate_matrix(values: np.ndarray) -> np.ndarray:
 
 
 def ranking_order(means: Sequence[float], names: Sequence[str]) -> list[int]:
-    """Indices of the systems from the highest mean down; equal means by name."""
-    return sorted(range(len(names)), key=lambda i: (-float(means[i]), str(names[i])))
+    """Indices of the systems from the highest mean down; equal means by name (means equal
+    to 12 significant digits count as equal: the same scores summed in another order may
+    differ in the last bit)."""
+    return sorted(range(len(names)), key=lambda i: (-float(f"{float(means[i]):.12g}"), str(names[i])))
 
 
 def assign_tiers(order: Sequence[int], adjusted: dict[tuple[int, int], float | None],
