@@ -236,3 +236,12 @@ def test_compare_scores_a_manifest_with_a_model(tmp_path, tiny_unfused, one_thre
         assert means[s] == pytest.approx(np.mean([float(r["clapscore"]) for r in scores
                                                   if r["system"] == s]))
     assert {"scores.csv", "scores.csv.meta.json"} <= set(json.loads((out / MARKER).read_text())["files"])
+
+
+def test_many_prompts_are_resampled_in_bounded_chunks():
+    from humanclap.evaluation.compare_stats import chunk_rows, seeded_bootstrap_means
+
+    assert chunk_rows(1000) == 1000 and chunk_rows(5000) == 800 and chunk_rows(10**7) == 1
+    values = np.random.default_rng(0).random((2, 5000))
+    chunked = seeded_bootstrap_means(values, 1000, 3)  # two chunks of draws
+    assert chunked == pytest.approx(bootstrap_means(values, resample_counts(5000, 1000, 3)))

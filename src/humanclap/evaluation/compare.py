@@ -31,7 +31,7 @@ import numpy as np
 
 from humanclap.errors import EXIT_ROWS_FAILED, HumanclapError, UsageError
 from humanclap.evaluation.compare_stats import (SystemComparison, compare_matrix,
-                                                ranking_agreement, resample_counts)
+                                                ranking_agreement)
 from humanclap.io import read_table
 
 RATING_COLUMNS = ("score", "rating")
@@ -221,7 +221,8 @@ def compare_tables(paths: Sequence[str | Path], *, score_column: str = "clapscor
                    drop_failed: bool = False, average_duplicates: bool = False,
                    intersect: bool = False) -> CompareResult:
     """Read score files and compare their systems (see the module docstring); no files are
-    written. ``default_systems[k]``: the system of file k when it has no system column. Raises :class:`UsageError` (exit 2) or :class:`RowsFailedError` (exit 1)."""
+    written. ``default_systems[k]``: the system of file k when it has no system column.
+    Raises :class:`UsageError` (exit 2) or :class:`RowsFailedError` (exit 1)."""
     if n_boot < 0:
         raise UsageError("--n-boot must be 0 or more (0 = no CIs and no p-values)")
     if not 0 < alpha < 1:
@@ -243,14 +244,11 @@ def compare_tables(paths: Sequence[str | Path], *, score_column: str = "clapscor
                          "every system or drop the rating column")
     table = build_table(rows, drop_failed=drop_failed, average_duplicates=average_duplicates,
                         intersect=intersect)
-    counts = resample_counts(len(table.prompts), n_boot, seed) \
-        if n_boot and len(table.prompts) > 1 else None
-    metric = compare_matrix(table.values, table.systems, n_boot, seed, level, alpha, counts=counts)
+    metric = compare_matrix(table.values, table.systems, n_boot, seed, level, alpha)
     result = CompareResult(table, metric, inputs=infos, score_column=score_column,
                            n_failed=table.dropped["failed_rows"])
     if table.ratings is not None:  # the same resamples: the two rankings are paired too
-        result.listeners = compare_matrix(table.ratings, table.systems, n_boot, seed, level, alpha,
-                                          counts=counts)
+        result.listeners = compare_matrix(table.ratings, table.systems, n_boot, seed, level, alpha)
         by_name = {s["system"]: s["mean"] for s in result.listeners.systems}
         metric_means = [s["mean"] for s in metric.systems]
         result.agreement = ranking_agreement(metric_means, [by_name[n] for n in metric.ranking])

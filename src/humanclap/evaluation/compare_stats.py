@@ -17,7 +17,7 @@ all systems on all resamples are one matrix product, ``counts @ values.T / n``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -34,28 +34,37 @@ TIER_RULE = ("Systems are ranked by mean (ties by name). Tier 1 starts at the to
              "ranking.")
 
 
-def resample_counts(n: int, n_boot: int, seed: int) -> np.ndarray:
-    """``(n_boot, n)`` counts: how often each of ``n`` items is drawn in each bootstrap
-    resample (``n`` draws with replacement from ``numpy.random.default_rng(seed)``).
+def chunk_rows(n: int) -> int:
+    """Resamples drawn per step for ``n`` items: at most :data:`RESAMPLE_CHUNK`, and few
+    enough that one step holds about 4 million counts (memory bounded whatever ``n``). A
+    function of ``n`` alone, so the same ``(n, n_boot, seed)`` always gives the same draws."""
+    return max(1, min(RESAMPLE_CHUNK, 4_000_000 // n))
 
-    Drawn in fixed chunks of :data:`RESAMPLE_CHUNK` rows, so the same ``(n, n_boot, seed)``
-    always gives the same matrix; every row sums to ``n``.
 
-    >>> resample_counts(3, 2, 0).sum(axis=1).tolist()
-    [3.0, 3.0]
-    """
+def iter_resample_counts(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """The rows of :func:`resample_counts`, :func:`chunk_rows` at a time."""
     if n < 1:
         raise ValueError(f"resample_counts needs at least one item; got n={n}.")
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1; got {n_boot}.")
     rng = np.random.default_rng(seed)
-    counts = np.empty((n_boot, n), dtype=np.float64)
-    for start in range(0, n_boot, RESAMPLE_CHUNK):
-        rows = min(RESAMPLE_CHUNK, n_boot - start)
+    step = chunk_rows(n)
+    for start in range(0, n_boot, step):
+        rows = min(step, n_boot - start)
         idx = rng.integers(0, n, size=(rows, n))
         flat = idx + (np.arange(rows) * n)[:, None]
-        counts[start:start + rows] = np.bincount(flat.ravel(), minlength=rows * n).reshape(rows, n)
-    return counts
+        yield np.bincount(flat.ravel(), minlength=rows * n).reshape(rows, n).astype(np.float64)
+
+
+def resample_counts(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """``(n_boot, n)`` counts: how often each of ``n`` items is drawn in each bootstrap
+    resample (``n`` draws with replacement from ``numpy.random.default_rng(seed)``, drawn
+    :func:`chunk_rows` resamples at a time); every row sums to ``n``.
+
+    >>> resample_counts(3, 2, 0).sum(axis=1).tolist()
+    [3.0, 3.0]
+    """
+    return np.concatenate(list(iter_resample_counts(n, n_boot, seed)))
 
 
 def bootstrap_means(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -66,6 +75,15 @@ def bootstrap_means(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
         raise ValueError(f"values {values.shape} and counts {counts.shape} must share the prompt "
                          "axis: values (systems, prompts), counts (n_boot, prompts).")
     return counts @ values.T / values.shape[1]
+
+
+def seeded_bootstrap_means(values: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """:func:`bootstrap_means` on ``resample_counts(prompts, n_boot, seed)``, computed chunk by
+    chunk: the whole count matrix is never held (100,000 prompts x 10,000 resamples would
+    be 8 GB)."""
+    values = np.asarray(values, dtype=np.float64)
+    return np.concatenate([bootstrap_means(values, c)
+                           for c in iter_resample_counts(values.shape[1], n_boot, seed)])
 
 
 def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
@@ -125,9 +143,10 @@ def win_rate_matrix(values: np.ndarray) -> np.ndarray:
     """``(systems, systems)``: ``W[i, j]`` = share of prompts on which system i scores higher
     than j, a tie counting as half a win (so ``W[i, j] + W[j, i] = 1``; the diagonal is 0.5)."""
     v = np.asarray(values, dtype=np.float64)
-    gt = (v[:, None, :] > v[None, :, :]).mean(axis=2)
-    eq = (v[:, None, :] == v[None, :, :]).mean(axis=2)
-    return gt + 0.5 * eq
+    w = np.empty((len(v), len(v)))
+    for i in range(len(v)):  # one row at a time: systems x prompts memory, not systems^2
+        w[i] = (v[i] > v).mean(axis=1) + 0.5 * (v[i] == v).mean(axis=1)
+    return w
 
 
 def ranking_order(means: Sequence[float], names: Sequence[str]) -> list[int]:
@@ -212,15 +231,15 @@ class SystemComparison:
 
 
 def compare_matrix(values: np.ndarray, names: Sequence[str], n_boot: int = 10_000, seed: int = 0,
-                   level: float = 0.95, alpha: float = 0.05,
-                   counts: np.ndarray | None = None) -> SystemComparison:
+                   level: float = 0.95, alpha: float = 0.05) -> SystemComparison:
     """Compare the systems whose scores are the rows of ``values`` (``(systems, prompts)``,
     the same prompts in the same columns): means with CIs, every pair's paired difference,
     bootstrap p (Holm-adjusted), win rates, the ranking and its tiers.
 
-    ``counts`` (optional): resample counts to use instead of drawing them from ``seed``
-    (e.g. the same resamples for the metric and the listeners). With one prompt no interval
-    or p-value is defined: they are None, with a note.
+    The resamples are a function of (prompts, ``n_boot``, ``seed``): two matrices of the
+    same prompts compared with the same seed (the metric's scores and the listeners'
+    ratings) share them. With one prompt no interval or p-value is defined: they are None,
+    with a note.
     """
     v = np.asarray(values, dtype=np.float64)
     if v.ndim != 2 or v.shape[0] != len(names):
@@ -233,8 +252,7 @@ def compare_matrix(values: np.ndarray, names: Sequence[str], n_boot: int = 10_00
     means = v.mean(axis=1)
     boot = None
     if p_n > 1 and n_boot > 0:
-        counts = resample_counts(p_n, n_boot, seed) if counts is None else counts
-        boot = bootstrap_means(v, counts)
+        boot = seeded_bootstrap_means(v, n_boot, seed)
     elif p_n == 1:
         res.notes.append("one prompt only: no confidence interval and no p-value (a bootstrap "
                          "over one prompt has no spread)")

@@ -34,8 +34,7 @@ import numpy as np
 
 from humanclap.errors import UsageError
 from humanclap.evaluation.compare import Row, read_scored
-from humanclap.evaluation.compare_stats import (bootstrap_means, percentile_interval,
-                                                resample_counts)
+from humanclap.evaluation.compare_stats import percentile_interval, seeded_bootstrap_means
 from humanclap.io import atomic_write_text, table_format, write_json
 from humanclap.outputs import file_lock_path, output_lock
 
@@ -100,7 +99,7 @@ def selection_gain(ratings: Sequence[np.ndarray], picked: Sequence[np.ndarray], 
     values = np.stack([series[s] for s in names])
     boot = None
     if n > 1 and n_boot > 0:
-        boot = bootstrap_means(values, resample_counts(n, n_boot, seed))
+        boot = seeded_bootstrap_means(values, n_boot, seed)
         low, high = percentile_interval(boot, level)
     for j, name in enumerate(names):
         out[name] = {"mean": float(values[j].mean()),
