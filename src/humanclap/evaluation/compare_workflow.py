@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from humanclap.errors import UsageError
-from humanclap.evaluation.compare import CompareResult, compare_tables
+from humanclap.evaluation.compare import CompareResult, RowsFailedError, compare_tables
 from humanclap.evaluation.compare_report import write_compare
 from humanclap.outputs import check_folder, claim_folder
 
@@ -122,7 +122,12 @@ def run_compare(inputs: Sequence[str | Path], output_dir: str | Path, *, model: 
                               device=device, dtype=dtype, progress=progress)
         # A manifest without a system column names its system after its own file, not after
         # the score file written here.
-        result = compare_tables(scored, default_systems=[Path(p).stem for p in inputs], **options)
+        try:
+            result = compare_tables(scored, default_systems=[Path(p).stem for p in inputs],
+                                    **options)
+        except RowsFailedError as exc:
+            raise RowsFailedError(f"{exc} (the scores are kept in {out}: "
+                                  f"{', '.join(p.name for p in scored)})") from None
         result.model = model
         result.inputs = [{**info, "manifest": str(src)} for info, src in zip(result.inputs, inputs)]
         files = write_compare(result, out, plots=plots, record=run.record)
