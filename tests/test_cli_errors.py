@@ -38,11 +38,15 @@ def argv_of(tmp_path):
         "convert": (["convert", str(tmp_path / "c.pt"), str(tmp_path / "c")],
                     "humanclap.scoring.laion_convert.convert_laion_checkpoint"),
         "merge": (["merge", str(tmp_path / "out.csv")], "humanclap.scoring.parts.merge_parts"),
+        "compare": (["compare", str(manifest), "-o", str(tmp_path / "cmp")],
+                    "humanclap.evaluation.compare_workflow.run_compare"),
+        "rerank": (["rerank", str(manifest), "-o", str(tmp_path / "best.csv")],
+                   "humanclap.evaluation.rerank.run_rerank"),
     }
 
 
 CASES = ["score", "evaluate", "train", "reproduce", "synth", "demo", "demo --rebuild-base", "convert",
-         "merge"]
+         "merge", "compare", "rerank"]
 
 
 def raiser(exc: BaseException):
