@@ -136,12 +136,12 @@ def test_metric_arguments_are_usage_errors():
              (lambda: M.evaluate_all(p, t, n_boot=2.5), "n_boot must be a whole number"),
              (lambda: M.evaluate_all(p, t, seed=-1), "seed must be >= 0"),
              (lambda: M.paired_bootstrap(M.srcc, p, p[::-1], t, n_boot="10"), "n_boot must be a whole number"),
-             (lambda: M.system_level(p, t, "abcd"), "pass a list of system labels"),
-             (lambda: M.srcc(x for x in p), "")]
+             (lambda: M.system_level(p, t, "abcd"), "pass a list of system labels")]
     for call, message in cases:
         with pytest.raises(HumanclapError, match=message):
             call()
     assert M.bootstrap_ci(M.srcc, p, t, n_boot=np.int64(20)) == M.bootstrap_ci(M.srcc, p, t, n_boot=20)
+    assert M.srcc((x for x in p), iter(t)) == M.srcc(p, t)  # an iterator is consumed, not a 0-d array
 
 
 def test_evaluate_and_fine_tune_arguments_are_humanclap_errors(scorer, tiny_unfused, tmp_path):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -202,6 +202,26 @@ def score_pairs(scorer: Scorer, audio: Sequence[str], texts: Sequence[str],
     return scores, errors, {"pairs": len(paths), **engine.counts()}
 
 
+def model_list(models: Any) -> list:
+    """``models`` as a list; one bare id or folder is refused (it would be read as a list
+    of one-character model names)."""
+    if isinstance(models, (str, os.PathLike)) or isinstance(models, Scorer):
+        raise UsageError(f"models must be a list, got one model; pass a list of models: [{str(models)!r}]"
+                         if not isinstance(models, Scorer) else
+                         "models must be a list, got one scorer; pass a list of models: [scorer]")
+    if models is None or not isinstance(models, Iterable):
+        raise UsageError(f"models must be a list of model ids, folders or scorers, got {type(models).__name__}")
+    return list(models)
+
+
+def label_list(labels: Any) -> list:
+    """``labels`` as a list (one per model); one bare string is refused."""
+    if isinstance(labels, str) or not isinstance(labels, Iterable):
+        raise UsageError(f"labels must be a list of strings, one per model, got {type(labels).__name__}; "
+                         f"pass a list of labels: [{str(labels)!r}]")
+    return list(labels)
+
+
 def _to_load(spec: ModelSpec) -> bool:
     """A hub id or folder to load here (else an already loaded scorer)."""
     return isinstance(spec, (str, os.PathLike))
@@ -285,6 +305,11 @@ def evaluate_models(
     Raises ``ModelLoadError`` for a model that cannot be loaded (before any scoring of
     that model) and ``UsageError`` (a ``ValueError``) for bad arguments.
     """
+    models, labels = model_list(models), None if labels is None else label_list(labels)
+    if not isinstance(data, RatedPairs):
+        raise UsageError(f"data must be a RatedPairs, got {type(data).__name__}: load it with "
+                         "humanclap.data.load_rated('relate:DIR' or a manifest path), or call "
+                         "run_evaluation(spec, ...) with the spec")
     if not models:
         raise UsageError("no model given: pass at least one model id, folder or CLAPScorer")
     if labels is not None and len(labels) != len(models):
@@ -293,13 +318,10 @@ def evaluate_models(
         check_labels(labels)
     from humanclap.defaults import MAX_N_BOOT
 
-    if n_boot < 0:
-        raise UsageError(f"n_boot must be >= 0, got {n_boot}")
+    n_boot, seed = M.check_count(n_boot, "n_boot"), M.check_count(seed, "seed")
     if n_boot > MAX_N_BOOT:  # before any model loads; else a MemoryError (exit 3) or an OOM kill
         raise UsageError(f"--n-boot {n_boot} is too large: at most {MAX_N_BOOT} resamples (the "
                          "CIs do not get better beyond that)")
-    if seed < 0:  # numpy's generators refuse a negative seed, deep inside the bootstrap
-        raise UsageError(f"seed must be >= 0, got {seed}")
     for m in models:
         if not (_to_load(m) or isinstance(m, Scorer)):
             raise UsageError(f"model {m!r} is neither a hub id or checkpoint folder nor a loaded "
