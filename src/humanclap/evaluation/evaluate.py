@@ -171,7 +171,7 @@ class EvaluationResult:
 # -- scoring -------------------------------------------------------------------------
 def score_pairs(scorer: Scorer, audio: Sequence[str], texts: Sequence[str],
                 batch_size: int = 8, progress: bool | None = None, dist: DistInfo | None = None,
-                ) -> tuple[np.ndarray, list[str], dict[str, int]]:
+                problems: Sequence[str] | None = None) -> tuple[np.ndarray, list[str], dict[str, int]]:
     """CLAPScore of each ``(audio[i], texts[i])`` pair with one embedding per unique item.
 
     The embedding work is the :class:`EmbeddingEngine`'s, the same as ``humanclap score``'s,
@@ -180,22 +180,26 @@ def score_pairs(scorer: Scorer, audio: Sequence[str], texts: Sequence[str],
     is empty; ``counts`` says how many texts and audio files were embedded and decoded.
     Under torchrun (``dist``), each rank embeds its share of the unique items and all ranks
     get every embedding (:func:`~humanclap.scoring.distributed.embed_shared`): same result.
+    ``problems`` (one per pair, "" for none): pairs known to be unusable before any
+    decoding (a manifest's ``input_error``), left out with that message and never embedded.
     """
     if len(audio) != len(texts):
         raise UsageError(f"audio and texts must pair up: {len(audio)} vs {len(texts)}; pass one "
                          "text per audio item")
     paths = [str(a) for a in audio]
     texts = [t if isinstance(t, str) else "" for t in texts]
+    errors = [str(p or "") for p in problems] if problems is not None else [""] * len(paths)
+    keep = [i for i, e in enumerate(errors) if not e]
     engine = EmbeddingEngine(scorer, batch_size=batch_size)
     if dist is not None and dist.enabled:
         from humanclap.scoring.distributed import embed_shared
 
-        embed_shared(engine, paths, texts, dist, progress=progress)
+        embed_shared(engine, [paths[i] for i in keep], [texts[i] for i in keep], dist, progress=progress)
     else:
-        engine.embed_unique(paths, texts, progress=progress)
+        engine.embed_unique([paths[i] for i in keep], [texts[i] for i in keep], progress=progress)
     scores = np.full(len(paths), np.nan, dtype=np.float64)
-    errors = [""] * len(paths)
-    for i, (a, t) in enumerate(zip(paths, texts)):
+    for i in keep:
+        a, t = paths[i], texts[i]
         cosine, errors[i] = engine.cosine(a, t)
         if cosine is not None:
             scores[i] = float(clapscore(cosine))
@@ -333,6 +337,8 @@ def evaluate_models(
     columns = unique_names([short_name(lbl) for lbl in labels],
                            reserved=[*PAIR_OUTPUT_COLUMNS, "scored", "error"])
 
+    # a manifest row whose audio/text was not a string (data.manifest): never scored
+    problems = pairs["input_error"].tolist() if "input_error" in pairs else None
     runs = []
     for spec, label, column in zip(models, labels, columns):
         if _to_load(spec):
@@ -344,7 +350,7 @@ def evaluate_models(
         log.info("scoring %d pairs with %s (%s)", len(pairs), label, scorer.info.model_id)
         scores, errors, counts = score_pairs(scorer, pairs["audio"].tolist(),
                                              pairs["text"].tolist(), batch_size=batch_size,
-                                             progress=progress, dist=dist)
+                                             progress=progress, dist=dist, problems=problems)
         runs.append(ModelRun(label, column, scorer.info.as_dict(), scores, errors, counts))
         if _to_load(spec):
             del scorer  # free the weights before the next model is loaded
