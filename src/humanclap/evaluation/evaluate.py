@@ -310,10 +310,6 @@ def evaluate_models(
     that model) and ``UsageError`` (a ``ValueError``) for bad arguments.
     """
     models, labels = model_list(models), None if labels is None else label_list(labels)
-    if not isinstance(data, RatedPairs):
-        raise UsageError(f"data must be a RatedPairs, got {type(data).__name__}: load it with "
-                         "humanclap.data.load_rated('relate:DIR' or a manifest path), or call "
-                         "run_evaluation(spec, ...) with the spec")
     if not models:
         raise UsageError("no model given: pass at least one model id, folder or CLAPScorer")
     if labels is not None and len(labels) != len(models):
@@ -331,6 +327,10 @@ def evaluate_models(
             raise UsageError(f"model {m!r} is neither a hub id or checkpoint folder nor a loaded "
                              "scorer: pass e.g. 'laion/clap-htsat-unfused', a folder written by "
                              "save_pretrained, or a CLAPScorer")
+    if not isinstance(data, RatedPairs):
+        raise UsageError(f"data must be a RatedPairs, got {type(data).__name__}: load it with "
+                         "humanclap.data.load_rated('relate:DIR' or a manifest path), or call "
+                         "run_evaluation(spec, ...) with the spec")
     pairs = data.pairs.reset_index(drop=True)
     ids = [str(m) if _to_load(m) else m.info.model_id for m in models]
     labels = unique_names(list(labels) if labels is not None else [short_name(i) for i in ids])
