@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +33,7 @@ from humanclap.io import json_safe
 from humanclap.scoring.clapscore import clapscore
 from humanclap.scoring.engine import EmbeddingEngine
 from humanclap.scoring.hub import is_local_path
+from humanclap.scoring.inputs import label_list, model_list
 from humanclap.scoring.protocol import Scorer
 
 if TYPE_CHECKING:  # torch.distributed is imported only by a run that uses it
@@ -204,26 +205,6 @@ def score_pairs(scorer: Scorer, audio: Sequence[str], texts: Sequence[str],
         if cosine is not None:
             scores[i] = float(clapscore(cosine))
     return scores, errors, {"pairs": len(paths), **engine.counts()}
-
-
-def model_list(models: Any) -> list:
-    """``models`` as a list; one bare id or folder is refused (it would be read as a list
-    of one-character model names)."""
-    if isinstance(models, (str, os.PathLike)) or isinstance(models, Scorer):
-        raise UsageError(f"models must be a list, got one model; pass a list of models: [{str(models)!r}]"
-                         if not isinstance(models, Scorer) else
-                         "models must be a list, got one scorer; pass a list of models: [scorer]")
-    if models is None or not isinstance(models, Iterable):
-        raise UsageError(f"models must be a list of model ids, folders or scorers, got {type(models).__name__}")
-    return list(models)
-
-
-def label_list(labels: Any) -> list:
-    """``labels`` as a list (one per model); one bare string is refused."""
-    if isinstance(labels, str) or not isinstance(labels, Iterable):
-        raise UsageError(f"labels must be a list of strings, one per model, got {type(labels).__name__}; "
-                         f"pass a list of labels: [{str(labels)!r}]")
-    return list(labels)
 
 
 def _to_load(spec: ModelSpec) -> bool:

@@ -19,8 +19,9 @@ from humanclap.data import load_rated
 from humanclap.defaults import DEFAULT_MODEL
 from humanclap.errors import DatasetError, UsageError
 from humanclap.evaluation.evaluate import (EvaluationResult, check_labels, check_model_spec,
-                                           evaluate_models, label_list, model_list, select_split)
+                                           evaluate_models, select_split)
 from humanclap.evaluation.metrics import check_count
+from humanclap.scoring.inputs import label_list, model_list
 from humanclap.evaluation.report import write_report
 
 

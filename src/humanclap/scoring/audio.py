@@ -43,7 +43,8 @@ from humanclap.scoring.audio_file import check_audio_path, open_audio, read_cent
 from humanclap.scoring.fbank import log_mel, window_features
 
 # An audio item is a file path or an ``(array, sample_rate)`` pair; arrays are
-# ``(samples,)`` or ``(samples, channels)`` like soundfile returns them.
+# ``(samples,)`` or ``(samples, channels)`` like soundfile returns them, float in [-1, 1]
+# or integer PCM (scaled by its dtype: :func:`pcm_to_float`).
 AudioInput = Union[str, Path, "tuple[np.ndarray, int]"]
 
 # Largest accepted sample magnitude. Audio is expected in [-1, 1]; float files may go a

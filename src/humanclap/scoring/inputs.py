@@ -1,5 +1,6 @@
 """Argument checks of the scorers' public methods (``embed_text``, ``embed_audio``,
-``cosine``, ``score``), shared by every model family.
+``cosine``, ``score``), shared by every model family, and of the lists of models and labels
+that evaluation takes.
 
 The methods take *lists*: a bare string is itself a sequence (of characters), so
 ``embed_text("dog")`` used to embed three one-letter texts and ``score([wav], "a dog")``
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from humanclap.errors import UsageError
+from humanclap.scoring.protocol import Scorer
 
 
 def _as_list(values: Any, what: str, kind: str) -> list:
@@ -74,3 +76,23 @@ def paired_lists(audio: Any, texts: Any) -> tuple[list, list[str]]:
         raise UsageError(f"audio and text must pair up: {len(audio)} audio items vs {len(texts)} texts; "
                          "pass one text per audio item")
     return audio, texts
+
+
+def model_list(models: Any) -> list:
+    """``models`` as a list; one bare id or folder is refused (it would be read as a list
+    of one-character model names)."""
+    if isinstance(models, Scorer):
+        raise UsageError("models must be a list, got one scorer; pass a list of models: [scorer]")
+    if isinstance(models, (str, os.PathLike)):
+        raise UsageError(f"models must be a list, got one model; pass a list of models: [{str(models)!r}]")
+    if models is None or not isinstance(models, Iterable):
+        raise UsageError(f"models must be a list of model ids, folders or scorers, got {type(models).__name__}")
+    return list(models)
+
+
+def label_list(labels: Any) -> list:
+    """``labels`` as a list (one per model); one bare string is refused."""
+    if isinstance(labels, str) or not isinstance(labels, Iterable):
+        raise UsageError(f"labels must be a list of strings, one per model, got {type(labels).__name__}; "
+                         f"pass a list of labels: [{str(labels)!r}]")
+    return list(labels)

@@ -323,9 +323,8 @@ class CLAPScorer:
         Every forward pass is ``(TEXT_CHUNK, bucket)`` tokens, ``bucket`` the smallest of
         ``TEXT_BUCKETS`` that holds each of its texts, so a text's embedding has the same
         bits alone or among any other texts. ``batch_size`` is accepted for compatibility
-        and ignored: it must not change bits. ``texts`` is a list (any iterable of strings);
-        one bare string is a :class:`UsageError` (pass ``["dog"]``), an empty list gives
-        ``(0, dim)``.
+        and ignored: it must not change bits. ``texts``: a list (any iterable) of strings;
+        one bare string is a UsageError (pass ``["dog"]``); ``[]`` gives ``(0, dim)``.
         """
         texts = text_list(texts)
         out = np.zeros((len(texts), self.embedding_dim), dtype=np.float32)
@@ -367,10 +366,8 @@ class CLAPScorer:
         """L2-normalised audio embeddings, ``(len(audio), dim)`` float32; raises AudioError.
 
         ``batch_size`` items are decoded at a time (memory); the forward passes, and so the
-        bits, are those of :meth:`embed_features` whatever it is. ``audio`` is a list (any
-        iterable) of paths or ``(array, sample_rate)`` tuples: one bare item is a
-        :class:`UsageError` saying to pass ``[item]``; integer arrays are PCM (int16 / 32768,
-        int32 / 2**31, uint8 centred on 128), as soundfile reads an integer wav."""
+        bits, are those of :meth:`embed_features` whatever it is. ``audio``: a list (any
+        iterable) of items (``scoring.inputs``); one bare item is a UsageError."""
         audio = audio_list(audio)
         out = []
         for i in range(0, len(audio), batch_size):
