@@ -103,11 +103,13 @@ def test_huge_samples_are_refused_with_their_magnitude(scorer, fused_scorer, tmp
     with pytest.raises(AudioError, match=r"max \|x\| = ") as info:
         features_of(scorer, path)
     assert str(path) in str(info.value)
-    # integer PCM handed over as numbers (e.g. scipy.io.wavfile) says how to fix it
+    # integer PCM stored as float says how to fix it; an int16 array (e.g. scipy.io.wavfile)
+    # is scaled by its dtype, as soundfile scales an int16 wav
     pcm = np.round(clip * 32767).astype(np.int16)
     with pytest.raises(AudioError, match="divide it by 32768"):
-        features_of(scorer, (pcm, 16000))
-    features_of(scorer, (pcm.astype(np.float32) / 32768, 16000))
+        features_of(scorer, (pcm.astype(np.float32), 16000))
+    np.testing.assert_array_equal(features_of(scorer, (pcm, 16000))[0],
+                                  features_of(scorer, (pcm.astype(np.float32) / 32768, 16000))[0])
 
 
 def test_float_wav_a_little_over_full_scale_still_scores(scorer, fused_scorer, tmp_path):

@@ -13,7 +13,8 @@ from humanclap.errors import UsageError
 
 # The last lines of every command's "exit codes:" epilog: 3 and 130 mean the same for all.
 EXIT_CODES_TAIL = ("3 internal error (a bug in humanclap: the traceback is printed, please\n"
-                   "report it); 130 interrupted (Ctrl-C)")
+                   "report it); 130 interrupted (Ctrl-C); 141 the reader of stdout went away\n"
+                   "(`| head`): output stops there, silently")
 
 
 def add_device(p: argparse.ArgumentParser) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import traceback
 
@@ -17,6 +18,11 @@ log = logging.getLogger("humanclap.cli")
 # for what the user can fix and run_command below turns that into the exit code.
 COMMANDS = ("score", "evaluate", "train", "reproduce", "synth", "demo", "convert", "merge", "compare",
             "rerank")
+# The reader of stdout went away (`humanclap score m.csv | head -1`): 128 + SIGPIPE, the
+# status a shell shows for any tool that SIGPIPE stopped (`yes | head -1`). Not 0 (the
+# output is incomplete), not 1 (no row failed) nor 3 (no bug): `set -o pipefail` scripts
+# can tell it apart. The command stops silently, as those tools do.
+EXIT_BROKEN_PIPE = 141
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,8 +56,8 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"{prefix}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:  # e.g. `humanclap score m.csv | head`: not an error of ours
-        sys.stderr.close()
-        return 1  # unchanged: the output was cut short by its reader, not finished
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -60,6 +66,18 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"{prefix}: internal error: {type(exc).__name__}: {exc}; {REPORT_BUGS}",
               file=sys.stderr)
         return EXIT_INTERNAL
+
+
+def _discard_stdout() -> None:
+    """Point stdout's file descriptor at /dev/null, so that Python's flush of the rows still
+    buffered, at exit, neither fails nor prints "Exception ignored ... BrokenPipeError"
+    (the recipe of the Python docs, signal module: "Note on SIGPIPE")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real descriptor (captured in a test)
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:

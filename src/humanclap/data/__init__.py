@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from humanclap.data.manifest import ScoreScale, load_manifest
@@ -21,7 +22,7 @@ _SPEC_HELP = ("Use relate:DIR (DIR holds scores/REL.csv), xacle:DIR (DIR holds m
 
 
 def load_rated(
-    spec: str, audio_root: str | None = None, score_scale: ScoreScale = "auto"
+    spec: str | os.PathLike, audio_root: str | None = None, score_scale: ScoreScale = "auto"
 ) -> RatedPairs:
     """Load a rated dataset from a spec string.
 
@@ -30,7 +31,11 @@ def load_rated(
     ``audio_root`` overrides where audio is looked up; ``score_scale`` applies to manifests
     only (see :mod:`humanclap.data.manifest`).
     """
-    if not isinstance(spec, str) or not spec.strip():
+    if isinstance(spec, os.PathLike):
+        spec = os.fspath(spec)
+    if not isinstance(spec, str):
+        raise DatasetError(f"dataset spec must be a string, got {type(spec).__name__}. {_SPEC_HELP}")
+    if not spec.strip():
         raise DatasetError(f"empty dataset spec {spec!r}. {_SPEC_HELP}")
     kind, sep, rest = spec.partition(":")
     if sep and kind.lower() in ("relate", "xacle"):

@@ -5,6 +5,12 @@ Columns: ``audio``, ``text``, ``score`` (required); ``listener_id``, ``system``,
 averaged into one pair. Relative ``audio`` paths resolve against ``audio_root``, else the
 manifest's own folder.
 
+A JSONL row whose ``audio`` or ``text`` is not a string (a list, object, number, boolean
+or null) is kept as a pair that cannot be scored: its ``input_error`` column (present only
+then) says why, in the words ``humanclap score`` uses for such a row, and the value is
+shown as JSON. ``evaluate`` leaves such a pair out with that error, ``train`` refuses the
+data; neither scores the value's Python repr (``"['a', 'dog']"``).
+
 Missing optional columns become: ``listener_id`` "" (unknown listener), ``system`` "",
 ``split`` "all", ``natural`` NaN.
 
@@ -15,8 +21,11 @@ scores map to ``(score - low) / (high - low)``.
 """
 from __future__ import annotations
 
+import json
 import logging
+import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -72,6 +81,8 @@ def load_manifest(
             info = info.merge(_per_pair(df, col, default, path), on=keys, how="left")
         else:
             info[col] = default
+    if df["input_error"].astype(bool).any():
+        info = info.merge(_pair_problems(df, keys), on=keys, how="left")
     info["natural"] = info["natural"].map(lambda v: _to_bool(v, path)).astype(object)
     base = Path(audio_root).expanduser().resolve() if audio_root else path.parent
     info["audio"] = [str(resolve_path(a, base).resolve()) for a in info["wavname"]]
@@ -128,8 +139,46 @@ def _read_table(path: Path) -> pd.DataFrame:
         table = read_table(path, "manifest")
     except UsageError as exc:  # the same problem, reported as a dataset error (exit 2 too)
         raise DatasetError(str(exc)) from None
-    records = [{k: "" if v is None else str(v) for k, v in row.items()} for row in table.rows]
-    return pd.DataFrame.from_records(records, columns=table.columns).fillna("")
+    records = [_record(row) for row in table.rows]
+    return pd.DataFrame.from_records(records, columns=[*table.columns, "input_error"]).fillna("")
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value).replace("nan", "NaN")
+    if isinstance(value, (int, float)):
+        return "number"
+    return {dict: "object", list: "list"}.get(type(value), type(value).__name__)
+
+
+def value_problem(key: str, value: Any) -> str:
+    """Why a manifest value cannot be a path or a text ("" when it can), worded as
+    ``humanclap score`` words it (``scoring.rows.row_problem``; the data layer cannot import
+    it, so tests/test_hostile_inputs.py keeps the two equal)."""
+    return "" if isinstance(value, str) else f"'{key}' must be a string, got {_json_type(value)}"
+
+
+def _record(row: dict[str, Any]) -> dict[str, str]:
+    """One manifest row as strings, with ``input_error`` for a non-string audio or text;
+    such a value is shown as JSON, never as its Python repr."""
+    out = {k: "" if v is None else str(v) for k, v in row.items()}
+    problems = [value_problem(k, row[k]) for k in ("audio", "text") if k in row]
+    out["input_error"] = next((p for p in problems if p), "")
+    for key in ("audio", "text"):
+        if key in row and not isinstance(row[key], str):
+            out[key] = json.dumps(row[key], ensure_ascii=False, default=str)
+    return out
+
+
+def _pair_problems(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """The first ``input_error`` of each pair's rows ("" when none has one)."""
+    first = df.groupby([df["audio"], df["text"]], sort=False)["input_error"].agg(
+        lambda errors: next((e for e in errors if e), ""))
+    return first.reset_index().rename(columns={"audio": "wavname"})[[*keys, "input_error"]]
 
 
 def _per_pair(df: pd.DataFrame, col: str, default: str, path: Path) -> pd.DataFrame:

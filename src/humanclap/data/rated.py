@@ -18,6 +18,8 @@ aggregation rules (0-1 scale, population std, counts) live in one place.
     human_std     float population std (ddof=0) of the pair's ratings on 0-1; 0.0 for a
                         single rating, NaN when only averages are known
     n_ratings     int   ratings behind ``human``; 0 when only averages are known
+    input_error   str   only when a manifest row's audio/text was not a string: why the
+                        pair cannot be scored ("" for the others; see ``manifest.py``)
 
 ``ratings`` columns: ``pair_id``, ``listener_id`` (str), ``score01`` (0-1), plus listener
 attribute columns where the dataset has them.

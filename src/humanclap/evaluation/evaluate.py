@@ -33,6 +33,7 @@ from humanclap.io import json_safe
 from humanclap.scoring.clapscore import clapscore
 from humanclap.scoring.engine import EmbeddingEngine
 from humanclap.scoring.hub import is_local_path
+from humanclap.scoring.inputs import label_list, model_list
 from humanclap.scoring.protocol import Scorer
 
 if TYPE_CHECKING:  # torch.distributed is imported only by a run that uses it
@@ -171,7 +172,7 @@ class EvaluationResult:
 # -- scoring -------------------------------------------------------------------------
 def score_pairs(scorer: Scorer, audio: Sequence[str], texts: Sequence[str],
                 batch_size: int = 8, progress: bool | None = None, dist: DistInfo | None = None,
-                ) -> tuple[np.ndarray, list[str], dict[str, int]]:
+                problems: Sequence[str] | None = None) -> tuple[np.ndarray, list[str], dict[str, int]]:
     """CLAPScore of each ``(audio[i], texts[i])`` pair with one embedding per unique item.
 
     The embedding work is the :class:`EmbeddingEngine`'s, the same as ``humanclap score``'s,
@@ -180,22 +181,26 @@ def score_pairs(scorer: Scorer, audio: Sequence[str], texts: Sequence[str],
     is empty; ``counts`` says how many texts and audio files were embedded and decoded.
     Under torchrun (``dist``), each rank embeds its share of the unique items and all ranks
     get every embedding (:func:`~humanclap.scoring.distributed.embed_shared`): same result.
+    ``problems`` (one per pair, "" for none): pairs known to be unusable before any
+    decoding (a manifest's ``input_error``), left out with that message and never embedded.
     """
     if len(audio) != len(texts):
         raise UsageError(f"audio and texts must pair up: {len(audio)} vs {len(texts)}; pass one "
                          "text per audio item")
     paths = [str(a) for a in audio]
     texts = [t if isinstance(t, str) else "" for t in texts]
+    errors = [str(p or "") for p in problems] if problems is not None else [""] * len(paths)
+    keep = [i for i, e in enumerate(errors) if not e]
     engine = EmbeddingEngine(scorer, batch_size=batch_size)
     if dist is not None and dist.enabled:
         from humanclap.scoring.distributed import embed_shared
 
-        embed_shared(engine, paths, texts, dist, progress=progress)
+        embed_shared(engine, [paths[i] for i in keep], [texts[i] for i in keep], dist, progress=progress)
     else:
-        engine.embed_unique(paths, texts, progress=progress)
+        engine.embed_unique([paths[i] for i in keep], [texts[i] for i in keep], progress=progress)
     scores = np.full(len(paths), np.nan, dtype=np.float64)
-    errors = [""] * len(paths)
-    for i, (a, t) in enumerate(zip(paths, texts)):
+    for i in keep:
+        a, t = paths[i], texts[i]
         cosine, errors[i] = engine.cosine(a, t)
         if cosine is not None:
             scores[i] = float(clapscore(cosine))
@@ -285,6 +290,7 @@ def evaluate_models(
     Raises ``ModelLoadError`` for a model that cannot be loaded (before any scoring of
     that model) and ``UsageError`` (a ``ValueError``) for bad arguments.
     """
+    models, labels = model_list(models), None if labels is None else label_list(labels)
     if not models:
         raise UsageError("no model given: pass at least one model id, folder or CLAPScorer")
     if labels is not None and len(labels) != len(models):
@@ -293,24 +299,27 @@ def evaluate_models(
         check_labels(labels)
     from humanclap.defaults import MAX_N_BOOT
 
-    if n_boot < 0:
-        raise UsageError(f"n_boot must be >= 0, got {n_boot}")
+    n_boot, seed = M.check_count(n_boot, "n_boot"), M.check_count(seed, "seed")
     if n_boot > MAX_N_BOOT:  # before any model loads; else a MemoryError (exit 3) or an OOM kill
         raise UsageError(f"--n-boot {n_boot} is too large: at most {MAX_N_BOOT} resamples (the "
                          "CIs do not get better beyond that)")
-    if seed < 0:  # numpy's generators refuse a negative seed, deep inside the bootstrap
-        raise UsageError(f"seed must be >= 0, got {seed}")
     for m in models:
         if not (_to_load(m) or isinstance(m, Scorer)):
             raise UsageError(f"model {m!r} is neither a hub id or checkpoint folder nor a loaded "
                              "scorer: pass e.g. 'laion/clap-htsat-unfused', a folder written by "
                              "save_pretrained, or a CLAPScorer")
+    if not isinstance(data, RatedPairs):
+        raise UsageError(f"data must be a RatedPairs, got {type(data).__name__}: load it with "
+                         "humanclap.data.load_rated('relate:DIR' or a manifest path), or call "
+                         "run_evaluation(spec, ...) with the spec")
     pairs = data.pairs.reset_index(drop=True)
     ids = [str(m) if _to_load(m) else m.info.model_id for m in models]
     labels = unique_names(list(labels) if labels is not None else [short_name(i) for i in ids])
     columns = unique_names([short_name(lbl) for lbl in labels],
                            reserved=[*PAIR_OUTPUT_COLUMNS, "scored", "error"])
 
+    # a manifest row whose audio/text was not a string (data.manifest): never scored
+    problems = pairs["input_error"].tolist() if "input_error" in pairs else None
     runs = []
     for spec, label, column in zip(models, labels, columns):
         if _to_load(spec):
@@ -322,7 +331,7 @@ def evaluate_models(
         log.info("scoring %d pairs with %s (%s)", len(pairs), label, scorer.info.model_id)
         scores, errors, counts = score_pairs(scorer, pairs["audio"].tolist(),
                                              pairs["text"].tolist(), batch_size=batch_size,
-                                             progress=progress, dist=dist)
+                                             progress=progress, dist=dist, problems=problems)
         runs.append(ModelRun(label, column, scorer.info.as_dict(), scores, errors, counts))
         if _to_load(spec):
             del scorer  # free the weights before the next model is loaded

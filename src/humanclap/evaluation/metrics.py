@@ -14,10 +14,14 @@ human mean): on RELATE, 0-10 scores would give a number 100x larger than the pap
 from __future__ import annotations
 
 import logging
+import numbers
+from collections.abc import Iterator
 from typing import Any, Callable, Sequence
 
 import numpy as np
 from scipy import stats
+
+from humanclap.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -27,20 +31,43 @@ MIN_PAIRS = 3  # fewer pairs make a correlation meaningless (and tau-b/Spearman 
 _KTAU_MATRIX_MAX_N = 6000  # above this the n x n sign matrix costs more than a loop
 
 
+def check_count(value: Any, name: str, low: int | None = 0) -> int:
+    """``value`` as an int >= ``low`` (None: any int); a bool, a float such as 2.5 or a
+    string is a UsageError (``numpy`` would fail on it deep inside, with a TypeError)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise UsageError(f"{name} must be a whole number (int), got {type(value).__name__} {value!r}")
+    if low is not None and value < low:
+        raise UsageError(f"{name} must be >= {low}; got {value}.")
+    return int(value)
+
+
+def check_level(level: Any) -> float:
+    """A confidence level strictly between 0 and 1."""
+    if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0 < level < 1:
+        raise UsageError(f"level must be between 0 and 1 (e.g. 0.95); got {level!r}.")
+    return float(level)
+
+
 def as_1d(x: Any, name: str) -> np.ndarray:
-    """``x`` as a finite 1-D float64 array (a torch tensor too); ValueError naming ``name``."""
+    """``x`` as a finite 1-D float64 array (a torch tensor, a list or any iterator of numbers
+    too); a UsageError (a ValueError) naming ``name`` otherwise."""
     if hasattr(x, "detach"):  # a torch tensor, without importing torch here
         x = x.detach().cpu().numpy()
+    if isinstance(x, (str, bytes)):  # numpy would read it as a 0-d string array
+        raise UsageError(f"{name} must be an array of numbers, got the string {x!r:.80}; read the "
+                         "file or column into an array first")
+    if isinstance(x, Iterator):  # a generator: numpy would make a 0-d object array of it
+        x = list(x)
     try:
         arr = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be numeric; got {type(x).__name__}.") from None
+        raise UsageError(f"{name} must be numeric; got {type(x).__name__}.") from None
     if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D (one value per pair); got shape {arr.shape}. "
+        raise UsageError(f"{name} must be 1-D (one value per pair); got shape {arr.shape}. "
                          "Flatten it first.")
     bad = ~np.isfinite(arr)
     if bad.any():
-        raise ValueError(f"{name} has {int(bad.sum())} NaN/inf value(s) (first at index "
+        raise UsageError(f"{name} has {int(bad.sum())} NaN/inf value(s) (first at index "
                          f"{int(np.flatnonzero(bad)[0])}); drop or fix those pairs first.")
     return arr
 
@@ -49,15 +76,15 @@ def _check(pred: ArrayLike, target: ArrayLike, metric: str, correlation: bool = 
            ) -> tuple[np.ndarray, np.ndarray]:
     p, t = as_1d(pred, "pred"), as_1d(target, "target")
     if len(p) != len(t):
-        raise ValueError(f"{metric}: pred and target differ in length ({len(p)} vs {len(t)});"
+        raise UsageError(f"{metric}: pred and target differ in length ({len(p)} vs {len(t)});"
                          " pass one prediction per rated pair.")
     need = MIN_PAIRS if correlation else 1
     if len(p) < need:
-        raise ValueError(f"{metric} needs at least {need} pairs; got {len(p)}.")
+        raise UsageError(f"{metric} needs at least {need} pairs; got {len(p)}.")
     if correlation:
         for name, arr in (("pred", p), ("target", t)):
             if arr.min() == arr.max():
-                raise ValueError(f"{metric} is undefined: {name} is constant ({arr[0]:g}); a "
+                raise UsageError(f"{metric} is undefined: {name} is constant ({arr[0]:g}); a "
                                  "correlation needs variation in both inputs.")
     return p, t
 
@@ -204,8 +231,7 @@ _BATCHED = {srcc: _boot_srcc, lcc: _boot_lcc, ktau: _boot_ktau, mse: _boot_mse}
 
 
 def _draw(n: int, n_boot: int, seed: int) -> np.ndarray:
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1; got {n_boot}.")
+    n_boot, seed = check_count(n_boot, "n_boot", 1), check_count(seed, "seed")
     return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
 
 
@@ -235,8 +261,7 @@ def bootstrap_distribution(metric_fn: MetricFn, pred: ArrayLike, target: ArrayLi
 
 
 def _interval(values: np.ndarray, level: float) -> tuple[float, float]:
-    if not 0 < level < 1:
-        raise ValueError(f"level must be between 0 and 1 (e.g. 0.95); got {level}.")
+    level = check_level(level)
     if len(values) == 0:
         return float("nan"), float("nan")
     alpha = (1 - level) / 2
@@ -251,6 +276,7 @@ def bootstrap_ci(metric_fn: MetricFn, pred: ArrayLike, target: ArrayLike, n_boot
     Degenerate resamples are skipped (logged); (nan, nan) if all are. Same seed, same
     resamples: intervals of different metrics come from the same draws.
     """
+    check_level(level)  # before the resamples are drawn
     values, skipped = bootstrap_distribution(metric_fn, pred, target, n_boot, seed)
     if skipped:
         log.info("bootstrap: skipped %d of %d degenerate resamples", skipped, n_boot)
@@ -273,10 +299,11 @@ def paired_bootstrap(metric_fn: MetricFn, pred_a: ArrayLike, pred_b: ArrayLike,
     pa, pb, t = (as_1d(x, n) for x, n in ((pred_a, "pred_a"), (pred_b, "pred_b"),
                                            (target, "target")))
     if not len(pa) == len(pb) == len(t):
-        raise ValueError(f"pred_a, pred_b and target differ in length ({len(pa)}, {len(pb)},"
+        raise UsageError(f"pred_a, pred_b and target differ in length ({len(pa)}, {len(pb)},"
                          f" {len(t)}); score both systems on the same pairs.")
     if higher_is_better is None:
         higher_is_better = metric_fn is not mse
+    check_count(n_boot, "n_boot", 1), check_count(seed, "seed"), check_level(level)
     diff = float(metric_fn(pa, t) - metric_fn(pb, t))
     idx = _draw(len(t), n_boot, seed)
     res = _Resamples(idx, len(t)) if metric_fn in _BATCHED else None
@@ -299,9 +326,12 @@ def system_level(pred: ArrayLike, target: ArrayLike, systems: Sequence[str],
                  metric: MetricFn = srcc) -> float:
     """``metric`` between per-system means of pred and target (needs >= 3 systems)."""
     p, t = _check(pred, target, "system_level", correlation=False)
-    s = np.asarray(systems, dtype=object)
+    if isinstance(systems, (str, bytes)) or systems is None:
+        raise UsageError(f"system_level: systems must be one label per pair, got {type(systems).__name__}; "
+                         "pass a list of system labels")
+    s = np.asarray(list(systems), dtype=object)
     if len(s) != len(p):
-        raise ValueError(f"system_level: {len(s)} system labels for {len(p)} pairs; pass one "
+        raise UsageError(f"system_level: {len(s)} system labels for {len(p)} pairs; pass one "
                          "label per pair.")
     names, inverse = np.unique(s.astype(str), return_inverse=True)
     counts = np.bincount(inverse)
@@ -320,6 +350,7 @@ def evaluate_all(pred: ArrayLike, target: ArrayLike, n_boot: int = 1000, seed: i
     ``boot_skipped`` counts degenerate resamples per metric.
     """
     p, t = _check(pred, target, "evaluate_all", correlation=False)
+    n_boot, seed, level = check_count(n_boot, "n_boot"), check_count(seed, "seed"), check_level(level)
     out: dict[str, Any] = {"n": len(p)}
     notes: list[str] = []
     idx = _draw(len(p), n_boot, seed) if n_boot else None

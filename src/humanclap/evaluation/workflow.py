@@ -21,6 +21,8 @@ from humanclap.defaults import DEFAULT_MODEL
 from humanclap.errors import DatasetError, UsageError
 from humanclap.evaluation.evaluate import (EvaluationResult, check_labels, check_model_spec,
                                            evaluate_models, select_split)
+from humanclap.evaluation.metrics import check_count
+from humanclap.scoring.inputs import label_list, model_list
 from humanclap.evaluation.report import write_report
 from humanclap.outputs import RunFolder, check_folder, claim_folder
 
@@ -88,12 +90,15 @@ def run_evaluation(
     that cannot be loaded and ``DatasetError`` for data that cannot be read; pairs whose
     audio cannot be used are kept with an error (``EvaluationRun.n_failed``), not raised.
     """
-    models = list(models or [DEFAULT_MODEL])
+    models = model_list(models) if models is not None else [DEFAULT_MODEL]
+    models = models or [DEFAULT_MODEL]
+    labels = label_list(labels) if labels is not None else None
     if labels and len(labels) != len(models):
         raise UsageError(f"{len(labels)} --label for {len(models)} --model: give one label per model")
     check_batch_size(batch_size)  # the score job's rule: 1 to MAX_BATCH_SIZE rows per step
     if labels:
         check_labels(labels)
+    check_count(n_boot, "n_boot", None), check_count(seed, "seed", None)  # bools, floats: not counts
     if n_boot < 0:
         raise UsageError("--n-boot must be 0 or more (0 = no bootstrap CIs)")
     if seed < 0:

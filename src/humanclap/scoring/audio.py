@@ -20,7 +20,7 @@ Each clip is featurised on its own, so a clip's features never depend on its bat
 Hostile input is an ``AudioError`` for that item, never a crash or a NaN score: paths that
 are not readable files (``audio_file.check_audio_path``), malformed ``(array, rate)``
 items, clips with 0 samples at the model's rate, NaN/inf samples, samples beyond
-``MAX_ABS_SAMPLE`` and, as a backstop, features that come out non-finite.
+``MAX_ABS_SAMPLE``, integer arrays of a dtype with no PCM full scale and, as a backstop, features that come out non-finite.
 
 Memory: :func:`load_clip_features` reads a file in blocks (``audio_file``): an unfused
 model reads only the centre window of a long wav/flac; a fused one holds one mono copy at
@@ -43,7 +43,8 @@ from humanclap.scoring.audio_file import check_audio_path, open_audio, read_cent
 from humanclap.scoring.fbank import log_mel, window_features
 
 # An audio item is a file path or an ``(array, sample_rate)`` pair; arrays are
-# ``(samples,)`` or ``(samples, channels)`` like soundfile returns them.
+# ``(samples,)`` or ``(samples, channels)`` like soundfile returns them, float in [-1, 1]
+# or integer PCM (scaled by its dtype: :func:`pcm_to_float`).
 AudioInput = Union[str, Path, "tuple[np.ndarray, int]"]
 
 # Largest accepted sample magnitude. Audio is expected in [-1, 1]; float files may go a
@@ -52,6 +53,10 @@ AudioInput = Union[str, Path, "tuple[np.ndarray, int]"]
 # 32767) or a scaling bug, whose log-mel lies far outside anything CLAP was trained on (at
 # ~1e36 it even overflows to inf and the cosine becomes NaN).
 MAX_ABS_SAMPLE = 100.0
+# Integer PCM dtypes: (offset, full scale) as libsndfile maps them to [-1, 1); uint8 is
+# unsigned 8-bit wav, centred on 128.
+PCM_SCALES = {np.dtype(np.int8): (0.0, 128.0), np.dtype(np.uint8): (128.0, 128.0),
+              np.dtype(np.int16): (0.0, 32768.0), np.dtype(np.int32): (0.0, 2.0 ** 31)}
 # An array with more "channels" than this is almost surely (channels, samples), transposed.
 MAX_ARRAY_CHANNELS = 64
 # Frames of whole-clip mel computed per call in the fusion path: bounds the extractor's
@@ -75,6 +80,38 @@ def _sample_rate(rate, name: str) -> int:
     return int(rate)
 
 
+def pcm_to_float(arr: np.ndarray, name: str) -> np.ndarray:
+    """Integer PCM samples as float32 in [-1, 1), scaled by their dtype's full scale as
+    soundfile scales an integer wav (int16 / 32768, int32 / 2**31, uint8: (x - 128) / 128).
+
+    Read as raw floats, a quiet int16 clip (peaks of ~100 counts) would pass every range
+    check and score as near-silence. Integer types without a PCM convention (int64, the
+    dtype of a Python list of ints; uint16, ...) are refused rather than guessed."""
+    if arr.dtype.kind == "f":
+        return arr.astype(np.float32, copy=False)
+    if arr.dtype in PCM_SCALES:
+        offset, scale = PCM_SCALES[arr.dtype]
+        # float64 first: int32 has more significant bits than float32 holds
+        return ((arr.astype(np.float64) - offset) / scale).astype(np.float32)
+    raise AudioError(f"{name}: integer samples of dtype {arr.dtype} have no defined full scale; pass "
+                     "int16, int32 or uint8 PCM, or samples scaled to [-1, 1] as a float32 array")
+
+
+def _numeric_array(data, name: str) -> np.ndarray:
+    """``data`` as a real-valued numpy array (integer or float dtype); else an AudioError."""
+    try:
+        arr = np.asarray(data)
+        if arr.dtype.kind == "O":  # a list of numbers that numpy kept as objects
+            arr = arr.astype(np.float64)
+        if arr.dtype.kind not in "iuf":  # bool, complex, strings, dates
+            raise TypeError
+        return arr
+    except (TypeError, ValueError):
+        kind = str(getattr(data, "dtype", type(data).__name__))
+        raise AudioError(f"{name}: samples must be real numbers (integer PCM or float), got {kind}; "
+                         "pass a numeric numpy array") from None
+
+
 def _array_item(item) -> tuple[np.ndarray, int]:
     """An ``(array, sample_rate)`` item checked and converted to float32 ``(samples, channels)``."""
     try:
@@ -85,17 +122,7 @@ def _array_item(item) -> tuple[np.ndarray, int]:
         ) from None
     name = describe(item)
     rate = _sample_rate(rate, name)
-    try:
-        arr = np.asarray(data)
-        if arr.dtype.kind not in "iuf":  # bool, complex, strings, objects, dates
-            if arr.dtype.kind != "O":
-                raise TypeError
-            arr = arr.astype(np.float64)  # a list of numbers that numpy kept as objects
-        arr = arr.astype(np.float32, copy=False)
-    except (TypeError, ValueError):
-        kind = str(getattr(data, "dtype", type(data).__name__))
-        raise AudioError(f"{name}: samples must be real numbers (int or float), got {kind}; "
-                         "pass a numeric numpy array") from None
+    arr = pcm_to_float(_numeric_array(data, name), name)
     if arr.ndim == 1:
         arr = arr[:, None]
     if arr.ndim != 2:
@@ -221,7 +248,8 @@ def audio_bytes_hash(item: AudioInput) -> str:
             raise AudioError(f"{path}: cannot read the file ({exc.strerror}); check it and its permissions") from None
     else:
         data, rate = item
-        arr = np.ascontiguousarray(np.asarray(data, dtype=np.float32))
+        # integer PCM hashes as its scaled samples: the same key as the float array it equals
+        arr = np.ascontiguousarray(pcm_to_float(_numeric_array(data, describe(item)), describe(item)))
         h.update(str((arr.shape, int(rate))).encode())
         h.update(arr.tobytes())
     return h.hexdigest()

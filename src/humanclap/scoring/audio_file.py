@@ -18,6 +18,7 @@ import errno
 import math
 import os
 import stat
+import unicodedata
 from pathlib import Path
 from typing import Iterator
 
@@ -49,7 +50,7 @@ def check_audio_path(item: str | os.PathLike) -> Path:
         if os.path.islink(path):
             raise AudioError(f"{path}: broken symlink (it points to {os.readlink(path)!r}, which does "
                              "not exist); fix the link or pass the real file") from None
-        raise AudioError(f"{path}: file not found (check the path or --audio-root)") from None
+        raise AudioError(f"{path}: {_not_found(path)}") from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise AudioError(f"{path}: symlink loop (the link resolves back to itself); "
@@ -70,6 +71,22 @@ def check_audio_path(item: str | os.PathLike) -> Path:
         raise AudioError(f"{path}: permission denied: the file exists but this user cannot read it; "
                          "fix its permissions (chmod a+r)")
     return path
+
+
+def _not_found(path: Path) -> str:
+    """"file not found ...", naming the path's other Unicode normal form when that exists:
+    Linux file names are bytes, so a manifest written in NFC ("é" one code point) misses a
+    file saved in NFD ("e" + a combining accent, as macOS tools write names) and vice versa.
+    Two stats, and only for a non-ASCII path: no folder is listed."""
+    name = str(path)
+    if not name.isascii():
+        for form in ("NFC", "NFD"):
+            other = unicodedata.normalize(form, name)
+            if other != name and os.path.lexists(other):
+                return (f"not found; a file named {Path(other).name!r} in {form} form exists: the manifest and "
+                        "the file name use different Unicode normalisation; rename the file or write its "
+                        f"name in {form} in the manifest")
+    return "file not found (check the path or --audio-root)"
 
 
 def open_audio(path: Path) -> sf.SoundFile:

@@ -39,6 +39,7 @@ from humanclap.scoring.checkpoint import (EXTRACTOR_FILE, check_extractor, check
 from humanclap.scoring.clapscore import clapscore
 from humanclap.scoring.engine import features_of
 from humanclap.scoring.hub import hub_reachable, is_local_path
+from humanclap.scoring.inputs import audio_list, paired_lists, text_list
 from humanclap.scoring.protocol import AUDIO_CHUNK, ModelInfo
 
 __all__ = ["AUDIO_CHUNK", "CLAPScorer", "DTYPES", "ModelInfo", "ModelLoadError", "TEXT_BUCKETS", "TEXT_CHUNK",
@@ -255,6 +256,7 @@ class CLAPScorer:
         text of the call (training: the mask hides pads, equal to float rounding and far
         cheaper).
         """
+        texts = text_list(texts)
         counts = self.token_counts(texts)  # validates the texts; warns about the cut ones
         if fixed_length is False:
             return self._encode(texts, None)
@@ -273,10 +275,13 @@ class CLAPScorer:
     def token_counts(self, texts: Sequence[str]) -> list[int]:
         """Tokens each text has after truncation to 77 (warns when a text is cut);
         raises ValueError for an empty text."""
+        texts = text_list(texts)
         for text in texts:
-            if not isinstance(text, str) or not text.strip():
-                raise ValueError(f"empty text {text!r}: every text needs at least one word")
+            if not text.strip():
+                raise UsageError(f"empty text {text!r}: every text needs at least one word")
         texts = [text[:MAX_TEXT_CHARS] for text in texts]  # beyond 77 tokens anyway
+        if not texts:
+            return []
         full = self.tokenizer(list(texts), add_special_tokens=True)["input_ids"]
         for text, ids in zip(texts, full):
             if len(ids) > TEXT_MAX_LENGTH:
@@ -318,9 +323,10 @@ class CLAPScorer:
         Every forward pass is ``(TEXT_CHUNK, bucket)`` tokens, ``bucket`` the smallest of
         ``TEXT_BUCKETS`` that holds each of its texts, so a text's embedding has the same
         bits alone or among any other texts. ``batch_size`` is accepted for compatibility
-        and ignored: it must not change bits.
+        and ignored: it must not change bits. ``texts``: a list (any iterable) of strings;
+        one bare string is a UsageError (pass ``["dog"]``); ``[]`` gives ``(0, dim)``.
         """
-        texts = list(texts)
+        texts = text_list(texts)
         out = np.zeros((len(texts), self.embedding_dim), dtype=np.float32)
         buckets = [next(b for b in TEXT_BUCKETS if n <= b) for n in self.token_counts(texts)]
         for bucket in TEXT_BUCKETS:
@@ -360,7 +366,9 @@ class CLAPScorer:
         """L2-normalised audio embeddings, ``(len(audio), dim)`` float32; raises AudioError.
 
         ``batch_size`` items are decoded at a time (memory); the forward passes, and so the
-        bits, are those of :meth:`embed_features` whatever it is."""
+        bits, are those of :meth:`embed_features` whatever it is. ``audio``: a list (any
+        iterable) of items (``scoring.inputs``); one bare item is a UsageError."""
+        audio = audio_list(audio)
         out = []
         for i in range(0, len(audio), batch_size):
             feats = [features_of(self, item) for item in audio[i : i + batch_size]]
@@ -373,9 +381,9 @@ class CLAPScorer:
 
     # -- scores --------------------------------------------------------------------
     def cosine(self, audio: Sequence[AudioInput], text: Sequence[str], batch_size: int = 8) -> np.ndarray:
-        """Cosine between each audio item and its text (paired, same length)."""
-        if len(audio) != len(text):
-            raise ValueError(f"audio and text must pair up: {len(audio)} audio items vs {len(text)} texts")
+        """Cosine between each audio item and its text (paired lists of the same length; a
+        bare string for ``text`` is a :class:`UsageError`)."""
+        audio, text = paired_lists(audio, text)
         unique_texts = list(dict.fromkeys(text))
         t = self.embed_text(unique_texts)
         index = {s: i for i, s in enumerate(unique_texts)}

@@ -10,20 +10,25 @@ What the paper fixes and what it does not: see the header of ``humanclap/configs
 
 from __future__ import annotations
 
-from humanclap.errors import ConfigError
-
 import argparse
 import json
-from dataclasses import MISSING, asdict, dataclass, field, fields
+import math
+import numbers
+import re
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from humanclap.errors import ConfigError
 
 TRAIN_PARAMS = ("all", "audio", "text", "projections", "lora")
 PRECISIONS = ("auto", "fp32", "bf16")
 CONFIG_DIR = Path(__file__).parent.parent / "configs"
-
-
-
+# A config is a few dozen short lines; anything near this is not one (and is not read).
+MAX_CONFIG_BYTES = 1 << 20
+# A decimal number written as a string: YAML 1.1 (PyYAML) reads ``1e-3`` without a dot as
+# the *string* "1e-3", so a float field takes such a string as the number it spells.
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 def _f(default: Any, why: str, **kw) -> Any:
     if isinstance(default, list):
@@ -54,7 +59,7 @@ class TrainConfig:
     wsce_normalize: str = _f("n", "divide wSCE by the batch size 'n' (paper) or by the sum of scores 'weights'",
                              choices=("n", "weights"))
     temperature: str = _f("model", "'model' uses the checkpoint's learned 1/tau (exp(logit_scale_a), which LAION "
-                          "trained for both directions); a number such as 0.07 fixes tau")
+                          "trained for both directions); a number such as 0.07 fixes tau", number_ok=True)
     train_logit_scale: bool = _f(False, "also learn the model's logit scale (only with wsce and temperature=model)")
     mask_shared: bool = _f(True, "drop in-batch 'negatives' that share the text or the audio of the positive: "
                            "rated datasets pair each text with several audios")
@@ -102,6 +107,7 @@ class TrainConfig:
         """Raise ConfigError on values that cannot work; returns self."""
         from humanclap.training.losses import parse_loss_spec
 
+        self.check_types()
         if not self.data:
             raise ConfigError("no dataset: pass --data relate:DIR, xacle:DIR or a manifest .csv/.jsonl")
         if not self.output_dir:
@@ -110,7 +116,8 @@ class TrainConfig:
             terms = parse_loss_spec(self.loss, self.loss_weights or None)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        for name, low in (("epochs", 1), ("batch_size", 2), ("eval_batch_size", 1), ("lora_rank", 1)):
+        for name, low in (("epochs", 1), ("batch_size", 2), ("eval_batch_size", 1), ("lora_rank", 1),
+                          ("lora_alpha", 1)):
             if int(getattr(self, name)) < low:
                 raise ConfigError(f"{name} must be >= {low}, got {getattr(self, name)}"
                                   + (" (wSCE needs at least 2 pairs per batch)" if name == "batch_size" else ""))
@@ -121,6 +128,7 @@ class TrainConfig:
             raise ConfigError("warmup_ratio must be in [0, 1) and min_lr_ratio in [0, 1]")
         if self.patience < 0 or self.max_grad_norm < 0:
             raise ConfigError("patience and max_grad_norm must be >= 0")
+        self.check_ranges()
         for name in ("train_params", "precision", "wsce_normalize"):
             allowed = next(f for f in fields(self) if f.name == name).metadata["choices"]
             if getattr(self, name) not in allowed:
@@ -129,6 +137,24 @@ class TrainConfig:
         if self.train_logit_scale and ("wsce" not in terms or self.temperature != "model"):
             raise ConfigError("train_logit_scale needs a wsce loss term and temperature=model")
         return self
+
+    def check_types(self) -> None:
+        """Every field holds a value of its declared type (see :func:`typed_value`), converted
+        in place where the conversion is deliberate (an int for a float, "1e-3" for a float,
+        a comma-separated string for a list); ConfigError naming the field otherwise."""
+        for f in fields(self):
+            setattr(self, f.name, typed_value(f, getattr(self, f.name)))
+
+    def check_ranges(self) -> None:
+        """Optimizer and adapter settings outside the range where they mean anything: a beta
+        of 1 never forgets, above 1 diverges; a dropout of 1 drops everything."""
+        for name in ("adam_beta1", "adam_beta2", "lora_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if not self.adam_eps > 0:
+            raise ConfigError(f"adam_eps must be > 0, got {self.adam_eps} (the default is 1e-8)")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
 
     def check_splits(self) -> None:
         """The validation and test splits must not be the training split: a model picked
@@ -176,28 +202,97 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown config key(s) {unknown}; valid keys: {sorted(known)}")
         cfg = cls(**data)
-        if isinstance(cfg.lora_targets, str):
-            cfg.lora_targets = [s.strip() for s in cfg.lora_targets.split(",") if s.strip()]
-        cfg.temperature = str(cfg.temperature)
+        cfg.check_types()
         return cfg
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
-        """Read a YAML or JSON file; a bare name like ``wsce_mae`` means a shipped config."""
+        """Read a YAML or JSON file; a bare name like ``wsce_mae`` means a shipped config.
+
+        Refused: files over ``MAX_CONFIG_BYTES``, YAML aliases (an alias bomb expands to
+        billions of items from a few lines), unknown keys and values of the wrong type."""
         path = resolve_config_path(path)
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB, which no training config "
+                              "is; pass the YAML/JSON file of TrainConfig keys")
         text = path.read_text()
         try:
-            if path.suffix == ".json":
-                data = json.loads(text)
-            else:
-                import yaml
-
-                data = yaml.safe_load(text)
+            data = json.loads(text) if path.suffix == ".json" else _load_yaml(text, path)
+        except ConfigError:
+            raise
         except Exception as exc:
             raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} ({exc})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+
+
+def _load_yaml(text: str, path: Path) -> Any:
+    """``yaml.safe_load`` without aliases: a config never needs them, and a few nested
+    aliases expand to 10**9 items the moment anything walks the value."""
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise ConfigError(f"{path}, line {mark.line + 1}: YAML aliases (*name) are not accepted in a "
+                                  "training config; write the value out")
+            return super().compose_node(parent, index)
+
+    return yaml.load(text, Loader=NoAliasLoader)
+
+
+def _shown(value: Any) -> str:
+    """A value and its type as a YAML user knows them: "string '10'", "boolean True", "null"."""
+    if value is None:
+        return "null"
+    kind = {bool: "boolean", str: "string"}.get(type(value), type(value).__name__)
+    return f"{kind} {value!r:.80}"
+
+
+def typed_value(f: Field, value: Any) -> Any:
+    """``value`` checked against field ``f``'s declared type (``int``, ``float``, ``bool``,
+    ``str``, ``list``, each maybe ``| None``); ConfigError naming the field otherwise."""
+    kind = str(f.type).replace(" ", "")
+    if value is None and kind.endswith("|None"):
+        return None
+    kind = kind.removesuffix("|None")
+    if kind == "int" and isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if kind == "float":
+        return _float_value(f.name, value)
+    if kind == "bool" and isinstance(value, bool):
+        return value
+    if kind == "str" and isinstance(value, str):
+        return value
+    if kind == "str" and f.metadata.get("number_ok") and isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return str(value)  # temperature: 0.07 in a YAML file is the number it fixes
+    if kind == "list":
+        return _list_value(f.name, value)
+    wanted = {"int": "a whole number (int)", "bool": "true or false (bool)", "str": "a string (str)"}[kind]
+    raise ConfigError(f"{f.name} must be {wanted}, got {_shown(value)}; see humanclap train --help")
+
+
+def _float_value(name: str, value: Any) -> float:
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"{name} must be a number (float), got {_shown(value)}; write e.g. {name}: 0.5")
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be finite, got {value}")
+    return float(value)
+
+
+def _list_value(name: str, value: Any) -> list:
+    if isinstance(value, str):  # --lora-targets query,value
+        return [s.strip() for s in value.split(",") if s.strip()]
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise ConfigError(f"{name} must be a list of strings (or one comma-separated string), got {_shown(value)}")
 
 
 def resolve_config_path(path: str | Path) -> Path:

@@ -80,6 +80,7 @@ def build_train_data(rated, split_names: list[str], scorer, progress: bool = Fal
     ``memo``: a dict shared by several runs in one process (the demo's three variants):
     features already in it, for the same preprocessing, are reused instead of recomputed."""
     pairs = rated.pairs[rated.pairs["split"].isin(split_names)].reset_index(drop=True)
+    _refuse_unusable(pairs)
     missing = pairs.loc[~pairs["audio_exists"].astype(bool), "audio"].tolist()
     if missing:
         raise ConfigError(f"{len(missing)} of {len(pairs)} pairs have no audio file, e.g. {missing[:3]}. "
@@ -124,6 +125,20 @@ def stack_padded(feats: list[torch.Tensor]) -> torch.Tensor:
         return torch.stack(feats)
     longest = max(f.shape[-1] for f in feats)
     return torch.stack([torch.nn.functional.pad(f, (0, longest - f.shape[-1])) for f in feats])
+
+
+def _refuse_unusable(pairs: pd.DataFrame) -> None:
+    """Refuse pairs whose manifest audio/text was not a string (``input_error``, see
+    ``data.manifest``): training on the rest would silently learn from other data than
+    the user rated, and the value's repr is not a caption."""
+    if "input_error" not in pairs:
+        return
+    bad = pairs[pairs["input_error"].astype(bool)]
+    if len(bad):
+        first = bad.iloc[0]
+        raise ConfigError(f"{len(bad)} of {len(pairs)} pairs cannot be trained on, e.g. {first['wavname']!r} "
+                          f"with text {first['text']!r}: {first['input_error']}. Every 'audio' and 'text' of "
+                          "the manifest must be a JSON string: fix or remove those rows")
 
 
 def global_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:

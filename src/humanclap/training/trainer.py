@@ -71,6 +71,9 @@ def fine_tune(config: TrainConfig, printer: Callable[[str], None] | None = None,
     Raises ConfigError / DatasetError / ModelLoadError for bad inputs, TrainingError when
     training diverges.
     """
+    if not isinstance(config, TrainConfig):  # a path or a dict would fail deep inside, as an AttributeError
+        raise ConfigError(f"fine_tune needs a TrainConfig, got {type(config).__name__}: build one with "
+                          "TrainConfig(...), TrainConfig.load('config.yaml') or TrainConfig.from_dict(d)")
     cfg = TrainConfig.from_dict(config.to_dict()).validate()
     from humanclap.scoring.scorer import resolve_device
 

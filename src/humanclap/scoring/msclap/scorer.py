@@ -34,9 +34,10 @@ import torch
 import torch.nn.functional as F
 
 from humanclap.defaults import MAX_TEXT_CHARS
-from humanclap.errors import AudioError, ModelLoadError
+from humanclap.errors import AudioError, ModelLoadError, UsageError
 from humanclap.scoring.audio import AudioInput, Preprocessing, check_waveform, describe, load_audio
 from humanclap.scoring.audio_file import check_audio_path, open_audio, read_centre_window
+from humanclap.scoring.inputs import audio_list, text_list
 from humanclap.scoring.msclap.model import CONFIG_NAME, WEIGHTS_NAME, MSClapModel, is_msclap_folder
 from humanclap.scoring.msclap.weights import (HUB_FILES, HUB_REPO, SPECS, file_revision, hub_checkpoint,
                                               load_pth, load_tokenizer)
@@ -173,9 +174,11 @@ class MSClapScorer:
         return F.normalize(emb.float(), dim=-1)[:n].cpu().numpy()
 
     def embed_audio(self, audio: Sequence[AudioInput], batch_size: int = 8) -> np.ndarray:
-        """L2-normalised audio embeddings ``(len(audio), dim)``; raises AudioError."""
+        """L2-normalised audio embeddings ``(len(audio), dim)``; raises AudioError. ``audio`` is
+        a list (any iterable) of items; one bare item is a UsageError (pass ``[item]``)."""
         from humanclap.scoring.engine import features_of
 
+        audio = audio_list(audio)
         parts = [self.embed_features([features_of(self, a) for a in audio[i : i + batch_size]], pad_to=batch_size)
                  for i in range(0, len(audio), batch_size)]
         return np.concatenate(parts) if parts else np.zeros((0, self.embedding_dim), dtype=np.float32)
@@ -183,9 +186,10 @@ class MSClapScorer:
     # -- text ----------------------------------------------------------------------
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """msclap's token ids of each text, before padding."""
+        texts = text_list(texts)
         for text in texts:
-            if not isinstance(text, str) or not text.strip():
-                raise ValueError(f"empty text {text!r}: every text needs at least one word")
+            if not text.strip():
+                raise UsageError(f"empty text {text!r}: every text needs at least one word")
         texts = [t[:MAX_TEXT_CHARS] for t in texts]  # beyond the token limit anyway
         if self.model.config.text_model == "gpt2":
             texts = [t + " <|endoftext|>" for t in texts]
@@ -213,8 +217,9 @@ class MSClapScorer:
     @torch.no_grad()
     def embed_text(self, texts: Sequence[str], batch_size: int = TEXT_BATCH) -> np.ndarray:
         """L2-normalised text embeddings ``(len(texts), dim)``, bit-identical whatever other
-        texts are passed: a batch holds texts of one padded length and has a fixed size."""
-        texts = list(texts)
+        texts are passed: a batch holds texts of one padded length and has a fixed size.
+        ``texts`` is a list (any iterable); one bare string is a UsageError (pass ``["dog"]``)."""
+        texts = text_list(texts)
         out = np.zeros((len(texts), self.embedding_dim), dtype=np.float32)
         if not texts:
             return out
