@@ -53,7 +53,7 @@ from humanclap.training.result import TrainResult, split_metrics
 from humanclap.training.state import UNDEFINED_SELECTION, TrainState, epoch_line
 
 # TrainingError stays importable from here: the CLI and older callers look for it here.
-__all__ = ["Trainer", "fine_tune", "train", "RESUME_FREE", "TrainingError"]
+__all__ = ["Trainer", "fine_tune", "train", "planned_identity", "RESUME_FREE", "TrainingError"]
 
 log = logging.getLogger(__name__)
 # Fields that may change between a run and its --resume without changing the result.
@@ -87,6 +87,21 @@ def fine_tune(config: TrainConfig, printer: Callable[[str], None] | None = None,
     finally:
         if owns_group:
             shutdown_distributed()
+
+
+def planned_identity(config: TrainConfig) -> dict:
+    """The identity record (:func:`~humanclap.training.output.training_identity`) a run of
+    ``config`` would have, without training: loads the base model's description and the
+    rated pairs only. Callers compare it with a finished run's marker to decide reuse."""
+    from humanclap.scoring.loader import load_scorer
+    from humanclap.training.data import load_splits
+
+    cfg = TrainConfig.from_dict(config.to_dict()).validate()
+    info = load_scorer(cfg.model, device="cpu", revision=cfg.revision).info
+    rated, names, _, _ = load_splits(cfg)
+    pairs = rated.pairs[rated.pairs["split"].isin(names)].reset_index(drop=True)
+    return training_identity(cfg, info, {n: pairs[pairs["split"] == n] for n in names},
+                             free=RESUME_FREE)
 
 
 class Trainer:
