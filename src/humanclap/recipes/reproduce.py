@@ -218,8 +218,6 @@ def reproduce(cfg: ReproduceConfig, printer: Callable[[str], None] | None = None
                              "nothing is trained: drop them, or drop --official")
     if cfg.batch_size < 1 or cfg.n_boot < 0 or (cfg.epochs is not None and cfg.epochs < 1):
         raise ReproduceError("--batch-size and --epochs must be at least 1, --n-boot 0 or more")
-    from humanclap.data import load_rated
-
     relate = Path(cfg.relate).expanduser()
     if not (relate / "scores" / "REL.csv").is_file():
         raise ReproduceError(f"{relate} is not a RELATE folder (no scores/REL.csv there); pass "

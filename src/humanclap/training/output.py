@@ -18,14 +18,19 @@ the same; the difference is named otherwise.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from humanclap.errors import ConfigError
 
 # The command name in the output marker (humanclap.outputs.MARKER) of a training folder.
 COMMAND = "train"
+# Fields that may change between a run and its --resume without changing the result.
+# (epochs and patience are not: they shape the learning-rate schedule and the stopping point.)
+RESUME_FREE = {"resume", "progress", "device", "eval_batch_size", "cache_encoders", "audio_root",
+               "output_dir"}
 # Columns of a split's pairs that its fingerprint covers (the audio path resolved).
 DATA_COLUMNS = ("audio", "text", "human", "split")
 
@@ -153,3 +158,44 @@ def adopt_legacy(out: Path) -> None:
     files = ["checkpoints"] + sorted(n for n in WRITTEN_NAMES if (out / n).exists())
     write_json(out / MARKER, {"command": COMMAND, "humanclap_version": __version__,
                               "identity": None, "files": files, "adopted": True})
+
+
+def claim_output(out: Path, resume: bool, stack: ExitStack, say: Callable[[str], None]):
+    """Claim ``out`` for a train run (:func:`humanclap.outputs.claim_folder`, held until
+    ``stack`` closes): new, empty or an earlier train run (an older humanclap's run is
+    adopted with ``resume``, see :func:`legacy_run`); a name a run writes that is there but
+    not the earlier run's is refused. Returns the RunFolder; raises ConfigError/UsageError."""
+    from humanclap.outputs import claim_folder, read_marker
+
+    if read_marker(out) is None and out.is_dir() and legacy_run(out):
+        if not resume:
+            raise ConfigError(f"--output-dir {out} holds a training run written by an older "
+                              "humanclap (checkpoints/last, no run marker); pass --resume to "
+                              "continue it, or choose another --output-dir")
+        adopt_legacy(out)
+        say(f"--resume: adopting {out}, a training run written by an older humanclap (its "
+            "checkpoint predates the identity record: only its settings are compared)")
+    run = stack.enter_context(claim_folder(out, COMMAND, error=ConfigError))
+    foreign = sorted(n for n in [*WRITTEN_NAMES, "checkpoints"]
+                     if (out / n).exists() and n not in run.files)
+    if foreign:
+        raise ConfigError(f"--output-dir {out} holds {', '.join(foreign)}, which this training "
+                          "run did not write and would overwrite; move them away or choose "
+                          "another --output-dir")
+    return run
+
+
+def planned_identity(config) -> dict:
+    """The identity record (:func:`~humanclap.training.output.training_identity`) a run of
+    ``config`` would have, without training: loads the base model's description and the
+    rated pairs only. Callers compare it with a finished run's marker to decide reuse."""
+    from humanclap.scoring.loader import load_scorer
+    from humanclap.training.config import TrainConfig
+    from humanclap.training.data import load_splits
+
+    cfg = TrainConfig.from_dict(config.to_dict()).validate()
+    info = load_scorer(cfg.model, device="cpu", revision=cfg.revision).info
+    rated, names, _, _ = load_splits(cfg)
+    pairs = rated.pairs[rated.pairs["split"].isin(names)].reset_index(drop=True)
+    return training_identity(cfg, info, {n: pairs[pairs["split"] == n] for n in names},
+                             free=RESUME_FREE)

@@ -47,8 +47,9 @@ from humanclap.training.distributed import (DistInfo, barrier, gather_with_grad,
                                             launched_distributed, shard_map, shutdown_distributed)
 from humanclap.training.model import export_model_folder, load_trainable_state, set_train_mode, trainable_state
 from humanclap.training.optim import seed_epoch
-from humanclap.training.output import (COMMAND, WRITTEN_NAMES, adopt_legacy, check_output_dir,
-                                       legacy_run, refuse_foreign_model, training_identity)
+# RESUME_FREE and planned_identity are re-exported: callers import them from here.
+from humanclap.training.output import (RESUME_FREE, check_output_dir, claim_output,  # noqa: F401
+                                       planned_identity, refuse_foreign_model, training_identity)
 from humanclap.training.result import TrainResult, split_metrics
 from humanclap.training.state import UNDEFINED_SELECTION, TrainState, epoch_line
 
@@ -56,10 +57,6 @@ from humanclap.training.state import UNDEFINED_SELECTION, TrainState, epoch_line
 __all__ = ["Trainer", "fine_tune", "train", "planned_identity", "RESUME_FREE", "TrainingError"]
 
 log = logging.getLogger(__name__)
-# Fields that may change between a run and its --resume without changing the result.
-# (epochs and patience are not: they shape the learning-rate schedule and the stopping point.)
-RESUME_FREE = {"resume", "progress", "device", "eval_batch_size", "cache_encoders", "audio_root",
-               "output_dir"}
 
 
 def fine_tune(config: TrainConfig, printer: Callable[[str], None] | None = None,
@@ -87,21 +84,6 @@ def fine_tune(config: TrainConfig, printer: Callable[[str], None] | None = None,
     finally:
         if owns_group:
             shutdown_distributed()
-
-
-def planned_identity(config: TrainConfig) -> dict:
-    """The identity record (:func:`~humanclap.training.output.training_identity`) a run of
-    ``config`` would have, without training: loads the base model's description and the
-    rated pairs only. Callers compare it with a finished run's marker to decide reuse."""
-    from humanclap.scoring.loader import load_scorer
-    from humanclap.training.data import load_splits
-
-    cfg = TrainConfig.from_dict(config.to_dict()).validate()
-    info = load_scorer(cfg.model, device="cpu", revision=cfg.revision).info
-    rated, names, _, _ = load_splits(cfg)
-    pairs = rated.pairs[rated.pairs["split"].isin(names)].reset_index(drop=True)
-    return training_identity(cfg, info, {n: pairs[pairs["split"] == n] for n in names},
-                             free=RESUME_FREE)
 
 
 class Trainer:
@@ -292,28 +274,11 @@ class Trainer:
     def _claim_output(self):
         """Claim ``output_dir`` on the main process (a RunFolder; None on the others);
         every process raises the main one's refusal."""
-        from humanclap.outputs import claim_folder, read_marker
-
         error: HumanclapError | None = None
         run = None
         if self.info.is_main:
             try:
-                if read_marker(self.out) is None and self.out.is_dir() and legacy_run(self.out):
-                    if not self.cfg.resume:
-                        raise ConfigError(f"--output-dir {self.out} holds a training run written by an "
-                                          "older humanclap (checkpoints/last, no run marker); pass "
-                                          "--resume to continue it, or choose another --output-dir")
-                    adopt_legacy(self.out)
-                    self.print(f"--resume: adopting {self.out}, a training run written by an older "
-                               "humanclap (its checkpoint predates the identity record: only its "
-                               "settings are compared)")
-                run = self._claims.enter_context(claim_folder(self.out, COMMAND, error=ConfigError))
-                foreign = sorted(n for n in [*WRITTEN_NAMES, "checkpoints"]
-                                 if (self.out / n).exists() and n not in run.files)
-                if foreign:
-                    raise ConfigError(f"--output-dir {self.out} holds {', '.join(foreign)}, which this "
-                                      "training run did not write and would overwrite; move them "
-                                      "away or choose another --output-dir")
+                run = claim_output(self.out, self.cfg.resume, self._claims, self.print)
             except HumanclapError as exc:
                 error = exc
                 self._claims.close()
