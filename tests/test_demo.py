@@ -44,11 +44,37 @@ def test_small_demo_runs_and_human_clap_beats_the_base(tmp_path):
 
     from humanclap.recipes.demo import CLAIM_LABEL, run_demo
 
+    from humanclap.errors import UsageError
+    from humanclap.outputs import LOCK
+
     lines: list[str] = []
+
+    def interrupted_in_epoch_2(line: str) -> None:  # Ctrl-C during the first fine-tuning
+        lines.append(line)
+        if "epoch 2/" in line:
+            raise KeyboardInterrupt
+
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
+        with pytest.raises(KeyboardInterrupt):
+            run_demo(tmp_path, seed=0, size="small", n_boot=200, printer=interrupted_in_epoch_2,
+                     progress=False)
+        assert not (tmp_path / LOCK).exists()
+        # the same command again continues: data reused, the interrupted fine-tuning resumed
+        lines.clear()
         demo = run_demo(tmp_path, seed=0, size="small", n_boot=200, printer=lines.append, progress=False)
+        assert "synthetic RELATE-style data: reusing" in lines[0]
+        assert any("resuming Human-CLAP (MAE)" in line for line in lines)
+        assert any("resumed from" in line and "after epoch 2" in line for line in lines)
+        # another seed in the same folder: refused at once, naming the seed then and now
+        with pytest.raises(UsageError, match="data.seed: 0 then, 1 now"):
+            run_demo(tmp_path, seed=1, size="small", n_boot=200, printer=lambda _: None)
+        # and the same seed again reuses every finished stage
+        again: list[str] = []
+        rerun = run_demo(tmp_path, seed=0, size="small", n_boot=200, printer=again.append, progress=False)
+        assert sum("reusing" in line for line in again) == 4 and not any("epoch 1/" in x for x in again)
+        assert [r["overall"]["srcc"] for r in rerun.rows] == [r["overall"]["srcc"] for r in demo.rows]
     finally:
         torch.set_num_threads(threads)
     rows = {r["model"]: r for r in demo.rows}

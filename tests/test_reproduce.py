@@ -111,9 +111,12 @@ def test_reproduce_trains_reports_and_resumes(relate_dir, models, tmp_path, caps
 
     # a rerun reuses the complete models and says so; the weights stay untouched
     before = {v.key: _digest(out / "models" / v.key / "model.safetensors") for v in VARIANTS}
+    (report / "scatter_stale.png").write_bytes(b"an earlier run's plot")
     assert cli_main(argv) == 0
     cap = capsys.readouterr()
     assert cap.err.count("skipped training") == 3 and "epoch 1/1" not in cap.err
+    assert not (report / "scatter_stale.png").exists()  # the report folder is replaced whole
+    assert sorted(p.name for p in out.iterdir()) == [".humanclap-run.json", "models", "report"]
     assert before == {v.key: _digest(out / "models" / v.key / "model.safetensors") for v in VARIANTS}
     rep = json.loads((report / "metrics.json").read_text())["reproduce"]
     assert rep["trained_now"] == [] and len(rep["skipped_complete"]) == 3

@@ -306,9 +306,10 @@ def test_output_folders_that_are_not_the_runs_own_are_refused(tiny_unfused, rate
     # another model's folder (here a copy of the base), not a run: it would be overwritten
     foreign = tmp_path / "foreign"
     shutil.copytree(base, foreign)
+    # (the output contract: a folder that holds no train run of ours is refused, named)
     err = refused(base, foreign)
-    assert "already holds a model (config.json, model.safetensors) but no training checkpoint" in err
-    assert "already holds a model" in refused(base, foreign, "--resume")
+    assert "not empty and holds no humanclap train run" in err and "config.json" in err
+    assert "holds no humanclap train run" in refused(base, foreign, "--resume")
     # the folder of an msclap .pth: its tokenizer files would be replaced
     pth = tmp_path / "pth" / "CLAP_weights_2023.pth"
     shutil.copytree(base, pth.parent)

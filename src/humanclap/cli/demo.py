@@ -11,9 +11,18 @@ stages: synthesize a RELATE-style dataset (procedural audio, simulated TTA syste
 listeners) -> base CLAP score -> fine-tune Human-CLAP (MAE, wSCE, wSCE+MAE) -> evaluate on
 the held-out test split -> table + report (OUTPUT_DIR/report/report.md).
 The audio and the listeners are SIMULATED; for real data see `humanclap reproduce`.
-Re-running with the same OUTPUT_DIR reuses finished stages.
 
-exit codes: 0 the demo ran; 2 usage error (bad --base or --n-boot);
+output: OUTPUT_DIR must be new, empty, or hold an earlier demo run (its marker
+.humanclap-run.json); it is locked while the demo runs. Re-running the same command
+(same --seed, --size, --base) continues: finished stages are reused, an interrupted
+fine-tuning resumes from its checkpoint. Another seed, size or base in the same folder
+is refused (its results are never reused): give each run its own folder, e.g.
+  humanclap demo --seed 1 -o humanclap_demo_seed1
+or pass --overwrite to replace the earlier demo run (only the files it wrote are deleted;
+nothing else is ever deleted or replaced). --rebuild-base DIR follows the same rules.
+
+exit codes: 0 the demo ran; 2 usage error (bad --base or --n-boot; an output folder that
+holds something else, a demo run of another seed/size/base, or another run in progress);
 {flags.EXIT_CODES_TAIL}.
 """
 
@@ -33,6 +42,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--rebuild-base", metavar="DIR",
                    help="instead of the demo: rerun the recipe of the shipped base model into DIR "
                         "(synthetic pretraining corpus, tokenizer, contrastive pretraining)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier demo (or --rebuild-base) run in the folder: deletes only "
+                        "the files that run wrote")
     flags.add_progress(p)
     p.set_defaults(func=run)
 
@@ -45,12 +57,13 @@ def run(args: argparse.Namespace) -> int:
     if args.rebuild_base:
         from humanclap.recipes.demo_base import rebuild_base
 
-        rebuild_base(args.rebuild_base, printer=say)
+        extra = {"overwrite": True} if args.overwrite else {}
+        rebuild_base(args.rebuild_base, printer=say, **extra)
         return 0
     from humanclap.recipes.demo import run_demo
 
     # The table and the claim's verdict are printed by run_demo as it finishes; whether the
     # claim holds is a finding of the demo, not a failure of the command, so the exit code is 0.
     run_demo(args.output_dir, seed=args.seed, size=args.size, base=args.base, n_boot=args.n_boot,
-             printer=say, progress=args.progress)
+             printer=say, progress=args.progress, overwrite=args.overwrite)
     return 0

@@ -16,7 +16,12 @@ sarulab-speech/human-clap-* checkpoints are scored. Every row is scored on the s
 test pairs; OUTPUT_DIR/report/ holds report.md (the published numbers beside ours, 95 %
 bootstrap CIs on ours, paired differences against LAION CLAP), metrics.json,
 predictions.csv and plots. Run it again with the same OUTPUT_DIR to continue: complete
-models are reused, an interrupted training run resumes.
+models of the same identity (base model weights, data fingerprint, settings) are reused,
+an interrupted training run resumes; a model of another identity is refused, naming what
+differs. OUTPUT_DIR must be new, empty, or hold an earlier reproduce run (its marker
+.humanclap-run.json); anything else is refused and never deleted or replaced. It is
+locked while the run writes it (a second run on it is refused); report/ is replaced as
+a whole on each run.
 
 exit codes: 0 every test pair scored; 1 some pairs could not be scored (everything is
 still written) or a training run diverged; 2 usage error (bad folder, missing RELATE

@@ -15,8 +15,14 @@ synth_summary.json. Everything is procedural (no downloads) and a pure function 
 rated pairs after screening) + 3,000 pretraining clips (under a minute on two cores);
 small = 120 texts + 300 clips.
 
-exit codes: 0 written; 2 usage error (OUTPUT_DIR not empty without --overwrite, a
---real-rel-csv that does not exist, a folder that cannot be written);
+output: OUTPUT_DIR must be new, empty, or hold an earlier synth run (its marker
+.humanclap-run.json lists what it wrote); it is locked while written, so a second run on
+it is refused. --overwrite replaces an earlier synth run, deleting only the files that
+run wrote; a folder holding anything else is refused, with or without --overwrite.
+
+exit codes: 0 written; 2 usage error (OUTPUT_DIR holds something else, or an earlier run
+without --overwrite, or is being written by another run; a --real-rel-csv that does not
+exist; a folder that cannot be written);
 {flags.EXIT_CODES_TAIL}.
 
 examples:
@@ -40,8 +46,8 @@ def add_parser(subparsers) -> None:
                    help="RELATE scores/REL.csv to compare the score distribution with "
                         "(default: histograms stored in the package)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace a previous run in OUTPUT_DIR (deletes its scores/, listener_attributes/, "
-                        "RELATE_wave/, pretrain/ and synth_summary.json first)")
+                   help="replace an earlier synth run in OUTPUT_DIR (deletes only what that run "
+                        "wrote: scores/, listener_attributes/, RELATE_wave/, pretrain/, synth_summary.json)")
     p.add_argument("--workers", type=int, default=None,
                    help="rendering processes (default: up to 2); the output does not depend on it")
     p.set_defaults(func=run)

@@ -19,9 +19,16 @@ CLAP base (--model msclap-2022, msclap-2023, an msclap .pth or an MS CLAP folder
 CLAP folder (config.json + model.safetensors + tokenizer; MSClapScorer.from_pretrained
 loads it); `score`/`evaluate --model OUTPUT` load either. Beside it: training_config.json,
 metrics.json (best epoch, validation and test metrics, selected_by: how the kept model was
-chosen) and metrics.jsonl (one line per epoch); resume state is in OUTPUT/checkpoints/. A
-folder that holds another model (config.json or model.safetensors, no checkpoint) is
-refused. When the validation SRCC is undefined on every epoch (constant predictions), the
+chosen) and metrics.jsonl (one line per epoch); resume state is in OUTPUT/checkpoints/.
+OUTPUT must be new, empty, or hold an earlier train run (its marker .humanclap-run.json,
+which lists what the run wrote); any other folder is refused and nothing in it is deleted
+or replaced. It is locked while the run writes it: a second run on it is refused.
+--resume continues only a run of the same identity (base model weights, tokenizer and
+preprocessing; a fingerprint of the pairs trained, validated and tested on: resolved
+audio paths, texts, scores, splits; the settings) and names what differs otherwise. A
+folder of an older humanclap (checkpoints/last, no marker) is adopted by --resume (its
+checkpoint predates the identity record: only its settings are compared).
+When the validation SRCC is undefined on every epoch (constant predictions), the
 last epoch is kept, with a warning.
 The validation and test splits must differ from the training split.
 

@@ -5,6 +5,14 @@ synthesize a RELATE-style dataset -> score it with the base CLAP -> fine-tune Hu
 on the test split -> the paper-style table with 95% CIs and paired p-values against the
 base, plus the full evaluation report. Every stage runs the same code real users run
 (``synth``, ``train``, ``evaluate``); only the data and the listeners are simulated.
+
+Output contract (:mod:`humanclap.outputs`): the output folder must be new, empty, or hold
+an earlier demo run (its marker); it is locked while the demo runs. A rerun with the same
+identity (seed, size, base model and its weights, fine-tuning settings: :func:`demo_identity`)
+continues: finished stages whose own identity still matches are reused, interrupted
+fine-tuning resumes from its checkpoint. Another seed, size or base in the same folder is
+refused, naming what differs: one folder per seed (or ``overwrite``, which deletes exactly
+what the earlier demo run wrote there).
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from humanclap.errors import UsageError
+from humanclap.errors import ConfigError, UsageError
 from humanclap.evaluation.tables import MISSING, Column, text_table
 from humanclap.recipes.demo_base import shipped_base
 
@@ -56,57 +64,119 @@ def _stage(printer: Callable[[str], None], t0: float, text: str) -> None:
     printer(f"[{time.perf_counter() - t0:6.1f} s] {text}")
 
 
+COMMAND = "demo"  # the command name in the output marker (humanclap.outputs.MARKER)
+OWN_NAMES = ("data", "models", "report", "demo_summary.json")  # what a demo run writes
+
+
+def demo_identity(seed: int, size: str, base_dir: Path) -> dict:
+    """What decides a demo's results: the synthetic data (seed, size), the base model (its
+    resolved folder and the hash of its weights, tokenizer and preprocessing) and the
+    fine-tuning settings. (``n_boot`` only changes the report, which every run rewrites.)"""
+    from humanclap.scoring.checkpoint import local_revision
+    from humanclap.synth.dataset import synth_identity
+
+    settings = SMALL_FINETUNE if size == "small" else FINETUNE
+    return {"model": {"base": str(base_dir.resolve()), "revision": local_revision(base_dir)},
+            "data": synth_identity(seed, size, None)["data"],
+            "settings": {"finetune": dict(settings), "variants": {k: list(v) for k, v in VARIANTS.items()}}}
+
+
+def claim_own(run, *names: str) -> None:
+    """Record ``names`` as this run's before writing them, refusing any that already exist
+    in the folder without the earlier run's marker owning them (the user's, added later)."""
+    foreign = [n for n in names if n not in run.files and (run.folder / n).exists()]
+    if foreign:
+        raise UsageError(f"{run.folder} holds {', '.join(foreign)}, which no earlier {run.command} "
+                         "run wrote there: not touched. Move them away or choose another folder")
+    run.record(*names)
+
+
 def run_demo(output_dir: str | Path, seed: int = 0, size: str = "default", base: str | Path | None = None,
              n_boot: int = 1000, printer: Callable[[str], None] = print,
-             progress: bool | None = None) -> DemoResult:
-    """Run the whole demo in ``output_dir`` (re-runs reuse finished stages).
+             progress: bool | None = None, overwrite: bool = False) -> DemoResult:
+    """Run the whole demo in ``output_dir`` (re-runs with the same identity continue; see the
+    module docstring). ``overwrite``: replace an earlier demo run there (its files only).
 
-    Raises ``UsageError`` for a negative ``n_boot`` or a ``base`` that is not a CLAP
-    checkpoint folder, before any work is done."""
+    Raises ``UsageError`` for a negative ``n_boot``, a ``base`` that is not a CLAP
+    checkpoint folder, or an output folder that holds anything but an earlier demo run of
+    the same identity, before any work is done."""
     if n_boot < 0:
         raise UsageError("--n-boot must be 0 or more (0 = no bootstrap CIs)")
     if base and not (Path(base) / "config.json").is_file():
         raise UsageError(f"--base {base} is not a CLAP checkpoint folder (no config.json); pass "
                          "a folder written by save_pretrained, or leave --base out for the shipped base")
-    from humanclap.data import load_rated
-    from humanclap.synth.dataset import generate
-    from humanclap.evaluation.evaluate import evaluate_models
-    from humanclap.evaluation.report import write_report
-    from humanclap.training.trainer import train
-    from humanclap.training.config import TrainConfig
+    from humanclap.outputs import claim_folder, describe_differences, identity_differences
 
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    base_dir = Path(base) if base else shipped_base()
+    identity = demo_identity(seed, size, base_dir)
+    with claim_folder(out, COMMAND, overwrite=overwrite, what="the demo folder") as run:
+        if run.previous is not None and run.files:
+            diffs = identity_differences(run.previous.get("identity"), identity)
+            if diffs:
+                raise UsageError(
+                    f"{out} holds a demo run of another seed, size or base ({describe_differences(diffs)}); "
+                    "its results are not reused for this one. Use one folder per run (e.g. "
+                    f"-o humanclap_demo_seed{seed}), or pass --overwrite to replace that run")
+        run.set_identity(identity)
+        claim_own(run, *OWN_NAMES)
+        return _run_demo(out, seed, size, base_dir, n_boot, printer, progress)
+
+
+def _run_demo(out: Path, seed: int, size: str, base_dir: Path, n_boot: int,
+              printer: Callable[[str], None], progress: bool | None) -> DemoResult:
+    from humanclap.data import load_rated
+    from humanclap.synth.dataset import generate, is_complete
+    from humanclap.evaluation.evaluate import evaluate_models
+    from humanclap.evaluation.report import write_report
+    from humanclap.io import atomic_dir, atomic_write_text
+    from humanclap.outputs import describe_differences, identity_differences, read_marker
+    from humanclap.training.trainer import planned_identity, train
+    from humanclap.training.config import TrainConfig
+
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
     data_dir = out / "data"
     summary_file = data_dir / "synth_summary.json"
-    previous = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
-    if previous.get("seed") == seed and previous.get("size") == size:
+    if is_complete(data_dir, seed, size):
         _stage(printer, t0, f"1/4 synthetic RELATE-style data: reusing {data_dir}")
-        synth = previous
-    else:
+        synth = json.loads(summary_file.read_text())
+    else:  # new, or an interrupted synth run of this demo's (overwrite deletes its files only)
         _stage(printer, t0, f"1/4 synthesizing a RELATE-style dataset (seed {seed}, size {size})...")
         synth = asdict(generate(data_dir, seed=seed, size=size, overwrite=True))
     seconds["synth"] = time.perf_counter() - t0
     _stage(printer, t0, f"    {synth['pairs_per_split']} pairs; score distribution vs real RELATE: "
                         f"TV natural {synth['tv_natural']:.3f}, synthesized {synth['tv_synthesized']:.3f}")
 
-    base_dir = Path(base) if base else shipped_base()
     models = [str(base_dir)]
     settings = SMALL_FINETUNE if size == "small" else FINETUNE
     features: dict = {}  # the three variants share one preprocessing of every clip
     for label, (loss, weights) in VARIANTS.items():
         folder = out / "models" / loss.replace("+", "_")
         models.append(str(folder))
-        if (folder / "metrics.json").is_file() and (folder / "model.safetensors").is_file():
-            _stage(printer, t0, f"2/4 {label}: reusing {folder}")
-            continue
-        _stage(printer, t0, f"2/4 fine-tuning {label} from the base on the train split...")
         cfg = TrainConfig(model=str(base_dir), data=f"relate:{data_dir}", output_dir=str(folder),
                           loss=loss, loss_weights=weights, seed=seed, device="cpu", progress=progress,
                           test_split=None, **settings)  # the test split is scored once, in stage 3
-        train(cfg, printer=lambda line: printer(f"      {line}"), feature_memo=features)
+        if (folder / "metrics.json").is_file() and (folder / "model.safetensors").is_file():
+            marker = read_marker(folder) or {}
+            diffs = identity_differences(marker.get("identity"), planned_identity(cfg))
+            if not diffs:
+                _stage(printer, t0, f"2/4 {label}: reusing {folder}")
+                continue
+            raise UsageError(f"{folder} holds a {label} model of another identity "
+                             f"({describe_differences(diffs)}); it is not reused. Delete {folder} "
+                             "to train it again, or run the demo in another folder")
+        # An interrupted run (checkpoints there) resumes; the trainer refuses other data or settings.
+        cfg.resume = (folder / "checkpoints").is_dir()
+        _stage(printer, t0, f"2/4 {'resuming' if cfg.resume else 'fine-tuning'} {label} from the "
+                            "base on the train split...")
+        try:
+            train(cfg, printer=lambda line: printer(f"      {line}"), feature_memo=features)
+        except ConfigError as exc:
+            if not cfg.resume:
+                raise
+            raise UsageError(f"{exc} (the demo's model folder {folder}: delete it to train it "
+                             "again)") from None
     seconds["finetune"] = time.perf_counter() - t0 - seconds["synth"]
 
     _stage(printer, t0, "3/4 scoring the test split with every model...")
@@ -114,7 +184,9 @@ def run_demo(output_dir: str | Path, seed: int = 0, size: str = "default", base:
     result = evaluate_models(models, test, labels=[BASE_LABEL, *VARIANTS], device="cpu",
                              n_boot=n_boot, seed=seed, data_spec=f"relate:{data_dir}", progress=progress)
     _stage(printer, t0, "4/4 writing the report...")
-    files = write_report(result, out / "report")
+    with atomic_dir(out / "report") as tmp:  # no file of an earlier report survives beside
+        write_report(result, tmp)
+    files = {"report": out / "report" / "report.md"}
     seconds["evaluate"] = time.perf_counter() - t0 - seconds["synth"] - seconds["finetune"]
     seconds["total"] = time.perf_counter() - t0
 
@@ -129,7 +201,8 @@ def run_demo(output_dir: str | Path, seed: int = 0, size: str = "default", base:
     claim = next(r for r in demo.rows if r["model"] == CLAIM_LABEL)
     demo.claim_holds = bool(claim["srcc_diff_vs_base"] is not None and claim["srcc_diff_vs_base"] > 0
                             and claim["srcc_p_vs_base"] is not None and claim["srcc_p_vs_base"] < 0.05)
-    (out / "demo_summary.json").write_text(json.dumps(asdict(demo), indent=2, default=_json_default) + "\n")
+    atomic_write_text(out / "demo_summary.json",
+                      json.dumps(asdict(demo), indent=2, default=_json_default) + "\n")
     printer("")
     printer(demo_table(demo))
     printer(f"\nfull report: {files['report']}")

@@ -103,15 +103,32 @@ def pretrain_base(synth_dir: Path, work_dir: Path, out_dir: Path, epochs: int | 
     return out_dir
 
 
-def rebuild_base(out_dir: str | Path, printer: Callable[[str], None] = print) -> Path:
+COMMAND = "demo --rebuild-base"  # the command name in the output marker
+
+
+def rebuild_base(out_dir: str | Path, printer: Callable[[str], None] = print,
+                 overwrite: bool = False) -> Path:
     """Rerun the whole recipe of the shipped base into ``out_dir`` (``humanclap demo
     --rebuild-base``): the pretraining corpus of ``synth`` into ``out_dir/synth``, the
     training work in ``out_dir/work`` and the model in ``out_dir/base``, which it returns.
-    Compare ``base/recipe.json`` with the shipped one to check the rebuild."""
+    Compare ``base/recipe.json`` with the shipped one to check the rebuild.
+
+    ``out_dir`` must be new, empty, or hold an earlier rebuild (the output contract,
+    :mod:`humanclap.outputs`); an earlier rebuild is replaced only with ``overwrite``
+    (which deletes exactly what it wrote). Raises UsageError otherwise."""
+    from humanclap.errors import UsageError
+    from humanclap.outputs import claim_folder
     from humanclap.synth.dataset import generate
 
     out = Path(out_dir)
-    generate(out / "synth", seed=RECIPE["synth_seed"], size=RECIPE["synth_size"], overwrite=True)
-    base = pretrain_base(out / "synth", out / "work", out / "base", printer=printer)
+    with claim_folder(out, COMMAND, overwrite=overwrite, what="--rebuild-base") as run:
+        if run.previous is not None and run.files:
+            raise UsageError(f"--rebuild-base {out} holds an earlier rebuild of the base; pass "
+                             "--overwrite to redo it (only what it wrote is deleted), or choose "
+                             "a new folder")
+        run.set_identity({"settings": dict(RECIPE)})
+        run.record("synth", "work", "base")
+        generate(out / "synth", seed=RECIPE["synth_seed"], size=RECIPE["synth_size"])
+        base = pretrain_base(out / "synth", out / "work", out / "base", printer=printer)
     printer(f"base model written to {base} (compare its recipe.json with the shipped one)")
     return base

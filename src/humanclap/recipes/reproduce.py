@@ -14,7 +14,12 @@ CLAP first, so every paired difference is against it):
   ``official=True`` the released ``sarulab-speech/human-clap-*`` checkpoints.
 
 A run with the same ``output_dir`` skips every variant whose model folder is complete
-(and resumes one that was interrupted), so a long reproduction can be continued. The
+and of the same identity (base model and its weights, data fingerprint, settings: see
+:func:`humanclap.training.output.training_identity`; another one is refused, naming what
+differs) and resumes one that was interrupted, so a long reproduction can be continued.
+Output contract (:mod:`humanclap.outputs`): ``output_dir`` must be new, empty or hold an
+earlier reproduce run (its marker), and is locked while the run writes it; the report
+folder is replaced as a whole (no file of an earlier report survives beside). The
 report (``output_dir/report/``) shows the published numbers beside ours, with bootstrap
 CIs on ours. Heavy modules (torch, transformers) are imported inside the functions, so
 usage errors answer at once.
@@ -187,6 +192,9 @@ def _train_config(cfg: ReproduceConfig, variant: Variant, data_spec: str):
     return tc.validate()
 
 
+COMMAND = "reproduce"  # the command name in the output marker (humanclap.outputs.MARKER)
+
+
 def _settings_differ(folder: Path, tc) -> dict:
     """Settings (those that change the model) where a finished run differs from ``tc``."""
     from humanclap.training.trainer import RESUME_FREE
@@ -210,18 +218,28 @@ def reproduce(cfg: ReproduceConfig, printer: Callable[[str], None] | None = None
                              "nothing is trained: drop them, or drop --official")
     if cfg.batch_size < 1 or cfg.n_boot < 0 or (cfg.epochs is not None and cfg.epochs < 1):
         raise ReproduceError("--batch-size and --epochs must be at least 1, --n-boot 0 or more")
-    from humanclap.data import load_rated
-
     relate = Path(cfg.relate).expanduser()
     if not (relate / "scores" / "REL.csv").is_file():
         raise ReproduceError(f"{relate} is not a RELATE folder (no scores/REL.csv there); pass "
                              "--relate DIR where DIR holds scores/REL.csv")
     data_spec = f"relate:{relate.resolve()}"
-    out = Path(cfg.output_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ReproduceError(f"cannot create the output folder {out}: {exc.strerror or exc}") from None
+    from humanclap.outputs import claim_folder
+    from humanclap.recipes.demo import claim_own
+
+    with claim_folder(cfg.output_dir, COMMAND, error=ReproduceError) as run:
+        run.set_identity({"data": {"relate": data_spec, "audio_root": _resolved_or_none(cfg.audio_root)},
+                          "settings": {"official": cfg.official, "seed": cfg.seed, "base": cfg.base,
+                                       "epochs": cfg.epochs, "laion": cfg.laion, "msclap": cfg.msclap}})
+        claim_own(run, "models", "report")
+        return _reproduce(cfg, relate, data_spec, say)
+
+
+def _resolved_or_none(path: str | None) -> str | None:
+    return None if path is None else str(Path(path).expanduser().resolve())
+
+
+def _reproduce(cfg: ReproduceConfig, relate: Path, data_spec: str, say) -> ReproduceResult:
+    from humanclap.data import load_rated
 
     n_stages, counter = 3 + (0 if cfg.official else len(VARIANTS)), itertools.count(1)
 
@@ -255,7 +273,8 @@ def reproduce(cfg: ReproduceConfig, printer: Callable[[str], None] | None = None
 
     trained, skipped = [], []
     if not cfg.official:
-        from humanclap.training.trainer import train
+        from humanclap.outputs import describe_differences, identity_differences, read_marker
+        from humanclap.training.trainer import planned_identity, train
 
         for v, tc in plans:
             folder = Path(tc.output_dir)
@@ -267,6 +286,13 @@ def reproduce(cfg: ReproduceConfig, printer: Callable[[str], None] | None = None
                         f"{folder} holds a {v.label} model trained with other settings "
                         f"{ {k: f'{a!r} then, {b!r} now' for k, (a, b) in diff.items()} }; rerun "
                         "with the original settings or choose another --output-dir")
+                diffs = identity_differences((read_marker(folder) or {}).get("identity"),
+                                             planned_identity(tc))
+                if diffs:
+                    raise ReproduceError(
+                        f"{folder} holds a {v.label} model of another base model or data "
+                        f"({describe_differences(diffs)}); it is not reused: delete {folder} to "
+                        "train it again, or choose another --output-dir")
                 say(f"{where} {folder} is complete (trained earlier): skipped training")
                 skipped.append(v.key)
                 continue
@@ -277,14 +303,19 @@ def reproduce(cfg: ReproduceConfig, printer: Callable[[str], None] | None = None
             say(f"      {v.label}: best epoch {res.best_epoch} of {res.epochs_run}, "
                 f"{res.seconds:.0f} s")
             trained.append(v.key)
-    result = _evaluate(cfg, test, data_spec, models, msclap_note, say, stage)
-    result.trained, result.skipped = trained, skipped
-    _annotate(result, cfg)
+    from humanclap.io import atomic_dir
+
+    final = Path(cfg.output_dir) / "report"
+    with atomic_dir(final) as tmp:  # replaced whole: no stale plot of an earlier run stays
+        result = _evaluate(cfg, test, data_spec, models, msclap_note, say, stage, tmp, final)
+        result.trained, result.skipped = trained, skipped
+        _annotate(result, cfg)
+    result.files = {k: final / p.name for k, p in result.files.items()}
     return result
 
 
 def _evaluate(cfg: ReproduceConfig, test, data_spec: str, models: dict[str, str],
-              msclap_note: str, say, stage) -> ReproduceResult:
+              msclap_note: str, say, stage, out: Path, final: Path) -> ReproduceResult:
     """Score every row in one evaluate_models call (LAION first) and write the report."""
     from humanclap.evaluation.evaluate import evaluate_models
     from humanclap.evaluation.report import write_report
@@ -322,8 +353,7 @@ def _evaluate(cfg: ReproduceConfig, test, data_spec: str, models: dict[str, str]
     rows += [{"label": lbl, "source": source, "model": spec, "note": ""} for lbl, spec in models.items()]
     for r in rows:
         r["paper"] = PAPER_TABLE[r["label"]]
-    out = Path(cfg.output_dir) / "report"
-    say(f"{stage()} report: writing {out}")
+    say(f"{stage()} report: writing {final}")
     return ReproduceResult(result, write_report(result, out, plots=cfg.plots), rows)
 
 

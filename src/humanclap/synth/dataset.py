@@ -37,7 +37,6 @@ import csv
 import json
 import multiprocessing
 import os
-import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -323,23 +322,27 @@ def _render_all(seed: int, jobs: list[tuple[Path, Clip]], workers: int) -> None:
 
 
 OUTPUTS = ("scores", "listener_attributes", "RELATE_wave", "pretrain", "synth_summary.json")
+COMMAND = "synth"  # the command name in the output marker (humanclap.outputs.MARKER)
 
 
-def _prepare(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"{out} is a file; pass a folder to write the dataset into")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise UsageError(f"{out} is not empty; choose an empty or new folder, or "
-                                  "overwrite (--overwrite), which deletes a previous run's "
-                                  f"{', '.join(OUTPUTS)} there first")
-        for name in OUTPUTS:
-            path = out / name
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+def synth_identity(seed: int, size: str, real_rel_csv: str | Path | None) -> dict:
+    """What decides the dataset's content (the output marker's identity)."""
+    real = str(Path(real_rel_csv).expanduser().resolve()) if real_rel_csv is not None else None
+    return {"data": {"seed": seed, "size": size, "texts_and_clips": list(SIZES[size])},
+            "settings": {"real_rel_csv": real}}
+
+
+def is_complete(folder: str | Path, seed: int, size: str) -> bool:
+    """Whether ``folder`` holds a finished synth run of ``seed`` and ``size`` (its marker
+    names them and its summary, written last, is there): what the demo reuses."""
+    from humanclap.outputs import read_marker
+
+    folder = Path(folder)
+    marker = read_marker(folder)
+    if marker is None or marker["command"] != COMMAND or not (folder / "synth_summary.json").is_file():
+        return False
+    data = (marker.get("identity") or {}).get("data") or {}
+    return data.get("seed") == seed and data.get("size") == size
 
 
 def generate(output_dir: str | Path, seed: int = 0, size: str = "default",
@@ -351,18 +354,39 @@ def generate(output_dir: str | Path, seed: int = 0, size: str = "default",
     ``"small"`` (120 texts, 300 pretraining clips; for tests). ``real_rel_csv``: RELATE's
     ``scores/REL.csv`` to compare against; without it the stored real histograms are
     used. ``workers``: processes for rendering (default: up to 2); the output does not
-    depend on it. ``output_dir`` must be empty or absent unless ``overwrite``, which first
-    deletes only what a previous run wrote there (so no stale clip survives).
+    depend on it.
+
+    Output contract (:mod:`humanclap.outputs`): ``output_dir`` must be new, empty, or hold
+    an earlier synth run (its marker ``.humanclap-run.json``), and is locked while written.
+    An earlier run is refused unless ``overwrite``, which first deletes exactly the names
+    that run recorded (so no stale clip survives) and nothing else; a folder holding
+    anything else is refused with or without ``overwrite`` (UsageError).
     """
     if size not in SIZES:
         raise UsageError(f"unknown size {size!r}; use one of {sorted(SIZES)}")
     if workers is not None and workers < 1:
         raise UsageError(f"workers must be at least 1 (got {workers}); leave it out for the default")
+    from humanclap.outputs import claim_folder, describe_differences, identity_differences
+
     t0 = time.perf_counter()
     out = Path(output_dir)
-    _prepare(out, overwrite)
     if real_rel_csv is not None:  # fail before minutes of work, not after
         real_histograms(real_rel_csv)
+    identity = synth_identity(seed, size, real_rel_csv)
+    with claim_folder(out, COMMAND, overwrite=overwrite, what="the output folder") as run:
+        if run.previous is not None and run.files:
+            diffs = identity_differences(run.previous.get("identity"), identity)
+            then = f" ({describe_differences(diffs)})" if diffs else " (the same seed and size)"
+            raise UsageError(f"{out} is not empty: it holds an earlier synth run{then}; pass "
+                             "--overwrite to replace it (only the files that run wrote are "
+                             "deleted), or choose an empty or new folder")
+        run.set_identity(identity)
+        run.record(*OUTPUTS)  # before writing: a killed run's marker owns what it left
+        return _generate(out, seed, size, real_rel_csv, workers, t0)
+
+
+def _generate(out: Path, seed: int, size: str, real_rel_csv, workers: int | None,
+              t0: float) -> SynthSummary:
     n_texts, n_pretrain = SIZES[size]
     texts = build_texts(seed, n_texts)
     pretrain = _pretrain_pairs(seed, n_pretrain, {t.caption for t in texts})

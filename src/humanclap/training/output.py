@@ -1,17 +1,38 @@
-"""The output folder of a training run: what may be written there and what must not be.
+"""The output folder of a training run: what may be written there and what must not be,
+and the run's result identity.
 
 A run writes its model files, ``metrics*.json*``, ``training_config.json`` and
 ``checkpoints/`` into ``--output-dir``; these checks refuse, before anything is loaded,
 a folder where that would destroy something the run did not write: the training
 manifest, the base model (a folder, or the folder of an msclap ``.pth`` with its
-tokenizer beside it), or another model's folder.
+tokenizer beside it), or another model's folder. Beyond them the output contract
+(:mod:`humanclap.outputs`) holds: the folder must be new, empty, or hold an earlier
+``train`` run (its marker); it is locked while the run writes it.
+
+**Identity** (:func:`training_identity`): the base model (spec, revision = hash of its
+weights, preprocessing), the data actually trained, validated and tested on (a fingerprint
+per split of the resolved audio paths, texts, human scores and split names) and every
+setting that changes the result. ``--resume`` continues only a run whose identity is
+the same; the difference is named otherwise.
 """
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any, Callable, Mapping
 
 from humanclap.errors import ConfigError
+
+# The command name in the output marker (humanclap.outputs.MARKER) of a training folder.
+COMMAND = "train"
+# Fields that may change between a run and its --resume without changing the result.
+# (epochs and patience are not: they shape the learning-rate schedule and the stopping point.)
+RESUME_FREE = {"resume", "progress", "device", "eval_batch_size", "cache_encoders", "audio_root",
+               "output_dir"}
+# Columns of a split's pairs that its fingerprint covers (the audio path resolved).
+DATA_COLUMNS = ("audio", "text", "human", "split")
 
 # A model's own files: an output folder holding them without a checkpoint is someone else's.
 MODEL_FILES = ("config.json", "model.safetensors")
@@ -68,3 +89,113 @@ def refuse_foreign_model(out: Path) -> None:
         raise ConfigError(f"--output-dir {out} already holds a model ({', '.join(found)}) but no "
                           "training checkpoint (checkpoints/last), so it is not a run to --resume; "
                           "training would overwrite it. Choose an empty or new --output-dir")
+
+
+def _resolved(spec: str) -> str:
+    """A local path resolved (so that ``./m`` and ``/abs/m`` are one model); a hub id or a
+    ``relate:DIR``-style spec with its folder resolved; anything else as given."""
+    prefix, sep, rest = spec.partition(":")
+    if sep and prefix in ("relate", "xacle") and rest:
+        return f"{prefix}:{Path(rest).expanduser().resolve()}"
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.exists() else spec
+
+
+def split_fingerprint(pairs) -> str:
+    """sha256 of a split's pairs as trained on (``pairs``: a DataFrame with the columns of
+    :data:`DATA_COLUMNS`): the audio path resolved, the text, the human score, the split."""
+    from humanclap.io import table_digest
+
+    rows = ({"audio": str(Path(a).resolve()), "text": t, "human": float(h), "split": s}
+            for a, t, h, s in zip(pairs["audio"], pairs["text"], pairs["human"], pairs["split"]))
+    return table_digest(DATA_COLUMNS, rows)
+
+
+def training_identity(cfg, model_info, split_pairs: Mapping[str, Any],
+                      free: set[str] = frozenset()) -> dict[str, Any]:
+    """The identity record of a training run (see the module docstring). ``split_pairs``:
+    split name -> its pairs (DataFrame); ``free``: config fields that do not change the
+    result (trainer.RESUME_FREE)."""
+    settings = {k: v for k, v in cfg.to_dict().items()
+                if k not in free and k not in ("model", "revision", "data")}
+    return {
+        "model": {"spec": _resolved(cfg.model), "revision": model_info.revision,
+                  "preprocessing": asdict(model_info.preprocessing)},
+        "data": {"spec": _resolved(cfg.data),
+                 "pairs": {name: len(p) for name, p in split_pairs.items()},
+                 "sha256": {name: split_fingerprint(p) for name, p in split_pairs.items()}},
+        "settings": settings,
+    }
+
+
+def legacy_run(out: Path) -> bool:
+    """Whether ``out`` is a training folder written by a humanclap older than the output
+    contract (no marker): its ``checkpoints/last/trainer_state.json`` is a trainer state.
+    ``--resume`` accepts such a folder and adopts it (its marker then lists the names a
+    run writes that are there); without ``--resume`` it is refused like any other."""
+    from humanclap.training import checkpoints as ckpt
+
+    last = ckpt.find_checkpoint(out, ckpt.LAST)
+    if last is None:
+        return False
+    try:
+        ckpt.read_training_state(last)
+    except ConfigError:
+        return False
+    return True
+
+
+def adopt_legacy(out: Path) -> None:
+    """Write the marker of an earlier train run into a :func:`legacy_run` folder: it owns
+    ``checkpoints`` and those of the names a run writes (:data:`WRITTEN_NAMES`) that are
+    there; anything else in the folder stays foreign (the claim then refuses it)."""
+    from humanclap.outputs import MARKER, read_marker
+    from humanclap import __version__
+    from humanclap.io import write_json
+
+    if read_marker(out) is not None:
+        return
+    files = ["checkpoints"] + sorted(n for n in WRITTEN_NAMES if (out / n).exists())
+    write_json(out / MARKER, {"command": COMMAND, "humanclap_version": __version__,
+                              "identity": None, "files": files, "adopted": True})
+
+
+def claim_output(out: Path, resume: bool, stack: ExitStack, say: Callable[[str], None]):
+    """Claim ``out`` for a train run (:func:`humanclap.outputs.claim_folder`, held until
+    ``stack`` closes): new, empty or an earlier train run (an older humanclap's run is
+    adopted with ``resume``, see :func:`legacy_run`); a name a run writes that is there but
+    not the earlier run's is refused. Returns the RunFolder; raises ConfigError/UsageError."""
+    from humanclap.outputs import claim_folder, read_marker
+
+    if read_marker(out) is None and out.is_dir() and legacy_run(out):
+        if not resume:
+            raise ConfigError(f"--output-dir {out} holds a training run written by an older "
+                              "humanclap (checkpoints/last, no run marker); pass --resume to "
+                              "continue it, or choose another --output-dir")
+        adopt_legacy(out)
+        say(f"--resume: adopting {out}, a training run written by an older humanclap (its "
+            "checkpoint predates the identity record: only its settings are compared)")
+    run = stack.enter_context(claim_folder(out, COMMAND, error=ConfigError))
+    foreign = sorted(n for n in [*WRITTEN_NAMES, "checkpoints"]
+                     if (out / n).exists() and n not in run.files)
+    if foreign:
+        raise ConfigError(f"--output-dir {out} holds {', '.join(foreign)}, which this training "
+                          "run did not write and would overwrite; move them away or choose "
+                          "another --output-dir")
+    return run
+
+
+def planned_identity(config) -> dict:
+    """The identity record (:func:`~humanclap.training.output.training_identity`) a run of
+    ``config`` would have, without training: loads the base model's description and the
+    rated pairs only. Callers compare it with a finished run's marker to decide reuse."""
+    from humanclap.scoring.loader import load_scorer
+    from humanclap.training.config import TrainConfig
+    from humanclap.training.data import load_splits
+
+    cfg = TrainConfig.from_dict(config.to_dict()).validate()
+    info = load_scorer(cfg.model, device="cpu", revision=cfg.revision).info
+    rated, names, _, _ = load_splits(cfg)
+    pairs = rated.pairs[rated.pairs["split"].isin(names)].reset_index(drop=True)
+    return training_identity(cfg, info, {n: pairs[pairs["split"] == n] for n in names},
+                             free=RESUME_FREE)

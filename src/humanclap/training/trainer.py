@@ -30,12 +30,13 @@ import os
 import shutil
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from humanclap.errors import ConfigError, TrainingError
+from humanclap.errors import ConfigError, HumanclapError, TrainingError
 from humanclap.io import atomic_dir, json_safe, write_json
 from humanclap.scoring.clapscore import clapscore
 from humanclap.training import checkpoints as ckpt
@@ -46,18 +47,16 @@ from humanclap.training.distributed import (DistInfo, barrier, gather_with_grad,
                                             launched_distributed, shard_map, shutdown_distributed)
 from humanclap.training.model import export_model_folder, load_trainable_state, set_train_mode, trainable_state
 from humanclap.training.optim import seed_epoch
-from humanclap.training.output import check_output_dir, refuse_foreign_model
+# RESUME_FREE and planned_identity are re-exported: callers import them from here.
+from humanclap.training.output import (RESUME_FREE, check_output_dir, claim_output,  # noqa: F401
+                                       planned_identity, refuse_foreign_model, training_identity)
 from humanclap.training.result import TrainResult, split_metrics
 from humanclap.training.state import UNDEFINED_SELECTION, TrainState, epoch_line
 
 # TrainingError stays importable from here: the CLI and older callers look for it here.
-__all__ = ["Trainer", "fine_tune", "train", "RESUME_FREE", "TrainingError"]
+__all__ = ["Trainer", "fine_tune", "train", "planned_identity", "RESUME_FREE", "TrainingError"]
 
 log = logging.getLogger(__name__)
-# Fields that may change between a run and its --resume without changing the result.
-# (epochs and patience are not: they shape the learning-rate schedule and the stopping point.)
-RESUME_FREE = {"resume", "progress", "device", "eval_batch_size", "cache_encoders", "audio_root",
-               "output_dir"}
 
 
 def fine_tune(config: TrainConfig, printer: Callable[[str], None] | None = None,
@@ -103,6 +102,10 @@ class Trainer:
     multi-process run needs the process group :func:`fine_tune` joins).
     Raises ConfigError for an ``output_dir`` that holds another run (without ``resume``),
     a checkpoint from other settings, or unusable settings.
+
+    The output folder is claimed (:func:`humanclap.outputs.claim_folder`: new, empty or an
+    earlier train run; locked) by the main process from construction until :meth:`run`
+    ends or :meth:`close` is called; a second run on the same folder is refused.
     """
 
     def __init__(self, cfg: TrainConfig, device: torch.device | str | None = None,
@@ -123,14 +126,31 @@ class Trainer:
         self.autocast = precision_context(self.cfg, self.device)
         progress = self.cfg.progress if self.cfg.progress is not None else sys.stderr.isatty()
         self.progress = bool(progress and self.info.is_main)
-        # Every rank checks (so all refuse alike, none waits at the barrier); one creates.
+        # Every rank checks (so all refuse alike, none waits at the barrier); the main
+        # process claims and locks the folder and tells the others whether it could.
         check_output_dir(self.out, self.cfg.data, create=self.info.is_main, model=self.cfg.model)
-        barrier(self.info)
-        self.resume_from = self._resume_folder()
-        self.parts: TrainComponents = build_components(self.cfg, self.device, self.info, self.autocast,
-                                                       self.progress, feature_memo)
-        self.state = self._restore(self.resume_from) if self.resume_from else TrainState()
+        self._claims = ExitStack()
+        try:
+            self.run_folder = self._claim_output()
+            barrier(self.info)
+            self.resume_from = self._resume_folder()
+            self.parts: TrainComponents = build_components(self.cfg, self.device, self.info,
+                                                           self.autocast, self.progress, feature_memo)
+            self.identity = training_identity(
+                self.cfg, self.parts.model_info,
+                {name: self.parts.data.splits[name].pairs for name in self.parts.data.splits},
+                free=RESUME_FREE)
+            self.state = self._restore(self.resume_from) if self.resume_from else TrainState()
+            if self.run_folder is not None:
+                self.run_folder.set_identity(self.identity)
+        except BaseException:
+            self.close()
+            raise
         self.setup_seconds = time.time() - started
+
+    def close(self) -> None:
+        """Release the output folder's lock (:meth:`run` does it when it ends)."""
+        self._claims.close()
 
     # -- public ------------------------------------------------------------------------
     @property
@@ -222,7 +242,13 @@ class Trainer:
 
     def run(self) -> TrainResult:
         """Train the remaining epochs (all of them, or those after the resumed one), then
-        publish the best model; returns what was achieved."""
+        publish the best model; returns what was achieved. Releases the output's lock."""
+        try:
+            return self._run()
+        finally:
+            self.close()
+
+    def _run(self) -> TrainResult:
         t0 = time.time()
         cfg, st, p = self.cfg, self.state, self.parts
         while not st.finished and st.epoch < cfg.epochs:
@@ -248,6 +274,26 @@ class Trainer:
         return self._finish(self.setup_seconds + time.time() - t0)
 
     # -- internals ---------------------------------------------------------------------
+    def _claim_output(self):
+        """Claim ``output_dir`` on the main process (a RunFolder; None on the others);
+        every process raises the main one's refusal."""
+        error: HumanclapError | None = None
+        run = None
+        if self.info.is_main:
+            try:
+                run = claim_output(self.out, self.cfg.resume, self._claims, self.print)
+            except HumanclapError as exc:
+                error = exc
+                self._claims.close()
+        if self.info.enabled:
+            message = [str(error) if error is not None else None]
+            torch.distributed.broadcast_object_list(message, src=0)
+            if error is None and message[0] is not None:
+                raise ConfigError(message[0])
+        if error is not None:
+            raise error
+        return run
+
     def _resume_folder(self) -> Path | None:
         """The checkpoint to resume from; refuses to train over another run's folder."""
         last = ckpt.find_checkpoint(self.out, ckpt.LAST)
@@ -261,6 +307,8 @@ class Trainer:
         if self.info.is_main:  # folders a killed run left half-written
             for stale in (self.out / "checkpoints").glob(".*.tmp-*"):
                 shutil.rmtree(stale, ignore_errors=True)
+            # Recorded before they are written: a killed run's marker owns them.
+            self.run_folder.record("checkpoints", "metrics.jsonl")
         return last if self.cfg.resume else None
 
     def _restore(self, folder: Path) -> TrainState:
@@ -273,9 +321,19 @@ class Trainer:
             raise ConfigError(f"--resume with settings that differ from the checkpoint's: "
                               f"{ {k: (config.get(k), getattr(self.cfg, k)) for k in diff} }; "
                               "use the original settings or a new --output-dir")
-        if saved.get("base_revision") != self.parts.model_info.revision:
-            log.warning("the base model's revision differs from the one the checkpoint started "
-                        "from; frozen weights may differ")
+        then = saved.get("identity")
+        if then is None:  # written before the identity record: settings were compared above
+            if saved.get("base_revision") != self.parts.model_info.revision:
+                log.warning("the base model's revision differs from the one the checkpoint started "
+                            "from; frozen weights may differ")
+        else:
+            from humanclap.outputs import describe_differences, identity_differences
+
+            diffs = identity_differences(then, self.identity)
+            if diffs:
+                raise ConfigError(f"--resume: {self.out} holds a run of another model, data or "
+                                  f"settings ({describe_differences(diffs)}); resume with what "
+                                  "the run started from, or choose another --output-dir")
         trainable = ckpt.restore_training_state(folder, saved, self.parts.optimizer, self.parts.scheduler)
         load_trainable_state(self.parts.trained, trainable)
         state = TrainState.from_dict(saved, source=str(folder / ckpt.STATE_FILE))
@@ -315,7 +373,8 @@ class Trainer:
                 with atomic_dir(ckpt.checkpoint_dir(self.out, ckpt.BEST)) as tmp:
                     export_model_folder(p.trained, self.cfg, p.tokenizer, p.extractor, tmp)
             state = {**self.state.to_dict(), "config": self.cfg.to_dict(),
-                     "base_revision": p.model_info.revision, "world_size": self.info.world_size}
+                     "base_revision": p.model_info.revision, "world_size": self.info.world_size,
+                     "identity": self.identity}
             with atomic_dir(ckpt.checkpoint_dir(self.out, ckpt.LAST)) as tmp:
                 ckpt.save_training_state(tmp, trainable_state(p.trained), p.optimizer, p.scheduler, state)
         barrier(self.info)
@@ -334,6 +393,13 @@ class Trainer:
                 "no epoch could be selected on it, so the LAST epoch (%s) is kept. Check the "
                 "validation split, lower --lr, or pass --no-clip-score.", st.best_epoch)
         if self.info.is_main and best is not None:
+            names = sorted(f.name for f in best.iterdir() if f.is_file())
+            foreign = [n for n in names if (self.out / n).exists() and n not in self.run_folder.files]
+            if foreign:
+                raise ConfigError(f"--output-dir {self.out} holds {', '.join(foreign)}, which this "
+                                  "run did not write: not replaced. The model is in "
+                                  f"{best}; move those files away and rerun with --resume")
+            self.run_folder.record(*names, "training_config.json", "metrics.json")
             ckpt.publish(best, self.out)
             self.cfg.save(self.out / "training_config.json")
             write_json(self.out / "metrics.json", {
