@@ -137,14 +137,11 @@ def test_data_without_listener_ids_is_refused(kind, screen):
 
 
 def test_real_relate_listener_z_and_screening():
-    from pathlib import Path
+    from conftest import RELATE_DIR
 
     from humanclap.data import load_rated
 
-    root = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "relate"
-    if not (root / "scores" / "REL.csv").is_file():
-        pytest.skip("RELATE metadata not found beside the checkout")
-    rated = load_rated(f"relate:{root}")
+    rated = load_rated(f"relate:{RELATE_DIR}")
     got = training_targets(rated, "train", "listener-z", screen=0.0, min_ratings=5)
     r = got.report
     assert r["train_pairs"] == 2862 and r["train_ratings"] == 9963
