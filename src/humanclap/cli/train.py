@@ -19,11 +19,13 @@ CLAP base (--model msclap-2022, msclap-2023, an msclap .pth or an MS CLAP folder
 CLAP folder (config.json + model.safetensors + tokenizer; MSClapScorer.from_pretrained
 loads it); `score`/`evaluate --model OUTPUT` load either. Beside it: training_config.json,
 metrics.json (best epoch, validation and test metrics, selected_by: how the kept model was
-chosen) and metrics.jsonl (one line per epoch); resume state is in OUTPUT/checkpoints/. A
+chosen; targets: how the training targets were made, listeners screened out) and metrics.jsonl (one line per epoch); resume state is in OUTPUT/checkpoints/. A
 folder that holds another model (config.json or model.safetensors, no checkpoint) is
 refused. When the validation SRCC is undefined on every epoch (constant predictions), the
 last epoch is kept, with a warning.
-The validation and test splits must differ from the training split.
+The validation and test splits must differ from the training split. --targets and
+--screen-listeners change what the training split learns; validation and test metrics are
+always against the raw mean human scores.
 
 several GPUs or machines: launch the same command with torchrun or accelerate launch;
 --batch-size is the global batch, so results do not depend on the number of processes.
