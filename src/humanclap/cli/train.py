@@ -19,7 +19,7 @@ CLAP base (--model msclap-2022, msclap-2023, an msclap .pth or an MS CLAP folder
 CLAP folder (config.json + model.safetensors + tokenizer; MSClapScorer.from_pretrained
 loads it); `score`/`evaluate --model OUTPUT` load either. Beside it: training_config.json,
 metrics.json (best epoch, validation and test metrics, selected_by: how the kept model was
-chosen) and metrics.jsonl (one line per epoch); resume state is in OUTPUT/checkpoints/.
+chosen; targets: how the training targets were made, listeners screened out) and metrics.jsonl (one line per epoch); resume state is in OUTPUT/checkpoints/.
 OUTPUT must be new, empty, or hold an earlier train run (its marker .humanclap-run.json,
 which lists what the run wrote); any other folder is refused and nothing in it is deleted
 or replaced. It is locked while the run writes it: a second run on it is refused.
@@ -30,7 +30,9 @@ folder of an older humanclap (checkpoints/last, no marker) is adopted by --resum
 checkpoint predates the identity record: only its settings are compared).
 When the validation SRCC is undefined on every epoch (constant predictions), the
 last epoch is kept, with a warning.
-The validation and test splits must differ from the training split.
+The validation and test splits must differ from the training split. --targets and
+--screen-listeners change what the training split learns; validation and test metrics are
+always against the raw mean human scores.
 
 several GPUs or machines: launch the same command with torchrun or accelerate launch;
 --batch-size is the global batch, so results do not depend on the number of processes.

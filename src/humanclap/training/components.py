@@ -20,6 +20,7 @@ from humanclap.training.distributed import DistInfo, shard_map
 from humanclap.training.losses import HumanClapLoss
 from humanclap.training.model import DualTower, prepare_trainable
 from humanclap.training.optim import build_optimizer, build_scheduler
+from humanclap.training.targets import training_targets
 
 Autocast = Callable[[], AbstractContextManager]
 
@@ -45,6 +46,7 @@ class TrainComponents:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     loss_fn: HumanClapLoss
+    targets: dict  # how the training targets were made (targets.py), for metrics.json
 
 
 def precision_context(cfg: TrainConfig, device: torch.device) -> Autocast:
@@ -74,7 +76,10 @@ def build_components(cfg: TrainConfig, device: torch.device, info: DistInfo, aut
     model, tokenizer, model_info = scorer.model, scorer.tokenizer, scorer.info
     extractor = getattr(scorer, "feature_extractor", None)  # MS CLAP: the front end is in the model
     rated, names, val_split, test_split = load_splits(cfg)
-    data = build_train_data(rated, names, scorer, progress=progress, memo=feature_memo)
+    targets = training_targets(rated, cfg.train_split, cfg.targets, cfg.screen_listeners,
+                               cfg.min_listener_ratings, data_name=cfg.data)
+    data = build_train_data(rated, names, scorer, progress=progress, memo=feature_memo,
+                            targets={cfg.train_split: targets.values})
     train_split = data.splits[cfg.train_split]
     if cfg.batch_size % info.world_size:
         raise ConfigError(f"batch_size {cfg.batch_size} (global) must be divisible by the "
@@ -105,4 +110,7 @@ def build_components(cfg: TrainConfig, device: torch.device, info: DistInfo, aut
         cached_towers=cached, params=[p for p in trained.parameters() if p.requires_grad],
         optimizer=optimizer, scheduler=build_scheduler(optimizer, cfg, steps_per_epoch),
         loss_fn=HumanClapLoss(cfg.loss, cfg.loss_weights or None, clip=cfg.clip_score,
-                              normalize=cfg.wsce_normalize))
+                              normalize=cfg.wsce_normalize, margin=cfg.pairwise_margin,
+                              delta=cfg.pairwise_delta, listnet_temperature=cfg.listnet_temperature,
+                              tau=cfg.clipped_mse_tau),
+        targets=targets.report)

@@ -22,6 +22,7 @@ from typing import Any
 from humanclap.errors import ConfigError
 
 TRAIN_PARAMS = ("all", "audio", "text", "projections", "lora")
+TARGETS = ("mean", "listener-z")
 PRECISIONS = ("auto", "fp32", "bf16")
 CONFIG_DIR = Path(__file__).parent.parent / "configs"
 # A config is a few dozen short lines; anything near this is not one (and is not read).
@@ -52,7 +53,8 @@ class TrainConfig:
     val_split: str = _f("validation", "split that picks the best epoch and stops early; never trained on")
     test_split: str | None = _f("test", "split scored with the best model, for the report only (skipped if absent)")
     # -- objective -------------------------------------------------------------------
-    loss: str = _f("wsce+mae", "'+'-joined terms from wsce, mae, mse; the paper's best is wsce+mae")
+    loss: str = _f("wsce+mae", "'+'-joined terms from wsce, mae, mse, pairwise, listnet, clipped-mse, each "
+                   "optionally weighted inline (wsce+mae+0.5*pairwise); the paper's best is wsce+mae")
     loss_weights: str = _f("", "comma-separated weight per loss term, e.g. '1,1'; empty = every term weighs 1")
     clip_score: bool = _f(True, "regress max(cos,0) as the paper does; off regresses the raw cosine so "
                           "pairs with negative cosine still get a gradient")
@@ -63,6 +65,22 @@ class TrainConfig:
     train_logit_scale: bool = _f(False, "also learn the model's logit scale (only with wsce and temperature=model)")
     mask_shared: bool = _f(True, "drop in-batch 'negatives' that share the text or the audio of the positive: "
                            "rated datasets pair each text with several audios")
+    # -- training targets and ranking terms (evaluation always uses the raw mean scores) --
+    targets: str = _f("mean", "what the training split learns: 'mean' human score per pair, or 'listener-z': "
+                      "each listener's ratings z-scored (removes personal bias and spread), mapped back "
+                      "to the training panel's mean and std, averaged per pair", choices=TARGETS)
+    min_listener_ratings: int = _f(5, "listener-z: listeners with fewer training ratings keep their raw "
+                                   "scores (a mean and std of a handful of ratings are noise)")
+    screen_listeners: float | None = _f(None, "drop training listeners whose SRCC with the leave-one-out "
+                                        "mean of the others on shared pairs is below this (e.g. 0.0); "
+                                        "metrics.json lists them", type=float)
+    pairwise_margin: float = _f(0.05, "pairwise: CLAPScore gap wanted between a higher- and a lower-rated "
+                                "pair (the XACLE 2027 baseline's 0.1 on its -1..1 scale)")
+    pairwise_delta: float = _f(0.0, "pairwise: only pairs whose targets differ by more than this are ranked")
+    listnet_temperature: float = _f(0.5, "listnet: softmax temperature T of targets and CLAPScores (TMU's "
+                                    "T=1 on its -1..1 scale)")
+    clipped_mse_tau: float = _f(0.125, "clipped-mse: errors within +-tau cost nothing (the XACLE 2027 "
+                                "baseline's 0.25 on its -1..1 scale)")
     # -- what to train ---------------------------------------------------------------
     train_params: str = _f("all", "all | audio (tower+projection) | text (tower+projection) | projections | "
                            "lora (adapters on both towers' attention + projections)", choices=TRAIN_PARAMS)
@@ -134,6 +152,7 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
         self.tau()  # parses temperature
+        self.check_targets_and_ranking()
         if self.train_logit_scale and ("wsce" not in terms or self.temperature != "model"):
             raise ConfigError("train_logit_scale needs a wsce loss term and temperature=model")
         return self
@@ -155,6 +174,27 @@ class TrainConfig:
             raise ConfigError(f"adam_eps must be > 0, got {self.adam_eps} (the default is 1e-8)")
         if self.weight_decay < 0:
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+
+    def check_targets_and_ranking(self) -> None:
+        """The training-target and ranking-term fields (see their help)."""
+        if self.targets not in TARGETS:
+            raise ConfigError(f"targets must be one of {list(TARGETS)}, got {self.targets!r}")
+        if int(self.min_listener_ratings) < 2:
+            raise ConfigError(f"min_listener_ratings must be >= 2 (a std needs two ratings), "
+                              f"got {self.min_listener_ratings}")
+        if self.screen_listeners is not None:
+            try:
+                self.screen_listeners = float(self.screen_listeners)
+            except (TypeError, ValueError):
+                raise ConfigError(f"screen_listeners must be a correlation in [-1, 1], got "
+                                  f"{self.screen_listeners!r}") from None
+            if not -1 <= self.screen_listeners <= 1:
+                raise ConfigError(f"screen_listeners is an SRCC threshold in [-1, 1], got {self.screen_listeners}")
+        for name, positive in (("pairwise_margin", False), ("pairwise_delta", False),
+                               ("listnet_temperature", True), ("clipped_mse_tau", False)):
+            value = float(getattr(self, name))
+            if not math.isfinite(value) or value < 0 or (positive and value == 0):
+                raise ConfigError(f"{name} must be {'> 0' if positive else '>= 0'} and finite, got {value}")
 
     def check_splits(self) -> None:
         """The validation and test splits must not be the training split: a model picked
@@ -324,6 +364,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] 
         if "choices" in f.metadata:
             kw["choices"] = f.metadata["choices"]
             parser.add_argument(flag(f.name), **kw)
+        elif "type" in f.metadata:  # an optional number (default None = off)
+            parser.add_argument(flag(f.name), type=f.metadata["type"], metavar="X", **kw)
         elif isinstance(default, bool) or f.name == "progress":
             parser.add_argument(flag(f.name), action=argparse.BooleanOptionalAction, **kw)
         elif isinstance(default, int):

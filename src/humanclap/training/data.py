@@ -34,7 +34,7 @@ class SplitTable:
     pairs: pd.DataFrame
     audio_idx: torch.Tensor  # (N,) long
     text_idx: torch.Tensor  # (N,) long
-    target: torch.Tensor  # (N,) float32, human score 0-1
+    target: torch.Tensor  # (N,) float32, 0-1: the human mean, or the training targets (targets.py)
 
     def __len__(self) -> int:
         return int(self.target.shape[0])
@@ -74,12 +74,19 @@ def load_splits(cfg: TrainConfig):
 
 
 def build_train_data(rated, split_names: list[str], scorer, progress: bool = False,
-                     memo: dict | None = None) -> TrainData:
+                     memo: dict | None = None, targets: dict[str, pd.Series] | None = None) -> TrainData:
     """Preprocess each unique audio file and text of the used splits once.
 
     ``memo``: a dict shared by several runs in one process (the demo's three variants):
-    features already in it, for the same preprocessing, are reused instead of recomputed."""
-    pairs = rated.pairs[rated.pairs["split"].isin(split_names)].reset_index(drop=True)
+    features already in it, for the same preprocessing, are reused instead of recomputed.
+    ``targets``: per split name, the target of each pair by ``pair_id`` instead of its human
+    mean (the training split's, :mod:`~humanclap.training.targets`); that split's pairs
+    without one are left out. Other splits keep the raw human mean."""
+    targets = targets or {}
+    pairs = rated.pairs[rated.pairs["split"].isin(split_names)]
+    for name, values in targets.items():
+        pairs = pairs[(pairs["split"] != name) | pairs["pair_id"].isin(values.index)]
+    pairs = pairs.reset_index(drop=True)
     _refuse_unusable(pairs)
     missing = pairs.loc[~pairs["audio_exists"].astype(bool), "audio"].tolist()
     if missing:
@@ -112,7 +119,8 @@ def build_train_data(rated, split_names: list[str], scorer, progress: bool = Fal
             name=name, pairs=part,
             audio_idx=torch.tensor([a_index[p] for p in part["audio"]], dtype=torch.long),
             text_idx=torch.tensor([t_index[t] for t in part["text"]], dtype=torch.long),
-            target=torch.tensor(part["human"].to_numpy(dtype=np.float32)),
+            target=torch.tensor((targets[name].reindex(part["pair_id"]) if name in targets
+                                 else part["human"]).to_numpy(dtype=np.float32)),
         )
     return data
 

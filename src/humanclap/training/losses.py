@@ -1,5 +1,6 @@
-"""Human-CLAP training losses: regression on the CLAPScore and the weighted symmetric
-cross-entropy (wSCE), as small pure functions plus a module that combines them by name.
+"""Human-CLAP training losses: regression on the CLAPScore, the weighted symmetric
+cross-entropy (wSCE) and ranking terms, as small pure functions plus a module that
+combines them by name.
 
 Notation: a batch of N rated pairs; ``e_a[i]``, ``e_t[i]`` are the L2-normalised audio
 and text embeddings of pair *i*; ``a[i]`` in [0, 1] is its mean human score.
@@ -20,12 +21,30 @@ and text embeddings of pair *i*; ``a[i]`` in [0, 1] is its mean human score.
   (they are rated pairs or the very same pair) and are masked out of the softmax when
   ``text_ids`` / ``audio_ids`` are given.
 
+Ranking and tolerant regression terms, all on the predicted CLAPScore ``p_i`` (clipped
+like mae/mse, ``clip=False`` for the raw cosine) and the target ``t_i``:
+
+* ``pairwise = mean over ordered pairs (i, j) with t_i - t_j > delta of
+  max(0, margin - (p_i - p_j))``: pair *i* was rated higher than *j* by more than
+  ``delta``, so its score should exceed *j*'s by at least ``margin``. 0 when no pair
+  qualifies (equal targets, a batch of one).
+* ``listnet = KL(softmax(t / T) || softmax(p / T))`` over the batch (ListNet, Cao et al.
+  2007): the softmax cross-entropy of the TMU XACLE entry minus the entropy of the target
+  distribution, which does not depend on the model (same gradient), so 0 means the batch's
+  predicted and human distributions agree; it is minimised by ``p = t + const``. One T for
+  both sides keeps the two on one scale. 0 when every target in the batch is equal (no
+  order to learn; the regression terms set the level).
+* ``clipped-mse = 1/N sum_i 1[|p_i - t_i| > tau] (p_i - t_i)^2``: as the XACLE/SPO-CLAPScore
+  baselines' ClippedMSELoss (errors within +-tau cost nothing, larger ones their full
+  squared error; not the shifted ``max(0, |p - t| - tau)^2``).
+
 All functions take float tensors and return scalar tensors that keep the graph.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from typing import Sequence
 
 import torch
@@ -34,11 +53,20 @@ import torch.nn.functional as F
 
 from humanclap.scoring.clapscore import clapscore
 
-LOSS_TERMS = ("wsce", "mae", "mse")
+LOSS_TERMS = ("wsce", "mae", "mse", "pairwise", "listnet", "clipped-mse")
 # Named combinations of the paper and the official checkpoints; any "+"-joined subset of
 # LOSS_TERMS is accepted, these are the ones with released models.
+_TERM_SPLIT = re.compile(r"(?<![0-9.][eE])\+")  # '+' joins terms, except in 1e+3*mae
 OFFICIAL_LOSSES = ("wsce+mae", "wsce", "mae", "mse", "mse+mae", "wsce+mse", "wsce+mse+mae")
 MAX_LOGIT_SCALE = 100.0  # CLIP/LAION clamp 1/tau at 100 to keep the softmax from saturating
+# Defaults of the ranking terms, on our 0-1 score scale. The XACLE 2027 baseline
+# (configs/train.json: margin 0.1, tau 0.25, weights [1.0, 0.5]) and the TMU entry
+# (configs/stage3_xacle.yaml: temperature 1.0) work on scores mapped to -1..1, twice our
+# range: the same settings here are half as large.
+PAIRWISE_MARGIN = 0.05  # XACLE 2027 baseline margin 0.1 on -1..1
+PAIRWISE_DELTA = 0.0  # the baseline has no delta: every pair whose human scores differ
+LISTNET_TEMPERATURE = 0.5  # TMU's T = 1 on -1..1
+CLIPPED_MSE_TAU = 0.125  # XACLE 2027 baseline tau 0.25 on -1..1
 
 
 def paired_cosine(audio_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
@@ -71,6 +99,54 @@ def mse(audio_emb: torch.Tensor, text_emb: torch.Tensor, target: torch.Tensor,
     pred = predicted_score(paired_cosine(audio_emb, text_emb), clip)
     _check_target(target, pred)
     return (pred - target.to(pred.dtype)).pow(2).mean()
+
+
+def pairwise(audio_emb: torch.Tensor, text_emb: torch.Tensor, target: torch.Tensor,
+             margin: float = PAIRWISE_MARGIN, delta: float = PAIRWISE_DELTA,
+             clip: bool = True) -> torch.Tensor:
+    """Margin ranking hinge over the in-batch pairs whose targets differ by more than
+    ``delta`` (see the module docstring); exactly 0 when none do.
+
+    >>> e = torch.eye(2)
+    >>> float(pairwise(e, e.flip(0), torch.tensor([1.0, 0.0]), margin=0.5))  # p = (0, 0)
+    0.5
+    """
+    pred = predicted_score(paired_cosine(audio_emb, text_emb), clip)
+    _check_target(target, pred)
+    t = target.to(pred.dtype)
+    ordered = (t[:, None] - t[None, :]) > delta  # (i, j): i rated higher than j
+    hinge = (margin - (pred[:, None] - pred[None, :])).clamp(min=0)
+    # sum / max(count, 1): 0 (not 0/0) without qualifying pairs, and the graph is kept
+    return (hinge * ordered).sum() / ordered.sum().clamp(min=1)
+
+
+def listnet(audio_emb: torch.Tensor, text_emb: torch.Tensor, target: torch.Tensor,
+            temperature: float = LISTNET_TEMPERATURE, clip: bool = True) -> torch.Tensor:
+    """ListNet top-1 loss ``KL(softmax(t/T) || softmax(p/T))`` over the batch (see the
+    module docstring); exactly 0 when every target is equal.
+
+    >>> e = torch.eye(2)
+    >>> float(listnet(e, e, torch.tensor([1.0, 1.0])))
+    0.0
+    """
+    pred = predicted_score(paired_cosine(audio_emb, text_emb), clip)
+    _check_target(target, pred)
+    t = target.to(pred.dtype)
+    p_target = F.softmax(t / temperature, dim=0)
+    log_p_pred = F.log_softmax(pred / temperature, dim=0)
+    kl = (torch.special.xlogy(p_target, p_target) - p_target * log_p_pred).sum()
+    informative = (t != t[:1]).any()
+    return torch.where(informative, kl, torch.zeros_like(kl))
+
+
+def clipped_mse(audio_emb: torch.Tensor, text_emb: torch.Tensor, target: torch.Tensor,
+                tau: float = CLIPPED_MSE_TAU, clip: bool = True) -> torch.Tensor:
+    """Squared error of the pairs whose CLAPScore misses the target by more than ``tau``
+    (0 for the others), averaged over all N pairs (see the module docstring)."""
+    pred = predicted_score(paired_cosine(audio_emb, text_emb), clip)
+    _check_target(target, pred)
+    err = pred - target.to(pred.dtype)
+    return (err.pow(2) * (err.abs() > tau)).mean()
 
 
 def same_item_mask(text_ids: torch.Tensor | None, audio_ids: torch.Tensor | None,
@@ -120,17 +196,41 @@ def wsce(audio_emb: torch.Tensor, text_emb: torch.Tensor, weights: torch.Tensor,
 
 
 def parse_loss_spec(spec: str, weights: str | Sequence[float] | None = None) -> dict[str, float]:
-    """``"wsce+mae"``, ``"1,1"`` -> ``{"wsce": 1.0, "mae": 1.0}`` (weights default to 1)."""
-    names = [s.strip().lower() for s in str(spec).split("+") if s.strip()]
+    """``"wsce+mae"``, ``"1,1"`` -> ``{"wsce": 1.0, "mae": 1.0}`` (weights default to 1).
+
+    A weight may also be written inline, ``W*term``: ``"wsce+mae+0.5*pairwise"`` ->
+    ``{"wsce": 1.0, "mae": 1.0, "pairwise": 0.5}``. Inline weights and ``weights`` (one
+    per term) cannot be combined: each term's weight is said once.
+
+    >>> parse_loss_spec("wsce+mae+0.5*pairwise")
+    {'wsce': 1.0, 'mae': 1.0, 'pairwise': 0.5}
+    """
+    parts = [s.strip().lower() for s in _TERM_SPLIT.split(str(spec)) if s.strip()]
+    names, inline = [], {}
+    for part in parts:
+        weight, star, name = part.rpartition("*")
+        name = name.strip()
+        if star:
+            try:
+                inline[name] = float(weight)
+            except ValueError:
+                raise ValueError(f"loss {spec!r}: {part!r} is not WEIGHT*TERM with a number as the "
+                                 "weight, e.g. 0.5*pairwise") from None
+        names.append(name)
     unknown = [s for s in names if s not in LOSS_TERMS]
     if not names or unknown:
         raise ValueError(f"loss {spec!r} not understood: use '+'-joined terms from "
-                         f"{list(LOSS_TERMS)}, e.g. one of {list(OFFICIAL_LOSSES)}")
+                         f"{list(LOSS_TERMS)}, each optionally weighted as W*term (e.g. "
+                         f"wsce+mae+0.5*pairwise), or one of {list(OFFICIAL_LOSSES)}")
     if len(set(names)) != len(names):
         raise ValueError(f"loss {spec!r} names a term twice; give each term once")
     if weights is None or (isinstance(weights, str) and not weights.strip()):
-        values = [1.0] * len(names)
+        values = [inline.get(n, 1.0) for n in names]
     else:
+        if inline:
+            raise ValueError(f"loss {spec!r} weighs {sorted(inline)} inline and loss weights "
+                             f"{weights!r} are given too: say each weight once, either inline "
+                             "(0.5*pairwise) or as --loss-weights, not both")
         parts = weights.split(",") if isinstance(weights, str) else list(weights)
         try:
             values = [float(w) for w in parts]
@@ -149,11 +249,15 @@ class HumanClapLoss(nn.Module):
     (term values unweighted, for logging)."""
 
     def __init__(self, spec: str = "wsce+mae", weights: str | Sequence[float] | None = None,
-                 clip: bool = True, normalize: str = "n"):
+                 clip: bool = True, normalize: str = "n", margin: float = PAIRWISE_MARGIN,
+                 delta: float = PAIRWISE_DELTA, listnet_temperature: float = LISTNET_TEMPERATURE,
+                 tau: float = CLIPPED_MSE_TAU):
         super().__init__()
         self.weights = parse_loss_spec(spec, weights)
         self.clip = clip
         self.normalize = normalize
+        self.margin, self.delta = margin, delta
+        self.listnet_temperature, self.tau = listnet_temperature, tau
 
     @property
     def uses_wsce(self) -> bool:
@@ -169,6 +273,14 @@ class HumanClapLoss(nn.Module):
                 terms[name] = mae(audio_emb, text_emb, target, clip=self.clip)
             elif name == "mse":
                 terms[name] = mse(audio_emb, text_emb, target, clip=self.clip)
+            elif name == "pairwise":
+                terms[name] = pairwise(audio_emb, text_emb, target, self.margin, self.delta,
+                                       clip=self.clip)
+            elif name == "listnet":
+                terms[name] = listnet(audio_emb, text_emb, target, self.listnet_temperature,
+                                      clip=self.clip)
+            elif name == "clipped-mse":
+                terms[name] = clipped_mse(audio_emb, text_emb, target, self.tau, clip=self.clip)
             else:
                 if logit_scale is None:
                     raise ValueError("wsce needs logit_scale (1/temperature)")

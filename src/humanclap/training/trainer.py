@@ -407,7 +407,8 @@ class Trainer:
                 "epochs_run": st.epoch, "stopped_early": st.stopped_early,
                 "val_split": p.val_split, "test_split": p.test_split,
                 "world_size": self.info.world_size, "cached_towers": p.cached_towers,
-                "base_model": p.model_info.as_dict(), "selected_by": selected_by})
+                "base_model": p.model_info.as_dict(), "selected_by": selected_by,
+                "targets": p.targets})
         digest = self._digest()
         barrier(self.info)
         return TrainResult(output_dir=self.out, best_epoch=st.best_epoch, best_val=st.best_val,
