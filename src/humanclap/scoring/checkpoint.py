@@ -99,7 +99,10 @@ def check_model_files(folder: Path, names: tuple[str, ...] | None = None) -> Non
 
 def pickle_refusal(path: Path | str, exc: Exception) -> ModelLoadError:
     """The one message for a checkpoint that ``torch.load(weights_only=True)`` refuses: it
-    names what was refused and never suggests loading the file with its code."""
+    names the file (in a folder: its one ``.bin``) and what was refused, and never suggests
+    loading the file with its code."""
+    bins = sorted(Path(path).glob("*.bin")) if Path(path).is_dir() else []
+    path = bins[0] if len(bins) == 1 else path
     found = re.search(r"GLOBAL (\S+)|refused to load (\S+?):", str(exc))
     what = f" ({found[1] or found[2]})" if found else ""
     return ModelLoadError(f"{path}: refused: the file holds code, not only tensors{what}, and humanclap "

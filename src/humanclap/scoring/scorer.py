@@ -154,12 +154,6 @@ def _load_model_and_tokenizer(id_or_dir: str, local: bool, kwargs: dict):
     return load(kwargs)
 
 
-def _bin_file(folder: str) -> Path:
-    """The pickle weights file of a local folder, for naming it in a refusal."""
-    found = sorted(Path(folder).glob("*.bin"))
-    return found[0] if len(found) == 1 else Path(folder)
-
-
 def load_components(id_or_dir: str, revision: str | None = None):
     """Load ``(ClapModel, tokenizer, feature_extractor, ModelInfo)`` from a hub id or folder.
 
@@ -195,7 +189,7 @@ def load_components(id_or_dir: str, revision: str | None = None):
             "preprocessor_config.json as written by save_pretrained)."
         ) from None
     except pickle.UnpicklingError as exc:  # pytorch_model.bin with pickled objects: weights_only refused it
-        raise pickle_refusal(_bin_file(id_or_dir) if local else id_or_dir, exc) from None
+        raise pickle_refusal(id_or_dir, exc) from None
     except Exception as exc:  # safetensors' SafetensorError, ...
         raise ModelLoadError(f"could not load the checkpoint {id_or_dir}: {type(exc).__name__}: "
                              f"{str(exc).splitlines()[0][:300]}; the config and the weights must "
