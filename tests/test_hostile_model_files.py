@@ -287,3 +287,18 @@ def test_a_shape_mismatch_names_the_tensor_and_both_shapes(tiny_unfused, tmp_pat
     (folder / "config.json").write_text(json.dumps({**config, "projection_dim": 24}))  # the weights are 16-d
     msg = _refused(folder, r"audio_projection.linear1.bias: \(16,\) in the weights, \(24,\) in the model config")
     assert "report" not in msg and "same checkpoint" in msg
+
+
+def test_a_mismatch_reported_by_name_alone_gets_its_shapes(tiny_unfused, tmp_path):
+    # transformers 4.x lists mismatched tensors by name only; the shapes come from the file's
+    # header and the model
+    from transformers import ClapModel
+
+    from humanclap.scoring.checkpoint import check_loading_info
+
+    folder = _copy(tiny_unfused, tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "projection_dim": 24}))
+    model = ClapModel.from_pretrained(folder, ignore_mismatched_sizes=True)
+    with pytest.raises(ModelLoadError, match=r"text_projection.linear1.bias: \(16,\) in the weights, \(24,\) in"):
+        check_loading_info({"mismatched_keys": ["text_projection.linear1.bias"]}, str(folder), model, folder)

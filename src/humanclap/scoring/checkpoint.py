@@ -160,28 +160,50 @@ def _check_safetensors(path: Path) -> None:
                              f"from the original checkpoint or save the model again") from None
 
 
-def check_loading_info(info: dict, source: str) -> None:
-    """Refuse weights that transformers would silently initialise at random or drop."""
+def check_loading_info(info: dict, source: str, model=None, folder: Path | None = None) -> None:
+    """Refuse weights that transformers would silently initialise at random or drop; a tensor
+    of the wrong shape is named with both shapes (``model`` and the ``folder``'s safetensors
+    headers give them where transformers 4.x reports the name alone)."""
+    shapes = _mismatch_shapes(info, model, folder)
     problems = []
     for kind, label in (("missing_keys", "missing from the weights (would be random)"),
                         ("unexpected_keys", "in the weights but not in the model config"),
                         ("mismatched_keys", "of the wrong shape for the model config")):
-        keys = sorted(_describe_key(k) for k in info.get(kind) or ())
+        keys = sorted(_describe_key(k, shapes) for k in info.get(kind) or ())
         keys = [k for k in keys if not DERIVED_BUFFERS.search(k.split(":")[0])]
         if keys:
             more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
-            problems.append(f"{len(keys)} weights {label}: {', '.join(keys[:3])}{more}")
+            sep = "; " if kind == "mismatched_keys" else ", "  # a shape has commas of its own
+            problems.append(f"{len(keys)} weights {label}: {sep.join(keys[:3])}{more}")
     errors = [str(e) for e in info.get("error_msgs") or ()]
     if errors:
         problems.append("; ".join(errors)[:300])
     if problems:
         raise ModelLoadError(f"{source}: the weights do not match the model config ({'; '.join(problems)}). "
-                             "The config.json and model.safetensors must come from the same checkpoint.")
+                             "The config.json and model.safetensors must come from the same checkpoint: "
+                             "restore the config.json that was saved with these weights.")
 
 
-def _describe_key(key) -> str:
+def _mismatch_shapes(info: dict, model, folder: Path | None) -> dict[str, tuple]:
+    """(shape in the file, shape in the model) of mismatched tensors reported by name only."""
+    names = {k for k in info.get("mismatched_keys") or () if isinstance(k, str)}
+    if not names or model is None or folder is None:
+        return {}
+    from safetensors import safe_open
+
+    own, out = model.state_dict(), {}
+    for path in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as fh:
+            for key in names & set(fh.keys()) & set(own):
+                out[key] = (tuple(fh.get_slice(key).get_shape()), tuple(own[key].shape))
+    return out
+
+
+def _describe_key(key, shapes: dict[str, tuple]) -> str:
     """A loading-info key; a mismatched one (name, shape in the file, shape in the model) with
     both shapes, so the message says what does not fit without a log to look up."""
+    if isinstance(key, str) and key in shapes:
+        key = (key, *shapes[key])
     if isinstance(key, str):
         return key
     if len(key) == 3:

@@ -133,7 +133,7 @@ def _load_model_and_tokenizer(id_or_dir: str, local: bool, kwargs: dict):
         # own error points to a report in a log the CLI keeps quiet).
         model, info = ClapModel.from_pretrained(id_or_dir, output_loading_info=True, ignore_mismatched_sizes=True,
                                                 **kw)
-        check_loading_info(info, str(id_or_dir))
+        check_loading_info(info, str(id_or_dir), model, Path(id_or_dir) if local else None)
         try:
             tokenizer = AutoTokenizer.from_pretrained(id_or_dir, **kw)
         except OSError:
