@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from humanclap.errors import ModelLoadError
+from humanclap.scoring.checkpoint import check_regular_file, pickle_refusal
 
 __all__ = ["read_state_dict"]
 
@@ -81,24 +82,21 @@ def _load(path: Path):
         with torch.serialization.safe_globals(_numpy_scalar_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "Unsupported operand" not in str(exc):
-            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-            what = found[1] if found else str(exc).splitlines()[0][:200]
-            raise ModelLoadError(f"{path}: refused to load it: it holds {what}, which is not plain data; "
-                                 "humanclap reads only tensors, numbers, strings and containers from a .pt "
-                                 "(torch.load weights_only), and a laion_clap checkpoint needs nothing more") from None
+        if "Unsupported operand" not in str(exc):  # a global beyond plain data: code
+            raise pickle_refusal(path, exc) from None
     # Protocol >= 4 pickle (see the module docstring): same allow-list, our own unpickler.
     try:
         return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_restricted_pickle)
     except pickle.UnpicklingError as exc:
         if str(exc).startswith("refused"):
-            raise ModelLoadError(f"{path}: {exc}") from None
+            raise pickle_refusal(path, exc) from None
         raise  # not a pickle at all: read_state_dict says so
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a laion_clap ``.pt`` (``checkpoint["state_dict"]`` or a bare state dict)."""
     path = Path(path)
+    check_regular_file(path)
     if not path.is_file():
         raise ModelLoadError(f"{path}: no such checkpoint file (a laion_clap .pt such as 630k-audioset-best.pt)")
     try:

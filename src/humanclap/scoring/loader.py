@@ -36,6 +36,17 @@ def is_msclap_spec(spec: str | Path) -> bool:
     return False
 
 
+def _check_spec_files(path: Path) -> None:
+    """Refuse a spec path that is, or a checkpoint folder whose model files are, a FIFO, a
+    device or a socket (stat only: nothing is opened)."""
+    from humanclap.scoring.checkpoint import check_model_files, check_regular_file
+
+    if path.is_dir():
+        check_model_files(path)
+    else:
+        check_regular_file(path)
+
+
 def load_scorer(spec: str | Path = DEFAULT_MODEL, device: str = "auto", dtype: str = "fp32", *,
                 revision: str | None = None, msclap_version: str | None = None, tokenizer: Any = None):
     """Load a scorer of the right family for ``spec``.
@@ -47,6 +58,7 @@ def load_scorer(spec: str | Path = DEFAULT_MODEL, device: str = "auto", dtype: s
     Raises ModelLoadError when the model cannot be loaded, UsageError for options that do
     not apply to the spec's family.
     """
+    _check_spec_files(Path(spec))  # before anything of it is read: a FIFO would block
     if is_msclap_spec(spec):
         if revision is not None:
             raise UsageError(f"--revision applies to Hugging Face hub checkpoints, not to MS CLAP ({spec})")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import re
 from pathlib import Path
 from typing import Sequence
@@ -32,8 +33,9 @@ from humanclap.defaults import DEFAULT_MODEL, TEXT_MAX_LENGTH, MAX_TEXT_CHARS
 from humanclap.errors import ModelLoadError, UsageError
 from humanclap.scoring.audio import (AudioInput, Preprocessing, clip_features, collate_features, load_audio,
                                      load_clip_features)
-from humanclap.scoring.checkpoint import (EXTRACTOR_FILE, check_extractor, check_loading_info,
-                                          check_local_folder, check_tokenizer, local_revision)
+from humanclap.scoring.checkpoint import (EXTRACTOR_FILE, check_extractor, check_loaded_clap, check_loading_info,
+                                          check_local_folder, check_model_files, check_tokenizer, local_revision,
+                                          pickle_refusal)
 # clapscore and ModelInfo are defined in their own modules; imported here so that
 # ``humanclap.scoring.scorer.clapscore`` / ``.ModelInfo`` keep working.
 from humanclap.scoring.clapscore import clapscore
@@ -127,9 +129,12 @@ def _load_model_and_tokenizer(id_or_dir: str, local: bool, kwargs: dict):
 
     def load(kw: dict):
         # output_loading_info: transformers initialises missing weights at random with only
-        # a log line; the info lets check_loading_info refuse such a model.
-        model, info = ClapModel.from_pretrained(id_or_dir, output_loading_info=True, **kw)
-        check_loading_info(info, str(id_or_dir))
+        # a log line; the info lets check_loading_info refuse such a model. Mismatched sizes
+        # are let through to it too: it names each tensor and both shapes (transformers'
+        # own error points to a report in a log the CLI keeps quiet).
+        model, info = ClapModel.from_pretrained(id_or_dir, output_loading_info=True, ignore_mismatched_sizes=True,
+                                                **kw)
+        check_loading_info(info, str(id_or_dir), model, Path(id_or_dir) if local else None)
         try:
             tokenizer = AutoTokenizer.from_pretrained(id_or_dir, **kw)
         except OSError:
@@ -160,6 +165,8 @@ def load_components(id_or_dir: str, revision: str | None = None):
     from transformers import ClapFeatureExtractor
 
     local = is_local_path(id_or_dir)
+    if local and Path(id_or_dir).is_dir():
+        check_model_files(Path(id_or_dir))  # a FIFO config.json would block the is_file below
     if local and not (Path(id_or_dir) / "config.json").is_file():
         raise ModelLoadError(
             f"{id_or_dir!r} is not a CLAP checkpoint folder (no config.json there) and not a hub id "
@@ -182,11 +189,14 @@ def load_components(id_or_dir: str, revision: str | None = None):
             "folder: --model /path/to/checkpoint (config.json, model.safetensors, tokenizer and "
             "preprocessor_config.json as written by save_pretrained)."
         ) from None
-    except Exception as exc:  # safetensors' SafetensorError, size mismatches (RuntimeError), ...
+    except pickle.UnpicklingError as exc:  # pytorch_model.bin with pickled objects: weights_only refused it
+        raise pickle_refusal(id_or_dir, exc) from None
+    except Exception as exc:  # safetensors' SafetensorError, ...
         raise ModelLoadError(f"could not load the checkpoint {id_or_dir}: {type(exc).__name__}: "
                              f"{str(exc).splitlines()[0][:300]}; the config and the weights must "
                              "come from the same, complete checkpoint") from None
     check_tokenizer(tokenizer, str(id_or_dir))
+    check_loaded_clap(model, tokenizer, str(id_or_dir), Path(id_or_dir) if local else None)
     fused = bool(model.config.audio_config.enable_fusion)
     if local and not (Path(id_or_dir) / EXTRACTOR_FILE).exists():
         extractor = None

@@ -39,6 +39,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from humanclap.errors import ModelLoadError
+from humanclap.scoring.checkpoint import check_float_weights, check_model_files, check_regular_file
+from humanclap.scoring.msclap.checks import check_config
 from humanclap.scoring.msclap.cnn14 import Cnn14
 from humanclap.scoring.msclap.htsat import HTSATWrapper
 
@@ -84,16 +86,20 @@ class MSClapConfig:
         return {"model_type": MODEL_TYPE, "architectures": ["MSClapModel"], **d}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "MSClapConfig":
+    def from_dict(cls, d: dict, source: str = "MS CLAP config") -> "MSClapConfig":
+        """The config of a ``config.json`` / ``msclap_config``; ModelLoadError (naming ``source``)
+        for another model type, unknown fields or sizes no working model has (``checks``)."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names - {"model_type", "architectures"})
         if d.get("model_type") not in (None, MODEL_TYPE) or unknown:
-            raise ModelLoadError(f"not an MS CLAP config (model_type {d.get('model_type')!r}, unknown "
+            raise ModelLoadError(f"{source}: not an MS CLAP config (model_type {d.get('model_type')!r}, unknown "
                                  f"fields {unknown[:5]}); write it with MSClapModel.save_pretrained")
         kw = {k: v for k, v in d.items() if k in names}
-        if "cnn14_channels" in kw:
+        if isinstance(kw.get("cnn14_channels"), list):
             kw["cnn14_channels"] = tuple(kw["cnn14_channels"])
-        return cls(**kw)
+        config = cls(**kw)
+        check_config(config, source)
+        return config
 
     @classmethod
     def release(cls, version: str) -> "MSClapConfig":
@@ -222,6 +228,7 @@ class MSClapModel(nn.Module):
             raise ModelLoadError(f"{source}: {len(bad)} tensors have the wrong shape for MS CLAP "
                                  f"{self.config.version}, e.g. {bad[0]} {tuple(state[bad[0]].shape)} "
                                  f"(expected {tuple(own[bad[0]].shape)}); is it the other release?")
+        check_float_weights({k: (str(v.dtype), v.is_floating_point()) for k, v in state.items()}, own, source)
         self.load_state_dict(state, strict=True)
 
     def save_pretrained(self, folder: str | Path, safe_serialization: bool = True, **_: Any) -> None:
@@ -239,17 +246,18 @@ class MSClapModel(nn.Module):
         from safetensors.torch import load_file
 
         folder = Path(folder)
+        check_model_files(folder)
         try:
-            config = MSClapConfig.from_dict(json.loads((folder / CONFIG_NAME).read_text()))
+            config = MSClapConfig.from_dict(json.loads((folder / CONFIG_NAME).read_text()), str(folder / CONFIG_NAME))
             state = load_file(str(folder / WEIGHTS_NAME))
         except (OSError, ValueError) as exc:  # JSONDecodeError is a ValueError
             raise ModelLoadError(f"could not read the MS CLAP checkpoint in {folder}: {exc}") from None
-        model = empty_model(config)
+        model = empty_model(config, str(folder / CONFIG_NAME))
         model.load_checked(state, str(folder / WEIGHTS_NAME))
         return model.eval()
 
 
-def empty_model(config: MSClapConfig) -> MSClapModel:
+def empty_model(config: MSClapConfig, source: str = "MS CLAP config") -> MSClapModel:
     """An :class:`MSClapModel` whose weights are not drawn at random, for loading a
     checkpoint into at once (drawing 160 M random numbers took 5 s of every load).
 
@@ -262,15 +270,26 @@ def empty_model(config: MSClapConfig) -> MSClapModel:
         from transformers.initialization import no_init_weights  # transformers 5
     except ImportError:
         from transformers.modeling_utils import no_init_weights  # transformers 4.x
-    with no_init_weights():
-        return MSClapModel(config)
+    try:
+        with no_init_weights():
+            return MSClapModel(config)
+    except (TypeError, ValueError, RuntimeError, ZeroDivisionError) as exc:
+        # what check_config cannot foresee (an unknown HTS-AT or text-config setting, heads that
+        # do not divide the width): the config, not a clip, is at fault
+        if isinstance(exc, ModelLoadError):
+            raise
+        raise ModelLoadError(f"{source}: this MS CLAP config does not give a working model ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:200]}); restore the config from the original "
+                             "checkpoint") from None
 
 
 def is_msclap_folder(folder: str | Path) -> bool:
-    """True when ``folder/config.json`` says ``model_type: msclap``."""
+    """True when ``folder/config.json`` says ``model_type: msclap`` (never opens a FIFO or a
+    device: such a config.json is False here and refused by the loader)."""
     try:
+        check_regular_file(Path(folder) / CONFIG_NAME)
         return json.loads((Path(folder) / CONFIG_NAME).read_text()).get("model_type") == MODEL_TYPE
-    except (OSError, ValueError, AttributeError):
+    except (ModelLoadError, OSError, ValueError, AttributeError):
         return False
 
 

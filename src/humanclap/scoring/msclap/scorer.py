@@ -38,6 +38,7 @@ from humanclap.errors import AudioError, ModelLoadError, UsageError
 from humanclap.scoring.audio import AudioInput, Preprocessing, check_waveform, describe, load_audio
 from humanclap.scoring.audio_file import check_audio_path, open_audio, read_centre_window
 from humanclap.scoring.inputs import audio_list, text_list
+from humanclap.scoring.checkpoint import check_vocab_fits
 from humanclap.scoring.msclap.model import CONFIG_NAME, WEIGHTS_NAME, MSClapModel, is_msclap_folder
 from humanclap.scoring.msclap.weights import (HUB_FILES, HUB_REPO, SPECS, file_revision, hub_checkpoint,
                                               load_pth, load_tokenizer)
@@ -104,6 +105,8 @@ class MSClapScorer:
             raise ModelLoadError(f"{spec!r} is not an MS CLAP model: pass msclap-2022, msclap-2023, an msclap "
                                  f".pth or a folder with an MS CLAP {CONFIG_NAME}")
         tok = load_tokenizer(model.config, near, tokenizer)
+        rows = int(model.caption_encoder.base.get_input_embeddings().num_embeddings)
+        check_vocab_fits(tok, rows, spec, f"config text_config.vocab_size = {rows}")
         cfg = model.config
         pre = Preprocessing(cfg.sampling_rate, cfg.window_samples, False, cfg.mel_bins, cfg.hop_size,
                             cfg.window_size, float(cfg.fmin), float(cfg.fmax), LONG_CLIP_RULE)

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from humanclap.errors import ModelLoadError
+from humanclap.scoring.checkpoint import check_model_files, check_regular_file, pickle_refusal
 from humanclap.scoring.hub import hub_reachable
 from humanclap.scoring.msclap.model import MSClapConfig, MSClapModel, empty_model
 
@@ -34,6 +35,8 @@ SPECS = {"msclap-2022": "2022", "msclap-2023": "2023"}  # --model names of the h
 LEGACY_TEXT_BUFFERS = re.compile(
     r"^caption_encoder\.base\.(h\.\d+\.attn\.(bias|masked_bias)|embeddings\.position_ids)$")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt")
+# Every file AutoTokenizer may open in a tokenizer folder (checked for FIFOs and devices first).
+TOKENIZER_READS = (*TOKENIZER_FILES, "merges.txt", "special_tokens_map.json", "added_tokens.json")
 
 
 def file_revision(path: Path) -> str:
@@ -54,11 +57,7 @@ def read_pth(path: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
         if not zipfile.is_zipfile(path):  # not torch.save's format at all
             raise ModelLoadError(f"{path}: not a readable PyTorch checkpoint (no torch.save archive); pass an "
                                  "msclap CLAP_weights_2022.pth / CLAP_weights_2023.pth") from None
-        raise ModelLoadError(
-            f"{path}: holds pickled objects other than tensors, which are not loaded (they could run "
-            f"code; {str(exc).splitlines()[0][:120]}). If you trust the file, keep only its weights: "
-            "python -c \"import torch; torch.save({'model': torch.load('IN.pth', weights_only=False)"
-            "['model']}, 'OUT.pth')\"") from None
+        raise pickle_refusal(path, exc) from None
     except (OSError, RuntimeError, EOFError, ValueError) as exc:
         raise ModelLoadError(f"{path}: not a readable PyTorch checkpoint ({str(exc)[:200]}); pass an msclap "
                              "CLAP_weights_2022.pth / CLAP_weights_2023.pth") from None
@@ -83,6 +82,7 @@ def load_pth(path: str | Path, version: str | None = None) -> MSClapModel:
     """An :class:`MSClapModel` from an msclap ``.pth`` (release inferred from the keys when
     ``version`` is None; a given version must agree with them)."""
     path = Path(path)
+    check_regular_file(path)
     if not path.is_file():
         raise ModelLoadError(f"{path}: no such checkpoint file; pass an msclap .pth (e.g. CLAP_weights_2023.pth)")
     state, saved = read_pth(path)
@@ -94,13 +94,13 @@ def load_pth(path: str | Path, version: str | None = None) -> MSClapModel:
                              f"audio tower) but version {version} was asked for; drop --msclap-version or pass {inferred}")
     version = version or inferred
     if saved is not None:
-        config = MSClapConfig.from_dict(saved)
+        config = MSClapConfig.from_dict(saved, str(path))
     elif version is None:
         raise ModelLoadError(f"{path}: cannot tell the MS CLAP release from its keys (no HTS-AT or CNN14 audio "
                              "tower found); pass --msclap-version 2022 or 2023")
     else:
         config = MSClapConfig.release(version)
-    model = empty_model(config)
+    model = empty_model(config, str(path))
     model.load_checked(state, str(path))
     return model.eval()
 
@@ -136,6 +136,8 @@ def hub_checkpoint(version: str) -> Path:
 
 
 def has_tokenizer(folder: Path) -> bool:
+    """Whether ``folder`` holds tokenizer files (a FIFO or device among them is refused)."""
+    check_model_files(folder, TOKENIZER_READS)
     return any((folder / name).is_file() for name in TOKENIZER_FILES)
 
 
@@ -161,6 +163,7 @@ def load_tokenizer(config: MSClapConfig, near: Path | None = None, tokenizer: An
 
 def _auto_tokenizer(auto, source: str, config: MSClapConfig, near: Path | None):
     if Path(source).is_dir():
+        check_model_files(Path(source), TOKENIZER_READS)
         try:
             return auto.from_pretrained(source)
         except (OSError, ValueError) as exc:
