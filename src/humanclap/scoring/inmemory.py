@@ -49,7 +49,7 @@ from humanclap.scoring.clapscore import clapscore
 from humanclap.scoring.engine import EmbeddingEngine
 from humanclap.scoring.rows import checked_cosine
 
-__all__ = ["ArrayFile", "as_clips", "clap_score", "clear_scorer_cache", "clip_features", "get_scorer", "protocol"]
+__all__ = ["ArrayFile", "as_clips", "clap_score", "clear_scorer_cache", "clip_features", "get_scorer", "protocol", "scorer_for"]
 
 # Integer PCM -> float as libsndfile reads it: (offset, scale); x_float = (x - offset) / scale.
 PCM_SCALE = {np.dtype(np.int8): (0, 2.0**7), np.dtype(np.uint8): (128, 2.0**7),
@@ -261,11 +261,14 @@ def _out_device(audio: Any) -> Any:
     return getattr(first, "device", None) if hasattr(first, "detach") else None
 
 
-def _default_device(audio: Any) -> Any:
-    """The device of a batch on an accelerator, else None (``auto``)."""
-    first = audio[0] if isinstance(audio, (list, tuple)) and audio else audio
-    dev = getattr(first, "device", None)
-    return None if dev is None or getattr(dev, "type", "cpu") == "cpu" else dev
+def scorer_for(model: Any, audio: Any, device: Any = None, dtype: str = "fp32") -> Any:
+    """:func:`get_scorer` for a batch: ``device`` None runs the model on the batch's
+    accelerator when it is on one (each DDP rank on its own GPU), else on ``auto``."""
+    if device is None and not (hasattr(model, "info") and hasattr(model, "embed_features")):
+        first = audio[0] if isinstance(audio, (list, tuple)) and audio else audio
+        dev = getattr(first, "device", None) if hasattr(first, "detach") else None
+        device = None if dev is None or dev.type == "cpu" else dev
+    return get_scorer(model, device, dtype)
 
 
 def clap_score(audio: Any, text: Any, sample_rate: int, model: Any = DEFAULT_MODEL, lengths: Any = None,
@@ -292,7 +295,7 @@ def clap_score(audio: Any, text: Any, sample_rate: int, model: Any = DEFAULT_MOD
     with torch.inference_mode():
         clips = as_clips(audio, lengths)
         texts = as_texts(text, len(clips))
-        scorer = get_scorer(model, device if device is not None else _default_device(audio), dtype)
+        scorer = scorer_for(model, audio, device, dtype)
         cosines = cosines_of(scorer, clips, texts, rate)
         cos = torch.tensor(cosines, dtype=torch.float32, device=_out_device(audio))
         scores = clapscore(cos)
