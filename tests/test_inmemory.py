@@ -117,12 +117,16 @@ def test_integer_pcm_is_scaled_like_a_pcm_file(tiny_unfused, tmp_path, one_threa
     assert same_bits(got, want)
 
 
-def test_a_clips_score_does_not_depend_on_its_batch(tiny_fused, one_thread):
-    clips = clips_at(16000)
-    texts = TEXTS[: len(clips)]
+def test_a_clips_score_does_not_depend_on_its_batch(tiny_fused, one_thread, monkeypatch):
+    from humanclap.scoring import inmemory
+
+    clips = clips_at(16000) * 3  # 12 clips: short and long (fused: embedded apart) mixed
+    texts = (TEXTS * 3)[: len(clips)]
     together = humanclap.clap_score(clips, texts, 16000, model=str(tiny_fused))
     alone = torch.cat([humanclap.clap_score([c], [t], 16000, model=str(tiny_fused)) for c, t in zip(clips, texts)])
     assert together.tolist() == alone.tolist()
+    monkeypatch.setattr(inmemory, "CLIPS_PER_STEP", 8)  # steps of 8 + 4 clips instead of one of 12
+    assert humanclap.clap_score(clips, texts, 16000, model=str(tiny_fused)).tolist() == together.tolist()
 
 
 def test_scorers_are_loaded_once_per_spec_device_dtype(tiny_unfused):
@@ -132,6 +136,8 @@ def test_scorers_are_loaded_once_per_spec_device_dtype(tiny_unfused):
     assert get_scorer(Path(tiny_unfused), device="cpu") is first
     assert get_scorer(str(tiny_unfused), device="cpu", dtype="bf16") is not first
     assert get_scorer(first) is first  # an already-loaded scorer is used as it is
+    with pytest.raises(UsageError, match="loaded in fp32, not bf16"):
+        get_scorer(first, dtype="bf16")
     clear_scorer_cache()
     assert get_scorer(str(tiny_unfused), device="cpu") is not first
 
@@ -140,8 +146,9 @@ def test_no_gradients_and_results_on_the_audio_device(tiny_unfused):
     wave = torch.randn(2, 8000, requires_grad=True)
     out = humanclap.clap_score(wave * 0.1, ["a dog barks", "rain"], 16000, model=str(tiny_unfused))
     assert not out.requires_grad and out.device == wave.device
-    assert humanclap.clap_score(np.zeros((1, 800)) + 0.01, "one text is fine for one clip", 16000,
-                                model=str(tiny_unfused)).shape == (1,)
+    one = humanclap.clap_score(np.zeros((1, 800)) + 0.01, "one text is fine for one clip", 16000.0,
+                               model=str(tiny_unfused))
+    assert one.shape == (1,) and one.device.type == "cpu"
 
 
 @pytest.mark.parametrize("audio, text, kwargs, error, words", [
@@ -161,8 +168,10 @@ def test_no_gradients_and_results_on_the_audio_device(tiny_unfused):
     (np.zeros((1, 800), dtype=np.int64), ["a"], {}, AudioError, "not PCM"),
     (np.zeros((1, 800), dtype=bool), ["a"], {}, AudioError, "got dtype bool"),
     (np.full((1, 800), np.nan, dtype=np.float32), ["a"], {}, AudioError, "audio[0]: contains NaN"),
+    (np.full((1, 800), 1e300), ["a"], {}, AudioError, "audio[0]: contains NaN or inf samples (the first at sample 0)"),
     (np.full((1, 800), 30000.0, dtype=np.float32), ["a"], {}, AudioError, "audio[0]: samples out of range"),
     (np.zeros((1, 800)), ["a"], {"sample_rate": 0}, UsageError, "sample_rate must be a positive"),
+    (np.zeros((1, 800)), ["a"], {"sample_rate": 16000.5}, UsageError, "sample_rate must be a positive"),
     (np.zeros((1, 1)), ["a"], {"sample_rate": 48000}, AudioError, "audio[0]: too short"),
 ])
 def test_bad_input_is_a_clear_humanclap_error(tiny_unfused, audio, text, kwargs, error, words):

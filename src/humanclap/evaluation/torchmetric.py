@@ -72,7 +72,8 @@ if HAVE_TORCHMETRICS:
         higher_is_better = True
         full_state_update = False
 
-        def __init__(self, model: Any = DEFAULT_MODEL, device: Any = None, dtype: str = "fp32", **kwargs: Any):
+        def __init__(self, model: Any = DEFAULT_MODEL, device: Any = None, dtype: str | None = None,
+                     **kwargs: Any):
             super().__init__(**kwargs)
             self.model = model
             self.model_device = device

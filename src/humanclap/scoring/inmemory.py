@@ -49,11 +49,16 @@ from humanclap.scoring.clapscore import clapscore
 from humanclap.scoring.engine import EmbeddingEngine
 from humanclap.scoring.rows import checked_cosine
 
-__all__ = ["ArrayFile", "as_clips", "clap_score", "clear_scorer_cache", "clip_features", "get_scorer", "protocol", "scorer_for"]
+__all__ = ["ArrayFile", "as_clips", "as_texts", "clap_score", "clear_scorer_cache", "clip_features", "get_scorer",
+           "protocol", "scorer_for"]
 
 # Integer PCM -> float as libsndfile reads it: (offset, scale); x_float = (x - offset) / scale.
 PCM_SCALE = {np.dtype(np.int8): (0, 2.0**7), np.dtype(np.uint8): (128, 2.0**7),
              np.dtype(np.int16): (0, 2.0**15), np.dtype(np.int32): (0, 2.0**31)}
+
+# Clips featurised, then embedded, per step of clap_score: bounds the features held at once
+# (a multiple of AUDIO_CHUNK, so no forward pass is split differently; bits never depend on it).
+CLIPS_PER_STEP = 64
 
 _SCORERS: dict[tuple[str, str, str], Any] = {}
 _SCORERS_LOCK = threading.Lock()
@@ -109,7 +114,13 @@ def _to_numpy(x: Any) -> np.ndarray:
 def _as_float32(x: np.ndarray, name: str) -> np.ndarray:
     """Samples as float32 the way a float WAV holds them; integer PCM scaled like soundfile."""
     if x.dtype.kind == "f":
-        return x.astype(np.float32, copy=False)
+        with np.errstate(over="ignore"):  # float64 beyond float32's range: inf, refused below
+            out = x.astype(np.float32, copy=False)
+        if not np.isfinite(out).all():
+            first = int(np.flatnonzero(~np.isfinite(out))[0])
+            raise AudioError(f"{name}: contains NaN or inf samples (the first at sample {first}); "
+                             "check what produced the audio")
+        return out
     if x.dtype in PCM_SCALE:
         offset, scale = PCM_SCALE[x.dtype]
         return ((x.astype(np.float32) - np.float32(offset)) / np.float32(scale)).astype(np.float32)
@@ -215,18 +226,27 @@ def clip_features(scorer: Any, clip: np.ndarray, sample_rate: int, name: str) ->
 
 
 def _check_rate(sample_rate: Any) -> int:
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
-        if isinstance(sample_rate, float) and sample_rate.is_integer() and sample_rate > 0:
-            return int(sample_rate)
+    """A sample rate as a positive int (16000 and 16000.0 alike); anything else: UsageError."""
+    ok = isinstance(sample_rate, (int, float, np.integer, np.floating)) and not isinstance(sample_rate, bool)
+    if not ok or not np.isfinite(sample_rate) or sample_rate <= 0 or int(sample_rate) != sample_rate:
         raise UsageError(f"sample_rate must be a positive whole number of Hz (e.g. 16000), got {sample_rate!r}")
     return int(sample_rate)
 
 
-def get_scorer(model: Any = DEFAULT_MODEL, device: Any = None, dtype: str = "fp32") -> Any:
+def is_scorer(model: Any) -> bool:
+    """Whether ``model`` is a loaded scorer rather than a model spec."""
+    return hasattr(model, "info") and hasattr(model, "embed_features")
+
+
+def get_scorer(model: Any = DEFAULT_MODEL, device: Any = None, dtype: str | None = None) -> Any:
     """A scorer for ``model``: a loaded scorer is returned as it is; a spec (hub id, folder,
     ``msclap-2023``, ``.pth``) is loaded with :func:`~humanclap.scoring.loader.load_scorer`
-    once per (spec, device, dtype) and cached. ``device`` None: ``"auto"``."""
-    if hasattr(model, "info") and hasattr(model, "embed_features"):
+    once per (spec, device, dtype) and cached. ``device`` None: ``"auto"``; ``dtype`` None:
+    ``"fp32"``. A device or dtype that contradicts a loaded scorer is a UsageError."""
+    if is_scorer(model):
+        if dtype is not None and dtype != model.dtype:
+            raise UsageError(f"model is a scorer loaded in {model.dtype}, not {dtype}: load it in {dtype} "
+                             "or leave dtype unset")
         if device is not None:
             from humanclap.scoring.scorer import resolve_device
 
@@ -242,6 +262,7 @@ def get_scorer(model: Any = DEFAULT_MODEL, device: Any = None, dtype: str = "fp3
     from humanclap.scoring.scorer import resolve_device
 
     resolved = resolve_device("auto" if device is None else str(device))
+    dtype = dtype or "fp32"
     key = (str(model), str(resolved), str(dtype))
     with _SCORERS_LOCK:
         if key not in _SCORERS:
@@ -255,31 +276,31 @@ def clear_scorer_cache() -> None:
         _SCORERS.clear()
 
 
-def _out_device(audio: Any) -> Any:
-    """Where results go: the device of a tensor batch (or of a list's first tensor), else None (CPU)."""
+def audio_device(audio: Any) -> Any:
+    """The torch device of a tensor batch (or of a list's first tensor); None for arrays."""
     first = audio[0] if isinstance(audio, (list, tuple)) and audio else audio
-    return getattr(first, "device", None) if hasattr(first, "detach") else None
+    return first.device if hasattr(first, "detach") and hasattr(first, "device") else None
 
 
-def scorer_for(model: Any, audio: Any, device: Any = None, dtype: str = "fp32") -> Any:
-    """:func:`get_scorer` for a batch: ``device`` None runs the model on the batch's
+def scorer_for(model: Any, audio: Any, device: Any = None, dtype: str | None = None) -> Any:
+    """:func:`get_scorer` for a batch: ``device`` None runs a model spec on the batch's
     accelerator when it is on one (each DDP rank on its own GPU), else on ``auto``."""
-    if device is None and not (hasattr(model, "info") and hasattr(model, "embed_features")):
-        first = audio[0] if isinstance(audio, (list, tuple)) and audio else audio
-        dev = getattr(first, "device", None) if hasattr(first, "detach") else None
+    if device is None and not is_scorer(model):
+        dev = audio_device(audio)
         device = None if dev is None or dev.type == "cpu" else dev
     return get_scorer(model, device, dtype)
 
 
 def clap_score(audio: Any, text: Any, sample_rate: int, model: Any = DEFAULT_MODEL, lengths: Any = None,
-               return_cosine: bool = False, *, device: Any = None, dtype: str = "fp32") -> Any:
+               return_cosine: bool = False, *, device: Any = None, dtype: str | None = None) -> Any:
     """CLAPScore = max(cos, 0) of each (clip, text) pair, as a ``(B,)`` float32 tensor.
 
     ``audio``: a ``(B, T)`` tensor/array (``lengths``: the valid samples of each row) or a
     list of 1-D tensors/arrays, at ``sample_rate`` Hz (any rate: resampled like files).
     ``text``: ``B`` strings. ``model``: a model spec or a loaded scorer (specs are loaded
     once per (spec, device, dtype)). ``device``: where the model runs (None: the audio's
-    accelerator if it is on one, else ``auto``). The result lies on the audio's device (a
+    accelerator if it is on one, else ``auto``); ``dtype``: ``fp32`` (default), ``bf16``,
+    ``fp16`` (GPU). The result lies on the audio's device (a
     tensor input) or the CPU; ``return_cosine``: also the raw cosines, ``(scores, cosines)``.
     No gradients, no files. Raises :class:`~humanclap.errors.UsageError` /
     :class:`~humanclap.errors.AudioError` for bad input (see the module docstring).
@@ -297,18 +318,20 @@ def clap_score(audio: Any, text: Any, sample_rate: int, model: Any = DEFAULT_MOD
         texts = as_texts(text, len(clips))
         scorer = scorer_for(model, audio, device, dtype)
         cosines = cosines_of(scorer, clips, texts, rate)
-        cos = torch.tensor(cosines, dtype=torch.float32, device=_out_device(audio))
+        cos = torch.tensor(cosines, dtype=torch.float32, device=audio_device(audio))
         scores = clapscore(cos)
     return (scores, cos) if return_cosine else scores
 
 
 def cosines_of(scorer: Any, clips: list[np.ndarray], texts: list[str], sample_rate: int) -> list[float]:
-    """Cosine of each (clip, text) pair through the scoring engine (the CLI's own bits)."""
+    """Cosine of each (clip, text) pair through the scoring engine (the CLI's own bits):
+    texts embedded once each, clips featurised and embedded ``CLIPS_PER_STEP`` at a time."""
     engine = EmbeddingEngine(scorer)
     engine.embed_texts(texts)
     keys = [f"audio[{i}]" for i in range(len(clips))]
-    engine.embed_prepared({key: (*clip_features(scorer, clip, sample_rate, key), "")
-                           for key, clip in zip(keys, clips)})
+    for start in range(0, len(clips), CLIPS_PER_STEP):
+        step = range(start, min(start + CLIPS_PER_STEP, len(clips)))
+        engine.embed_prepared({keys[i]: (*clip_features(scorer, clips[i], sample_rate, keys[i]), "") for i in step})
     out = []
     for key, t in zip(keys, texts):
         cosine, error = checked_cosine(*engine.cosine(key, t))
@@ -318,7 +341,8 @@ def cosines_of(scorer: Any, clips: list[np.ndarray], texts: list[str], sample_ra
     return out
 
 
-def protocol(model: Any = DEFAULT_MODEL, device: Any = None, dtype: str = "fp32", raw_cosine: bool = False) -> str:
+def protocol(model: Any = DEFAULT_MODEL, device: Any = None, dtype: str | None = None,
+             raw_cosine: bool = False) -> str:
     """The one-line description of the metric a paper can paste (see
     :func:`~humanclap.scoring.citation.scorer_protocol`), for a model spec or scorer.
 
