@@ -134,6 +134,7 @@ def test_scorers_are_loaded_once_per_spec_device_dtype(tiny_unfused):
     first = get_scorer(str(tiny_unfused), device="cpu")
     assert get_scorer(str(tiny_unfused), device="cpu") is first
     assert get_scorer(Path(tiny_unfused), device="cpu") is first
+    assert get_scorer(f"{tiny_unfused}/../{Path(tiny_unfused).name}", device="cpu") is first
     assert get_scorer(str(tiny_unfused), device="cpu", dtype="bf16") is not first
     assert get_scorer(first) is first  # an already-loaded scorer is used as it is
     with pytest.raises(UsageError, match="loaded in fp32, not bf16"):
@@ -146,6 +147,10 @@ def test_no_gradients_and_results_on_the_audio_device(tiny_unfused):
     wave = torch.randn(2, 8000, requires_grad=True)
     out = humanclap.clap_score(wave * 0.1, ["a dog barks", "rain"], 16000, model=str(tiny_unfused))
     assert not out.requires_grad and out.device == wave.device
+    assert not out.is_inference()  # usable beside autograd: (out * w).sum().backward() works
+    w = torch.ones(2, requires_grad=True)
+    (out * w).sum().backward()
+    assert torch.equal(w.grad, out)
     one = humanclap.clap_score(np.zeros((1, 800)) + 0.01, "one text is fine for one clip", 16000.0,
                                model=str(tiny_unfused))
     assert one.shape == (1,) and one.device.type == "cpu"

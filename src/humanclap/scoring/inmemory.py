@@ -263,7 +263,9 @@ def get_scorer(model: Any = DEFAULT_MODEL, device: Any = None, dtype: str | None
 
     resolved = resolve_device("auto" if device is None else str(device))
     dtype = dtype or "fp32"
-    key = (str(model), str(resolved), str(dtype))
+    # a local path by its real location: "ckpt", "./ckpt" and its absolute path load once
+    name = str(Path(model).resolve()) if Path(model).exists() else str(model)
+    key = (name, str(resolved), str(dtype))
     with _SCORERS_LOCK:
         if key not in _SCORERS:
             _SCORERS[key] = load_scorer(str(model), device=str(resolved), dtype=dtype)
@@ -318,8 +320,10 @@ def clap_score(audio: Any, text: Any, sample_rate: int, model: Any = DEFAULT_MOD
         texts = as_texts(text, len(clips))
         scorer = scorer_for(model, audio, device, dtype)
         cosines = cosines_of(scorer, clips, texts, rate)
-        cos = torch.tensor(cosines, dtype=torch.float32, device=audio_device(audio))
-        scores = clapscore(cos)
+    # built outside inference mode: plain tensors a training loop may combine with anything
+    # (inference tensors refuse in-place updates and being saved for backward)
+    cos = torch.tensor(cosines, dtype=torch.float32, device=audio_device(audio))
+    scores = clapscore(cos)
     return (scores, cos) if return_cosine else scores
 
 
