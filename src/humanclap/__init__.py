@@ -28,6 +28,9 @@ _EXPORTS = {
     "load_scorer": ("humanclap.scoring.loader", "load_scorer"),
     "clapscore": ("humanclap.scoring.clapscore", "clapscore"),
     "load_audio": ("humanclap.scoring.audio", "load_audio"),
+    "clap_score": ("humanclap.scoring.inmemory", "clap_score"),
+    "protocol": ("humanclap.scoring.inmemory", "protocol"),
+    "HumanCLAPScore": ("humanclap.evaluation.torchmetric", "HumanCLAPScore"),
     "RatedPairs": ("humanclap.data", "RatedPairs"),
     "load_rated": ("humanclap.data", "load_rated"),
     "evaluate_models": ("humanclap.evaluation.evaluate", "evaluate_models"),
@@ -49,7 +52,9 @@ if TYPE_CHECKING:
     from humanclap.evaluation.evaluate import EvaluationResult, evaluate_models
     from humanclap.evaluation.report import write_report
     from humanclap.scoring.audio import load_audio
+    from humanclap.evaluation.torchmetric import HumanCLAPScore
     from humanclap.scoring.clapscore import clapscore
+    from humanclap.scoring.inmemory import clap_score, protocol
     from humanclap.scoring.loader import load_scorer
     from humanclap.scoring.msclap import MSClapScorer
     from humanclap.scoring.scorer import CLAPScorer
