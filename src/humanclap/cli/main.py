@@ -16,7 +16,7 @@ log = logging.getLogger("humanclap.cli")
 # Each module exposes add_parser(subparsers) and run(args) -> 0 or 1; it raises HumanclapError
 # for what the user can fix and run_command below turns that into the exit code.
 COMMANDS = ("score", "evaluate", "train", "reproduce", "synth", "demo", "convert", "merge", "compare",
-            "rerank")
+            "rerank", "stack")
 
 
 def build_parser() -> argparse.ArgumentParser:
