@@ -22,7 +22,7 @@ from humanclap.errors import DatasetError, UsageError
 from humanclap.evaluation.evaluate import (EvaluationResult, check_labels, check_model_spec,
                                            evaluate_models, select_split)
 from humanclap.evaluation.report import write_report
-from humanclap.evaluation.stack import plan_stacks
+from humanclap.evaluation.stack_eval import plan_stacks
 from humanclap.outputs import RunFolder, check_folder, claim_folder
 
 
