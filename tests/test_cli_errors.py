@@ -42,11 +42,13 @@ def argv_of(tmp_path):
                     "humanclap.evaluation.compare_workflow.run_compare"),
         "rerank": (["rerank", str(manifest), "-o", str(tmp_path / "best.csv")],
                    "humanclap.evaluation.rerank.run_rerank"),
+        "stack": (["stack", str(tmp_path / "predictions.csv"), "-o", str(tmp_path / "st")],
+                  "humanclap.evaluation.stack.fit_stack"),
     }
 
 
 CASES = ["score", "evaluate", "train", "reproduce", "synth", "demo", "demo --rebuild-base", "convert",
-         "merge", "compare", "rerank"]
+         "merge", "compare", "rerank", "stack"]
 
 
 def raiser(exc: BaseException):

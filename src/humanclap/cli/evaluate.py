@@ -38,7 +38,8 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--model", action="append", metavar="M",
                    help="hub id or local checkpoint folder; repeat to compare several models on "
-                        f"the same pairs (the first is the reference; default: {DEFAULT_MODEL})")
+                        f"the same pairs (the first is the reference; default: {DEFAULT_MODEL}); "
+                        "a `humanclap stack` folder adds its members and the stacked score")
     p.add_argument("--label", action="append", metavar="NAME",
                    help="display name for each --model, in the same order (default: short model name)")
     p.add_argument("--data", required=True, metavar="SPEC",

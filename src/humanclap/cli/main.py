@@ -17,7 +17,7 @@ log = logging.getLogger("humanclap.cli")
 # Each module exposes add_parser(subparsers) and run(args) -> 0 or 1; it raises HumanclapError
 # for what the user can fix and run_command below turns that into the exit code.
 COMMANDS = ("score", "evaluate", "train", "reproduce", "synth", "demo", "convert", "merge", "compare",
-            "rerank")
+            "rerank", "stack")
 # The reader of stdout went away (`humanclap score m.csv | head -1`): 128 + SIGPIPE, the
 # status a shell shows for any tool that SIGPIPE stopped (`yes | head -1`). Not 0 (the
 # output is incomplete), not 1 (no row failed) nor 3 (no bug): `set -o pipefail` scripts

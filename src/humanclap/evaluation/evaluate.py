@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -280,6 +280,7 @@ def evaluate_models(
     data_spec: str = "",
     progress: bool | None = None,
     dist: DistInfo | None = None,
+    derived: Sequence[Callable[[list[ModelRun]], ModelRun]] = (),
 ) -> EvaluationResult:
     """Score every pair of ``data`` with each model and compute the metrics.
 
@@ -287,6 +288,8 @@ def evaluate_models(
     any other :class:`~humanclap.scoring.protocol.Scorer`). ``labels``
     (optional, one per model) name them in tables; by default the short model name.
     ``paper`` maps a label to published numbers shown beside ours in the report.
+    ``derived``: functions that make a further run from the scored ones (a stack of
+    several models, :mod:`humanclap.evaluation.stack`), each added after them in turn.
     Raises ``ModelLoadError`` for a model that cannot be loaded (before any scoring of
     that model) and ``UsageError`` (a ``ValueError``) for bad arguments.
     """
@@ -335,6 +338,8 @@ def evaluate_models(
         runs.append(ModelRun(label, column, scorer.info.as_dict(), scores, errors, counts))
         if _to_load(spec):
             del scorer  # free the weights before the next model is loaded
+    for make_run in derived:
+        runs.append(make_run(runs))
 
     scored = np.logical_and.reduce([np.isfinite(r.scores) for r in runs])
     result = EvaluationResult(

@@ -24,6 +24,7 @@ from humanclap.evaluation.evaluate import (EvaluationResult, check_labels, check
 from humanclap.evaluation.metrics import check_count
 from humanclap.scoring.inputs import label_list, model_list
 from humanclap.evaluation.report import write_report
+from humanclap.evaluation.stack_eval import plan_stacks
 from humanclap.outputs import RunFolder, check_folder, claim_folder
 
 
@@ -103,10 +104,14 @@ def run_evaluation(
         raise UsageError("--n-boot must be 0 or more (0 = no bootstrap CIs)")
     if seed < 0:
         raise UsageError(f"--seed must be 0 or more, got {seed}")
+    # A `humanclap stack` folder stands for its members plus their combined run.
+    stacks = plan_stacks(models, labels)
+    models, labels = stacks.models, stacks.labels
     for model in models:  # a mistyped local path fails before any model is loaded
         check_model_spec(model)
     pairs = load_rated(data, audio_root=audio_root, score_scale=score_scale)
     pairs, split = select_split(pairs, split)
+    stacks.check_pairs(pairs.pairs["pair_id"])
     out = Path(output_dir)
     check_output_spares_input(data, out)
     check_evaluate_folder(out, overwrite)
@@ -121,7 +126,7 @@ def run_evaluation(
                if env_info().is_main else None)
         return _evaluate_into(run, models, pairs, split, out, labels=labels, batch_size=batch_size,
                               device=device, dtype=dtype, n_boot=n_boot, seed=seed, data=data,
-                              progress=progress, plots=plots)
+                              progress=progress, plots=plots, derived=stacks.derived)
 
 
 def check_evaluate_folder(out: Path, overwrite: bool) -> None:
@@ -137,7 +142,7 @@ def check_evaluate_folder(out: Path, overwrite: bool) -> None:
 
 def _evaluate_into(run: RunFolder | None, models: list[str], pairs, split: str, out: Path, *,
                    labels, batch_size: int, device: str, dtype: str, n_boot: int, seed: int,
-                   data: str, progress: bool | None, plots: bool) -> EvaluationRun:
+                   data: str, progress: bool | None, plots: bool, derived=()) -> EvaluationRun:
     # Under torchrun every rank embeds its share of the unique texts and files (cuda:LOCAL_RANK
     # on GPUs); rank 0 alone writes the report. One process: no process group at all.
     from humanclap.scoring.distributed import launched_distributed
@@ -152,7 +157,7 @@ def _evaluate_into(run: RunFolder | None, models: list[str], pairs, split: str, 
     try:
         result = evaluate_models(models, pairs, labels=labels, batch_size=batch_size,
                                  device=device, dtype=dtype, n_boot=n_boot, seed=seed,
-                                 data_spec=data, progress=progress, dist=info)
+                                 data_spec=data, progress=progress, dist=info, derived=derived)
     finally:
         if info is not None:  # the embeddings are shared: no collective after this
             from humanclap.scoring.distributed import shutdown_distributed
