@@ -43,10 +43,14 @@ from humanclap.scoring.scorer import CLAPScorer, text_embeddings
 
 FAMILIES = ["HTSAT-tiny-unfused", "HTSAT-tiny-fused", "HTSAT-base-unfused", "HTSAT-base-fused"]
 TOL = 1e-5
-# humanclap's log-mel against laion_clap's, same waveform: float64 numpy vs float32 torch STFTs.
-# Measured on these probes (this VM): see the README; bounds with margin.
-FEATURE_DB = 1.0
-END_TO_END = {"de": 2e-4, "1-cos": 1e-6, "dcos": 2e-4}
+# humanclap's log-mel (transformers' extractor, float64 numpy) against laion_clap's (float32 torch),
+# same waveform. Where the mel is well above the -100 dB floor they agree to float32 rounding;
+# in the bins of clean tones and chirps that hold the STFT's rounding noise near the floor,
+# the float32 side is that noise (up to 3.3 dB off there, measured on these probes, this VM).
+LOUD_DB = -60.0
+FEATURE_DB = {"loud": 0.1, "all": 5.0}
+# ... which moves the end-to-end embedding (measured: max|de| 1.6e-4, 1-cos 6e-7). With margin:
+END_TO_END = {"de": 5e-4, "1-cos": 5e-6, "dcos": 2e-4}
 QKV_BIAS = re.compile(r"audio.*attention\.self\.(query|key|value)\.bias$")
 
 
@@ -83,7 +87,11 @@ def family_rows(gate: probes.Gate, name: str, folder: Path, x, mutation: str | N
     ours = [clip_features(c, scorer.feature_extractor, scorer.fused) for c in clips]
     feats = np.stack([f for f, _ in ours])
     gate.row(f"{name} is_longer mismatches", float(sum(bool(l) != bool(r) for (_, l), r in zip(ours, x["longer"]))), 0.0)
-    gate.row(f"{name} log-mel (from the waveform) max|dB|", float(np.abs(feats - x["features"]).max()), FEATURE_DB)
+    diff = np.abs(feats - x["features"])
+    gate.row(f"{name} log-mel (from the waveform) max|dB|, bins > {LOUD_DB:g} dB",
+             float(diff[x["features"] > LOUD_DB].max()), FEATURE_DB["loud"])
+    gate.row(f"{name} log-mel (from the waveform) max|dB|, all bins", float(diff.max()), FEATURE_DB["all"],
+             "(float32 rounding noise near the floor)")
     with torch.no_grad():
         text = unit(text_embeddings(scorer.model, torch.from_numpy(x["input_ids"]),
                                     torch.from_numpy(x["attention_mask"])).numpy())

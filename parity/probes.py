@@ -77,7 +77,7 @@ class Gate:
         ok = bool(np.isfinite(value) and value <= bound)
         if not ok:
             self.failed.append(name)
-        print(f"{name:62s} {value:10.3e} <= {bound:<8.3g}  {'ok' if ok else 'FAIL'}{'  ' + why if why else ''}",
+        print(f"{name:72s} {value:10.3e} <= {bound:<8.3g}  {'ok' if ok else 'FAIL'}{'  ' + why if why else ''}",
               flush=True)
 
     def at_least(self, name: str, value: float, bound: float, why: str = "") -> None:
@@ -86,7 +86,7 @@ class Gate:
         ok = bool(np.isfinite(value) and value >= bound)
         if not ok:
             self.failed.append(name)
-        print(f"{name:62s} {value:10.3e} >= {bound:<8.3g}  {'ok' if ok else 'FAIL'}{'  ' + why if why else ''}",
+        print(f"{name:72s} {value:10.3e} >= {bound:<8.3g}  {'ok' if ok else 'FAIL'}{'  ' + why if why else ''}",
               flush=True)
 
     def finish(self) -> int:
