@@ -19,10 +19,16 @@
 #   do not load against this CPU torch. The other torchvision import of laion_clap
 #   (clap_module/transform.py: image transforms, pulled in by factory.py and the package
 #   __init__) is never imported by the harness, which loads model.py/htsat.py directly.
+# * torchaudio 2.11's Python code in DIR/torchaudio-py (not on the env's path: only
+#   laion_reference.py adds it), its compiled extension deleted: laion_clap's fused front end
+#   (data.py's get_mel) is torchaudio's MelSpectrogram + AmplitudeToDB, pure Python over
+#   torch.stft; no torchaudio build loads against torch 2.13, and with no extension file
+#   torchaudio imports without it.
 set -euo pipefail
 DIR=${1:?usage: make_env.sh DIR}
 PY=${PYTHON:-python3}
-if [ -f "$DIR/.parity-env-ok" ] && "$DIR/bin/python" -c "import torchlibrosa, transformers, torchvision.ops.misc" 2>/dev/null; then
+if [ -f "$DIR/.parity-env-ok" ] && [ -d "$DIR/torchaudio-py/torchaudio" ] \
+    && "$DIR/bin/python" -c "import torchlibrosa, transformers, torchvision.ops.misc" 2>/dev/null; then
   echo "parity env ready: $DIR"; exit 0
 fi
 "$PY" -m venv "$DIR"
@@ -56,5 +62,9 @@ class FrozenBatchNorm2d(torch.nn.Module):
         bias = self.bias - self.running_mean * scale
         return x * scale.reshape(1, -1, 1, 1) + bias.reshape(1, -1, 1, 1)
 PYEOF
+rm -rf "$DIR/torchaudio-py"
+"${PIP[@]}" --no-deps --target "$DIR/torchaudio-py" "torchaudio==2.11.0"
+rm -f "$DIR"/torchaudio-py/torchaudio/lib/*.so
+PYTHONPATH="$DIR/torchaudio-py" "$DIR/bin/python" -c "import torchaudio.transforms"
 "$DIR/bin/python" -c "import torch, numpy, transformers, torchlibrosa; print('parity env:', 'torch', torch.__version__, 'numpy', numpy.__version__, 'transformers', transformers.__version__)"
 touch "$DIR/.parity-env-ok"

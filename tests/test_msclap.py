@@ -322,3 +322,27 @@ def test_the_fft_stft_equals_msclaps_convolutions_and_other_kernels_keep_the_con
     assert not stft.uses_fft()
     for a, b in zip(stft(wave), conv(wave)):
         assert torch.equal(a, b)
+
+
+def test_the_fft_stfts_log_mel_differs_from_the_convolutions_only_near_the_floor():
+    """The bound the README states for the FFT path, on a clean chirp (its far mel bins hold
+    float32 rounding noise of the STFT, near the -100 dB floor): at most 1 dB anywhere, and
+    no difference beyond float32 rounding where the mel is 60 dB above the floor."""
+    import torch.nn.functional as F
+
+    from humanclap.scoring.msclap.frontend import LogmelFilterBank, log_mel
+
+    spec, mel = Spectrogram(1024, 320), LogmelFilterBank(44100, 1024, 64, 50, 14000)
+    t = np.arange(3 * RATE) / RATE
+    chirp = torch.tensor(0.5 * np.sin(2 * np.pi * (50 * t + (14000 - 50) / (2 * t[-1]) * t ** 2)),
+                         dtype=torch.float32)[None]
+    stft = spec.stft
+    assert stft.uses_fft()
+    fast = log_mel(spec, mel, chirp)
+    x = F.pad(chirp[:, None, :], (512, 512), mode="reflect")
+    conv = mel(stft.conv_real(x)[:, None].transpose(2, 3) ** 2 + stft.conv_imag(x)[:, None].transpose(2, 3) ** 2)
+    diff = (fast - conv).abs()
+    assert float(diff.max()) <= 1.0, "the FFT path's log-mel is off by more than the README's bound"
+    assert float(diff.max()) > 1e-3  # the probe does reach the near-floor bins (else it tests nothing)
+    loud = conv > -40.0
+    assert float(diff[loud].max()) <= 1e-3, "the FFT path differs where rounding cannot explain it"

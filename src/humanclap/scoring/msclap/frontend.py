@@ -87,8 +87,13 @@ class STFT(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.uses_fft():
             # The same transform as the two 1024-tap convolutions, by FFT: 16 ms a 7 s
-            # clip instead of 43 ms on the 2-core CPU (side by side); equal to float
-            # rounding (parity/ checks the embeddings against msclap's conv-STFT).
+            # clip instead of 43 ms on the 2-core CPU (side by side). Equal to float32
+            # rounding, which is not always negligible: in mel bins near the -100 dB floor
+            # (clean tones, chirps) the STFT holds rounding noise, which the FFT and the
+            # convolutions (and any other summation order) round differently: up to 0.36 dB
+            # there, 3.3e-5 on an embedding's unit vector (README; parity/msclap_compare.py
+            # and tests/test_msclap.py hold it to its bound). A float64 FFT gets no nearer the
+            # 1e-5 gate: the rest is the float32 rounding of msclap's own convolutions.
             spec = torch.stft(x, self.n_fft, self.hop_length, window=self.window, center=True,
                               pad_mode="reflect", return_complex=True)  # (batch, bins, frames)
             return spec.real[:, None].transpose(2, 3), spec.imag[:, None].transpose(2, 3)
