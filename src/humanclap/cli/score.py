@@ -87,7 +87,7 @@ def add_parser(subparsers) -> None:
                    "order; 0 decodes in the main process (a background thread on a GPU, in turn with "
                    "the model on a CPU, whose forwards use every core). "
                    "Default: on a GPU min(4, cores-1), on a CPU 0 up to 4 cores, else cores/4 (at "
-                   "most 4); at most 4 per core (at least 8). A worker that dies (a codec crash, the OOM "
+                   "most 4). Allowed: up to 4 per core (at least 8). A worker that dies (a codec crash, the OOM "
                    "killer) is replaced and its file decoded again; a file that kills its worker "
                    "3 times gets an error row; the others score")
     flags.add_progress(p, help="progress bar (default: on when stderr is a terminal)")
