@@ -30,12 +30,13 @@ import pytest
 from conftest import write_manifest
 from humanclap.cli import main
 
-ROWS, BATCH = 64, 8
+ROWS, BATCH = 128, 32
 RUN_TIMEOUT_S = 150  # a loaded 2-core machine: imports alone take 10-20 s; a hang is forever
 
 
 def rows(n: int, poison: dict | None = None) -> list[dict]:
-    """``n`` rows over n/2 files (each used twice, far apart) and distinct texts."""
+    """``n`` rows over n/2 files (each used twice, far apart) and distinct texts; ``poison``
+    replaces the audio of some rows."""
     out = [{"audio": f"w{i % (n // 2):02d}.wav", "text": f"sound number {i}", "id": str(i)}
            for i in range(n)]
     for i, audio in (poison or {}).items():
@@ -79,7 +80,11 @@ def data_rows(path: Path) -> int:
 
 def kill_workers_during(cmd: list[str], out: Path, schedule: list[tuple[int, int]]) -> tuple[int, int]:
     """Run ``cmd`` and, for each ``(rows, n)`` in turn, SIGKILL ``n`` decoder workers once OUT
-    holds at least ``rows`` rows and the workers exist. Returns (exit code, kills done)."""
+    holds at least ``rows`` rows. Returns (exit code, kills done).
+
+    The score process is stopped (SIGSTOP) around each kill, so a kill point is never
+    raced by the end of the run; a worker then blocks writing a result the stopped parent
+    does not read, so a kill often lands with half a message in its pipe (the old hang)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "humanclap.cli", *cmd], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -87,15 +92,19 @@ def kill_workers_during(cmd: list[str], out: Path, schedule: list[tuple[int, int
     try:
         while todo and proc.poll() is None and time.monotonic() < deadline:
             at, n = todo[0]
-            pids = workers_of(proc.pid) if data_rows(out) >= at else []
-            if pids:
-                for pid in pids[:n]:
-                    os.kill(pid, signal.SIGKILL)
-                    kills += 1
-                todo.pop(0)
-                # the next point waits for fresh workers: a replacement, not the dead one
-                while set(workers_of(proc.pid)) & set(pids[:n]) and proc.poll() is None:
-                    time.sleep(0.002)
+            if data_rows(out) < at:
+                time.sleep(0.002)
+                continue
+            os.kill(proc.pid, signal.SIGSTOP)
+            try:
+                pids = workers_of(proc.pid)[:n]
+                if len(pids) == n:  # else the replacements are not started yet: next round
+                    for pid in pids:
+                        os.kill(pid, signal.SIGKILL)
+                    kills += n
+                    todo.pop(0)
+            finally:
+                os.kill(proc.pid, signal.SIGCONT)
             time.sleep(0.002)
         _, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
@@ -118,14 +127,15 @@ def clean(tmp_path_factory, tiny_unfused) -> tuple[Path, bytes]:
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers in /proc")
 def test_sigkill_at_several_points_scores_every_row_as_a_clean_run(clean, tiny_unfused, tmp_path):
-    """One run, four real SIGKILLs: a worker as soon as the workers exist (before any
-    batch), both workers at once mid-run (twice in a row), a worker near the end. Every
-    killed file is decoded again: exit 0, the bytes of the clean run."""
+    """One run, five real SIGKILLs: a worker as soon as the workers exist (before any
+    batch), both workers after the first batch (twice in a row), one at each later batch
+    written, the last with one batch to go (workers decoding ahead, blocked on a result
+    or idle). Every killed file is decoded again: exit 0, the bytes of the clean run."""
     m, want = clean
     out = tmp_path / "out.csv"
-    schedule = [(0, 1), (2 * BATCH, 2), (ROWS - 3 * BATCH, 1)]
+    schedule = [(0, 1), (BATCH, 2), (2 * BATCH, 1), (3 * BATCH, 1)]
     code, kills = kill_workers_during(score_args(m, tiny_unfused, out, workers=2), out, schedule)
-    assert kills == 4, "the run ended before every kill point"
+    assert kills == 5, "the run ended before every kill point"
     assert code == 0
     assert out.read_bytes() == want
 
