@@ -32,8 +32,9 @@ with --resume.
 scale: the manifest is streamed and embeddings are kept only for the rows in
 flight (a text or file seen again much later is looked up in --cache, or
 embedded again: same number), so memory does not grow with the number of rows.
---workers N decodes audio in N processes; a file that crashes its process gets
-an error row and the pool restarts.
+--workers N decodes audio in N processes (at most 4 per core, at least 8); a
+worker that dies (a codec crash, SIGKILL from the OOM killer) is replaced and
+its file decoded again; a file that kills its worker 3 times gets an error row.
 
 exit codes: 0 every row scored; 1 some rows failed (the others are scored and
 written); 2 usage error or bad input (bad flags, unreadable manifest, missing
@@ -86,7 +87,9 @@ def add_parser(subparsers) -> None:
                    "order; 0 decodes in the main process (a background thread on a GPU, in turn with "
                    "the model on a CPU, whose forwards use every core). "
                    "Default: on a GPU min(4, cores-1), on a CPU 0 up to 4 cores, else cores/4 (at "
-                   "most 4). A file that crashes a worker gets an error row; the others score")
+                   "most 4). Allowed: up to 4 per core (at least 8). A worker that dies (a codec crash, the OOM "
+                   "killer) is replaced and its file decoded again; a file that kills its worker "
+                   "3 times gets an error row; the others score")
     flags.add_progress(p, help="progress bar (default: on when stderr is a terminal)")
     p.add_argument("--shard", metavar="K/N",
                    help="score only part K (from 0) of N contiguous blocks of rows into "
@@ -100,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     from humanclap.errors import UsageError
     from humanclap.io import resolve_path
     from humanclap.scoring.cache import check_cache_folder
+    from humanclap.scoring.decode import check_workers
     from humanclap.scoring.output_guard import check_output, check_resume
     from humanclap.scoring.rows import output_format, row_problem, scan_manifest
 
@@ -110,8 +114,7 @@ def run(args: argparse.Namespace) -> int:
 
     flags.check_batch_size(args.batch_size)
     flags.check_audio_root(args.audio_root)
-    if args.workers is not None and args.workers < 0:
-        raise UsageError(f"--workers must be 0 (decode in the main process) or more, got {args.workers}")
+    check_workers(args.workers)
     scan = scan_manifest(args.manifest)  # streamed: a manifest of millions of rows is never held
     output_format(args.output)
     if args.resume and not args.output:

@@ -4,14 +4,23 @@ A GPU embeds clips far faster than one CPU thread decodes them (about 0.04 s a 1
 so ``humanclap score --workers N`` spreads that stage over ``N`` processes
 (:class:`DecoderPool`). What it guarantees:
 
-* **order**: batches come back in the order they were given, each whole;
+* **order**: batches come back in the order they were given, each whole: every file of a
+  batch gets a result (features, a cached vector or an :class:`AudioError`);
 * **bounded memory**: at most ``max_files`` files are submitted and not yet consumed;
-* **a crash is one row's error**: a worker that dies (segfault in a codec, killed by the
-  OOM killer) breaks a ``ProcessPoolExecutor`` and fails every task in flight. The pool is
-  then restarted and the failed files are retried *one at a time*; the file that kills
-  a worker again gets an :class:`AudioError` ("the decoder process crashed"), the others
-  their normal result. A file that takes longer than ``timeout`` seconds is treated the
-  same way (its worker is killed). Nothing here can hang or stop the job.
+* **a dead worker costs one file at most**: each worker has its own pipe and one file at a
+  time, so a worker that dies (a segfault in a codec, SIGKILL from the OOM killer or a
+  user) is replaced and *that* file alone is decoded again; a file whose worker dies
+  ``MAX_TRIES`` times gets an :class:`AudioError` ("the decoder process crashed on this
+  file ... (killed by signal 9 (SIGKILL) ...)"). A file that takes longer than ``timeout``
+  seconds gets its error and its worker is killed. Nothing here can hang or stop the job.
+
+Why not ``concurrent.futures.ProcessPoolExecutor``: its workers share one result pipe. A
+worker killed while writing a result (features are hundreds of KiB: that takes a while)
+leaves half a message in it, and the executor's manager thread waits forever for the rest
+(the run hung, then never exited: interpreter exit joins that thread). A broken executor
+also fails every task in flight, which needed generation bookkeeping that lost files.
+Here a pipe has one writer: a half message ends in EOF, and only that worker's file is
+concerned.
 
 Workers are started with ``forkserver`` (``spawn`` where there is none): forking a process
 that holds torch threads / CUDA state is unsafe. As with any ``spawn``/``forkserver`` pool, a
@@ -21,8 +30,9 @@ function of a picklable *featurizer* (:func:`featurizer_of`), never the model.
 
 Test hooks: a path containing the value of ``HUMANCLAP_TEST_DECODER_CRASH`` (an environment
 variable, unset in normal use) makes the worker ``os._exit(1)`` as a segfault would; one
-containing ``HUMANCLAP_TEST_DECODER_HANG``'s makes it sleep for an hour. Both are read
-when a :class:`DecoderPool` is made, in the parent process.
+containing ``HUMANCLAP_TEST_DECODER_KILL``'s makes it SIGKILL itself as the OOM killer
+would; one containing ``HUMANCLAP_TEST_DECODER_HANG``'s makes it sleep for an hour. They
+are read when a :class:`DecoderPool` is made, in the parent process.
 """
 
 from __future__ import annotations
@@ -30,21 +40,30 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import os
+import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.connection import wait as wait_ready
 from typing import Any
 
 from humanclap.errors import AudioError, UsageError
 from humanclap.scoring.audio import audio_bytes_hash, load_clip_features
 
 CRASH_HOOK_ENV = "HUMANCLAP_TEST_DECODER_CRASH"
+KILL_HOOK_ENV = "HUMANCLAP_TEST_DECODER_KILL"
 HANG_HOOK_ENV = "HUMANCLAP_TEST_DECODER_HANG"
 STARTUP_TIMEOUT_S = 120.0  # spawning + imports; minutes only on a badly overloaded machine
 DEFAULT_TIMEOUT_S = 300.0  # one file: a 1-hour fused clip decodes in well under this
+MAX_TRIES = 3  # a file is decoded at most this often when its worker dies under it
+# Workers that die before they are ready, one after another: something kills every new one
+# (a memory limit too low for the imports), so the run is refused instead of looping.
+MAX_START_DEATHS = 5
+POLL_S = 0.5  # the manager's longest sleep; a result, a death or a new file wakes it sooner
+WORKERS_PER_CORE, MIN_WORKERS_BOUND = 4, 8
 
 # What a worker returns for one file: ("ok", features, is_longer, digest) or
 # ("err", AudioError) or ("cached", digest) when the main process should look it up.
@@ -62,6 +81,22 @@ def default_workers(device: str, cores: int | None = None) -> int:
     return 0 if cores <= 4 else min(4, cores // 4)
 
 
+def max_workers(cores: int | None = None) -> int:
+    """The most ``--workers`` a run may ask for: 4 per core, at least 8. Decoding is CPU
+    work, so more processes than that only compete for the cores, while each one costs
+    memory (its imports, its files in flight)."""
+    return max(MIN_WORKERS_BOUND, WORKERS_PER_CORE * (cores or os.cpu_count() or 1))
+
+
+def check_workers(workers: int | None, cores: int | None = None) -> None:
+    """Refuse a ``--workers`` outside 0..:func:`max_workers` (None: the default)."""
+    bound = max_workers(cores)
+    if workers is not None and not 0 <= workers <= bound:
+        raise UsageError(f"--workers must be 0 (decode in the main process) up to {bound} "
+                         f"({WORKERS_PER_CORE} per core, at least {MIN_WORKERS_BOUND}: this machine "
+                         f"has {cores or os.cpu_count() or 1} cores), got {workers}")
+
+
 def featurizer_of(scorer: Any) -> Callable[[str], tuple[Any, bool]] | None:
     """A picklable ``path -> (features, is_longer)`` for worker processes, or None when the
     scorer has no stand-alone feature extractor (then decoding stays in-process)."""
@@ -72,18 +107,20 @@ def featurizer_of(scorer: Any) -> Callable[[str], tuple[Any, bool]] | None:
     return functools.partial(load_clip_features, extractor=extractor, fused=bool(fused))
 
 
-def hook_markers() -> tuple[str, str]:
-    """The crash / hang markers of the test hooks, read in the *parent*: a forkserver
-    started earlier would not see an environment variable set since."""
-    return os.environ.get(CRASH_HOOK_ENV, ""), os.environ.get(HANG_HOOK_ENV, "")
+def hook_markers() -> tuple[str, str, str]:
+    """The crash / kill / hang markers of the test hooks, read in the *parent*: a
+    forkserver started earlier would not see an environment variable set since."""
+    return tuple(os.environ.get(env, "") for env in (CRASH_HOOK_ENV, KILL_HOOK_ENV, HANG_HOOK_ENV))
 
 
 def decode_file(featurizer: Callable[[str], tuple[Any, bool]], path: str, want_hash: bool,
-                hooks: tuple[str, str] = ("", "")) -> Result:
+                hooks: tuple[str, ...] = ("", "", "")) -> Result:
     """Worker body: the file's content hash (for the cache) and features, or its error."""
-    crash, hang = hooks
+    crash, kill, hang = hooks
     if crash and crash in path:
         os._exit(1)  # what a segfaulting codec looks like from the parent
+    if kill and kill in path:
+        os.kill(os.getpid(), signal.SIGKILL)  # what the OOM killer does
     if hang and hang in path:
         time.sleep(3600)  # what a codec stuck in a loop looks like
     digest = ""
@@ -101,8 +138,20 @@ def decode_file(featurizer: Callable[[str], tuple[Any, bool]], path: str, want_h
     return ("ok", feats, bool(longer), digest)
 
 
-def _started() -> int:
-    return os.getpid()
+def serve(conn: Any, featurizer: Callable, hooks: tuple[str, ...]) -> None:
+    """A worker process: say ready, then decode one path at a time until told to stop."""
+    # Ctrl-C reaches the whole process group: the parent handles it and stops the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    conn.send(("ready",))
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return  # the parent is gone
+        if task is None:
+            return
+        path, want_hash = task
+        conn.send(decode_file(featurizer, path, want_hash, hooks))
 
 
 def _context():
@@ -125,129 +174,142 @@ def _hash_only(path: str) -> str:
         return ""
 
 
+def death_of(exitcode: int | None) -> str:
+    """How a worker process ended, in words (a negative exit code is the signal)."""
+    if exitcode is None:
+        return "it stopped answering"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = "an unknown signal"
+        why = ", what the out-of-memory killer sends" if -exitcode == signal.SIGKILL else ""
+        return f"killed by signal {-exitcode} ({name}{why})"
+    return f"exit code {exitcode}"
+
+
+class _Task:
+    """One file to decode: its future (set by the manager thread) and how often a worker
+    died while decoding it."""
+
+    __slots__ = ("path", "want_hash", "future", "tries")
+
+    def __init__(self, path: str, want_hash: bool):
+        self.path, self.want_hash = path, want_hash
+        self.future: Future = Future()
+        self.tries = 0
+
+
+class _Worker:
+    """A worker process, its end of the pipe and the file it is decoding (None: idle)."""
+
+    __slots__ = ("proc", "conn", "ready", "task", "since")
+
+    def __init__(self, proc: Any, conn: Any):
+        self.proc, self.conn = proc, conn
+        self.ready = False
+        self.task: _Task | None = None
+        self.since = time.monotonic()  # started, or given its current file
+
+
 class DecoderPool:
     """An ordered pool of decoder processes; see the module docstring.
 
     ``lookup(digest)`` (optional): the cache; a file whose content hash it knows is not
-    decoded, its result is ``("cached", vector)``."""
+    decoded, its result is ``("cached", vector)``. ``restarts``: workers replaced after
+    they died or hung."""
 
     def __init__(self, featurizer: Callable, workers: int, max_files: int = 64,
                  timeout: float = DEFAULT_TIMEOUT_S, lookup: Callable[[str], Any] | None = None):
         if workers < 1:
             raise ValueError(f"DecoderPool needs at least 1 worker, got {workers}")
+        check_workers(workers)
         self.featurizer, self.workers, self.timeout = featurizer, workers, timeout
         self.max_files = max(max_files, 2 * workers)
         self.lookup = lookup
         self.restarts = 0
         self.hooks = hook_markers()
-        self._pool: ProcessPoolExecutor | None = None
+        # Shared with the manager thread (under _lock): the files waiting for a worker.
+        self._queue: deque[_Task] = deque()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._fatal: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._wake_r, self._wake_w = multiprocessing.Pipe(duplex=False)
+        # Owned by the manager thread (by close() once that thread has ended).
+        self._live: list[_Worker] = []
+        self._start_deaths = 0
 
-    # -- the process pool ---------------------------------------------------------------
-    def _executor(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=_context())
-            # A worker that cannot start at all (a script without an ``if __name__ ==
-            # "__main__":`` guard, an unpicklable featurizer, no memory) would otherwise
-            # look like a crash on every file: refuse the run instead.
-            try:
-                self._pool.submit(_started).result(timeout=STARTUP_TIMEOUT_S)
-            except (BrokenProcessPool, FutureTimeout, OSError, RuntimeError) as exc:
-                self._pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = None
-                raise UsageError(f"cannot start {self.workers} decoder worker process(es) "
-                                 f"({type(exc).__name__}: {exc or 'no answer'}); decode in the main "
-                                 "process with --workers 0 (a Python script that starts a job with "
-                                 "workers needs an `if __name__ == \"__main__\":` guard)") from None
-        return self._pool
-
-    def _restart(self) -> None:
-        """Kill every worker (one may hang) and start afresh on the next submit."""
-        pool, self._pool = self._pool, None
-        self.restarts += 1
-        if pool is None:
-            return
-        # _processes is the stdlib executor's own table; there is no public way to kill a
-        # hung worker before Python 3.14 (terminate_workers).
-        for proc in list((getattr(pool, "_processes", None) or {}).values()):
-            try:
-                proc.kill()
-            except (OSError, ValueError):
-                pass
-        pool.shutdown(wait=False, cancel_futures=True)
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-
-    def __enter__(self) -> "DecoderPool":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if exc[0] is None:
-            self.close()
-        else:
-            self._restart()  # do not wait on workers after an error or Ctrl-C
-
-    # -- one file -----------------------------------------------------------------------
-    def _submit(self, path: str) -> tuple[Future, int] | Result:
-        """A cached result, or the future of the file's task and the pool generation."""
+    # -- the main thread's side -----------------------------------------------------------
+    def _submit(self, path: str) -> Future | Result:
+        """A cached result, or the future of the file's result."""
         if self.lookup is not None:
             digest = _hash_only(path)  # reading bytes is cheap next to decoding them
             cached = self.lookup(digest) if digest else None
             if cached is not None:
                 return ("cached", cached)
+        if self._fatal is not None:
+            raise self._fatal
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._manage, name="humanclap-decoders",
+                                            daemon=True)  # never keeps the interpreter alive
+            self._thread.start()
+        task = _Task(path, self.lookup is not None)
+        with self._lock:
+            self._queue.append(task)
+        self._wake()
+        return task.future
+
+    def _wake(self) -> None:
         try:
-            fut = self._executor().submit(decode_file, self.featurizer, path, self.lookup is not None,
-                                             self.hooks)
-        except (BrokenProcessPool, RuntimeError):
-            self._restart()
-            fut = self._executor().submit(decode_file, self.featurizer, path, self.lookup is not None,
-                                             self.hooks)
-        return fut, self.restarts
+            self._wake_w.send_bytes(b"")
+        except OSError:
+            pass  # closed: the pool is shutting down
 
-    def _crashed(self, path: str) -> Result:
-        return ("err", AudioError(f"{path}: the decoder process crashed on this file (a codec fault "
-                                  "or out of memory); check or re-export the file"))
-
-    def _too_slow(self, path: str) -> Result:
-        return ("err", AudioError(f"{path}: decoding took longer than {self.timeout:.0f} s; check "
-                                  "the file (or score it with --workers 0)"))
-
-    def _wait(self, path: str, job: Any) -> Result | None:
-        """The result of one submitted file; None when its pool broke under it (the file is
-        then retried alone: it may be the culprit or a bystander)."""
-        if isinstance(job, tuple) and job and isinstance(job[0], str):
-            return job  # a cached result
-        fut, generation = job
-        try:
-            return fut.result(timeout=self.timeout)
-        except (BrokenProcessPool, CancelledError):
-            if generation == self.restarts:
-                self._restart()
-            return None
-        except FutureTimeout:
-            self._restart()  # the worker hangs: kill the pool (its other tasks are retried)
-            return self._too_slow(path)
-
-    def _alone(self, path: str) -> Result:
-        """Decode ``path`` alone, nothing else in flight: a crash now is this file's."""
-        job = self._submit(path)
-        if isinstance(job[0], str):
+    def _result(self, job: Future | Result) -> Result:
+        """Wait for one file's result. The manager thread sets every future (a result, the
+        file's error, or the error that stopped the pool); should it end without doing so
+        (a bug), this raises instead of waiting forever."""
+        if not isinstance(job, Future):
             return job
-        fut = job[0]
-        try:
-            return fut.result(timeout=self.timeout)
-        except (BrokenProcessPool, CancelledError):
-            self._restart()
-            return self._crashed(path)
-        except FutureTimeout:
-            self._restart()
-            return self._too_slow(path)
+        while True:
+            try:
+                return job.result(timeout=POLL_S)
+            except FutureTimeout:
+                if self._thread is None or not self._thread.is_alive():
+                    if self._fatal is not None:
+                        raise self._fatal from None  # it stopped as this file was queued
+                    raise RuntimeError("the decoder pool's manager thread ended with a file "
+                                       "still in flight") from None
 
-    # -- batches ------------------------------------------------------------------------
+    def close(self, kill: bool = False) -> None:
+        """Stop the manager thread and the workers: politely, or (``kill``: after an error
+        or Ctrl-C) at once."""
+        self._stop.set()
+        self._wake()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        for w in list(self._live):
+            if not kill:
+                try:
+                    w.conn.send(None)
+                    w.proc.join(timeout=5)
+                except (OSError, ValueError):
+                    pass
+            self._discard(w)
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def __enter__(self) -> "DecoderPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close(kill=exc[0] is not None)  # do not wait on workers after an error or Ctrl-C
+
+    # -- batches --------------------------------------------------------------------------
     def run(self, batches: Iterable[tuple[Any, list[str]]]) -> Iterator[tuple[Any, dict[str, Result]]]:
-        """For each ``(tag, paths)`` in order, yield ``(tag, {path: result})``.
+        """For each ``(tag, paths)`` in order, yield ``(tag, {path: result})`` with a result
+        for every path.
 
         Files are submitted ahead while fewer than ``max_files`` are in flight (always the
         next batch at least), so workers stay busy while the caller embeds."""
@@ -269,33 +331,152 @@ class DecoderPool:
                 return
             tag, jobs = inflight.popleft()
             queued -= len(jobs)
-            before = self.restarts
-            out: dict[str, Result] = {}
-            suspects = []
-            for path, job in jobs:
-                res = self._wait(path, job)
-                if res is None:
-                    suspects.append(path)
-                else:
-                    out[path] = res
-            if self.restarts != before:
-                # The pool died: the tasks of the batches behind this one died with it.
-                # Queue nothing new until the suspects are sorted out one by one.
-                for path in suspects:
-                    out[path] = self._alone(path)
-                self._resubmit(inflight)
-            yield tag, out
+            yield tag, {path: self._result(job) for path, job in jobs}
 
-    def _resubmit(self, inflight: deque) -> None:
-        """Resubmit the queued tasks that belonged to a pool that is gone."""
-        for i, (tag, jobs) in enumerate(inflight):
-            fresh = []
-            for path, job in jobs:
-                if not isinstance(job[0], str) and job[1] != self.restarts:
-                    fut = job[0]
-                    finished = fut.done() and not fut.cancelled() and fut.exception() is None
-                    if not finished:
-                        fut.cancel()
-                        job = self._submit(path)
-                fresh.append((path, job))
-            inflight[i] = (tag, fresh)
+    # -- the manager thread ---------------------------------------------------------------
+    def _manage(self) -> None:
+        """Start workers, hand them files, collect results, replace dead or hung workers."""
+        try:
+            ctx = _context()
+            while not self._stop.is_set():
+                self._spawn(ctx)
+                self._dispatch()
+                self._collect()
+                self._check_clocks()
+        except BaseException as exc:  # noqa: BLE001 - handed to every waiter, never lost
+            self._fail_all(exc)
+
+    def _spawn(self, ctx: Any) -> None:
+        while len(self._live) < self.workers and not self._stop.is_set():
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=serve, args=(child, self.featurizer, self.hooks),
+                               name="humanclap-decoder", daemon=True)
+            try:
+                proc.start()
+            except OSError as exc:
+                # Killed before it read its start-up data (BrokenPipeError), or no memory or
+                # processes left: a start death, as one after start().
+                parent.close()
+                self._start_deaths += 1
+                if self._start_deaths >= MAX_START_DEATHS:
+                    raise self._cannot_start(f"{type(exc).__name__}: {exc}") from None
+                continue
+            finally:
+                child.close()  # the worker holds the only writing end: its death is an EOF here
+            self._live.append(_Worker(proc, parent))
+
+    def _dispatch(self) -> None:
+        for w in self._live:
+            if not w.ready or w.task is not None:
+                continue
+            with self._lock:
+                task = self._queue.popleft() if self._queue else None
+            if task is None:
+                return
+            try:
+                w.conn.send((task.path, task.want_hash))
+            except OSError:  # died since: the file goes back first in line, no try counted
+                with self._lock:
+                    self._queue.appendleft(task)
+                continue  # _collect sees the death
+            w.task, w.since = task, time.monotonic()
+
+    def _collect(self) -> None:
+        """Wait for a message, a death or a wake-up (at most POLL_S) and handle them."""
+        by_conn = {w.conn: w for w in self._live}
+        by_sentinel = {w.proc.sentinel: w for w in self._live}
+        ready = wait_ready([self._wake_r, *by_conn, *by_sentinel], timeout=POLL_S)
+        if self._wake_r in ready:
+            while self._wake_r.poll():
+                self._wake_r.recv_bytes()
+        for w in {*(by_conn[r] for r in ready if r in by_conn),
+                  *(by_sentinel[r] for r in ready if r in by_sentinel)}:
+            self._read(w)
+
+    def _read(self, w: _Worker) -> None:
+        """Every message the worker has sent, then its death if it ended."""
+        try:
+            while w.conn.poll():
+                msg = w.conn.recv()  # a pipe with one writer: a half message ends in EOF
+                if msg[0] == "ready":
+                    w.ready, w.since, self._start_deaths = True, time.monotonic(), 0
+                elif w.task is not None:
+                    w.task.future.set_result(msg)
+                    w.task = None
+        except (EOFError, OSError):
+            pass
+        else:
+            if w.proc.is_alive():
+                return
+        self._died(w)
+
+    def _died(self, w: _Worker) -> None:
+        """Replace a dead worker; its file is decoded again, or after MAX_TRIES is its error."""
+        self._discard(w)
+        self.restarts += 1
+        how = death_of(w.proc.exitcode)
+        if not w.ready:
+            self._start_deaths += 1
+            exit_code = w.proc.exitcode
+            if (exit_code is not None and exit_code > 0) or self._start_deaths >= MAX_START_DEATHS:
+                raise self._cannot_start(f"a worker died as it started: {how}")
+        task = w.task
+        if task is None:
+            return
+        task.tries += 1
+        if task.tries >= MAX_TRIES:
+            task.future.set_result(self._crashed(task, how))
+        else:
+            with self._lock:
+                self._queue.appendleft(task)  # first in line: its batch is the one waited on
+
+    def _check_clocks(self) -> None:
+        """A file over ``timeout`` is that file's error (its worker is killed); a worker not
+        ready after STARTUP_TIMEOUT_S stops the run."""
+        now = time.monotonic()
+        for w in list(self._live):
+            if not w.ready and now - w.since > STARTUP_TIMEOUT_S:
+                raise self._cannot_start(f"no answer in {STARTUP_TIMEOUT_S:.0f} s")
+            if w.task is not None and now - w.since > self.timeout:
+                task, w.task = w.task, None
+                task.future.set_result(self._too_slow(task.path))
+                self._discard(w)
+                self.restarts += 1
+
+    def _discard(self, w: _Worker) -> None:
+        """Kill (if still alive) and forget a worker, its pipe closed."""
+        if w in self._live:
+            self._live.remove(w)
+        if w.proc.is_alive():
+            w.proc.kill()
+        w.proc.join(timeout=5)
+        w.conn.close()
+
+    def _fail_all(self, exc: BaseException) -> None:
+        """Stop: every file still waiting gets ``exc`` (the main thread raises it)."""
+        self._fatal = exc
+        with self._lock:
+            tasks = [*self._queue, *(w.task for w in self._live if w.task is not None)]
+            self._queue.clear()
+        for task in tasks:
+            if not task.future.done():
+                task.future.set_exception(exc)
+        for w in list(self._live):
+            self._discard(w)
+
+    # -- the errors -----------------------------------------------------------------------
+    def _cannot_start(self, why: str) -> UsageError:
+        return UsageError(f"cannot start {self.workers} decoder worker process(es) ({why}); decode "
+                          "in the main process with --workers 0 (a Python script that starts a job "
+                          "with workers needs an `if __name__ == \"__main__\":` guard)")
+
+    @staticmethod
+    def _crashed(task: _Task, how: str) -> Result:
+        return ("err", AudioError(f"{task.path}: the decoder process crashed on this file "
+                                  f"{task.tries} times (last: {how}): a codec fault or out of "
+                                  "memory; check or re-export the file, or score it with "
+                                  "--workers 0"))
+
+    def _too_slow(self, path: str) -> Result:
+        return ("err", AudioError(f"{path}: decoding took longer than {self.timeout:.0f} s; check "
+                                  "the file (or score it with --workers 0)"))

@@ -137,7 +137,7 @@ class EmbeddingEngine:
         self._pending: set[str] = set()
         self._lock = threading.Lock()  # the prefetch thread reads the maps the main one writes
         self.decoded = 0  # files handed to decoding (counts())
-        self.decoder_restarts = 0  # decoder pools restarted after a crash or hang
+        self.decoder_restarts = 0  # decoder workers replaced after they died or hung
 
     def features_of(self, item: AudioInput) -> tuple[Any, bool]:
         """Features of one audio item with this engine's scorer (see :func:`features_of`)."""
