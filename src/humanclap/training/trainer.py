@@ -115,6 +115,9 @@ class Trainer:
 
         started = time.time()
         self.cfg = TrainConfig.from_dict(cfg.to_dict()).validate()  # a private copy
+        from humanclap.scoring.families import precheck
+
+        precheck(self.cfg.model)  # a mistyped model path fails before the output folder is claimed
         if isinstance(device, torch.device):
             self.device = device  # fine_tune's choice (the local rank's GPU under torchrun)
         else:
