@@ -19,7 +19,6 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -32,7 +31,6 @@ from humanclap.evaluation.breakdowns import breakdowns, subset_mask, system_leve
 from humanclap.io import json_safe
 from humanclap.scoring.clapscore import clapscore
 from humanclap.scoring.engine import EmbeddingEngine
-from humanclap.scoring.hub import is_local_path
 from humanclap.scoring.inputs import label_list, model_list
 from humanclap.scoring.protocol import Scorer
 
