@@ -23,7 +23,7 @@ _EXPORTS = {
     "ModelLoadError": ("humanclap.errors", "ModelLoadError"),
     "ConfigError": ("humanclap.errors", "ConfigError"),
     "TrainingError": ("humanclap.errors", "TrainingError"),
-    "CLAPScorer": ("humanclap.scoring.scorer", "CLAPScorer"),
+    "CLAPScorer": ("humanclap.scoring.clap.scorer", "CLAPScorer"),
     "MSClapScorer": ("humanclap.scoring.msclap", "MSClapScorer"),
     "load_scorer": ("humanclap.scoring.loader", "load_scorer"),
     "clapscore": ("humanclap.scoring.clapscore", "clapscore"),
@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from humanclap.scoring.inmemory import clap_score, protocol
     from humanclap.scoring.loader import load_scorer
     from humanclap.scoring.msclap import MSClapScorer
-    from humanclap.scoring.scorer import CLAPScorer
+    from humanclap.scoring.clap.scorer import CLAPScorer
     from humanclap.training.config import TrainConfig
     from humanclap.training.result import TrainResult
     from humanclap.training.trainer import fine_tune

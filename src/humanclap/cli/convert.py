@@ -42,7 +42,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from humanclap.scoring.laion_convert import convert_laion_checkpoint
+    from humanclap.scoring.clap.laion_convert import convert_laion_checkpoint
     from humanclap.scoring.scorer import quiet_transformers
 
     quiet_transformers()

@@ -77,6 +77,6 @@ def check_n_boot(n_boot: int) -> None:
 def check_compute(device: str, dtype: str = "fp32") -> None:
     """Refuse a ``--device``/``--dtype`` this machine cannot run before any data or model
     loads (the scorer's own checks, called early; they raise ``UsageError``)."""
-    from humanclap.scoring.scorer import check_dtype, resolve_device
+    from humanclap.scoring.device import check_dtype, resolve_device
 
     check_dtype(dtype, resolve_device(device))

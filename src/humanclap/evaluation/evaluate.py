@@ -19,7 +19,6 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -32,7 +31,6 @@ from humanclap.evaluation.breakdowns import breakdowns, subset_mask, system_leve
 from humanclap.io import json_safe
 from humanclap.scoring.clapscore import clapscore
 from humanclap.scoring.engine import EmbeddingEngine
-from humanclap.scoring.hub import is_local_path
 from humanclap.scoring.inputs import label_list, model_list
 from humanclap.scoring.protocol import Scorer
 
@@ -244,15 +242,12 @@ def check_labels(labels: Sequence[str]) -> None:
 
 
 def check_model_spec(model: str) -> None:
-    """Fail fast (``ModelLoadError``) on a local model path that cannot be a checkpoint,
-    before any other model is loaded or any audio decoded. Hub ids pass unchecked."""
-    if is_local_path(model) and not (Path(model) / "config.json").is_file():
-        what = "does not exist" if not Path(model).exists() else "has no config.json"
-        raise ModelLoadError(
-            f"model {model!r} {what}: pass a checkpoint folder written by save_pretrained "
-            "(config.json, model.safetensors, tokenizer, preprocessor_config.json) or a hub "
-            "id like 'laion/clap-htsat-unfused'."
-        )
+    """Fail fast (``ModelLoadError``) on a local model path that cannot be a checkpoint of
+    any family, before any other model is loaded or any audio decoded (the family table's
+    pre-check, :func:`humanclap.scoring.families.precheck`). Hub ids pass unchecked."""
+    from humanclap.scoring.families import precheck
+
+    precheck(model)
 
 
 def select_split(data: RatedPairs, split: str | None) -> tuple[RatedPairs, str]:

@@ -150,7 +150,7 @@ def _evaluate_into(run: RunFolder | None, models: list[str], pairs, split: str, 
     info = None
     if launched_distributed():
         from humanclap.scoring.distributed import init_distributed, rank_device
-        from humanclap.scoring.scorer import resolve_device
+        from humanclap.scoring.device import resolve_device
 
         device = rank_device(device)
         info = init_distributed(resolve_device(device))

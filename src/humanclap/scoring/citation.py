@@ -38,14 +38,15 @@ LONG_CLIP_RULES = {
 SHORT_CLIP_RULES = {
     "laion": "shorter clips repeat-padded (tiled whole times, then zero-padded)",
     "msclap": "shorter clips tiled and cut to the window",
+    "pe_audio": "shorter clips taken whole (reflect-padded to a whole frame, never to the window)",
 }
 
 
 def _family_of(model_id: str) -> str:
-    from humanclap.scoring.loader import is_msclap_spec
+    from humanclap.scoring.families import family_of_spec
 
     try:
-        return "msclap" if is_msclap_spec(model_id) else "laion"
+        return family_of_spec(model_id).name
     except OSError:
         return "laion"
 
@@ -81,7 +82,8 @@ def protocol_line(info: ModelInfo | dict, *, raw_cosine: bool = False, dtype: st
 
 def scorer_protocol(scorer: Any, raw_cosine: bool = False) -> str:
     """:func:`protocol_line` of a loaded scorer (its family and dtype known for sure)."""
-    from humanclap.scoring.msclap.scorer import MSClapScorer
+    from humanclap.scoring.families import family_of_scorer
 
-    family = "msclap" if isinstance(scorer, MSClapScorer) else "laion"
+    found = family_of_scorer(scorer)
+    family = found.name if found is not None else "laion"
     return protocol_line(scorer.info, raw_cosine=raw_cosine, dtype=getattr(scorer, "dtype", None), family=family)

@@ -100,11 +100,10 @@ def check_workers(workers: int | None, cores: int | None = None) -> None:
 def featurizer_of(scorer: Any) -> Callable[[str], tuple[Any, bool]] | None:
     """A picklable ``path -> (features, is_longer)`` for worker processes, or None when the
     scorer has no stand-alone feature extractor (then decoding stays in-process)."""
-    extractor = getattr(scorer, "feature_extractor", None)
-    fused = getattr(scorer, "fused", None)
-    if extractor is None or fused is None:
-        return None
-    return functools.partial(load_clip_features, extractor=extractor, fused=bool(fused))
+    from humanclap.scoring.families import family_of_scorer  # the family table says what workers need
+
+    family = family_of_scorer(scorer)
+    return None if family is None else family.featurizer_for(scorer)
 
 
 def hook_markers() -> tuple[str, str, str]:

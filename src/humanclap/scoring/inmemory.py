@@ -248,7 +248,7 @@ def get_scorer(model: Any = DEFAULT_MODEL, device: Any = None, dtype: str | None
             raise UsageError(f"model is a scorer loaded in {model.dtype}, not {dtype}: load it in {dtype} "
                              "or leave dtype unset")
         if device is not None:
-            from humanclap.scoring.scorer import resolve_device
+            from humanclap.scoring.device import resolve_device
 
             want = resolve_device(device) if isinstance(device, str) else device
             if str(want) != str(model.device):
@@ -259,7 +259,7 @@ def get_scorer(model: Any = DEFAULT_MODEL, device: Any = None, dtype: str | None
         raise UsageError(f"model must be a model spec (hub id, folder, msclap-2023, .pth) or a loaded scorer "
                          f"(humanclap.load_scorer), got {type(model).__name__}")
     from humanclap.scoring.loader import load_scorer
-    from humanclap.scoring.scorer import resolve_device
+    from humanclap.scoring.device import resolve_device
 
     resolved = resolve_device("auto" if device is None else str(device))
     dtype = dtype or "fp32"

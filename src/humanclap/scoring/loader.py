@@ -1,13 +1,14 @@
 """One entry point from a model spec to a loaded :class:`~humanclap.scoring.protocol.Scorer`.
 
-``load_scorer(spec)`` picks the family from the spec alone (no weights read twice):
+``load_scorer(spec)`` picks the family from the spec alone (no weights read twice), by the
+table of :mod:`humanclap.scoring.families`:
 
 * ``msclap-2022`` / ``msclap-2023``, a path ending in ``.pth``, or a folder whose
   ``config.json`` says ``"model_type": "msclap"`` -> :class:`~humanclap.scoring.msclap.MSClapScorer`;
 * a folder whose ``config.json`` says ``"model_type": "pe_audio"``, or a hub id under
   ``facebook/pe-av-*`` / ``facebook/pe-a-frame-*`` -> :class:`~humanclap.scoring.pe_audio.PeAudioScorer`;
 * anything else (a hub id such as ``laion/clap-htsat-unfused``, a ``save_pretrained``
-  folder) -> :class:`~humanclap.scoring.scorer.CLAPScorer` (every transformers CLAP).
+  folder) -> :class:`~humanclap.scoring.clap.CLAPScorer` (every transformers CLAP).
 
 Import-light: the families' modules (and torch) load only when a scorer is built.
 """
@@ -18,22 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from humanclap.defaults import DEFAULT_MODEL
-from humanclap.errors import UsageError
-from humanclap.scoring.pe_audio.spec import is_pe_audio_spec
+from humanclap.scoring.families import family_named, family_of_spec
 
-MSCLAP_SPECS = ("msclap-2022", "msclap-2023")
+MSCLAP_SPECS = family_named("msclap").ids
 
 
 def is_msclap_spec(spec: str | Path) -> bool:
     """Whether ``spec`` names an MS CLAP model (see the module docstring)."""
-    s = str(spec)
-    if s in MSCLAP_SPECS or s.endswith(".pth"):
-        return True
-    if Path(s).is_dir():
-        from humanclap.scoring.msclap.model import is_msclap_folder
-
-        return is_msclap_folder(s)
-    return False
+    return family_of_spec(spec).name == "msclap"
 
 
 def _check_spec_files(path: Path) -> None:
@@ -59,20 +52,5 @@ def load_scorer(spec: str | Path = DEFAULT_MODEL, device: str = "auto", dtype: s
     not apply to the spec's family.
     """
     _check_spec_files(Path(spec))  # before anything of it is read: a FIFO would block
-    if is_msclap_spec(spec):
-        if revision is not None:
-            raise UsageError(f"--revision applies to Hugging Face hub checkpoints, not to MS CLAP ({spec})")
-        from humanclap.scoring.msclap.scorer import MSClapScorer
-
-        return MSClapScorer.from_pretrained(str(spec), device=device, dtype=dtype, version=msclap_version,
-                                            tokenizer=tokenizer)
-    if msclap_version is None and tokenizer is None and is_pe_audio_spec(spec):
-        from humanclap.scoring.pe_audio.scorer import PeAudioScorer
-
-        return PeAudioScorer.from_pretrained(str(spec), device=device, dtype=dtype, revision=revision)
-    if msclap_version is not None or tokenizer is not None:
-        raise UsageError(f"--msclap-version and an MS CLAP tokenizer apply only to MS CLAP models "
-                         f"(msclap-2022, msclap-2023, a .pth or an MS CLAP folder), not to {spec!r}")
-    from humanclap.scoring.scorer import CLAPScorer
-
-    return CLAPScorer.from_pretrained(str(spec), device=device, dtype=dtype, revision=revision)
+    return family_of_spec(spec).load(str(spec), device=device, dtype=dtype, revision=revision,
+                                     msclap_version=msclap_version, tokenizer=tokenizer)

@@ -304,14 +304,11 @@ class PeAudioTowers(Towers):
 
 def towers_for(model: nn.Module) -> Towers:
     """The :class:`Towers` view of a loaded model (a ClapModel, an MSClapModel or a PeAudioModel)."""
-    from humanclap.scoring.msclap.model import MSClapModel
+    from humanclap.scoring.families import family_of_model
 
-    if isinstance(model, MSClapModel):
-        return MSClapTowers(model)
-    if type(model).__name__ in ("PeAudioModel", "PeAudioFrameLevelModel"):
-        return PeAudioTowers(model)
-    if hasattr(model, "text_model") and hasattr(model, "audio_model"):
-        return ClapTowers(model)
+    family = family_of_model(model)  # the family table names each family's Towers class
+    if family is not None:
+        return family.towers_class()(model)
     raise TypeError(f"cannot train a {type(model).__name__}: expected a transformers ClapModel or "
                     "an MSClapModel")
 

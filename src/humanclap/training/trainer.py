@@ -74,7 +74,7 @@ def fine_tune(config: TrainConfig, printer: Callable[[str], None] | None = None,
         raise ConfigError(f"fine_tune needs a TrainConfig, got {type(config).__name__}: build one with "
                           "TrainConfig(...), TrainConfig.load('config.yaml') or TrainConfig.from_dict(d)")
     cfg = TrainConfig.from_dict(config.to_dict()).validate()
-    from humanclap.scoring.scorer import resolve_device
+    from humanclap.scoring.device import resolve_device
 
     device = resolve_device(cfg.device)
     if launched_distributed() and device.type == "cuda":
@@ -111,10 +111,13 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, device: torch.device | str | None = None,
                  info: DistInfo | None = None, printer: Callable[[str], None] | None = None,
                  feature_memo: dict | None = None):
-        from humanclap.scoring.scorer import resolve_device
+        from humanclap.scoring.device import resolve_device
 
         started = time.time()
         self.cfg = TrainConfig.from_dict(cfg.to_dict()).validate()  # a private copy
+        from humanclap.scoring.families import precheck
+
+        precheck(self.cfg.model)  # a mistyped model path fails before the output folder is claimed
         if isinstance(device, torch.device):
             self.device = device  # fine_tune's choice (the local rank's GPU under torchrun)
         else:

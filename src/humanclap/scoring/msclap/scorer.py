@@ -60,15 +60,10 @@ class MSClapScorer:
 
     def __init__(self, model: MSClapModel, tokenizer: Any, info: ModelInfo, device: str | torch.device = "auto",
                  dtype: str = "fp32"):
-        from humanclap.scoring.scorer import DTYPES, resolve_device
+        from humanclap.scoring.device import device_and_dtype
 
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-        self.device = resolve_device(device) if isinstance(device, str) else device
-        if dtype == "fp16" and self.device.type == "cpu":
-            raise ValueError("fp16 is not supported on CPU; use --dtype bf16 or fp32")
+        self.device = device_and_dtype(device, dtype)  # UsageError for a bad dtype, as for every family
         self.dtype = dtype
-        self._autocast_dtype = DTYPES[dtype]
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.info = info
@@ -122,7 +117,7 @@ class MSClapScorer:
         """What an embedding's bits depend on besides the model, its preprocessing and the
         dtype (part of every cache key): the device, torch, the fixed forward shapes, and
         whether the STFT runs as an FFT or as msclap's convolutions (``frontend.STFT``)."""
-        from humanclap.scoring.scorer import device_numerics
+        from humanclap.scoring.device import device_numerics
 
         stft = self.model.audio_encoder.base
         stft = getattr(stft, "htsat", stft).spectrogram_extractor.stft
@@ -158,9 +153,9 @@ class MSClapScorer:
         return self.features(self.load(item))
 
     def _autocast(self):
-        if self.dtype == "fp32":
-            return torch.autocast(self.device.type, enabled=False)
-        return torch.autocast(self.device.type, dtype=self._autocast_dtype)
+        from humanclap.scoring.device import autocast
+
+        return autocast(self.device, self.dtype)
 
     @torch.no_grad()
     def embed_features(self, items: list[tuple[np.ndarray, bool]], pad_to: int | None = None) -> np.ndarray:

@@ -27,7 +27,7 @@ from humanclap.scoring.pe_audio import numerics
 from humanclap.scoring.pe_audio.loading import load_components
 from humanclap.scoring.pe_audio.preprocessing import MAX_SECONDS, clip_input, load_clip_input
 from humanclap.scoring.protocol import ModelInfo
-from humanclap.scoring.scorer import DTYPES, check_dtype, device_numerics, resolve_device
+from humanclap.scoring.device import autocast, device_and_dtype, device_numerics
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,7 @@ class PeAudioScorer:
 
     def __init__(self, model, tokenizer, feature_extractor, info: ModelInfo, device: str | torch.device = "auto",
                  dtype: str = "fp32"):
-        if dtype not in DTYPES:
-            check_dtype(dtype, torch.device("cpu"))
-        self.device = resolve_device(device) if isinstance(device, str) else device
-        check_dtype(dtype, self.device)
+        self.device = device_and_dtype(device, dtype)
         self.dtype = dtype
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
@@ -81,9 +78,7 @@ class PeAudioScorer:
                 "text_buckets": list(TEXT_BUCKETS)}
 
     def _autocast(self):
-        if self.dtype == "fp32":
-            return torch.autocast(self.device.type, enabled=False)
-        return torch.autocast(self.device.type, dtype=DTYPES[self.dtype])
+        return autocast(self.device, self.dtype)
 
     # -- audio ---------------------------------------------------------------------
     def load(self, item: AudioInput) -> np.ndarray:

@@ -9,31 +9,23 @@ reads), or a hub id under ``facebook/pe-av-*`` / ``facebook/pe-a-frame-*``.
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 
-MODEL_TYPES = ("pe_audio", "pe_audio_video")
-HUB_PREFIXES = ("facebook/pe-av-", "facebook/pe-a-frame-")
+from humanclap.scoring.families import family_named
+
+# how a spec is recognised lives in the family table (humanclap.scoring.families)
+MODEL_TYPES = family_named("pe_audio").model_types
+HUB_PREFIXES = family_named("pe_audio").hub_prefixes
 # transformers.models.pe_audio first shipped in transformers 5.0; humanclap is tested with 5.25.
 MIN_TRANSFORMERS = "5.0"
 TESTED_TRANSFORMERS = "5.25.0"
 
 
-def folder_model_type(folder: str | Path) -> str | None:
-    """The ``model_type`` of a folder's ``config.json``, or None when it has none or is unreadable."""
-    try:
-        data = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    return data.get("model_type") if isinstance(data, dict) else None
-
-
 def is_pe_audio_spec(spec: str | Path) -> bool:
-    """Whether ``spec`` names a PE-Audio model (see the module docstring)."""
-    s = str(spec)
-    if Path(s).is_dir():
-        return folder_model_type(s) in MODEL_TYPES
-    return s.startswith(HUB_PREFIXES)
+    """Whether ``spec`` names a PE-Audio model (the family table's answer; see the module docstring)."""
+    from humanclap.scoring.families import family_of_spec
+
+    return family_of_spec(spec).name == "pe_audio"
 
 
 def pe_audio_available() -> bool:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import re
 from pathlib import Path
 from typing import Sequence
 
@@ -39,6 +38,9 @@ from humanclap.scoring.checkpoint import (EXTRACTOR_FILE, check_extractor, check
 # clapscore and ModelInfo are defined in their own modules; imported here so that
 # ``humanclap.scoring.scorer.clapscore`` / ``.ModelInfo`` keep working.
 from humanclap.scoring.clapscore import clapscore
+# the device/dtype helpers moved to scoring.device; imported here so that the old names
+# (humanclap.scoring.scorer.resolve_device, ...) keep working (see scoring/aliases.py).
+from humanclap.scoring.device import DTYPES, autocast, check_dtype, device_and_dtype, device_numerics, resolve_device
 from humanclap.scoring.engine import features_of
 from humanclap.scoring.hub import hub_reachable, is_local_path
 from humanclap.scoring.inputs import audio_list, paired_lists, text_list
@@ -50,7 +52,6 @@ __all__ = ["AUDIO_CHUNK", "CLAPScorer", "DTYPES", "ModelInfo", "ModelLoadError",
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Texts per text forward pass, each padded to its length bucket: a few fixed shapes.
 TEXT_CHUNK = 16
 # Token lengths a text is padded to: the smallest that holds it. Captions are mostly 10-25
@@ -58,54 +59,6 @@ TEXT_CHUNK = 16
 # of a 77-token one on CPU), so padding every text to 77 wasted most of the work.
 # A text's bucket depends on the text alone, so its bits still do not depend on others.
 TEXT_BUCKETS = (16, 24, 32, 48, TEXT_MAX_LENGTH)
-DEVICE_FORMS = "auto, cpu, cuda, cuda:N (N = 0, 1, ...), mps"
-
-
-def device_numerics(device: torch.device) -> str:
-    """The device as far as float rounding goes: the GPU's name, or the CPU's vector
-    instruction set (part of every scorer's ``numerics``)."""
-    if device.type == "cuda":
-        return f"cuda:{torch.cuda.get_device_name(device)}"
-    if device.type == "cpu":
-        cpu_capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "unknown")
-        return f"cpu:{cpu_capability()}"
-    return device.type
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu; anything else must be available here.
-
-    Raises :class:`UsageError` (exit 2) for a malformed name or a device this machine lacks."""
-    has_mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
-    name = str(device).strip().lower()
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps" if has_mps else "cpu")
-    match = re.fullmatch(r"(cpu|mps|cuda)(?::(\d+))?", name)
-    if not match or (match.group(2) is not None and match.group(1) != "cuda"):
-        raise UsageError(f"--device {device!r} not understood; valid forms: {DEVICE_FORMS}")
-    kind, index = match.group(1), match.group(2)
-    if kind == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError(f"device {device!r} requested but CUDA is not available; use --device cpu "
-                             f"(or auto). Valid forms: {DEVICE_FORMS}")
-        if index is not None and int(index) >= torch.cuda.device_count():
-            raise UsageError(f"device {device!r} requested but this machine has "
-                             f"{torch.cuda.device_count()} CUDA device(s) (cuda:0 .. "
-                             f"cuda:{torch.cuda.device_count() - 1})")
-    if kind == "mps" and not has_mps:
-        raise UsageError(f"device {device!r} requested but MPS is not available; use --device cpu "
-                         f"(or auto). Valid forms: {DEVICE_FORMS}")
-    return torch.device(name)
-
-
-def check_dtype(dtype: str, device: torch.device) -> None:
-    """Raise :class:`UsageError` for an unknown compute dtype or one the device cannot run."""
-    if dtype not in DTYPES:
-        raise UsageError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    if dtype == "fp16" and device.type == "cpu":
-        raise UsageError("fp16 is not supported on CPU; use --dtype bf16 or fp32")
 
 
 def _pooled(output) -> torch.Tensor:
@@ -239,10 +192,7 @@ class CLAPScorer:
 
     def __init__(self, model, tokenizer, feature_extractor, info: ModelInfo,
                  device: str | torch.device = "auto", dtype: str = "fp32"):
-        if dtype not in DTYPES:  # before the device: a typo needs no CUDA to be reported
-            check_dtype(dtype, torch.device("cpu"))
-        self.device = resolve_device(device) if isinstance(device, str) else device
-        check_dtype(dtype, self.device)
+        self.device = device_and_dtype(device, dtype)
         self.dtype = dtype
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
@@ -312,9 +262,7 @@ class CLAPScorer:
 
     # -- embeddings ----------------------------------------------------------------
     def _autocast(self):
-        if self.dtype == "fp32":
-            return torch.autocast(self.device.type, enabled=False)
-        return torch.autocast(self.device.type, dtype=DTYPES[self.dtype])
+        return autocast(self.device, self.dtype)
 
     @property
     def numerics(self) -> dict:

@@ -27,8 +27,8 @@ import torch
 from humanclap.defaults import TEXT_MAX_LENGTH
 from humanclap.errors import ModelLoadError, UsageError
 # The presets live in laion_archs; re-exported here, the one module users import.
-from humanclap.scoring.laion_archs import ARCHS, TEXTS, HtsatArch, TextArch, clap_config, feature_extractor
-from humanclap.scoring.laion_checkpoint import read_state_dict
+from humanclap.scoring.clap.laion_archs import ARCHS, TEXTS, HtsatArch, TextArch, clap_config, feature_extractor
+from humanclap.scoring.clap.laion_checkpoint import read_state_dict
 
 log = logging.getLogger(__name__)
 
