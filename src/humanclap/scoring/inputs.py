@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from humanclap.defaults import MAX_BATCH_SIZE
 from humanclap.errors import UsageError
 from humanclap.scoring.protocol import Scorer
 
@@ -96,3 +97,19 @@ def label_list(labels: Any) -> list:
         raise UsageError(f"labels must be a list of strings, one per model, got {type(labels).__name__}; "
                          f"pass a list of labels: [{str(labels)!r}]")
     return list(labels)
+
+
+def check_batch_size(batch_size: int) -> None:
+    """``--batch-size`` is rows per step: at least 1, at most :data:`MAX_BATCH_SIZE`."""
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1 (rows prepared and written per step), "
+                         f"got {batch_size}")
+    if batch_size > MAX_BATCH_SIZE:
+        raise UsageError(f"--batch-size must be at most {MAX_BATCH_SIZE} (rows prepared and written "
+                         f"per step; a forward pass has a fixed internal size), got {batch_size}")
+
+
+def check_workers(workers: int) -> None:
+    """``--workers``: decoder processes, 0 (decode in the main process) or more."""
+    if workers < 0:
+        raise UsageError(f"--workers must be 0 (decode in the main process) or more, got {workers}")
