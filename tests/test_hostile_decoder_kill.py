@@ -171,7 +171,7 @@ def test_a_file_that_kills_its_worker_every_time_gets_an_error_row(clean, tiny_u
 
 
 def test_workers_beyond_the_bound_are_refused_naming_it(clean, tiny_unfused, capsys):
-    from humanclap.scoring.decode import check_workers, max_workers
+    from humanclap.scoring.inputs import check_workers, max_workers
 
     m, _ = clean
     bound = max_workers()

@@ -198,7 +198,7 @@ def test_all_rows_non_finite_gives_strict_meta_with_null_mean(clips, nan_model, 
 
 
 def test_summary_interval_is_clipped_to_clapscore_range():
-    from humanclap.scoring.job import ScoreSummary
+    from humanclap.scoring.summary import ScoreSummary
 
     lo_case = ScoreSummary(scores=[0.0, 0.0, 0.0, 0.9])
     mean, lo, hi = lo_case.mean_ci()

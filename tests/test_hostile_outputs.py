@@ -286,7 +286,7 @@ def test_full_disk_is_a_clear_error_and_resume_continues(tmp_path, tiny_unfused,
 
 
 def test_failed_meta_write_says_how_many_rows_are_kept(tmp_path, tiny_unfused, capsys, monkeypatch):
-    import humanclap.scoring.job as job
+    import humanclap.scoring.summary as job  # the meta file is written there
 
     m = three_rows(tmp_path)
     out = tmp_path / "o.csv"

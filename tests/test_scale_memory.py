@@ -93,7 +93,7 @@ def test_welford_summary_equals_the_two_pass_numbers():
     import numpy as np
     from scipy.stats import t
 
-    from humanclap.scoring.job import ScoreSummary
+    from humanclap.scoring.summary import ScoreSummary
 
     xs = list(np.random.default_rng(0).uniform(0, 0.6, 1000))
     mean, lo, hi = ScoreSummary(scores=xs).mean_ci()
@@ -213,7 +213,7 @@ def test_a_hanging_decoder_times_out_and_the_pool_goes_on(scorer, tmp_path, monk
 
 def test_the_summary_line_never_prints_nan():
     """No rows scored, one row, many rows: the mean line says what is known, never 'nan'."""
-    from humanclap.scoring.job import ScoreSummary
+    from humanclap.scoring.summary import ScoreSummary
 
     assert "none (no row scored)" in ScoreSummary(scores=[]).text()
     one = ScoreSummary(scores=[0.25]).text()

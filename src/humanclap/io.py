@@ -80,8 +80,9 @@ def iter_rows(path: Path, fmt: str, columns: list[str], what: str = "manifest"
     """Yield the rows of a table one at a time; ``columns`` is filled as they are seen."""
     try:
         # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first column.
-        with open(path, newline="" if fmt == "csv" else None, encoding="utf-8-sig") as f:
-            yield from (_csv_rows if fmt == "csv" else _jsonl_rows)(f, path, columns, what)
+        reader, newline = TABLE_READERS[fmt]
+        with open(path, newline=newline, encoding="utf-8-sig") as f:
+            yield from reader(f, path, columns, what)
     except UnicodeDecodeError as exc:
         raise UsageError(f"{what} {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
                          "save it as UTF-8") from None
@@ -164,6 +165,10 @@ class TableDigest:
         return sha.hexdigest()
 
 
+# table format -> (row reader, the newline argument of open: the csv module parses line ends itself)
+TABLE_READERS = {"csv": (_csv_rows, ""), "jsonl": (_jsonl_rows, None)}
+
+
 def table_digest(columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> str:
     """:class:`TableDigest` of ``rows`` (any iterable, consumed once) and ``columns``."""
     digest = TableDigest()
@@ -181,6 +186,18 @@ def resolve_path(value: Any, root: str | Path) -> Path:
 
 
 # -- writing -------------------------------------------------------------------------
+def check_audio_root(audio_root: str | Path | None) -> None:
+    """An ``--audio-root`` that is not a folder would fail every relative row as "file not
+    found", blaming each clip for one wrong flag: refuse it once, before any work."""
+    if audio_root is None:
+        return
+    root = Path(audio_root).expanduser()
+    if not root.is_dir():
+        what = "a file" if root.exists() else "missing"
+        raise UsageError(f"--audio-root {audio_root} is {what}, not a folder; pass the folder that "
+                         "the manifest's relative audio paths start from")
+
+
 def _temp_beside(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
 

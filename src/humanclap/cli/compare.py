@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from humanclap.cli import flags
+from humanclap.io import check_audio_root
 
 EPILOG = f"""\
 input: score files of `humanclap score` (clapscore, cosine, error + the input
@@ -92,14 +93,9 @@ def run(args: argparse.Namespace) -> int:
     from humanclap.evaluation.compare_report import summary_text
     from humanclap.evaluation.compare_workflow import run_compare
 
-    flags.check_n_boot(args.n_boot)
     if args.model:
-        flags.check_batch_size(args.batch_size)
-        flags.check_audio_root(args.audio_root)
+        check_audio_root(args.audio_root)
         flags.check_compute(args.device, args.dtype)
-        from humanclap.scoring.scorer import quiet_transformers
-
-        quiet_transformers()
     result_run = run_compare(
         args.inputs, args.output_dir, model=args.model, audio_root=args.audio_root,
         score_column=args.score_column, n_boot=args.n_boot, seed=args.seed, alpha=args.alpha,

@@ -43,9 +43,7 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from humanclap.scoring.clap.laion_convert import convert_laion_checkpoint
-    from humanclap.scoring.scorer import quiet_transformers
 
-    quiet_transformers()
     report = convert_laion_checkpoint(args.checkpoint, args.out_dir, arch=args.arch, fusion=args.fusion,
                                       text=args.text, tokenizer_dir=args.tokenizer)
     print(f"{report.text_summary()}\nwrote {args.out_dir}", file=sys.stderr)

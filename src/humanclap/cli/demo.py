@@ -50,9 +50,6 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from humanclap.scoring.scorer import quiet_transformers
-
-    quiet_transformers()
     say = lambda line: print(line, flush=True)  # noqa: E731 -- stages show up as they finish
     if args.rebuild_base:
         from humanclap.recipes.demo_base import rebuild_base

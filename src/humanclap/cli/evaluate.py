@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from humanclap.cli import flags
+from humanclap.io import check_audio_root
 
 EPILOG = f"""\
 writes, in OUTPUT_DIR: predictions.csv (one row per pair: human score, one column
@@ -69,12 +70,9 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from humanclap.evaluation.report import summary_table
     from humanclap.evaluation.workflow import run_evaluation
-    from humanclap.scoring.scorer import quiet_transformers
 
     flags.check_compute(args.device, args.dtype)
-    flags.check_audio_root(args.audio_root)
-    flags.check_n_boot(args.n_boot)
-    quiet_transformers()
+    check_audio_root(args.audio_root)
     run = run_evaluation(args.data, args.output_dir, args.model, labels=args.label,
                          split=args.split, audio_root=args.audio_root,
                          score_scale=args.score_scale, batch_size=args.batch_size,

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 
-from humanclap.errors import UsageError
-
 # The last lines of every command's "exit codes:" epilog: 3 and 130 mean the same for all.
 EXIT_CODES_TAIL = ("3 internal error (a bug in humanclap: the traceback is printed, please\n"
                    "report it); 130 interrupted (Ctrl-C); 141 the reader of stdout went away\n"
@@ -41,37 +39,6 @@ def add_plots(p: argparse.ArgumentParser, help: str = "write the PNG plots (defa
 def add_progress(p: argparse.ArgumentParser,
                  help: str = "progress bars (default: on when stderr is a terminal)") -> None:
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help=help)
-
-
-def check_batch_size(batch_size: int) -> None:
-    """1 to ``MAX_BATCH_SIZE`` rows per step (the scoring job's rule, checked before a model loads)."""
-    from humanclap.scoring.job import check_batch_size as job_rule
-
-    job_rule(batch_size)
-
-
-def check_audio_root(audio_root: str | None) -> None:
-    """An ``--audio-root`` that is not a folder would fail every relative row as "file not
-    found", blaming each clip for one wrong flag: refuse it once, before any work."""
-    if audio_root is None:
-        return
-    from pathlib import Path
-
-    root = Path(audio_root).expanduser()
-    if not root.is_dir():
-        what = "a file" if root.exists() else "missing"
-        raise UsageError(f"--audio-root {audio_root} is {what}, not a folder; pass the folder that "
-                         "the manifest's relative audio paths start from")
-
-
-def check_n_boot(n_boot: int) -> None:
-    from humanclap.defaults import MAX_N_BOOT
-
-    if n_boot < 0:
-        raise UsageError("--n-boot must be 0 or more (0 = no bootstrap CIs)")
-    if n_boot > MAX_N_BOOT:  # before the output folder is made (the library repeats this)
-        raise UsageError(f"--n-boot {n_boot} is too large: at most {MAX_N_BOOT} resamples (the "
-                         "CIs do not get better beyond that)")
 
 
 def check_compute(device: str, dtype: str = "fp32") -> None:

@@ -11,6 +11,7 @@ import traceback
 
 from humanclap import __version__
 from humanclap.errors import EXIT_INTERNAL, EXIT_USAGE, REPORT_BUGS, HumanclapError
+from humanclap.scoring.runtime import keep_freed_memory, quiet_transformers
 
 log = logging.getLogger("humanclap.cli")
 
@@ -92,9 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    from humanclap.scoring.runtime import keep_freed_memory
-
     keep_freed_memory()  # faster CPU forwards, same numbers (see scoring/runtime.py)
+    quiet_transformers()  # before any command imports transformers
     return run_command(args)
 
 

@@ -48,6 +48,6 @@ def run(args: argparse.Namespace) -> int:
     from humanclap.scoring.parts import merge_parts
 
     summary = merge_parts(args.output, args.parts, overwrite=args.overwrite)
-    print(summary.text().rsplit("\n", 1)[0], file=sys.stderr)  # no device/time: nothing ran
+    print(summary.text(ran=False), file=sys.stderr)
     print(f"merged into {args.output}", file=sys.stderr)
     return 1 if summary.failed else 0

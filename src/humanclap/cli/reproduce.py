@@ -72,7 +72,6 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from humanclap.recipes.reproduce import ReproduceConfig, reproduce
-    from humanclap.scoring.scorer import quiet_transformers
 
     flags.check_compute(args.device)
     cfg = ReproduceConfig(
@@ -80,7 +79,6 @@ def run(args: argparse.Namespace) -> int:
         official=args.official, device=args.device, batch_size=args.batch_size,
         n_boot=args.n_boot, seed=args.seed, base=args.base, epochs=args.epochs,
         laion=args.laion, msclap=args.msclap, plots=args.plots, progress=args.progress)
-    quiet_transformers()
     result = reproduce(cfg)  # TrainingError (a diverged run) exits 1 through cli.main
     print(result.table())
     print(f"wrote {result.files['report'].parent}", file=sys.stderr)

@@ -71,7 +71,6 @@ def gain_text(gain: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     from humanclap.evaluation.rerank import run_rerank
 
-    flags.check_n_boot(args.n_boot)
     result = run_rerank(args.input, args.output, args.k, score_column=args.score_column,
                         n_boot=args.n_boot, seed=args.seed, overwrite=args.overwrite)
     if result.gain is not None:

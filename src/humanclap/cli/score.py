@@ -6,8 +6,7 @@ import argparse
 import sys
 
 from humanclap.cli import flags
-
-from humanclap.defaults import MAX_BATCH_SIZE
+from humanclap.defaults import DEFAULT_MODEL, MAX_BATCH_SIZE
 
 EPILOG = f"""\
 output: every input column plus clapscore (= max(cosine, 0)), cosine and error
@@ -62,8 +61,6 @@ def add_parser(subparsers) -> None:
         description="Score each (audio, text) row of MANIFEST with a human-aligned CLAPScore.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    from humanclap.defaults import DEFAULT_MODEL
-
     p.add_argument("manifest", help=".csv or .jsonl with columns audio (path) and text; other columns pass through")
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help="hub id or local checkpoint folder (every transformers CLAP), msclap-2023, "
@@ -98,120 +95,17 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from humanclap.scoring.workflow import run_score  # lazy: `humanclap --help` loads no torch
 
-    from humanclap.errors import UsageError
-    from humanclap.io import resolve_path
-    from humanclap.scoring.cache import check_cache_folder
-    from humanclap.scoring.decode import check_workers
-    from humanclap.scoring.output_guard import check_output, check_resume
-    from humanclap.scoring.rows import output_format, row_problem, scan_manifest
-
-    # The cheap checks first: a bad manifest, flag or output fails before a model is loaded
-    # (the job repeats them, and checks the model against OUT.meta.json, once it is loaded).
-    from humanclap.scoring.distributed import env_info, launched_distributed, rank_device
-    from humanclap.scoring.parts import parse_shard, part_path
-
-    flags.check_batch_size(args.batch_size)
-    flags.check_audio_root(args.audio_root)
-    check_workers(args.workers)
-    scan = scan_manifest(args.manifest)  # streamed: a manifest of millions of rows is never held
-    output_format(args.output)
-    if args.resume and not args.output:
-        raise UsageError("--resume needs -o OUT: there is no file to resume on stdout")
-    # Which part this process scores: a --shard, a torchrun rank, or all rows.
-    part = parse_shard(args.shard) if args.shard else None
-    ranks = launched_distributed()
-    if ranks and part:
-        raise UsageError("--shard K/N and torchrun both split the rows: under torchrun the ranks "
-                         "are the parts; drop --shard")
-    if ranks:
-        info = env_info()
-        part = (info.rank, info.world_size)
-        args.device = rank_device(args.device)
-    if part and not args.output:
-        raise UsageError("scoring in parts needs -o OUT: each part is written to OUT.part-K-of-N "
-                         "and joined into OUT; standard output cannot be split")
-    target = part_path(args.output, *part) if part else args.output
-    root = args.audio_root or Path(args.manifest).resolve().parent
-    # Under torchrun rank 0 replaces OUT by the merged parts: OUT follows the same rules.
-    for path in dict.fromkeys([target, *([args.output] if ranks else [])]):
-        check_output(path, args.manifest, args.resume, args.overwrite,
-                     (None if row_problem(r) else str(resolve_path(r["audio"], root))
-                      for r in scan.iter_rows()))
-        if args.resume:
-            check_resume(Path(path), scan.columns, scan.fingerprint, audio_root=root)
-    flags.check_compute(args.device, args.dtype)
-    if args.cache:
-        if args.output:
-            check_cache_apart(args.cache, [target, args.output])
-        check_cache_folder(args.cache)
-    from humanclap.scoring.decode import default_workers
-    from humanclap.scoring.job import ScoreJob
-    from humanclap.scoring.loader import load_scorer
-    from humanclap.scoring.scorer import quiet_transformers
-
-    quiet_transformers()
-    scorer = load_scorer(args.model, device=args.device, dtype=args.dtype, msclap_version=args.msclap_version)
-    workers = default_workers(str(scorer.device)) if args.workers is None else args.workers
-    summary = ScoreJob(scorer, batch_size=args.batch_size, cache_dir=args.cache, workers=workers).run(
-        args.manifest, target, audio_root=args.audio_root, resume=args.resume,
-        progress=args.progress, overwrite=args.overwrite, part=part)
-    if ranks:
-        return merge_ranks(args.output, summary, scorer.device)
-    print(summary.text(), file=sys.stderr)
-    if part:
-        print(f"wrote part {part[0]} of {part[1]}: {target}; when every part is done: "
-              f"humanclap merge {args.output}", file=sys.stderr)
-    return 1 if summary.failed else 0
-
-
-def check_cache_apart(cache: str, outputs: list) -> None:
-    """``--cache`` is a folder the run creates; refuse it where an output file goes (checked
-    before anything is created: the cache folder would otherwise take the output's name)."""
-    from pathlib import Path
-
-    from humanclap.errors import UsageError
-    from humanclap.scoring.output_guard import meta_path
-
-    folder = Path(cache).expanduser().resolve()
-    for out in outputs:
-        for path in (Path(out), meta_path(Path(out))):
-            if path.resolve() == folder:
-                raise UsageError(f"--cache {cache} is the output file {path}: the cache is a folder of "
-                                 "its own; pass another --cache (e.g. ~/.cache/humanclap)")
-
-
-def merge_ranks(output: str, summary, device) -> int:
-    """After every rank wrote its part: rank 0 joins them into OUT; every rank returns the
-    exit code of the whole run (torch.distributed only for these barriers and the sum)."""
-    from humanclap.errors import HumanclapError
-    from humanclap.scoring.distributed import (all_reduce_sum, barrier, init_distributed,
-                                               shutdown_distributed)
-    from humanclap.scoring.parts import merge_parts, part_path
-
-    # Ranks finish their parts at different times: the barrier waits as long as a part can take.
-    info = init_distributed(device, timeout_s=24 * 3600)
-    error = None
-    try:
-        # A collective: it is also the barrier that every part is complete on disk.
-        failed = all_reduce_sum([summary.failed], info)[0]
-        if info.is_main:
-            parts = [part_path(output, k, info.world_size) for k in range(info.world_size)]
-            try:
-                merged = merge_parts(output, parts, overwrite=True)  # OUT checked before scoring
-                merged.seconds, merged.device = summary.seconds, summary.device
-                print(merged.text(), file=sys.stderr)
-            except HumanclapError as exc:
-                error = exc
-        else:
-            print("\n".join(f"rank {info.rank}: {line}" for line in summary.text().splitlines()),
-                  file=sys.stderr)
-        # The others wait for the merge: torchrun stops every rank once one exits non-zero
-        # (exit 1 = rows failed), which must not cut rank 0's merge short.
-        barrier(info)
-    finally:
-        shutdown_distributed()
-    if error is not None:
-        raise error
-    return 1 if failed else 0
+    run = run_score(args.manifest, args.output, model=args.model, msclap_version=args.msclap_version,
+                    audio_root=args.audio_root, batch_size=args.batch_size, device=args.device,
+                    dtype=args.dtype, cache=args.cache, workers=args.workers, resume=args.resume,
+                    overwrite=args.overwrite, shard=args.shard, progress=args.progress)
+    text = run.summary.text()
+    if run.rank:  # torchrun: rank 0 prints the merged run, the others their part
+        text = "\n".join(f"rank {run.rank}: {line}" for line in text.splitlines())
+    print(text, file=sys.stderr)
+    if run.part and run.rank is None:
+        print(f"wrote part {run.part[0]} of {run.part[1]}: {run.written}; when every part is done: "
+              f"humanclap merge {run.output}", file=sys.stderr)
+    return run.exit_code

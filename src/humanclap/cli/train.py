@@ -68,10 +68,8 @@ def run(args: argparse.Namespace) -> int:
     from humanclap.training.config import config_from_args
 
     cfg = config_from_args(args).validate()  # ConfigError: bad flags fail before any loading
-    from humanclap.scoring.scorer import quiet_transformers
     from humanclap.training.trainer import fine_tune
 
-    quiet_transformers()
     # TrainingError (a diverged run) exits 1 through cli.main; the last good checkpoint stays.
     result = fine_tune(cfg, printer=lambda line: print(line, file=sys.stderr, flush=True))
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one summary, not one per process

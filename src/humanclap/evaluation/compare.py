@@ -32,7 +32,9 @@ import numpy as np
 from humanclap.errors import EXIT_ROWS_FAILED, HumanclapError, UsageError
 from humanclap.evaluation.compare_stats import (SystemComparison, compare_matrix,
                                                 ranking_agreement)
+from humanclap.evaluation.metrics import check_n_boot
 from humanclap.io import read_table
+from humanclap.scoring.summary import recorded_protocol
 
 RATING_COLUMNS = ("score", "rating")
 
@@ -209,6 +211,8 @@ class CompareResult:
     score_column: str = "clapscore"
     model: str | None = None
     n_failed: int = 0
+    # the citation lines of the models that scored the inputs (their OUT.meta.json), each once
+    protocols: list[str] = field(default_factory=list)
 
     @property
     def notes(self) -> list[str]:
@@ -223,8 +227,7 @@ def compare_tables(paths: Sequence[str | Path], *, score_column: str = "clapscor
     """Read score files and compare their systems (see the module docstring); no files are
     written. ``default_systems[k]``: the system of file k when it has no system column.
     Raises :class:`UsageError` (exit 2) or :class:`RowsFailedError` (exit 1)."""
-    if n_boot < 0:
-        raise UsageError("--n-boot must be 0 or more (0 = no CIs and no p-values)")
+    check_n_boot(n_boot)
     if not 0 < alpha < 1:
         raise UsageError(f"--alpha must be between 0 and 1 (e.g. 0.05); got {alpha}")
     rows: list[Row] = []
@@ -246,7 +249,8 @@ def compare_tables(paths: Sequence[str | Path], *, score_column: str = "clapscor
                         intersect=intersect)
     metric = compare_matrix(table.values, table.systems, n_boot, seed, level, alpha)
     result = CompareResult(table, metric, inputs=infos, score_column=score_column,
-                           n_failed=table.dropped["failed_rows"])
+                           n_failed=table.dropped["failed_rows"],
+                           protocols=list(dict.fromkeys(p for p in map(recorded_protocol, paths) if p)))
     if table.ratings is not None:  # the same resamples: the two rankings are paired too
         result.listeners = compare_matrix(table.ratings, table.systems, n_boot, seed, level, alpha)
         by_name = {s["system"]: s["mean"] for s in result.listeners.systems}

@@ -53,7 +53,7 @@ def compare_record(result: CompareResult) -> dict[str, Any]:
     m = result.metric
     record = {
         "command": "compare", "humanclap_version": __version__, "inputs": result.inputs,
-        "model": result.model, "score_column": result.score_column,
+        "model": result.model, "protocols": result.protocols, "score_column": result.score_column,
         "prompt_key": result.inputs[0]["prompt_key"] if result.inputs else None,
         "seed": m.seed, "n_boot": m.n_boot, "level": m.level, "alpha": m.alpha,
         "n_systems": len(m.names), "n_prompts": m.n_prompts, "dropped": result.table.dropped,
@@ -105,7 +105,9 @@ def markdown(result: CompareResult, plots: list[str]) -> str:
              f"`{result.score_column}`, prompts identified by `{key}`"
              + (f", scored with `{result.model}`" if result.model else "") + "). "
              f"{round(m.level * 100)}% CIs: percentile bootstrap over prompts, {m.n_boot} "
-             f"resamples, seed {m.seed}.", "", "## Ranking", ""]
+             f"resamples, seed {m.seed}.", "",
+             *[f"Protocol (to cite with the numbers): `{line}`" for line in result.protocols],
+             *([""] if result.protocols else []), "## Ranking", ""]
     human = {} if result.listeners is None else {s["system"]: s for s in result.listeners.systems}
     head = "| rank | tier | system | mean [95% CI] |"
     rule = "|---|---|---|---|"

@@ -20,7 +20,9 @@ from typing import Sequence
 from humanclap.errors import UsageError
 from humanclap.evaluation.compare import CompareResult, RowsFailedError, compare_tables
 from humanclap.evaluation.compare_report import write_compare
+from humanclap.evaluation.metrics import check_n_boot
 from humanclap.outputs import check_folder, claim_folder
+from humanclap.scoring.inputs import check_batch_size
 
 
 @dataclass
@@ -97,8 +99,9 @@ def run_compare(inputs: Sequence[str | Path], output_dir: str | Path, *, model: 
     (exit 1) for failed rows without ``drop_failed``; see :mod:`humanclap.evaluation.compare`."""
     if not inputs:
         raise UsageError("no input: pass one or more score files (or manifests with --model)")
-    if n_boot < 0:
-        raise UsageError("--n-boot must be 0 or more (0 = no CIs and no p-values)")
+    check_n_boot(n_boot)
+    if model is not None:
+        check_batch_size(batch_size)
     if seed < 0:
         raise UsageError(f"--seed must be 0 or more, got {seed}")
     if not 0 < alpha < 1:

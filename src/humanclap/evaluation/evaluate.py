@@ -29,6 +29,7 @@ from humanclap.errors import ModelLoadError, UsageError
 from humanclap.evaluation import metrics as M
 from humanclap.evaluation.breakdowns import breakdowns, subset_mask, system_level_summary
 from humanclap.io import json_safe
+from humanclap.scoring.citation import scorer_protocol
 from humanclap.scoring.clapscore import clapscore
 from humanclap.scoring.engine import EmbeddingEngine
 from humanclap.scoring.inputs import label_list, model_list
@@ -63,6 +64,7 @@ class ModelRun:
     scores: np.ndarray  # CLAPScore per pair, NaN where the pair could not be scored
     errors: list[str]  # per pair: "" when scored, else why not
     counts: dict[str, int] = field(default_factory=dict)  # work done (texts/audio embedded)
+    protocol: str = ""  # the citation line (scoring.citation); "" for a derived (stacked) run
 
 
 @dataclass
@@ -154,8 +156,8 @@ class EvaluationResult:
             "n_pairs": len(self.pairs), "n_scored": self.n_scored,
             "n_failed": self.n_failed, "failed": self.failed(),
             "seed": self.seed, "n_boot": self.n_boot, "note": MSE_NOTE,
-            "models": [{"label": r.label, "column": r.column, **r.info, "counts": r.counts}
-                       for r in self.runs],
+            "models": [{"label": r.label, "column": r.column, **r.info, "counts": r.counts,
+                        **({"protocol": r.protocol} if r.protocol else {})} for r in self.runs],
             "metrics": None if none_scored else self.metrics,
             "paired_vs_first": None if none_scored else {"reference": self.labels[0],
                                                          "by_model": self.paired},
@@ -330,7 +332,8 @@ def evaluate_models(
         scores, errors, counts = score_pairs(scorer, pairs["audio"].tolist(),
                                              pairs["text"].tolist(), batch_size=batch_size,
                                              progress=progress, dist=dist, problems=problems)
-        runs.append(ModelRun(label, column, scorer.info.as_dict(), scores, errors, counts))
+        runs.append(ModelRun(label, column, scorer.info.as_dict(), scores, errors, counts,
+                             protocol=scorer_protocol(scorer)))
         if _to_load(spec):
             del scorer  # free the weights before the next model is loaded
     for make_run in derived:

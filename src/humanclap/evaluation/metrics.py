@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from scipy import stats
 
+from humanclap.defaults import MAX_N_BOOT
 from humanclap.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,19 @@ def check_count(value: Any, name: str, low: int | None = 0) -> int:
     if low is not None and value < low:
         raise UsageError(f"{name} must be >= {low}; got {value}.")
     return int(value)
+
+
+def check_n_boot(n_boot: Any) -> int:
+    """Bootstrap resamples asked for by a user (``--n-boot``): a whole number from 0 (no
+    bootstrap) to ``MAX_N_BOOT``; checked at each command's entry, before any output folder
+    is made or model loaded (beyond the cap the resamples would not fit in memory)."""
+    n_boot = check_count(n_boot, "n_boot", None)
+    if n_boot < 0:
+        raise UsageError("--n-boot must be 0 or more (0 = no bootstrap CIs)")
+    if n_boot > MAX_N_BOOT:
+        raise UsageError(f"--n-boot {n_boot} is too large: at most {MAX_N_BOOT} resamples (the "
+                         "CIs do not get better beyond that)")
+    return n_boot
 
 
 def check_level(level: Any) -> float:

@@ -164,6 +164,7 @@ def markdown(result: EvaluationResult, files: dict[str, Path] | None = None) -> 
         *markdown_table(["label", "column", "model id", "revision"],
                 [[r.label, r.column, r.info.get("model_id", ""), r.info.get("revision", "")]
                  for r in result.runs]),
+        *protocol_lines([(r.label, r.protocol) for r in result.runs]),
     ]
     if ok:  # with no scored pair every metric table would be a grid of dashes
         lines += _metric_sections(result, files)
@@ -179,6 +180,16 @@ def markdown(result: EvaluationResult, files: dict[str, Path] | None = None) -> 
     else:
         lines.append("None: every pair was scored by every model.")
     return "\n".join(lines) + "\n"
+
+
+def protocol_lines(protocols: list[tuple[str, str]]) -> list[str]:
+    """The citation lines of a report's models (``scoring.citation``: what a paper pastes so
+    that its numbers can be compared); nothing when none is known."""
+    known = [(label, line) for label, line in protocols if line]
+    if not known:
+        return []
+    return ["", "Protocol (one line per model, to cite with the numbers):", "",
+            *[f"* {label}: `{line}`" for label, line in known]]
 
 
 def _metric_sections(result: EvaluationResult, files: dict[str, Path]) -> list[str]:

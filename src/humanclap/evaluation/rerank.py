@@ -35,6 +35,7 @@ import numpy as np
 from humanclap.errors import UsageError
 from humanclap.evaluation.compare import Row, read_scored
 from humanclap.evaluation.compare_stats import percentile_interval, seeded_bootstrap_means
+from humanclap.evaluation.metrics import check_n_boot
 from humanclap.io import atomic_write_text, table_format, write_json
 from humanclap.outputs import file_lock_path, output_lock
 
@@ -170,14 +171,24 @@ def _cell(value: Any) -> str:
 
 def manifest_text(rows: list[dict[str, Any]], columns: list[str], fmt: str) -> str:
     """The picked rows as CSV or JSON Lines text."""
-    if fmt == "jsonl":
-        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    return MANIFEST_WRITERS[fmt](rows, columns)
+
+
+def _jsonl_text(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+def _csv_text(rows: list[dict[str, Any]], columns: list[str]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(columns)
     for r in rows:
         w.writerow([_cell(r.get(c)) for c in columns])
     return buf.getvalue()
+
+
+# output format -> the picked rows as text
+MANIFEST_WRITERS = {"csv": _csv_text, "jsonl": _jsonl_text}
 
 
 @dataclass
@@ -200,8 +211,7 @@ def run_rerank(source: str | Path, output: str | Path, k: int = 1, *,
     extension) and ``OUT.rerank.json`` (counts, settings, the selection gain when rated)."""
     if k < 1:
         raise UsageError(f"-k must be 1 or more, got {k}")
-    if n_boot < 0:
-        raise UsageError("--n-boot must be 0 or more (0 = no CIs)")
+    check_n_boot(n_boot)
     source, out = Path(source), Path(output)
     fmt = table_format(out, "-o")
     check_rerank_output(out, source, overwrite)

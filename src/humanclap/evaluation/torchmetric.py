@@ -28,7 +28,7 @@ from humanclap.defaults import DEFAULT_MODEL
 from humanclap.errors import MissingExtraError
 from humanclap.scoring.citation import scorer_protocol
 from humanclap.scoring.inmemory import clap_score, get_scorer, scorer_for
-from humanclap.scoring.job import ScoreSummary
+from humanclap.scoring.summary import ScoreSummary
 
 __all__ = ["HAVE_TORCHMETRICS", "HumanCLAPScore", "mean_ci95"]
 

@@ -15,13 +15,13 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from humanclap.scoring.job import check_batch_size
+from humanclap.scoring.inputs import check_batch_size
 from humanclap.data import load_rated
 from humanclap.defaults import DEFAULT_MODEL
 from humanclap.errors import DatasetError, UsageError
 from humanclap.evaluation.evaluate import (EvaluationResult, check_labels, check_model_spec,
                                            evaluate_models, select_split)
-from humanclap.evaluation.metrics import check_count
+from humanclap.evaluation.metrics import check_count, check_n_boot
 from humanclap.scoring.inputs import label_list, model_list
 from humanclap.evaluation.report import write_report
 from humanclap.evaluation.stack_eval import plan_stacks
@@ -99,9 +99,7 @@ def run_evaluation(
     check_batch_size(batch_size)  # the score job's rule: 1 to MAX_BATCH_SIZE rows per step
     if labels:
         check_labels(labels)
-    check_count(n_boot, "n_boot", None), check_count(seed, "seed", None)  # bools, floats: not counts
-    if n_boot < 0:
-        raise UsageError("--n-boot must be 0 or more (0 = no bootstrap CIs)")
+    check_n_boot(n_boot), check_count(seed, "seed", None)  # bools, floats: not counts
     if seed < 0:
         raise UsageError(f"--seed must be 0 or more, got {seed}")
     # A `humanclap stack` folder stands for its members plus their combined run.

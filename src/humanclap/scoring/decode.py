@@ -52,6 +52,7 @@ from typing import Any
 
 from humanclap.errors import AudioError, UsageError
 from humanclap.scoring.audio import audio_bytes_hash, load_clip_features
+from humanclap.scoring.inputs import check_workers
 
 CRASH_HOOK_ENV = "HUMANCLAP_TEST_DECODER_CRASH"
 KILL_HOOK_ENV = "HUMANCLAP_TEST_DECODER_KILL"
@@ -63,7 +64,6 @@ MAX_TRIES = 3  # a file is decoded at most this often when its worker dies under
 # (a memory limit too low for the imports), so the run is refused instead of looping.
 MAX_START_DEATHS = 5
 POLL_S = 0.5  # the manager's longest sleep; a result, a death or a new file wakes it sooner
-WORKERS_PER_CORE, MIN_WORKERS_BOUND = 4, 8
 
 # What a worker returns for one file: ("ok", features, is_longer, digest) or
 # ("err", AudioError) or ("cached", digest) when the main process should look it up.
@@ -79,22 +79,6 @@ def default_workers(device: str, cores: int | None = None) -> int:
     if device.split(":")[0] in ("cuda", "mps", "xpu"):
         return max(1, min(4, cores - 1))
     return 0 if cores <= 4 else min(4, cores // 4)
-
-
-def max_workers(cores: int | None = None) -> int:
-    """The most ``--workers`` a run may ask for: 4 per core, at least 8. Decoding is CPU
-    work, so more processes than that only compete for the cores, while each one costs
-    memory (its imports, its files in flight)."""
-    return max(MIN_WORKERS_BOUND, WORKERS_PER_CORE * (cores or os.cpu_count() or 1))
-
-
-def check_workers(workers: int | None, cores: int | None = None) -> None:
-    """Refuse a ``--workers`` outside 0..:func:`max_workers` (None: the default)."""
-    bound = max_workers(cores)
-    if workers is not None and not 0 <= workers <= bound:
-        raise UsageError(f"--workers must be 0 (decode in the main process) up to {bound} "
-                         f"({WORKERS_PER_CORE} per core, at least {MIN_WORKERS_BOUND}: this machine "
-                         f"has {cores or os.cpu_count() or 1} cores), got {workers}")
 
 
 def featurizer_of(scorer: Any) -> Callable[[str], tuple[Any, bool]] | None:

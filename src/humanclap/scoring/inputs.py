@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from humanclap.defaults import MAX_BATCH_SIZE
 from humanclap.errors import UsageError
 from humanclap.scoring.protocol import Scorer
 
@@ -96,3 +97,32 @@ def label_list(labels: Any) -> list:
         raise UsageError(f"labels must be a list of strings, one per model, got {type(labels).__name__}; "
                          f"pass a list of labels: [{str(labels)!r}]")
     return list(labels)
+
+
+def check_batch_size(batch_size: int) -> None:
+    """``--batch-size`` is rows per step: at least 1, at most :data:`MAX_BATCH_SIZE`."""
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1 (rows prepared and written per step), "
+                         f"got {batch_size}")
+    if batch_size > MAX_BATCH_SIZE:
+        raise UsageError(f"--batch-size must be at most {MAX_BATCH_SIZE} (rows prepared and written "
+                         f"per step; a forward pass has a fixed internal size), got {batch_size}")
+
+
+# --workers: decoding is CPU work, so more processes than this only compete for the cores,
+# while each costs memory (its imports, its files in flight).
+WORKERS_PER_CORE, MIN_WORKERS_BOUND = 4, 8
+
+
+def max_workers(cores: int | None = None) -> int:
+    """The most ``--workers`` a run may ask for: 4 per core, at least 8."""
+    return max(MIN_WORKERS_BOUND, WORKERS_PER_CORE * (cores or os.cpu_count() or 1))
+
+
+def check_workers(workers: int | None, cores: int | None = None) -> None:
+    """Refuse a ``--workers`` outside 0..:func:`max_workers` (None: the default)."""
+    bound = max_workers(cores)
+    if workers is not None and not 0 <= workers <= bound:
+        raise UsageError(f"--workers must be 0 (decode in the main process) up to {bound} "
+                         f"({WORKERS_PER_CORE} per core, at least {MIN_WORKERS_BOUND}: this machine "
+                         f"has {cores or os.cpu_count() or 1} cores), got {workers}")

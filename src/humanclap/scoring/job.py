@@ -21,26 +21,27 @@ the job goes on. A failed write (full disk, I/O error) stops the job as a
 from __future__ import annotations
 
 import errno
-import math
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from humanclap.defaults import MAX_BATCH_SIZE
+from tqdm.auto import tqdm
+
 from humanclap.errors import UsageError
-from humanclap.io import resolve_path, write_json
+from humanclap.io import resolve_path
 from humanclap.outputs import file_lock_path, output_lock
 from humanclap.scoring.clapscore import clapscore
 from humanclap.scoring.engine import EmbeddingEngine, open_cache
-from humanclap.scoring.output_guard import (check_output, check_resume, make_parent, meta_path,
-                                            run_metadata)
+from humanclap.scoring.inputs import check_batch_size, check_workers
+from humanclap.scoring.output_guard import check_output, check_resume, make_parent
 from humanclap.scoring.parts import part_range, part_record
 from humanclap.scoring.protocol import Scorer
-from humanclap.scoring.rows import checked_cosine, open_output, row_problem, scan_manifest
+from humanclap.scoring.rows import (ManifestScan, checked_cosine, open_output, row_problem,
+                                    scan_manifest)
+from humanclap.scoring.summary import ManifestRecord, ScoreRecord, ScoreSummary, write_run_metadata
 
 # Embeddings kept in memory: enough for every text/file of the batches in flight many
 # times over (MAX_BATCH_SIZE rows a step), small next to a model (16 Ki x 512 float32 =
@@ -50,112 +51,6 @@ TEXT_LRU = 16384
 # Rows whose texts are embedded together (whole TEXT_CHUNK passes instead of one per step).
 TEXT_LOOKAHEAD = 256
 AUDIO_LRU = 8192
-
-
-class RunningStats:
-    """Count, mean and sum of squared deviations of a stream of scores (Welford's
-    algorithm): what the summary needs, in constant memory. ``append``/``extend``/``len``
-    as on the list of scores it replaces."""
-
-    __slots__ = ("n", "mean", "m2")
-
-    def __init__(self, scores: Iterable[float] = ()):
-        self.n, self.mean, self.m2 = 0, 0.0, 0.0
-        self.extend(scores)
-
-    def append(self, score: float) -> None:
-        self.n += 1
-        delta = score - self.mean
-        self.mean += delta / self.n
-        self.m2 += delta * (score - self.mean)
-
-    def extend(self, scores: Iterable[float]) -> None:
-        for x in scores:
-            self.append(float(x))
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __repr__(self) -> str:
-        return f"RunningStats(n={self.n}, mean={self.mean})"
-
-
-@dataclass
-class ScoreSummary:
-    """What a run did; printed on stderr and returned to Python callers.
-
-    ``scores`` is summarised as it comes (:class:`RunningStats`), never kept: a run of
-    millions of rows needs no list of them (a list passed in is summarised)."""
-
-    rows: int = 0
-    scored: int = 0
-    failed: int = 0
-    resumed: int = 0
-    scores: RunningStats = field(default_factory=RunningStats)
-    seconds: float = 0.0
-    model_id: str = ""
-    revision: str = ""
-    device: str = ""
-    dtype: str = ""
-    cache_hits: int = 0
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.scores, RunningStats):
-            self.scores = RunningStats(self.scores)
-
-    def mean_ci(self) -> tuple[float, float, float]:
-        """Mean CLAPScore and its 95% t-interval over scored rows (NaN when none).
-
-        The interval is clipped to [0, 1], CLAPScore's range: with few rows or many zeros
-        the t-interval reaches below 0, which no mean CLAPScore can be."""
-        n = self.scores.n
-        if n == 0:
-            return math.nan, math.nan, math.nan
-        mean = self.scores.mean
-        if n < 2:
-            return mean, math.nan, math.nan
-        from scipy.stats import t
-
-        std = math.sqrt(max(self.scores.m2, 0.0) / (n - 1))
-        half = float(t.ppf(0.975, n - 1) * std / math.sqrt(n))
-        return mean, max(mean - half, 0.0), min(mean + half, 1.0)
-
-    def text(self) -> str:
-        mean, lo, hi = self.mean_ci()
-        n = len(self.scores)
-        if n == 0:
-            mean_line = "mean CLAPScore: none (no row scored)"
-        elif n == 1:  # no spread to estimate from one score: say so rather than print NaN
-            mean_line = f"mean CLAPScore: {mean:.4f}  95% CI undefined for one scored row  (n=1)"
-        else:
-            mean_line = f"mean CLAPScore: {mean:.4f}  95% CI [{lo:.4f}, {hi:.4f}]  (n={n})"
-        lines = [
-            f"rows: {self.rows}  scored: {self.scored}  failed: {self.failed}"
-            + (f"  (resumed after {self.resumed})" if self.resumed else ""),
-            mean_line,
-            f"model: {self.model_id}  revision: {self.revision}",
-            f"device: {self.device} ({self.dtype})  time: {self.seconds:.1f} s"
-            + (f"  cache hits: {self.cache_hits}" if self.cache_hits else ""),
-        ]
-        return "\n".join(lines)
-
-    def count(self, score: float | None) -> None:
-        """Count one row: its CLAPScore, or None for a row with an error."""
-        if score is None:
-            self.failed += 1
-        else:
-            self.scored += 1
-            self.scores.append(score)
-
-
-def check_batch_size(batch_size: int) -> None:
-    """``--batch-size`` is rows per step: at least 1, at most :data:`MAX_BATCH_SIZE`."""
-    if batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1 (rows prepared and written per step), "
-                         f"got {batch_size}")
-    if batch_size > MAX_BATCH_SIZE:
-        raise UsageError(f"--batch-size must be at most {MAX_BATCH_SIZE} (rows prepared and written "
-                         f"per step; a forward pass has a fixed internal size), got {batch_size}")
 
 
 def steps(first: int, n: int, size: int) -> list[range]:
@@ -195,8 +90,7 @@ class ScoreJob:
     def __init__(self, scorer: Scorer, batch_size: int = 8, cache_dir: str | None = None,
                  workers: int = 0):
         check_batch_size(batch_size)
-        if workers < 0:
-            raise UsageError(f"--workers must be 0 (decode in the main process) or more, got {workers}")
+        check_workers(workers)
         self.scorer = scorer
         self.batch_size = batch_size
         # No batch size for the engine's forward: its shape is its own, so that --batch-size
@@ -212,7 +106,7 @@ class ScoreJob:
             audio_root: str | Path | None = None, resume: bool = False,
             progress: bool | None = None, overwrite: bool = False,
             select: RowSelector | None = None,
-            part: tuple[int, int] | None = None) -> ScoreSummary:
+            part: tuple[int, int] | None = None, scan: ManifestScan | None = None) -> ScoreSummary:
         """Score every row of ``manifest`` into ``output`` (JSONL on stdout when None).
 
         An existing non-empty ``output`` is refused unless ``resume`` (keep its rows, after
@@ -226,9 +120,14 @@ class ScoreJob:
 
         ``part=(k, n)``: score only contiguous block ``k`` of ``n`` of the rows
         (:func:`~humanclap.scoring.parts.part_range`) into ``output``, a part file; its meta
-        records the block and the whole manifest's fingerprint, for ``merge``."""
+        records the block and the whole manifest's fingerprint, for ``merge``.
+
+        ``scan``: the :func:`~humanclap.scoring.rows.scan_manifest` of ``manifest`` when the
+        caller has it already (:func:`~humanclap.scoring.workflow.run_score`): the manifest is
+        then not read and hashed again."""
         start = time.perf_counter()
-        scan = scan_manifest(manifest)
+        if scan is None:
+            scan = scan_manifest(manifest)
         columns, fingerprint = scan.columns, scan.fingerprint
         if part is not None:
             if select is not None:
@@ -243,18 +142,18 @@ class ScoreJob:
                      (None if row_problem(r) else str(resolve_path(r["audio"], root))
                       for r in scan.iter_rows()))  # lazy: read only when OUT already exists
         if out is None:
-            return self._run(scan, manifest, None, root, resume, progress, select, part, n_rows, start)
+            return self._run(scan, None, root, resume, progress, select, part, n_rows, start)
         make_parent(out)
         # One run at a time per output (humanclap.outputs); another output is not held up.
         with output_lock(file_lock_path(out), f"-o {out}"):
             if resume:  # under the lock: what another run left is what this one continues
                 check_resume(out, columns, fingerprint, self.scorer, root)
-            return self._run(scan, manifest, out, root, resume, progress, select, part, n_rows, start)
+            return self._run(scan, out, root, resume, progress, select, part, n_rows, start)
 
-    def _run(self, scan, manifest: str | Path, out: Path | None, root: Path, resume: bool,
+    def _run(self, scan: ManifestScan, out: Path | None, root: Path, resume: bool,
              progress: bool | None, select: RowSelector | None, part: tuple[int, int] | None,
              n_rows: int, start: float) -> ScoreSummary:
-        columns, fingerprint = scan.columns, scan.fingerprint
+        columns = scan.columns
         summary = ScoreSummary(rows=n_rows, model_id=self.scorer.info.model_id,
                                revision=self.scorer.info.revision, device=str(self.scorer.device),
                                dtype=self.scorer.dtype)
@@ -267,23 +166,21 @@ class ScoreJob:
                              "another output path") from None
         summary.resumed = done
         # the manifest's own row count (a selection's is the summary's "rows")
-        meta = run_metadata(self.scorer, manifest, columns, scan.rows, fingerprint,
-                            root) if out else {}
-        if part is not None and out is not None:
-            meta["part"] = part_record(scan.rows, *part)
+        record = ScoreRecord.of_run(self.scorer, ManifestRecord.of_scan(scan, root),
+                                    part_record(scan.rows, *part) if part is not None else None)
+        summary.protocol = record.protocol
         kept = done  # rows known to be in the output file (for the message on failure)
         try:
             if out is not None:  # written first so that a killed run can be resumed safely
-                write_run_metadata(out, meta, summary)
+                write_run_metadata(out, record, summary)
             for n in self._score_rows(rows, root, done, n_rows, writer, summary, progress):
                 kept = n
             if self.engine.cache:
                 summary.cache_hits = self.engine.cache.hits
-            # before the final meta write, as always: its first scipy import is not scoring time
             summary.seconds = time.perf_counter() - start
             if out is not None:
                 writer.stream.close()
-                write_run_metadata(out, meta, summary)
+                write_run_metadata(out, record, summary)
         except BrokenPipeError:
             raise  # a reader that went away (`| head`): the CLI's, not a write error
         except OSError as exc:
@@ -308,8 +205,6 @@ class ScoreJob:
         """Score and write the rows after the ``first`` done; yields the rows in the file
         after each flush."""
         engine = self.engine
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=total - first, unit="row", desc="scoring", file=sys.stderr,
                    disable=not (sys.stderr.isatty() if progress is None else progress))
 
@@ -356,15 +251,3 @@ def write_failed(output: Path | None, exc: OSError, kept: int) -> UsageError:
     todo = "free space" if exc.errno == errno.ENOSPC else "fix that"
     return UsageError(f"cannot write {output}: {reason}; the {kept} rows written so far are kept; "
                       f"{todo} and rerun with --resume")
-
-
-def write_run_metadata(output: Path, meta: dict[str, Any], summary: ScoreSummary) -> None:
-    """``OUT.meta.json`` beside the output: which model, settings and manifest made these
-    scores (what ``--resume`` checks), and the counts so far."""
-    mean, lo, hi = summary.mean_ci()
-    meta = {**meta, "rows": summary.rows, "scored": summary.scored, "failed": summary.failed,
-            "mean_clapscore": mean, "mean_clapscore_ci95": [lo, hi],
-            "note": "clapscore = max(cosine, 0); scoring is deterministic (no seed involved); "
-                    "the CI is clipped to [0, 1]"}
-    # Strict JSON: an undefined mean (no row scored yet, or one: no interval) is null.
-    write_json(meta_path(output), meta)

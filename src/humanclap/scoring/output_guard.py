@@ -5,7 +5,7 @@ that makes ``--resume`` safe by construction.
   any name (symlink, hard link, ``..``), must not be a folder or lie under a file, and an
   existing non-empty output is replaced only with ``--overwrite`` (or continued with
   ``--resume``). All of it runs before any file is opened for writing.
-* :func:`run_metadata` / :func:`check_resume`: the meta file records the model (revision,
+* :func:`check_resume` (the meta file is :mod:`~humanclap.scoring.summary`'s): it records the model (revision,
   dtype, preprocessing) and a fingerprint of the manifest (its columns and every row, in
   order); ``--resume`` continues a file only when all of them are the same, so the rows
   already in the file and the rows appended come from the same model and the same input.
@@ -22,6 +22,7 @@ from typing import Any
 from humanclap.errors import UsageError
 from humanclap.io import json_safe
 from humanclap.scoring.protocol import Scorer
+from humanclap.scoring.rows import FORMATS, output_format
 
 OVERWRITE_HINT = "rerun with --overwrite"
 
@@ -116,19 +117,8 @@ def check_own_output(output: Path) -> None:
             first = f.readline()
     except (OSError, UnicodeDecodeError):
         first = ""
-    from humanclap.scoring.rows import OUTPUT_COLUMNS, output_format
-
     columns = [str(c) for c in meta["manifest"]["columns"]]
-    if output_format(output) == "csv":
-        from humanclap.scoring.parts import csv_header
-
-        ours = first == csv_header(columns)
-    else:
-        try:
-            row = json.loads(first)
-        except json.JSONDecodeError:
-            row = None
-        ours = isinstance(row, dict) and all(c in row for c in OUTPUT_COLUMNS)
+    ours = FORMATS[output_format(output)].first_line_is_ours(first, columns)
     if not ours:
         raise UsageError(refuse % "its first line is not what humanclap score writes")
 
@@ -148,18 +138,6 @@ def model_record(scorer: Scorer) -> dict[str, Any]:
     # through JSON so that it compares equal to what a meta file reads back (tuples -> lists)
     return json.loads(json.dumps(json_safe({"revision": info["revision"], "dtype": scorer.dtype,
                                             "preprocessing": info["preprocessing"]})))
-
-
-def run_metadata(scorer: Scorer, manifest: str | Path, columns: list[str], rows: int,
-                 fingerprint: str, audio_root: str | Path) -> dict[str, Any]:
-    """The fixed part of ``OUT.meta.json``: model and manifest (the job adds its counts).
-    Paths are stored resolved, so that a later run from another folder compares them."""
-    from humanclap import __version__
-
-    return {"humanclap_version": __version__, "command": "score", "model": scorer.info.as_dict(),
-            "dtype": scorer.dtype, "device": str(scorer.device),
-            "manifest": {"path": str(Path(manifest).resolve()), "columns": list(columns), "rows": rows,
-                         "sha256": fingerprint, "audio_root": str(Path(audio_root).resolve())}}
 
 
 def result_identity(meta: dict[str, Any]) -> dict[str, Any]:

@@ -17,23 +17,21 @@ memory) and writes ``OUT`` atomically, then ``OUT.meta.json`` with the summary o
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import re
 import shutil
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from humanclap.errors import UsageError
 from humanclap.io import atomic_write
 from humanclap.outputs import describe_differences, file_lock_path, identity_differences, output_lock
 from humanclap.scoring.output_guard import check_own_output, meta_path, result_identity
-from humanclap.scoring.rows import OUTPUT_COLUMNS, RowWriter, output_format
-
-if TYPE_CHECKING:
-    from humanclap.scoring.job import ScoreSummary
+from humanclap.scoring.rows import (FORMATS, OUTPUT_COLUMNS, RERUN, iter_done_rows, output_format,
+                                    row_matches, scan_manifest)
+from humanclap.scoring.summary import ScoreRecord, ScoreSummary, write_run_metadata
 
 PART_RE = re.compile(r"\.part-(\d+)-of-(\d+)$")
 
@@ -122,31 +120,45 @@ def _scan(part: Path, fmt: str, header: str) -> tuple[int, list[float], int, int
         size = fb.tell()
         fb.seek(max(size - 1, 0))
         cut = size > 0 and fb.read(1) != b"\n"
-    outcomes: list[float | None] = []  # per complete record: its score, None when it failed
     with open(part, encoding="utf-8", newline="") as f:
-        if fmt == "csv":
-            first = f.readline()
-            if first and first != header:
-                raise UsageError(f"cannot merge: {part} has the header {first.strip()!r}, not "
-                                 f"{header.strip()!r}; it is not a part of this output")
-            try:
-                for rec in csv.reader(f, strict=True):
-                    outcomes.append(_outcome(dict(zip(OUTPUT_COLUMNS, rec[-3:]))))
-            except csv.Error:
-                cut = False  # the open record raised and was not counted
-            if cut and outcomes:
-                outcomes.pop()  # parsed, but its last cell may be cut short
-        else:
-            for lineno, line in enumerate(f, 1):
-                if not line.endswith("\n"):
-                    break  # cut mid-write: not counted
-                try:
-                    outcomes.append(_outcome(json.loads(line)))
-                except (json.JSONDecodeError, AttributeError):
-                    raise UsageError(f"cannot merge: {part}, line {lineno}, is not an output row "
-                                     "of humanclap score; rerun that part") from None
+        outcomes = OUTCOME_READERS[fmt](part, f, header, cut)
     scores = [s for s in outcomes if s is not None]
     return len(outcomes), scores, len(outcomes) - len(scores), len(header.encode("utf-8"))
+
+
+def _csv_outcomes(part: Path, f, header: str, cut: bool) -> list[float | None]:
+    """Per complete record: its score, None when it failed (``cut``: the file does not end
+    with a newline, so its last record may be cut short)."""
+    outcomes: list[float | None] = []
+    first = f.readline()
+    if first and first != header:
+        raise UsageError(f"cannot merge: {part} has the header {first.strip()!r}, not "
+                         f"{header.strip()!r}; it is not a part of this output")
+    try:
+        for rec in csv.reader(f, strict=True):
+            outcomes.append(_outcome(dict(zip(OUTPUT_COLUMNS, rec[-3:]))))
+    except csv.Error:
+        cut = False  # the open record raised and was not counted
+    if cut and outcomes:
+        outcomes.pop()  # parsed, but its last cell may be cut short
+    return outcomes
+
+
+def _jsonl_outcomes(part: Path, f, header: str, cut: bool) -> list[float | None]:
+    outcomes: list[float | None] = []
+    for lineno, line in enumerate(f, 1):
+        if not line.endswith("\n"):
+            break  # cut mid-write: not counted
+        try:
+            outcomes.append(_outcome(json.loads(line)))
+        except (json.JSONDecodeError, AttributeError):
+            raise UsageError(f"cannot merge: {part}, line {lineno}, is not an output row "
+                             "of humanclap score; rerun that part") from None
+    return outcomes
+
+
+# output format -> the outcomes of a part file's complete records
+OUTCOME_READERS = {"csv": _csv_outcomes, "jsonl": _jsonl_outcomes}
 
 
 def _outcome(row: dict[str, Any]) -> float | None:
@@ -156,13 +168,6 @@ def _outcome(row: dict[str, Any]) -> float | None:
         return float(row.get("clapscore"))
     except (TypeError, ValueError):
         return float("nan")
-
-
-def csv_header(columns: list[str]) -> str:
-    """The header line ``humanclap score`` writes for these input columns."""
-    buf = io.StringIO()
-    RowWriter(buf, "csv", columns, write_header=True)
-    return buf.getvalue()
 
 
 def merge_parts(output: str | Path, parts: list[str | Path] | None = None,
@@ -207,8 +212,6 @@ def merge_parts(output: str | Path, parts: list[str | Path] | None = None,
 
 
 def _merge_checked(out: Path, fmt: str, paths: list[Path], metas: list[dict[str, Any]]) -> ScoreSummary:
-    from humanclap.scoring.job import ScoreSummary, write_run_metadata
-
     order = sorted(range(len(paths)), key=lambda i: metas[i]["_span"][2:])
     paths, metas = [paths[i] for i in order], [metas[i] for i in order]
     ref = metas[0]
@@ -244,10 +247,12 @@ def _merge_checked(out: Path, fmt: str, paths: list[Path], metas: list[dict[str,
         raise UsageError(f"cannot merge: missing part(s) {', '.join(missing)} ({total - _covered(metas)} "
                          f"of {total} rows have no part); run them (--shard K/N), then merge again")
     check_rows_against_manifest(paths, metas, fmt)
-    header = csv_header(list(ref["manifest"]["columns"])) if fmt == "csv" else ""
+    header = FORMATS[fmt].header([*ref["manifest"]["columns"], *OUTPUT_COLUMNS])
+    record = ScoreRecord.from_json(ref)
+    record.part = None  # the joined file holds every row
     summary = ScoreSummary(rows=total, model_id=str(ref["model"].get("model_id", "")),
                            revision=str(ref["model"]["revision"]), device=str(ref.get("device", "")),
-                           dtype=str(ref.get("dtype", "")))
+                           dtype=str(ref.get("dtype", "")), protocol=record.protocol or "")
     skips = []
     for p, m in zip(paths, metas):
         rows, scores, failed, skip = _scan(p, fmt, header)
@@ -271,8 +276,7 @@ def _merge_checked(out: Path, fmt: str, paths: list[Path], metas: list[dict[str,
     try:
         meta_path(out).unlink(missing_ok=True)  # never an old meta beside new rows
         atomic_write(out, write)
-        meta = {k: v for k, v in ref.items() if k not in ("part", "_span")}
-        write_run_metadata(out, meta, summary)
+        write_run_metadata(out, record, summary)
     except OSError as exc:
         raise UsageError(f"cannot write {out}: {exc.strerror or exc}; the parts are kept, fix that "
                          "and merge again") from None
@@ -283,8 +287,6 @@ def check_rows_against_manifest(paths: list[Path], metas: list[dict[str, Any]], 
     """Every row of every part (in row order) must be the manifest row it claims to be, as
     ``--resume`` checks it: an edited, dropped, duplicated or foreign row is refused. Reads
     the manifest recorded in the parts' meta (a resolved path) and checks its fingerprint."""
-    from humanclap.scoring.rows import row_matches, scan_manifest
-
     ref = metas[0]["manifest"]
     manifest = Path(str(ref.get("path", "")))
     if not manifest.is_file():
@@ -317,8 +319,6 @@ def check_rows_against_manifest(paths: list[Path], metas: list[dict[str, Any]], 
 
 
 def _done_rows(part: Path, fmt: str, columns: list[str]):
-    from humanclap.scoring.rows import RERUN, iter_done_rows
-
     try:
         yield from iter_done_rows(part, fmt, columns)
     except UsageError as exc:  # worded for --resume: say it for merge

@@ -17,7 +17,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -143,28 +143,35 @@ def _csv_cell(value: Any) -> str:
     return str(value)
 
 
+def _csv_row(row: dict[str, Any], columns: list[str], score: float | None, cosine: float | None,
+             error: str) -> str:
+    return _csv_line([_csv_cell(row.get(c, "")) for c in columns[:-3]]
+                     + [format_float(score), format_float(cosine), error])
+
+
+def _jsonl_row(row: dict[str, Any], columns: list[str], score: float | None, cosine: float | None,
+               error: str) -> str:
+    out = dict(row)
+    out["clapscore"] = None if score is None else float(format_float(score))
+    out["cosine"] = None if cosine is None else float(format_float(cosine))
+    out["error"] = error
+    # json_safe: a pass-through NaN of a JSONL manifest becomes null, not bare NaN
+    return json.dumps(json_safe(out), ensure_ascii=False, allow_nan=False) + "\n"
+
+
 class RowWriter:
-    """Appends output rows as CSV or JSONL; flushes and fsyncs after every batch."""
+    """Appends output rows as CSV or JSONL (:data:`FORMATS`); flushes and fsyncs after every batch."""
 
     def __init__(self, stream: IO[str], fmt: str, columns: list[str], write_header: bool):
-        self.stream, self.fmt = stream, fmt
+        self.stream, self.fmt, self.format = stream, fmt, FORMATS[fmt]
         self.columns = columns + list(OUTPUT_COLUMNS)
-        if fmt == "csv" and write_header:
-            self.stream.write(_csv_line(self.columns))
+        if write_header:
+            self.stream.write(self.format.header(self.columns))
 
     def write(self, row: dict[str, Any], cosine: float | None, error: str) -> None:
         cosine, error = checked_cosine(cosine, error)  # the job did this; never write NaN/inf
         score = None if cosine is None else float(clapscore(cosine))
-        if self.fmt == "csv":
-            self.stream.write(_csv_line([_csv_cell(row.get(c, "")) for c in self.columns[:-3]]
-                                        + [format_float(score), format_float(cosine), error]))
-        else:
-            out = dict(row)
-            out["clapscore"] = None if score is None else float(format_float(score))
-            out["cosine"] = None if cosine is None else float(format_float(cosine))
-            out["error"] = error
-            # json_safe: a pass-through NaN of a JSONL manifest becomes null, not bare NaN
-            self.stream.write(json.dumps(json_safe(out), ensure_ascii=False, allow_nan=False) + "\n")
+        self.stream.write(self.format.row(row, self.columns, score, cosine, error))
 
     def flush(self) -> None:
         self.stream.flush()
@@ -176,15 +183,24 @@ class RowWriter:
                     raise
 
 
+def csv_header(columns: list[str]) -> str:
+    """The header line ``humanclap score`` writes for these input columns."""
+    buf = io.StringIO()
+    RowWriter(buf, "csv", columns, write_header=True)
+    return buf.getvalue()
+
+
+# output file suffix -> format
+SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+
 def output_format(path: str | Path | None) -> str:
     if path is None:
         return "jsonl"
-    suffix = Path(path).suffix.lower()
-    if suffix == ".csv":
-        return "csv"
-    if suffix in (".jsonl", ".ndjson"):
-        return "jsonl"
-    raise UsageError(f"output {path} must end in .csv or .jsonl")
+    fmt = SUFFIXES.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise UsageError(f"output {path} must end in .csv or .jsonl")
+    return fmt
 
 
 # -- resume: the complete records already in an output file ---------------------------
@@ -245,27 +261,34 @@ def _jsonl_records(path: Path, f: IO[bytes]) -> Iterator[tuple[dict[str, Any], i
         yield row, end
 
 
+def _csv_done_rows(path: Path, f: IO[bytes], columns: list[str]
+                   ) -> Iterator[tuple[dict[str, Any] | None, int]]:
+    records = _csv_records(path, f)
+    first = next(records, None)
+    if first is None:
+        return
+    header, expected = first[0], columns + list(OUTPUT_COLUMNS)
+    if header != expected:
+        raise UsageError(f"cannot resume: {path} has columns {header}, but this manifest gives "
+                         f"{expected}; {RERUN}")
+    yield None, first[1]  # the header's end: where appending starts with no rows
+    for i, (rec, end) in enumerate(records, 2):
+        if len(rec) != len(header):
+            raise UsageError(f"cannot resume: {path}, record {i}, has {len(rec)} fields where "
+                             f"the header has {len(header)}; {RERUN}")
+        yield dict(zip(header, rec)), end
+
+
+def _jsonl_done_rows(path: Path, f: IO[bytes], columns: list[str]
+                     ) -> Iterator[tuple[dict[str, Any] | None, int]]:
+    return _jsonl_records(path, f)
+
+
 def iter_done_rows(path: Path, fmt: str, columns: list[str]) -> Iterator[tuple[dict[str, Any], int]]:
     """Complete rows already in an output file, each with the byte offset after it (the
     header alone yields nothing; an incomplete header: nothing, the file starts again)."""
     with open(path, "rb") as f:
-        if fmt == "jsonl":
-            yield from _jsonl_records(path, f)
-            return
-        records = _csv_records(path, f)
-        first = next(records, None)
-        if first is None:
-            return
-        header, expected = first[0], columns + list(OUTPUT_COLUMNS)
-        if header != expected:
-            raise UsageError(f"cannot resume: {path} has columns {header}, but this manifest gives "
-                             f"{expected}; {RERUN}")
-        yield None, first[1]  # the header's end: where appending starts with no rows
-        for i, (rec, end) in enumerate(records, 2):
-            if len(rec) != len(header):
-                raise UsageError(f"cannot resume: {path}, record {i}, has {len(rec)} fields where "
-                                 f"the header has {len(header)}; {RERUN}")
-            yield dict(zip(header, rec)), end
+        yield from FORMATS[fmt].done_rows(path, f, columns)
 
 
 def read_done_rows(path: Path, fmt: str, columns: list[str]) -> tuple[list[dict[str, Any]], int]:
@@ -287,9 +310,45 @@ def row_matches(old: dict[str, Any], new: dict[str, Any], fmt: str, columns: lis
 
 def _as_written(row: dict[str, Any], fmt: str, columns: list[str]) -> dict[str, Any]:
     """The input columns of ``row`` as they read back from an output file."""
-    if fmt == "csv":
-        return {c: _csv_cell(row.get(c, "")) for c in columns}
+    return FORMATS[fmt].as_written(row, columns)
+
+
+def _csv_as_written(row: dict[str, Any], columns: list[str]) -> dict[str, Any]:
+    return {c: _csv_cell(row.get(c, "")) for c in columns}
+
+
+def _jsonl_as_written(row: dict[str, Any], columns: list[str]) -> dict[str, Any]:
     return json.loads(json.dumps(json_safe(row), ensure_ascii=False))
+
+
+def _csv_first_line_is_ours(first: str, columns: list[str]) -> bool:
+    return first == csv_header(columns)
+
+
+def _jsonl_first_line_is_ours(first: str, columns: list[str]) -> bool:
+    try:
+        row = json.loads(first)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(row, dict) and all(c in row for c in OUTPUT_COLUMNS)
+
+
+@dataclass(frozen=True)
+class RowFormat:
+    """How one output format writes rows and reads them back: the one place that knows."""
+
+    header: Callable[[list[str]], str]  # all output columns -> the text before the first row
+    row: Callable[..., str]  # (row, columns, score, cosine, error) -> one record, newline included
+    done_rows: Callable[..., Iterator[tuple[dict[str, Any] | None, int]]]  # (path, binary file, columns)
+    as_written: Callable[[dict[str, Any], list[str]], dict[str, Any]]  # input columns as read back
+    first_line_is_ours: Callable[[str, list[str]], bool]  # a file's first line is what score writes
+
+
+FORMATS = {
+    "csv": RowFormat(_csv_line, _csv_row, _csv_done_rows, _csv_as_written, _csv_first_line_is_ours),
+    "jsonl": RowFormat(lambda columns: "", _jsonl_row, _jsonl_done_rows, _jsonl_as_written,
+                       _jsonl_first_line_is_ours),
+}
 
 
 def done_score(path: Path, index: int, old: dict[str, Any]) -> float | None:
@@ -342,7 +401,7 @@ def open_output(path: str | Path | None, rows: Iterable[dict[str, Any]], columns
         with open(path, "r+b") as f:
             f.truncate(keep)
         stream = open(path, "a", encoding="utf-8", newline="")
-        write_header = fmt == "csv" and keep == 0
+        write_header = keep == 0  # a JSONL file has no header
     else:
         stream = open(path, "w", encoding="utf-8", newline="")
         write_header = True

@@ -8,12 +8,17 @@ thresholds so the process reuses what it freed (what jemalloc or tcmalloc, the a
 PyTorch's CPU tuning guide recommends, do by default). The arithmetic, and so every bit
 of every embedding, is unchanged (``tests/test_determinism.py``); the peak resident memory
 stays the peak the run reached.
+
+:func:`quiet_transformers` silences transformers' and the Hub client's progress bars and info
+logs, for the CLI (its own output stays readable); it imports neither.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
+import os
 import sys
 
 # glibc's mallopt parameters (malloc.h)
@@ -43,3 +48,23 @@ def keep_freed_memory() -> bool:
     _applied = all(mallopt(param, value) == 1 for param, value in
                    ((M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD), (M_TOP_PAD, TOP_PAD)))
     return _applied
+
+
+def quiet_transformers() -> None:
+    """Silence transformers' own progress bars and info logs (CLI output stays readable).
+
+    Through the variables that transformers and huggingface_hub read when they are first
+    imported (so that a command that never loads a model does not import them for this),
+    and directly where they are imported already."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+    if "transformers" in sys.modules:
+        try:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.set_verbosity_error()
+            hf_logging.disable_progress_bar()
+        except Exception:  # older/newer transformers without these helpers
+            pass

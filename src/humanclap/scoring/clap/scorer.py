@@ -19,7 +19,6 @@ part of every cache key.
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 from pathlib import Path
 from typing import Sequence
@@ -47,7 +46,7 @@ from humanclap.scoring.inputs import audio_list, paired_lists, text_list
 from humanclap.scoring.protocol import AUDIO_CHUNK, ModelInfo
 
 __all__ = ["AUDIO_CHUNK", "CLAPScorer", "DTYPES", "ModelInfo", "ModelLoadError", "TEXT_BUCKETS", "TEXT_CHUNK",
-           "audio_embeddings", "clapscore", "load_components", "quiet_transformers", "resolve_device",
+           "audio_embeddings", "clapscore", "load_components", "resolve_device",
            "text_embeddings"]
 
 log = logging.getLogger(__name__)
@@ -362,16 +361,3 @@ def _stack(parts: list[torch.Tensor], dim: int) -> np.ndarray:
     if not parts:
         return np.zeros((0, dim), dtype=np.float32)
     return torch.cat(parts).float().numpy()
-
-
-def quiet_transformers() -> None:
-    """Silence transformers' own progress bars and info logs (CLI output stays readable)."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-        logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
-    except Exception:  # older/newer transformers without these helpers
-        pass
