@@ -54,7 +54,7 @@ def forward_rate(device: str, featurizer, path: str, seconds: float) -> tuple[fl
     import torch
     from transformers import ClapConfig, ClapModel
 
-    from humanclap.scoring.scorer import audio_embeddings, resolve_device
+    from humanclap.scoring.clap.scorer import audio_embeddings, resolve_device
 
     dev = resolve_device(device)
     torch.manual_seed(0)

@@ -99,7 +99,7 @@ def read_cosines(path: Path) -> np.ndarray:
 
 def forward_share(ckpt: Path, manifest: Path) -> float:
     """Fraction of an in-process `ScoreJob` run spent inside the model's forward passes."""
-    from humanclap.scoring.scorer import CLAPScorer
+    from humanclap.scoring.clap.scorer import CLAPScorer
     from humanclap.scoring.job import ScoreJob
 
     scorer = CLAPScorer.from_pretrained(str(ckpt), device="cpu")

@@ -45,7 +45,7 @@ import numpy as np
 import humanclap.scoring.audio as audio
 import humanclap.scoring.engine as engine
 import humanclap.scoring.job as job
-import humanclap.scoring.scorer as scorer_module
+import humanclap.scoring.clap.scorer as scorer_module
 if step < 1:
     engine.EmbeddingEngine._inline = engine.EmbeddingEngine._threaded
 if step < 2:
@@ -56,7 +56,7 @@ if step < 3:
         return extractor(waveform, sampling_rate=extractor.sampling_rate, truncation="fusion" if fused else "rand_trunc",
                          padding="repeatpad", return_tensors="np")["input_features"][0].astype(np.float32)
     audio.window_features = stock
-from humanclap.scoring.scorer import CLAPScorer
+from humanclap.scoring.clap.scorer import CLAPScorer
 s = CLAPScorer.from_pretrained(ckpt, device="cpu")
 spent = {"audio": 0.0, "text": 0.0}
 for name, key in (("get_audio_features", "audio"), ("get_text_features", "text")):

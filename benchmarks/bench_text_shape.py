@@ -35,7 +35,7 @@ def build_scorer(texts: list[str]):
     from humanclap.recipes.tiny import tiny_clap_config, tiny_feature_extractor, train_tokenizer
     from humanclap.scoring.audio import Preprocessing
     from humanclap.scoring.protocol import ModelInfo
-    from humanclap.scoring.scorer import CLAPScorer
+    from humanclap.scoring.clap.scorer import CLAPScorer
 
     tok = train_tokenizer(texts, vocab_size=1000)
     text = ClapTextConfig(vocab_size=len(tok), max_position_embeddings=514, pad_token_id=1,
@@ -51,7 +51,7 @@ def build_scorer(texts: list[str]):
 @torch.no_grad()
 def before(scorer, texts: list[str], batch_size: int = 32) -> np.ndarray:
     """The previous embed_text: length-sorted batches of 32, padded to their longest text."""
-    from humanclap.scoring.scorer import text_embeddings
+    from humanclap.scoring.clap.scorer import text_embeddings
 
     lengths = [len(ids) for ids in scorer.tokenizer(texts)["input_ids"]]
     order = sorted(range(len(texts)), key=lambda i: (lengths[i], i))
@@ -64,7 +64,7 @@ def before(scorer, texts: list[str], batch_size: int = 32) -> np.ndarray:
 
 
 def main() -> None:
-    import humanclap.scoring.scorer as scorer_module
+    import humanclap.scoring.clap.scorer as scorer_module
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--texts", type=int, default=1000)

@@ -99,7 +99,7 @@ def main() -> int:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from humanclap.scoring.scorer import quiet_transformers
+    from humanclap.scoring.clap.scorer import quiet_transformers
 
     quiet_transformers()
     with tempfile.TemporaryDirectory() as tmp:

@@ -39,7 +39,7 @@ from humanclap.cli import main as humanclap
 from humanclap.recipes.tiny import train_tokenizer
 from humanclap.scoring import fbank
 from humanclap.scoring.audio import clip_features
-from humanclap.scoring.scorer import CLAPScorer, text_embeddings
+from humanclap.scoring.clap.scorer import CLAPScorer, text_embeddings
 
 FAMILIES = ["HTSAT-tiny-unfused", "HTSAT-tiny-fused", "HTSAT-base-unfused", "HTSAT-base-fused"]
 TOL = 1e-5

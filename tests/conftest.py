@@ -90,7 +90,7 @@ def tiny_model_with_positive_cosines(path: Path, seed: int, audio: list, texts: 
     """
     import torch
 
-    from humanclap.scoring.scorer import CLAPScorer
+    from humanclap.scoring.clap.scorer import CLAPScorer
     from humanclap.recipes.tiny import build_tiny_clap
 
     build_tiny_clap(path, seed=seed)

@@ -163,3 +163,17 @@ def test_no_import_cycle_even_inside_functions():
     cycles = _cycles(graph)
     assert not cycles, "import cycles (module or function level):\n" + "\n".join(
         " -> ".join(c) for c in cycles)
+
+
+def test_old_import_paths_are_the_moved_modules():
+    """scoring/aliases.py: code written against the old paths gets the very same modules."""
+    import importlib
+
+    from humanclap.scoring.aliases import ALIASES
+
+    for old, new in ALIASES.items():
+        assert importlib.import_module(old) is importlib.import_module(new), old
+    from humanclap.scoring.device import resolve_device
+    from humanclap.scoring.scorer import resolve_device as old_resolve_device
+
+    assert old_resolve_device is resolve_device

@@ -24,7 +24,7 @@ def argv_of(tmp_path):
     manifest.write_text("audio,text\nclip.wav,a dog barks\n")
     return {
         "score": (["score", str(manifest), "--model", str(tmp_path / "m")],
-                  "humanclap.scoring.scorer.CLAPScorer.from_pretrained"),
+                  "humanclap.scoring.clap.scorer.CLAPScorer.from_pretrained"),
         "evaluate": (["evaluate", "--data", "relate:R", "-o", str(tmp_path / "o")],
                      "humanclap.evaluation.workflow.run_evaluation"),
         "train": (["train", "--model", "m", "--data", "d.csv", "--output-dir", str(tmp_path / "t")],
@@ -36,7 +36,7 @@ def argv_of(tmp_path):
         "demo --rebuild-base": (["demo", "--rebuild-base", str(tmp_path / "b")],
                                 "humanclap.recipes.demo_base.rebuild_base"),
         "convert": (["convert", str(tmp_path / "c.pt"), str(tmp_path / "c")],
-                    "humanclap.scoring.laion_convert.convert_laion_checkpoint"),
+                    "humanclap.scoring.clap.laion_convert.convert_laion_checkpoint"),
         "merge": (["merge", str(tmp_path / "out.csv")], "humanclap.scoring.parts.merge_parts"),
         "compare": (["compare", str(manifest), "-o", str(tmp_path / "cmp")],
                     "humanclap.evaluation.compare_workflow.run_compare"),

@@ -14,7 +14,7 @@ from conftest import noise_clip, write_wav
 from humanclap import CLAPScorer
 from humanclap.cli import main
 from humanclap.scoring.engine import EmbeddingEngine, open_cache
-from humanclap.scoring.scorer import AUDIO_CHUNK, TEXT_BUCKETS, TEXT_CHUNK
+from humanclap.scoring.clap.scorer import AUDIO_CHUNK, TEXT_BUCKETS, TEXT_CHUNK
 
 SHORT = ["a dog barks", "rain", "a bell rings", "music plays with a drum beat", "birds chirp",
          "a siren wails as traffic passes by", "people applaud", "water runs"]
@@ -81,7 +81,7 @@ def test_each_length_bucket_gives_a_text_the_same_bits_alone_and_among_others(ti
         assert alone.tobytes() == together[crowd.index(text)].tobytes()
         # the bucket only changes float rounding: the same embedding as padded to 77
         padded = scorer.tokenize([text] * TEXT_CHUNK, fixed_length=True)
-        from humanclap.scoring.scorer import text_embeddings
+        from humanclap.scoring.clap.scorer import text_embeddings
 
         with torch.no_grad():
             full = text_embeddings(scorer.model, **padded)[0].numpy()

@@ -182,7 +182,7 @@ def test_a_cpu_job_decodes_in_turn_and_embeds_many_steps_texts_in_full_passes(sc
     import threading
 
     from humanclap.scoring.job import ScoreJob
-    from humanclap.scoring.scorer import TEXT_BUCKETS, TEXT_CHUNK
+    from humanclap.scoring.clap.scorer import TEXT_BUCKETS, TEXT_CHUNK
 
     words = ["dog", "rain", "bell", "car", "bird", "wind", "door", "siren"]
     texts = [f"a {a} and a {b}" for a in words for b in words[:5]]  # 40 distinct texts

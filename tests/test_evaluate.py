@@ -24,7 +24,7 @@ from scipy import stats
 from humanclap.cli import main as cli_main
 from humanclap.data import load_rated
 from humanclap.evaluation.evaluate import evaluate_models, short_name, unique_names
-from humanclap.scoring.scorer import CLAPScorer
+from humanclap.scoring.clap.scorer import CLAPScorer
 from humanclap.evaluation.report import write_report
 
 RELATE = Path(__file__).resolve().parents[2] / "shared/data/relate"

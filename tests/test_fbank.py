@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from humanclap.recipes.tiny import tiny_feature_extractor
-from humanclap.scoring.fbank import log_mel, window_features
+from humanclap.scoring.clap.fbank import log_mel, window_features
 
 
 def laion_extractor(fused: bool):

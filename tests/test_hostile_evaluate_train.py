@@ -313,7 +313,7 @@ def negative_model(tmp_path_factory, rated) -> Path:
     """A tiny CLAP whose cosine is negative on every pair of ``rated``: CLAPScore is 0
     everywhere, so the validation SRCC is undefined on every epoch."""
     from humanclap.recipes.tiny import build_tiny_clap
-    from humanclap.scoring.scorer import CLAPScorer
+    from humanclap.scoring.clap.scorer import CLAPScorer
 
     path = tmp_path_factory.mktemp("negative")
     build_tiny_clap(path, seed=0)

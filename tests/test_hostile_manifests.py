@@ -153,7 +153,7 @@ def nan_model(tiny_unfused, tmp_path_factory) -> Path:
     text of these tests uses: texts with them get NaN embeddings, the others stay finite."""
     import torch
 
-    from humanclap.scoring.scorer import CLAPScorer
+    from humanclap.scoring.clap.scorer import CLAPScorer
 
     path = tmp_path_factory.mktemp("nan_model") / "m"
     shutil.copytree(tiny_unfused, path)

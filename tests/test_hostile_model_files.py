@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from humanclap import ModelLoadError, load_scorer
 from humanclap.recipes.tiny_msclap import build_tiny_msclap, tiny_msclap
-from humanclap.scoring.laion_checkpoint import read_state_dict
+from humanclap.scoring.clap.laion_checkpoint import read_state_dict
 from humanclap.scoring.msclap import MSClapModel, is_msclap_folder, load_pth
 
 PICKLE_REFUSAL = "refused: the file holds code, not only tensors"

@@ -22,7 +22,7 @@ from humanclap.errors import UsageError
 from humanclap.scoring.cache import check_cache_folder
 from humanclap.scoring.checkpoint import check_tokenizer
 from humanclap.scoring.engine import EmbeddingEngine, open_cache
-from humanclap.scoring.scorer import resolve_device
+from humanclap.scoring.clap.scorer import resolve_device
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
                    "special_tokens_map.json")

@@ -36,7 +36,7 @@ def three_rows(folder: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def scorer(tiny_unfused):
-    from humanclap.scoring.scorer import CLAPScorer
+    from humanclap.scoring.clap.scorer import CLAPScorer
 
     return CLAPScorer.from_pretrained(str(tiny_unfused), device="cpu")
 

@@ -159,7 +159,7 @@ def test_docstring_examples_run():
 
 
 def test_predicted_score_is_the_one_clapscore():
-    from humanclap.scoring.scorer import clapscore
+    from humanclap.scoring.clap.scorer import clapscore
     from humanclap.training.losses import predicted_score
 
     cos = torch.tensor([-0.5, 0.0, 0.3], dtype=torch.float64, requires_grad=True)

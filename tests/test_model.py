@@ -12,7 +12,7 @@ from conftest import noise_clip, write_wav
 from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
 
 from humanclap import CLAPScorer, ModelLoadError
-from humanclap.scoring.scorer import TEXT_MAX_LENGTH
+from humanclap.scoring.clap.scorer import TEXT_MAX_LENGTH
 
 TEXTS = ["a dog barks", "rain falls on a roof", "a bell rings", "music plays", "a siren wails",
          "birds chirp", "a car horn honks", "people applaud", "water runs", "a woman speaks"]

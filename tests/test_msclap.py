@@ -212,7 +212,7 @@ def test_text_tokens_and_pooling_follow_msclap(folder):
 
 # -- loading by spec -----------------------------------------------------------------------
 def test_load_scorer_dispatches_by_spec(tmp_path, tiny_unfused):
-    from humanclap.scoring.scorer import CLAPScorer
+    from humanclap.scoring.clap.scorer import CLAPScorer
 
     assert isinstance(load_scorer(str(tiny_unfused), device="cpu"), CLAPScorer)
     pth = build_tiny_msclap(tmp_path / "pth", "2022", pth=True)

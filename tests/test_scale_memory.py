@@ -39,7 +39,7 @@ def manifest(folder: Path, n: int, files: int, name: str = "m.csv", extra: dict 
 
 @pytest.fixture(scope="module")
 def scorer(tiny_unfused):
-    from humanclap.scoring.scorer import CLAPScorer
+    from humanclap.scoring.clap.scorer import CLAPScorer
 
     return CLAPScorer.from_pretrained(str(tiny_unfused), device="cpu")
 

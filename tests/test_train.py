@@ -126,7 +126,7 @@ def test_fast_path_gives_the_same_model_as_the_uncached_path(tiny_unfused, rated
 
 
 def test_runs_sharing_a_feature_memo_preprocess_each_clip_once(tiny_unfused, rated, tmp_path, monkeypatch):
-    from humanclap.scoring.scorer import CLAPScorer
+    from humanclap.scoring.clap.scorer import CLAPScorer
 
     calls = []
     real_features = CLAPScorer.load_features

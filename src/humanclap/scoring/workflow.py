@@ -32,7 +32,7 @@ from humanclap.scoring.loader import load_scorer
 from humanclap.scoring.output_guard import check_output, check_resume, meta_path
 from humanclap.scoring.parts import merge_parts, parse_shard, part_path
 from humanclap.scoring.rows import output_format, row_problem, scan_manifest
-from humanclap.scoring.scorer import check_dtype, resolve_device
+from humanclap.scoring.device import check_dtype, resolve_device
 from humanclap.scoring.summary import ScoreSummary
 
 # Ranks finish their parts at different times: the barrier waits as long as a part can take.
