@@ -101,6 +101,8 @@ def build_components(cfg: TrainConfig, device: torch.device, info: DistInfo, aut
 
         torch.manual_seed(cfg.seed)  # the head's initialisation, the same on every rank
         head = ScoreHead(scorer.embedding_dim, cfg.head_hidden, cfg.head_dropout if cfg.dropout else 0.0)
+        with torch.no_grad():  # start at the mean training target, not near 0 (clipped: no signal)
+            head.net[-1].bias.fill_(float(train_split.target.float().mean()))
         trained = step_module = HeadTower(tower, head.to(device))
     if info.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
