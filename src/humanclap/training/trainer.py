@@ -438,7 +438,8 @@ class Trainer:
         return TrainResult(output_dir=self.out, best_epoch=st.best_epoch, best_val=st.best_val,
                            test=st.best_test, epochs_run=st.epoch, stopped_early=st.stopped_early,
                            seconds=seconds, cached_towers=p.cached_towers, history=st.history,
-                           weights_digest=digest, selected_by=selected_by, family=p.tower.towers.family)
+                           weights_digest=digest, selected_by=selected_by, family=p.tower.towers.family,
+                           head=self.head is not None)
 
     def _digest(self) -> str:
         """Hash of this rank's trained parameters; ranks that disagree mean a broken run."""
