@@ -101,9 +101,9 @@ def test_score_evaluate_and_api_give_the_clipped_head(trained, tiny_unfused, rat
     pred = pd.read_csv(tmp_path / "ev" / "predictions.csv")
     np.testing.assert_allclose(pred[trained.name].to_numpy(), want, atol=1e-5)
 
-    from humanclap import clap_score
-
     import soundfile as sf
+
+    from humanclap import clap_score
 
     waves = [sf.read(a, dtype="float32")[0] for a in audio[:3]]
     scores, cosines = clap_score(waves, list(rows["text"][:3]), 16000, model=str(trained), device="cpu",

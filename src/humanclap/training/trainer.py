@@ -371,10 +371,8 @@ class Trainer:
         if not p.val_split:
             return {}
         pred = self.predict(p.val_split)
-        if self.head is not None:
-            if not bool((pred > 0).any()):
-                log.warning("every validation score of the head is 0 (its outputs are all below 0): "
-                            "lower --lr")
+        if not bool((pred > 0).any()) and self.head is not None:
+            log.warning("every validation score of the head is 0 (its outputs are all below 0): lower --lr")
         elif not bool((pred > 0).any()):
             log.warning("every validation CLAPScore is 0 (all cosines negative): a clipped "
                         "MAE/MSE gives such pairs no gradient. Lower --lr, or pass "
