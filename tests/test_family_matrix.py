@@ -4,7 +4,9 @@ epoch) and the Python API, each on a tiny model (the family table,
 
 Families: LAION unfused and fused folders, a LAION ``.pt`` converted by ``humanclap
 convert``, MS CLAP 2022 and 2023 as an msclap ``.pth`` and as a folder, PE-Audio, and the
-fine-tuned output of each trainable family (LAION, MS CLAP, PE-Audio). Models are built
+fine-tuned output of each trainable family (LAION, MS CLAP, PE-Audio), projections-tuned
+(``tuned-*``) and with a frozen-feature score head (``head-*``, ``--train-params head``, each
+with other loss terms: the ranking terms train the head too). Models are built
 once per module and only when a cell needs them; the manifest has 8 rows of 0.4 s clips.
 ``evaluate --model X.pth`` was refused before the table ("has no config.json"): the
 ``evaluate`` cells of the ``.pth`` specs are the regression test.
@@ -37,9 +39,13 @@ SPECS = {
     "msclap-2022-pth": "msclap", "msclap-2023-pth": "msclap", "msclap-2022-dir": "msclap",
     "msclap-2023-dir": "msclap", "pe-audio": "pe_audio",
     "tuned-laion": "laion", "tuned-msclap": "msclap", "tuned-pe-audio": "pe_audio",
+    "head-laion": "laion", "head-msclap": "msclap", "head-pe-audio": "pe_audio",
 }
 # the base each fine-tuned spec is trained from (by that base's train cell, run once)
 TUNED_FROM = {"tuned-laion": "laion-unfused", "tuned-msclap": "msclap-2023-pth", "tuned-pe-audio": "pe-audio"}
+# head-* specs: a score head trained on the base (the loss of each: every term a head takes)
+HEAD_FROM = {"head-laion": ("laion-unfused", "mae"), "head-msclap": ("msclap-2023-pth", "mse+0.5*pairwise"),
+             "head-pe-audio": ("pe-audio", "mae+listnet+clipped-mse")}
 NO_PE_AUDIO = ("PE-Audio needs transformers.models.pe_audio (transformers >= 5.0), which this "
                "environment lacks")
 
@@ -81,6 +87,8 @@ class Models:
             from humanclap.recipes.tiny_pe_audio import build_tiny_pe_audio
 
             return build_tiny_pe_audio(folder, seed=0, corpus=TEXTS)
+        if name in HEAD_FROM:
+            return self.train(*HEAD_FROM[name], head=True).out
         return self.train(TUNED_FROM[name]).out  # tuned-*
 
     def _converted(self, folder: Path) -> Path:
@@ -99,15 +107,18 @@ class Models:
         assert r.code == 0, r.err
         return folder
 
-    def train(self, name: str) -> SimpleNamespace:
-        """One tiny epoch of ``humanclap train`` from ``name`` (run once per spec)."""
-        if name not in self.trained:
-            out = self.root / f"trained-{name}"
+    def train(self, name: str, loss: str = "wsce+mae", head: bool = False) -> SimpleNamespace:
+        """One tiny epoch of ``humanclap train`` from ``name`` (run once per spec): the
+        projections, or a score head (``head``)."""
+        key = (name, head)
+        if key not in self.trained:
+            out = self.root / f"{'head' if head else 'trained'}-{name}"
             r = humanclap("train", "--model", self.get(name), "--data", self.rated, "--output-dir", out,
                           "--device", "cpu", "--batch-size", "2", "--epochs", "1", "--train-params",
-                          "projections", "--patience", "0", "--no-progress")
-            self.trained[name] = SimpleNamespace(out=out, code=r.code, err=r.err)
-        return self.trained[name]
+                          "head" if head else "projections", "--loss", loss, "--patience", "0",
+                          "--head-hidden", "16", "--no-progress")
+            self.trained[key] = SimpleNamespace(out=out, code=r.code, err=r.err)
+        return self.trained[key]
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +151,14 @@ def test_family_command(name, command, models, rated, tmp_path):
         assert r.code == 0, r.err
         rows = [json.loads(line) for line in out.read_text().splitlines()]
         assert len(rows) == 8 and all(math.isfinite(row["clapscore"]) for row in rows), rows
+        if name in HEAD_FROM:  # the head's score; the cosine stays the base model's
+            base = tmp_path / "base.jsonl"
+            assert humanclap("score", rated, "--model", models.get(HEAD_FROM[name][0]), "-o", base,
+                             "--device", "cpu").code == 0
+            cos = [json.loads(line)["cosine"] for line in base.read_text().splitlines()]
+            np.testing.assert_allclose([row["cosine"] for row in rows], cos, atol=1e-6)
+            assert all(0 <= row["clapscore"] <= 1 for row in rows)
+            assert [row["clapscore"] for row in rows] != [max(c, 0.0) for c in cos]
     elif command == "evaluate":
         out = tmp_path / "eval"
         r = humanclap("evaluate", "--model", spec, "--data", rated, "-o", out, "--device", "cpu",
@@ -147,13 +166,15 @@ def test_family_command(name, command, models, rated, tmp_path):
         assert r.code == 0, r.err
         assert any(out.iterdir())
     elif command == "train":
-        run = models.train(name)
+        run = models.train(*HEAD_FROM[name], head=True) if name in HEAD_FROM else models.train(name)
         assert run.code == 0, run.err
         assert "epoch: 1 of 1" in run.err  # "best" or "kept" (a tiny validation split)
         # the export is a model of the same family, recognised as such by the table
         entry = family_of_spec(run.out)
         assert entry.name == family
         assert json.loads((run.out / "config.json").read_text())["model_type"] == entry.export_model_type
+        if name in HEAD_FROM:
+            assert json.loads((run.out / "score_head.json").read_text())["family"] == family
     else:  # the Python API
         import soundfile as sf
 

@@ -30,7 +30,6 @@ from humanclap.evaluation import metrics as M
 from humanclap.evaluation.breakdowns import breakdowns, subset_mask, system_level_summary
 from humanclap.io import json_safe
 from humanclap.scoring.citation import scorer_protocol
-from humanclap.scoring.clapscore import clapscore
 from humanclap.scoring.engine import EmbeddingEngine
 from humanclap.scoring.inputs import label_list, model_list
 from humanclap.scoring.protocol import Scorer
@@ -200,10 +199,9 @@ def score_pairs(scorer: Scorer, audio: Sequence[str], texts: Sequence[str],
         engine.embed_unique([paths[i] for i in keep], [texts[i] for i in keep], progress=progress)
     scores = np.full(len(paths), np.nan, dtype=np.float64)
     for i in keep:
-        a, t = paths[i], texts[i]
-        cosine, errors[i] = engine.cosine(a, t)
-        if cosine is not None:
-            scores[i] = float(clapscore(cosine))
+        score, _, errors[i] = engine.score(paths[i], texts[i])  # the scorer's (a score head's) clapscore
+        if score is not None:
+            scores[i] = score
     return scores, errors, {"pairs": len(paths), **engine.counts()}
 
 

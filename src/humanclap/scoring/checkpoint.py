@@ -45,6 +45,9 @@ TOKENIZER_FILE_SETS = (("tokenizer.json",), ("vocab.json", "merges.txt"))
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "vocab.txt", "tokenizer_config.json",
                    "special_tokens_map.json", "added_tokens.json")
 EXTRACTOR_FILE = "preprocessor_config.json"
+# A frozen-feature score head saved beside a model (humanclap.scoring.head): not part of
+# the model's weights, so not of :func:`local_revision` (the head's scorer adds its own hash).
+HEAD_FILES = ("score_head.safetensors", "score_head.json")
 COMPLETE_FOLDER = ("a complete checkpoint folder holds config.json, model.safetensors (or "
                    "pytorch_model.bin), the tokenizer (tokenizer.json, or vocab.json + merges.txt, "
                    "with tokenizer_config.json) and preprocessor_config.json, as written by "
@@ -317,10 +320,11 @@ def check_extractor(extractor, source: str, audio_config=None) -> None:
 
 
 def local_revision(folder: Path) -> str:
-    """Content hash of every file of a local checkpoint that changes a score: config,
-    weights, tokenizer files and the feature extractor config."""
+    """Content hash of every file of a local checkpoint that changes an embedding: config,
+    weights, tokenizer files and the feature extractor config (not a score head's
+    :data:`HEAD_FILES`: the head changes scores, not embeddings, and is hashed by its scorer)."""
     h = hashlib.sha256()
-    files = (sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
+    files = (sorted(f for f in folder.glob("*.safetensors") if f.name not in HEAD_FILES) + sorted(folder.glob("*.bin"))
              + sorted(folder.glob("*.index.json")) + sorted(folder.glob("*.model"))
              + [folder / name for name in ("config.json", *TOKENIZER_FILES, EXTRACTOR_FILE)])
     for f in files:

@@ -52,21 +52,21 @@ def _family_of(model_id: str) -> str:
 
 
 def protocol_line(info: ModelInfo | dict, *, raw_cosine: bool = False, dtype: str | None = None,
-                  family: str | None = None, version: str | None = None) -> str:
+                  family: str | None = None, version: str | None = None, score: str | None = None) -> str:
     """One line naming the score, the model (id, source, revision, dtype) and the audio
     protocol (rate, window, short- and long-clip rules) of ``info``.
 
     ``family``: ``"laion"`` (every transformers CLAP) or ``"msclap"``; None: guessed from the
     model id (``.pth``, ``msclap-*``, or a folder that still exists). ``version``: humanclap's
     (None: this one). ``dtype`` is named when given (``fp32`` and ``bf16`` differ in the last
-    digits)."""
+    digits). ``score``: what the score is when it is not CLAPScore (a score head's definition)."""
     d = info.as_dict() if isinstance(info, ModelInfo) else dict(info)
     pre = d["preprocessing"] if isinstance(d["preprocessing"], dict) else asdict(d["preprocessing"])
     if version is None:
         from humanclap import __version__ as version
     family = family or _family_of(str(d["model_id"]))
     rate, window = int(pre["sampling_rate"]), int(pre["window_samples"])
-    score = "raw cosine (not clamped at 0)" if raw_cosine else "CLAPScore = max(cos, 0)"
+    score = "raw cosine (not clamped at 0)" if raw_cosine else (score or "CLAPScore = max(cos, 0)")
     model = f"model {d['model_id']} ({d['source']}, revision {d['revision']}" + (f", {dtype})" if dtype else ")")
     rule = str(pre["long_clip_rule"])
     parts = [
@@ -86,4 +86,5 @@ def scorer_protocol(scorer: Any, raw_cosine: bool = False) -> str:
 
     found = family_of_scorer(scorer)
     family = found.name if found is not None else "laion"
-    return protocol_line(scorer.info, raw_cosine=raw_cosine, dtype=getattr(scorer, "dtype", None), family=family)
+    return protocol_line(scorer.info, raw_cosine=raw_cosine, dtype=getattr(scorer, "dtype", None), family=family,
+                         score=getattr(scorer, "score_definition", None))

@@ -33,6 +33,7 @@ same bits whatever the batch size and whatever else the run embeds.
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 from collections import OrderedDict
@@ -47,6 +48,7 @@ from humanclap.defaults import TEXT_MAX_LENGTH
 from humanclap.errors import AudioError
 from humanclap.scoring.audio import AudioInput, audio_bytes_hash, describe
 from humanclap.scoring.cache import EmbeddingCache
+from humanclap.scoring.clapscore import clapscore
 from humanclap.scoring.decode import DecoderPool, featurizer_of
 from humanclap.scoring.protocol import AUDIO_CHUNK, Scorer
 
@@ -67,14 +69,33 @@ def features_of(scorer: Scorer, item: AudioInput) -> tuple[Any, bool]:
         raise unreadable(item, exc) from None
 
 
+def non_finite(what: str, value: float) -> str:
+    """The row error of a NaN/inf cosine or score (it comes from the model or its dtype)."""
+    return (f"non-finite embedding ({what} = {value}): the model gave NaN/inf for this audio or "
+            "text; try --dtype fp32, else the checkpoint is broken")
+
+
 def unreadable(item: AudioInput, exc: Exception) -> AudioError:
     """The AudioError for an item whose reading, decoding or resampling raised ``exc``."""
     return AudioError(f"{describe(item)}: unreadable audio ({type(exc).__name__}: {exc})")
 
 
+def pair_score(scorer: Scorer, audio_emb: np.ndarray, text_emb: np.ndarray, cosine: float) -> float:
+    """The ``clapscore`` of one embedded pair: the scorer's own ``pair_score`` when it has one
+    (a score head, :class:`~humanclap.scoring.head.HeadScorer`), else CLAPScore = max(cos, 0).
+    The one place every command turns a pair's embeddings into its score."""
+    own = getattr(scorer, "pair_score", None)
+    if own is None:
+        return float(clapscore(cosine))
+    return own(audio_emb, text_emb)
+
+
 def open_cache(folder: str | Path, scorer: Scorer) -> EmbeddingCache:
     """The embedding cache in ``folder`` for this scorer's model, revision, dtype and
-    preprocessing: entries of any other configuration are never returned."""
+    preprocessing: entries of any other configuration are never returned. A wrapper that
+    changes only the score (``embedding_scorer``: a score head) shares its base's entries:
+    the cache holds embeddings, never scores."""
+    scorer = getattr(scorer, "embedding_scorer", scorer)
     info = scorer.info
     # numerics: what the bits depend on beyond model and preprocessing (device, torch,
     # fixed forward shapes); a scorer without the property is keyed by its device.
@@ -318,6 +339,19 @@ class EmbeddingEngine:
         if path in self.audio_err:
             return None, str(self.audio_err[path])
         return float(np.dot(self.audio_emb[path], self.text_emb[text])), ""
+
+    def score(self, path: str, text: str) -> tuple[float | None, float | None, str]:
+        """``(clapscore, cosine, error)`` of an embedded pair (:func:`pair_score`); a
+        non-finite cosine or score is the pair's error, never a number."""
+        cosine, error = self.cosine(path, text)
+        if cosine is None:
+            return None, None, error
+        if not math.isfinite(cosine):
+            return None, None, non_finite("cosine", cosine)
+        score = pair_score(self.scorer, self.audio_emb[path], self.text_emb[text], cosine)
+        if not math.isfinite(score):
+            return None, None, non_finite("score", score)
+        return score, cosine, ""
 
     def counts(self) -> dict[str, int]:
         """Work done so far: texts embedded, audio files decoded, embedded and failed."""

@@ -173,8 +173,10 @@ def _class_names(obj: Any) -> list[str]:
 
 
 def family_of_scorer(scorer: Any) -> Family | None:
-    """The family of a loaded scorer (its class or a base class is a family's ``scorer``);
-    None for a scorer of no family here (a user's own :class:`Scorer`)."""
+    """The family of a loaded scorer (its class or a base class is a family's ``scorer``; a
+    wrapper such as the score head's ``HeadScorer`` answers for the ``embedding_scorer`` it
+    wraps); None for a scorer of no family here (a user's own :class:`Scorer`)."""
+    scorer = getattr(scorer, "embedding_scorer", scorer)
     names = _class_names(scorer)
     return next((f for name in names for f in FAMILIES if f.scorer == name), None)
 

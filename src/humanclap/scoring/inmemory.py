@@ -45,9 +45,7 @@ from humanclap.defaults import DEFAULT_MODEL
 from humanclap.errors import AudioError, UsageError
 from humanclap.scoring.audio_file import read_centre_window, read_mono
 from humanclap.scoring.citation import scorer_protocol
-from humanclap.scoring.clapscore import clapscore
 from humanclap.scoring.engine import EmbeddingEngine
-from humanclap.scoring.rows import checked_cosine
 
 __all__ = ["ArrayFile", "as_clips", "as_texts", "clap_score", "clear_scorer_cache", "clip_features", "get_scorer",
            "protocol", "scorer_for"]
@@ -319,30 +317,38 @@ def clap_score(audio: Any, text: Any, sample_rate: int, model: Any = DEFAULT_MOD
         clips = as_clips(audio, lengths)
         texts = as_texts(text, len(clips))
         scorer = scorer_for(model, audio, device, dtype)
-        cosines = cosines_of(scorer, clips, texts, rate)
+        scored, cosines = scores_of(scorer, clips, texts, rate)
     # built outside inference mode: plain tensors a training loop may combine with anything
     # (inference tensors refuse in-place updates and being saved for backward)
     cos = torch.tensor(cosines, dtype=torch.float32, device=audio_device(audio))
-    scores = clapscore(cos)
+    scores = torch.tensor(scored, dtype=torch.float32, device=cos.device)
     return (scores, cos) if return_cosine else scores
 
 
 def cosines_of(scorer: Any, clips: list[np.ndarray], texts: list[str], sample_rate: int) -> list[float]:
-    """Cosine of each (clip, text) pair through the scoring engine (the CLI's own bits):
-    texts embedded once each, clips featurised and embedded ``CLIPS_PER_STEP`` at a time."""
+    """Cosine of each (clip, text) pair through the scoring engine (see :func:`scores_of`)."""
+    return scores_of(scorer, clips, texts, sample_rate)[1]
+
+
+def scores_of(scorer: Any, clips: list[np.ndarray], texts: list[str], sample_rate: int
+              ) -> tuple[list[float], list[float]]:
+    """``(clapscores, cosines)`` of each (clip, text) pair through the scoring engine (the
+    CLI's own bits and score, a score head's included): texts embedded once each, clips
+    featurised and embedded ``CLIPS_PER_STEP`` at a time."""
     engine = EmbeddingEngine(scorer)
     engine.embed_texts(texts)
     keys = [f"audio[{i}]" for i in range(len(clips))]
     for start in range(0, len(clips), CLIPS_PER_STEP):
         step = range(start, min(start + CLIPS_PER_STEP, len(clips)))
         engine.embed_prepared({keys[i]: (*clip_features(scorer, clips[i], sample_rate, keys[i]), "") for i in step})
-    out = []
+    scores, cosines = [], []
     for key, t in zip(keys, texts):
-        cosine, error = checked_cosine(*engine.cosine(key, t))
+        score, cosine, error = engine.score(key, t)
         if error:
             raise AudioError(f"{key}: {error}")
-        out.append(cosine)
-    return out
+        scores.append(score)
+        cosines.append(cosine)
+    return scores, cosines
 
 
 def protocol(model: Any = DEFAULT_MODEL, device: Any = None, dtype: str | None = None,

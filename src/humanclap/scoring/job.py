@@ -33,14 +33,12 @@ from tqdm.auto import tqdm
 from humanclap.errors import UsageError
 from humanclap.io import resolve_path
 from humanclap.outputs import file_lock_path, output_lock
-from humanclap.scoring.clapscore import clapscore
 from humanclap.scoring.engine import EmbeddingEngine, open_cache
 from humanclap.scoring.inputs import check_batch_size, check_workers
 from humanclap.scoring.output_guard import check_output, check_resume, make_parent
 from humanclap.scoring.parts import part_range, part_record
 from humanclap.scoring.protocol import Scorer
-from humanclap.scoring.rows import (ManifestScan, checked_cosine, open_output, row_problem,
-                                    scan_manifest)
+from humanclap.scoring.rows import ManifestScan, open_output, row_problem, scan_manifest
 from humanclap.scoring.summary import ManifestRecord, ScoreRecord, ScoreSummary, write_run_metadata
 
 # Embeddings kept in memory: enough for every text/file of the batches in flight many
@@ -232,11 +230,11 @@ class ScoreJob:
             engine.embed_texts([row["text"] for row, bad, _ in items if not bad])  # evicted ones
             for row, problem, path in items:
                 if problem:
-                    cosine, error = None, problem
-                else:
-                    cosine, error = checked_cosine(*engine.cosine(path, row["text"]))
-                writer.write(row, cosine, error)
-                summary.count(None if error else float(clapscore(cosine)))
+                    score, cosine, error = None, None, problem
+                else:  # the scorer's clapscore (a score head's, or max(cos, 0))
+                    score, cosine, error = engine.score(path, row["text"])
+                writer.write(row, cosine, error, score)
+                summary.count(None if error else score)
             writer.flush()
             bar.update(len(items))
             yield written

@@ -10,6 +10,11 @@ table of :mod:`humanclap.scoring.families`:
 * anything else (a hub id such as ``laion/clap-htsat-unfused``, a ``save_pretrained``
   folder) -> :class:`~humanclap.scoring.clap.CLAPScorer` (every transformers CLAP).
 
+A folder of any family that holds a score head (``score_head.safetensors`` + ``.json``,
+written by ``humanclap train --train-params head``) gives a
+:class:`~humanclap.scoring.head.HeadScorer` around the family's scorer: same embeddings and
+cosines, the head's clipped score as ``clapscore``.
+
 Import-light: the families' modules (and torch) load only when a scorer is built.
 """
 
@@ -52,5 +57,12 @@ def load_scorer(spec: str | Path = DEFAULT_MODEL, device: str = "auto", dtype: s
     not apply to the spec's family.
     """
     _check_spec_files(Path(spec))  # before anything of it is read: a FIFO would block
-    return family_of_spec(spec).load(str(spec), device=device, dtype=dtype, revision=revision,
-                                     msclap_version=msclap_version, tokenizer=tokenizer)
+    scorer = family_of_spec(spec).load(str(spec), device=device, dtype=dtype, revision=revision,
+                                       msclap_version=msclap_version, tokenizer=tokenizer)
+    from humanclap.scoring.head import has_head
+
+    if has_head(spec):
+        from humanclap.scoring.head import HeadScorer
+
+        return HeadScorer(scorer, spec)
+    return scorer

@@ -168,9 +168,15 @@ class RowWriter:
         if write_header:
             self.stream.write(self.format.header(self.columns))
 
-    def write(self, row: dict[str, Any], cosine: float | None, error: str) -> None:
+    def write(self, row: dict[str, Any], cosine: float | None, error: str, score: float | None = None) -> None:
+        """One output row; ``score``: the pair's clapscore when the scorer computed it
+        (:meth:`~humanclap.scoring.engine.EmbeddingEngine.score`: a score head's), else
+        CLAPScore = max(cosine, 0)."""
         cosine, error = checked_cosine(cosine, error)  # the job did this; never write NaN/inf
-        score = None if cosine is None else float(clapscore(cosine))
+        if cosine is None:
+            score = None
+        elif score is None:
+            score = float(clapscore(cosine))
         self.stream.write(self.format.row(row, self.columns, score, cosine, error))
 
     def flush(self) -> None:

@@ -25,8 +25,8 @@ from humanclap.scoring.protocol import Scorer
 from humanclap.scoring.rows import ManifestScan
 
 # What every meta file says about its numbers.
-NOTE = ("clapscore = max(cosine, 0); scoring is deterministic (no seed involved); "
-        "the CI is clipped to [0, 1]")
+NOTE = ("clapscore = max(cosine, 0), or a score head's output clipped to [0, 1] when the protocol "
+        "says so; scoring is deterministic (no seed involved); the CI is clipped to [0, 1]")
 
 
 class RunningStats:

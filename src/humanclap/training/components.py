@@ -18,7 +18,7 @@ from humanclap.training.config import TrainConfig
 from humanclap.training.data import SplitTable, TrainData, build_train_data, global_batches, load_splits
 from humanclap.training.distributed import DistInfo, shard_map
 from humanclap.training.losses import HumanClapLoss
-from humanclap.training.model import DualTower, prepare_trainable
+from humanclap.training.model import DualTower, HeadTower, prepare_trainable
 from humanclap.training.optim import build_optimizer, build_scheduler
 from humanclap.training.targets import training_targets
 
@@ -38,7 +38,7 @@ class TrainComponents:
     val_split: str | None  # split names; None when not used
     test_split: str | None
     steps_per_epoch: int
-    trained: torch.nn.Module  # whose parameters are optimised and saved (PEFT wrapper for LoRA)
+    trained: torch.nn.Module  # whose parameters are optimised and saved (PEFT wrapper for LoRA, HeadTower for head)
     tower: DualTower  # embeddings by item index, frozen towers served from caches
     step_module: torch.nn.Module  # the tower, wrapped in DistributedDataParallel on several ranks
     cached_towers: list[str]  # "text"/"audio": towers that run once instead of every step
@@ -96,12 +96,20 @@ def build_components(cfg: TrainConfig, device: torch.device, info: DistInfo, aut
         cached = [n for n, c in (("text", tower.text_cache), ("audio", tower.audio_cache))
                   if c is not None]
     step_module: torch.nn.Module = tower
+    if cfg.train_params == "head":  # the model frozen, a score head on its embeddings trained
+        from humanclap.scoring.head import ScoreHead
+
+        torch.manual_seed(cfg.seed)  # the head's initialisation, the same on every rank
+        head = ScoreHead(scorer.embedding_dim, cfg.head_hidden, cfg.head_dropout if cfg.dropout else 0.0)
+        with torch.no_grad():  # start at the mean training target, not near 0 (clipped: no signal)
+            head.net[-1].bias.fill_(float(train_split.target.float().mean()))
+        trained = step_module = HeadTower(tower, head.to(device))
     if info.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ids = [device.index] if device.type == "cuda" else None
         unused = tower.towers.find_unused_parameters(cfg.train_params)
-        step_module = DDP(tower, device_ids=ids, broadcast_buffers=False, find_unused_parameters=unused)
+        step_module = DDP(step_module, device_ids=ids, broadcast_buffers=False, find_unused_parameters=unused)
     optimizer = build_optimizer(trained, cfg)
     return TrainComponents(
         tokenizer=tokenizer, extractor=extractor, model_info=model_info, data=data,

@@ -21,7 +21,7 @@ from typing import Any
 
 from humanclap.errors import ConfigError
 
-TRAIN_PARAMS = ("all", "audio", "text", "projections", "lora")
+TRAIN_PARAMS = ("all", "audio", "text", "projections", "lora", "head")
 TARGETS = ("mean", "listener-z")
 PRECISIONS = ("auto", "fp32", "bf16")
 CONFIG_DIR = Path(__file__).parent.parent / "configs"
@@ -83,7 +83,11 @@ class TrainConfig:
                                 "baseline's 0.25 on its -1..1 scale)")
     # -- what to train ---------------------------------------------------------------
     train_params: str = _f("all", "all | audio (tower+projection) | text (tower+projection) | projections | "
-                           "lora (adapters on both towers' attention + projections)", choices=TRAIN_PARAMS)
+                           "lora (adapters on both towers' attention + projections) | head (model frozen "
+                           "and cached; a small MLP on [e_a, e_t, e_a*e_t, cos] learns the score)",
+                           choices=TRAIN_PARAMS)
+    head_hidden: int = _f(256, "train_params head: hidden width of the score head's MLP (2 layers)")
+    head_dropout: float = _f(0.1, "train_params head: dropout between the head's two layers (off with --no-dropout)")
     lora_rank: int = _f(8, "LoRA rank: capacity of the adapters")
     lora_alpha: int = _f(16, "LoRA scaling numerator (scale = alpha / rank)")
     lora_dropout: float = _f(0.0, "dropout inside the LoRA adapters")

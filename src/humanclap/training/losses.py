@@ -38,7 +38,11 @@ like mae/mse, ``clip=False`` for the raw cosine) and the target ``t_i``:
   baselines' ClippedMSELoss (errors within +-tau cost nothing, larger ones their full
   squared error; not the shifted ``max(0, |p - t| - tau)^2``).
 
-All functions take float tensors and return scalar tensors that keep the graph.
+All functions take float tensors and return scalar tensors that keep the graph. The
+regression and ranking terms are also functions of a prediction (``score_mae``,
+``score_mse``, ``score_pairwise``, ``score_listnet``, ``score_clipped_mse``):
+:class:`HumanClapLoss` applies them to a given ``prediction`` (a
+frozen-feature score head's, ``train_params=head``) instead of the clipped cosine.
 """
 
 from __future__ import annotations
@@ -80,6 +84,48 @@ def predicted_score(cosine: torch.Tensor, clip: bool = True) -> torch.Tensor:
     return clapscore(cosine) if clip else cosine
 
 
+def score_mae(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error of predictions ``(N,)`` against targets ``(N,)``."""
+    _check_target(target, pred)
+    return (pred - target.to(pred.dtype)).abs().mean()
+
+
+def score_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of predictions against targets."""
+    _check_target(target, pred)
+    return (pred - target.to(pred.dtype)).pow(2).mean()
+
+
+def score_pairwise(pred: torch.Tensor, target: torch.Tensor, margin: float = PAIRWISE_MARGIN,
+                   delta: float = PAIRWISE_DELTA) -> torch.Tensor:
+    """:func:`pairwise` on predictions."""
+    _check_target(target, pred)
+    t = target.to(pred.dtype)
+    ordered = (t[:, None] - t[None, :]) > delta  # (i, j): i rated higher than j
+    hinge = (margin - (pred[:, None] - pred[None, :])).clamp(min=0)
+    # sum / max(count, 1): 0 (not 0/0) without qualifying pairs, and the graph is kept
+    return (hinge * ordered).sum() / ordered.sum().clamp(min=1)
+
+
+def score_listnet(pred: torch.Tensor, target: torch.Tensor,
+                  temperature: float = LISTNET_TEMPERATURE) -> torch.Tensor:
+    """:func:`listnet` on predictions."""
+    _check_target(target, pred)
+    t = target.to(pred.dtype)
+    p_target = F.softmax(t / temperature, dim=0)
+    log_p_pred = F.log_softmax(pred / temperature, dim=0)
+    kl = (torch.special.xlogy(p_target, p_target) - p_target * log_p_pred).sum()
+    informative = (t != t[:1]).any()
+    return torch.where(informative, kl, torch.zeros_like(kl))
+
+
+def score_clipped_mse(pred: torch.Tensor, target: torch.Tensor, tau: float = CLIPPED_MSE_TAU) -> torch.Tensor:
+    """:func:`clipped_mse` on predictions."""
+    _check_target(target, pred)
+    err = pred - target.to(pred.dtype)
+    return (err.pow(2) * (err.abs() > tau)).mean()
+
+
 def mae(audio_emb: torch.Tensor, text_emb: torch.Tensor, target: torch.Tensor,
         clip: bool = True) -> torch.Tensor:
     """Mean absolute error between the CLAPScore and the human score (0-1).
@@ -88,17 +134,13 @@ def mae(audio_emb: torch.Tensor, text_emb: torch.Tensor, target: torch.Tensor,
     >>> float(mae(e, e, torch.tensor([1.0, 0.5])))
     0.25
     """
-    pred = predicted_score(paired_cosine(audio_emb, text_emb), clip)
-    _check_target(target, pred)
-    return (pred - target.to(pred.dtype)).abs().mean()
+    return score_mae(predicted_score(paired_cosine(audio_emb, text_emb), clip), target)
 
 
 def mse(audio_emb: torch.Tensor, text_emb: torch.Tensor, target: torch.Tensor,
         clip: bool = True) -> torch.Tensor:
     """Mean squared error between the CLAPScore and the human score (0-1)."""
-    pred = predicted_score(paired_cosine(audio_emb, text_emb), clip)
-    _check_target(target, pred)
-    return (pred - target.to(pred.dtype)).pow(2).mean()
+    return score_mse(predicted_score(paired_cosine(audio_emb, text_emb), clip), target)
 
 
 def pairwise(audio_emb: torch.Tensor, text_emb: torch.Tensor, target: torch.Tensor,
@@ -111,13 +153,7 @@ def pairwise(audio_emb: torch.Tensor, text_emb: torch.Tensor, target: torch.Tens
     >>> float(pairwise(e, e.flip(0), torch.tensor([1.0, 0.0]), margin=0.5))  # p = (0, 0)
     0.5
     """
-    pred = predicted_score(paired_cosine(audio_emb, text_emb), clip)
-    _check_target(target, pred)
-    t = target.to(pred.dtype)
-    ordered = (t[:, None] - t[None, :]) > delta  # (i, j): i rated higher than j
-    hinge = (margin - (pred[:, None] - pred[None, :])).clamp(min=0)
-    # sum / max(count, 1): 0 (not 0/0) without qualifying pairs, and the graph is kept
-    return (hinge * ordered).sum() / ordered.sum().clamp(min=1)
+    return score_pairwise(predicted_score(paired_cosine(audio_emb, text_emb), clip), target, margin, delta)
 
 
 def listnet(audio_emb: torch.Tensor, text_emb: torch.Tensor, target: torch.Tensor,
@@ -129,24 +165,14 @@ def listnet(audio_emb: torch.Tensor, text_emb: torch.Tensor, target: torch.Tenso
     >>> float(listnet(e, e, torch.tensor([1.0, 1.0])))
     0.0
     """
-    pred = predicted_score(paired_cosine(audio_emb, text_emb), clip)
-    _check_target(target, pred)
-    t = target.to(pred.dtype)
-    p_target = F.softmax(t / temperature, dim=0)
-    log_p_pred = F.log_softmax(pred / temperature, dim=0)
-    kl = (torch.special.xlogy(p_target, p_target) - p_target * log_p_pred).sum()
-    informative = (t != t[:1]).any()
-    return torch.where(informative, kl, torch.zeros_like(kl))
+    return score_listnet(predicted_score(paired_cosine(audio_emb, text_emb), clip), target, temperature)
 
 
 def clipped_mse(audio_emb: torch.Tensor, text_emb: torch.Tensor, target: torch.Tensor,
                 tau: float = CLIPPED_MSE_TAU, clip: bool = True) -> torch.Tensor:
     """Squared error of the pairs whose CLAPScore misses the target by more than ``tau``
     (0 for the others), averaged over all N pairs (see the module docstring)."""
-    pred = predicted_score(paired_cosine(audio_emb, text_emb), clip)
-    _check_target(target, pred)
-    err = pred - target.to(pred.dtype)
-    return (err.pow(2) * (err.abs() > tau)).mean()
+    return score_clipped_mse(predicted_score(paired_cosine(audio_emb, text_emb), clip), target, tau)
 
 
 def same_item_mask(text_ids: torch.Tensor | None, audio_ids: torch.Tensor | None,
@@ -266,21 +292,29 @@ class HumanClapLoss(nn.Module):
     def forward(self, audio_emb: torch.Tensor, text_emb: torch.Tensor, target: torch.Tensor,
                 logit_scale: torch.Tensor | float | None = None,
                 text_ids: torch.Tensor | None = None,
-                audio_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                audio_ids: torch.Tensor | None = None,
+                prediction: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The terms on the CLAPScore of the embeddings (clipped unless ``clip`` is off), or on
+        ``prediction`` ``(N,)`` when given (a score head's raw output; wsce, a loss on the
+        embeddings, is then refused)."""
         terms: dict[str, torch.Tensor] = {}
+        if prediction is None:
+            pred = predicted_score(paired_cosine(audio_emb, text_emb), self.clip)
+        elif self.uses_wsce:
+            raise ValueError("wsce trains the embeddings and does not apply to a score head's prediction")
+        else:
+            pred = prediction
         for name in self.weights:
             if name == "mae":
-                terms[name] = mae(audio_emb, text_emb, target, clip=self.clip)
+                terms[name] = score_mae(pred, target)
             elif name == "mse":
-                terms[name] = mse(audio_emb, text_emb, target, clip=self.clip)
+                terms[name] = score_mse(pred, target)
             elif name == "pairwise":
-                terms[name] = pairwise(audio_emb, text_emb, target, self.margin, self.delta,
-                                       clip=self.clip)
+                terms[name] = score_pairwise(pred, target, self.margin, self.delta)
             elif name == "listnet":
-                terms[name] = listnet(audio_emb, text_emb, target, self.listnet_temperature,
-                                      clip=self.clip)
+                terms[name] = score_listnet(pred, target, self.listnet_temperature)
             elif name == "clipped-mse":
-                terms[name] = clipped_mse(audio_emb, text_emb, target, self.tau, clip=self.clip)
+                terms[name] = score_clipped_mse(pred, target, self.tau)
             else:
                 if logit_scale is None:
                     raise ValueError("wsce needs logit_scale (1/temperature)")

@@ -9,6 +9,10 @@ Splitting it at the pooled output lets a *frozen* tower be run once per unique i
 its outputs reused every epoch (:class:`DualTower` with ``text_cache`` / ``audio_cache``);
 frozen towers always run in eval mode, so the cached outputs are the ones the uncached
 path would compute at every step.
+
+``train_params=head`` freezes the whole model (both towers cached) and trains a
+:class:`~humanclap.scoring.head.ScoreHead` on the embeddings instead (:class:`HeadTower`); the
+losses then score the head's prediction, and the export is the unchanged model plus the head.
 """
 
 from __future__ import annotations
@@ -173,10 +177,53 @@ def _run(autocast, fn, inputs):
         return fn(**inputs)
 
 
-def export_model_folder(trained, cfg: TrainConfig, tokenizer, extractor, folder: Path) -> None:
+def check_head_settings(cfg: TrainConfig) -> None:
+    """ConfigError for settings a frozen-feature head cannot use (``train_params=head``)."""
+    from humanclap.training.losses import parse_loss_spec
+
+    if cfg.train_params != "head":
+        return
+    if "wsce" in parse_loss_spec(cfg.loss, cfg.loss_weights or None):
+        raise ConfigError(f"--loss {cfg.loss} has a wsce term, which does not apply to --train-params head: "
+                          "wSCE trains the embeddings, and a head's embeddings are frozen. Use the head's "
+                          "regression and ranking terms, e.g. --loss mae (or mse, mae+0.5*pairwise, listnet, "
+                          "clipped-mse)")
+    if cfg.head_hidden < 1:
+        raise ConfigError(f"head_hidden must be >= 1, got {cfg.head_hidden}")
+    if not 0 <= cfg.head_dropout < 1:
+        raise ConfigError(f"head_dropout must be in [0, 1), got {cfg.head_dropout}")
+
+
+class HeadTower(nn.Module):
+    """``train_params=head``: the frozen :class:`DualTower` (both towers cached) and the
+    trained score head. ``forward`` gives the tower's ``(audio, text, logit scale)`` and the
+    head's raw prediction of each pair; only the head has trainable parameters."""
+
+    def __init__(self, tower: DualTower, head: nn.Module):
+        super().__init__()
+        self.tower, self.head = tower, head
+
+    def forward(self, audio_idx: torch.Tensor, text_idx: torch.Tensor):
+        a, t, scale = self.tower(audio_idx, text_idx)
+        return a, t, scale, self.head(a.float(), t.float())
+
+
+def export_model_folder(trained, cfg: TrainConfig, tokenizer, extractor, folder: Path,
+                        base_info=None) -> None:
     """Write the model folder its family loads back (LoRA merged into a copy; training
     state untouched): a standard Hugging Face folder for a ClapModel, ``config.json`` +
-    ``model.safetensors`` + tokenizer for MS CLAP (``extractor`` is None there)."""
+    ``model.safetensors`` + tokenizer for MS CLAP (``extractor`` is None there). A
+    :class:`HeadTower` writes its unchanged model and then the head beside it
+    (:func:`~humanclap.scoring.head.save_head`; ``base_info``: the base model's ModelInfo)."""
+    if isinstance(trained, HeadTower):
+        from humanclap.scoring.families import family_of_model
+        from humanclap.scoring.head import save_head
+
+        clap = trained.tower.clap
+        towers_for(clap).export(tokenizer, extractor, folder)
+        origin = {} if base_info is None else {"model": base_info.model_id, "revision": base_info.revision}
+        save_head(trained.head, folder, family_of_model(clap).name, origin)
+        return
     model = trained
     if cfg.train_params == "lora":
         model = copy.deepcopy(trained).merge_and_unload()

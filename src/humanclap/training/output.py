@@ -41,7 +41,7 @@ MODEL_FILES = ("config.json", "model.safetensors")
 WRITTEN_NAMES = {"metrics.json", "metrics.jsonl", "training_config.json", "config.json",
                  "model.safetensors", "preprocessor_config.json", "tokenizer.json",
                  "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
-                 "added_tokens.json", "vocab.txt"}
+                 "added_tokens.json", "vocab.txt", "score_head.safetensors", "score_head.json"}
 
 
 def check_output_dir(out: Path, data: str, create: bool = True, model: str | None = None) -> None:

@@ -14,6 +14,8 @@ from humanclap.errors import TrainingError  # noqa: F401
 
 # How to load the output folder, per family (the summary's last line). Both load with
 # humanclap.load_scorer(folder) and `--model folder`; these name the family's own classes.
+HEAD_HINT = ("the model and its score head: load with load_scorer or --model OUT; the model's own "
+             "classes load the model without the head")
 LOAD_HINTS = {"clap": "load with CLAPScorer.from_pretrained or ClapModel.from_pretrained",
               "msclap": "an MS CLAP folder: load with load_scorer or MSClapScorer.from_pretrained, "
                         "or pass it as --model to score/evaluate",
@@ -35,6 +37,7 @@ class TrainResult:
     weights_digest: str = ""  # sha256 of the final trained parameters (identical on every rank)
     selected_by: str = ""  # how the kept model was chosen (TrainState.selected_by)
     family: str = "clap"  # "clap" (transformers ClapModel folder) or "msclap" (MS CLAP folder)
+    head: bool = False  # the folder holds a score head (train_params=head) beside the unchanged model
 
     def summary(self) -> str:
         def fmt(m):
@@ -51,7 +54,7 @@ class TrainResult:
             lines.append(f"test:       {fmt(self.test)}")
         lines += [f"time: {self.seconds:.1f} s" + (f" (cached towers: {', '.join(self.cached_towers)})"
                                                    if self.cached_towers else ""),
-                  f"model: {self.output_dir} ({LOAD_HINTS.get(self.family, LOAD_HINTS['clap'])})"]
+                  f"model: {self.output_dir} ({HEAD_HINT if self.head else LOAD_HINTS.get(self.family, LOAD_HINTS['clap'])})"]
         return "\n".join(lines)
 
 

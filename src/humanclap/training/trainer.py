@@ -45,7 +45,8 @@ from humanclap.training.config import TrainConfig
 from humanclap.training.data import global_batches, rank_share
 from humanclap.training.distributed import (DistInfo, barrier, gather_with_grad, init_distributed,
                                             launched_distributed, shard_map, shutdown_distributed)
-from humanclap.training.model import export_model_folder, load_trainable_state, set_train_mode, trainable_state
+from humanclap.training.model import (HeadTower, check_head_settings, export_model_folder, load_trainable_state,
+                                      set_train_mode, trainable_state)
 from humanclap.training.optim import seed_epoch
 # RESUME_FREE and planned_identity are re-exported: callers import them from here.
 from humanclap.training.output import (RESUME_FREE, check_output_dir, claim_output,  # noqa: F401
@@ -115,6 +116,7 @@ class Trainer:
 
         started = time.time()
         self.cfg = TrainConfig.from_dict(cfg.to_dict()).validate()  # a private copy
+        check_head_settings(self.cfg)
         from humanclap.scoring.families import precheck
 
         precheck(self.cfg.model)  # a mistyped model path fails before the output folder is claimed
@@ -161,6 +163,12 @@ class Trainer:
         return self.parts.steps_per_epoch
 
     @property
+    def head(self) -> torch.nn.Module | None:
+        """The score head being trained (``train_params=head``), else None."""
+        trained = self.parts.trained
+        return trained.head if isinstance(trained, HeadTower) else None
+
+    @property
     def trained_parameters(self) -> list[torch.nn.Parameter]:
         """The parameters the optimizer updates."""
         return self.parts.params
@@ -172,6 +180,8 @@ class Trainer:
         cfg = self.cfg
         seed_epoch(cfg.seed, epoch, self.info.rank)
         set_train_mode(self.parts.tower.clap, cfg)
+        if self.head is not None:
+            self.head.train()  # its dropout (0 with --no-dropout)
         return global_batches(len(self.parts.train_split), cfg.batch_size, cfg.seed, epoch)
 
     def step(self, batch: torch.Tensor, epoch: int = 0, step: int = 0) -> dict[str, torch.Tensor]:
@@ -184,10 +194,12 @@ class Trainer:
         split = p.train_split
         mine = rank_share(batch, info.rank, info.world_size)
         with self.autocast():
-            a, t, scale = p.step_module(split.audio_idx[mine], split.text_idx[mine])
+            a, t, scale, *head = p.step_module(split.audio_idx[mine], split.text_idx[mine])
         a, t = gather_with_grad(a.float(), info), gather_with_grad(t.float(), info)
         ids = {"text_ids": split.text_idx[batch].to(self.device),
                "audio_ids": split.audio_idx[batch].to(self.device)} if cfg.mask_shared else {}
+        if head:  # train_params=head: the losses score the head's prediction
+            ids["prediction"] = gather_with_grad(head[0].float(), info)
         out = p.loss_fn(a, t, split.target[batch].to(self.device), logit_scale=scale.float(), **ids)
         loss = out["loss"]
         if not torch.isfinite(loss):
@@ -225,7 +237,8 @@ class Trainer:
 
     @torch.no_grad()
     def predict(self, split_name: str) -> torch.Tensor:
-        """CLAPScores of a split's pairs with the current weights (eval mode), on CPU."""
+        """CLAPScores of a split's pairs with the current weights (eval mode), on CPU; with a
+        score head, its prediction clipped to [0, 1] (what the exported model scores)."""
         p = self.parts
         split = p.data.splits[split_name]
         p.tower.clap.eval()
@@ -240,8 +253,11 @@ class Trainer:
 
         a = emb(p.tower.embed_audio, ua)
         t = emb(p.tower.embed_text, ut)
-        cos = (a[torch.searchsorted(ua, split.audio_idx)] * t[torch.searchsorted(ut, split.text_idx)]).sum(-1)
-        return clapscore(cos).float().cpu()
+        a, t = a[torch.searchsorted(ua, split.audio_idx)], t[torch.searchsorted(ut, split.text_idx)]
+        if self.head is not None:
+            self.head.eval()
+            return self.head(a.float(), t.float()).clamp(0, 1).float().cpu()
+        return clapscore((a * t).sum(-1)).float().cpu()
 
     def run(self) -> TrainResult:
         """Train the remaining epochs (all of them, or those after the resumed one), then
@@ -355,7 +371,9 @@ class Trainer:
         if not p.val_split:
             return {}
         pred = self.predict(p.val_split)
-        if not bool((pred > 0).any()):
+        if not bool((pred > 0).any()) and self.head is not None:
+            log.warning("every validation score of the head is 0 (its outputs are all below 0): lower --lr")
+        elif not bool((pred > 0).any()):
             log.warning("every validation CLAPScore is 0 (all cosines negative): a clipped "
                         "MAE/MSE gives such pairs no gradient. Lower --lr, or pass "
                         "--no-clip-score to regress the raw cosine.")
@@ -374,7 +392,8 @@ class Trainer:
         if self.info.is_main:
             if improved:
                 with atomic_dir(ckpt.checkpoint_dir(self.out, ckpt.BEST)) as tmp:
-                    export_model_folder(p.trained, self.cfg, p.tokenizer, p.extractor, tmp)
+                    export_model_folder(p.trained, self.cfg, p.tokenizer, p.extractor, tmp,
+                                        base_info=p.model_info)
             state = {**self.state.to_dict(), "config": self.cfg.to_dict(),
                      "base_revision": p.model_info.revision, "world_size": self.info.world_size,
                      "identity": self.identity}
@@ -417,7 +436,8 @@ class Trainer:
         return TrainResult(output_dir=self.out, best_epoch=st.best_epoch, best_val=st.best_val,
                            test=st.best_test, epochs_run=st.epoch, stopped_early=st.stopped_early,
                            seconds=seconds, cached_towers=p.cached_towers, history=st.history,
-                           weights_digest=digest, selected_by=selected_by, family=p.tower.towers.family)
+                           weights_digest=digest, selected_by=selected_by, family=p.tower.towers.family,
+                           head=self.head is not None)
 
     def _digest(self) -> str:
         """Hash of this rank's trained parameters; ranks that disagree mean a broken run."""
