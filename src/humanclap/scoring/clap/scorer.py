@@ -31,7 +31,8 @@ from humanclap.defaults import DEFAULT_MODEL, TEXT_MAX_LENGTH, MAX_TEXT_CHARS
 from humanclap.errors import ModelLoadError, UsageError
 from humanclap.scoring.audio import (AudioInput, Preprocessing, clip_features, collate_features, load_audio,
                                      load_clip_features)
-from humanclap.scoring.checkpoint import (EXTRACTOR_FILE, check_extractor, check_loaded_clap, check_loading_info,
+from humanclap.scoring.checkpoint import (EXTRACTOR_FILE, check_extractor, check_float_weights, check_loaded_clap,
+                                          check_loading_info, safetensors_dtypes,
                                           check_local_folder, check_model_files, check_tokenizer, local_revision,
                                           pickle_refusal)
 # clapscore and ModelInfo are defined in their own modules; imported here so that
@@ -107,6 +108,32 @@ def _load_model_and_tokenizer(id_or_dir: str, local: bool, kwargs: dict):
     return load(kwargs)
 
 
+def _check_weight_dtypes_before_loading(folder: Path) -> None:
+    """Integer/bool tensors stored where the model has float weights, refused before
+    ``from_pretrained``: transformers 4.x fails on them with its own RuntimeError, 5.x casts
+    them silently. The model's own dtypes come from a weightless (meta-device) instance."""
+    from transformers import ClapConfig, ClapModel
+
+    try:
+        config = ClapConfig.from_pretrained(str(folder))
+        with torch.device("meta"):
+            state = ClapModel(config).state_dict()
+    except Exception:  # a config that cannot build a model: the loading path below says why
+        return
+    check_float_weights(safetensors_dtypes(folder), state, str(folder))
+
+
+def _unpickling_cause(exc: BaseException) -> pickle.UnpicklingError | None:
+    """The ``UnpicklingError`` somewhere in ``exc``'s chain of causes, if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, pickle.UnpicklingError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def load_components(id_or_dir: str, revision: str | None = None):
     """Load ``(ClapModel, tokenizer, feature_extractor, ModelInfo)`` from a hub id or folder.
 
@@ -126,12 +153,16 @@ def load_components(id_or_dir: str, revision: str | None = None):
         )
     if local:
         check_local_folder(Path(id_or_dir))
+        _check_weight_dtypes_before_loading(Path(id_or_dir))
     kwargs = {} if local else {"revision": revision}
     try:
         model, tokenizer, kwargs = _load_model_and_tokenizer(id_or_dir, local, kwargs)
     except ModelLoadError:
         raise
     except OSError as exc:
+        unpickling = _unpickling_cause(exc)  # transformers 4.x wraps weights_only's refusal
+        if unpickling is not None:
+            raise pickle_refusal(id_or_dir, unpickling) from None
         if local:
             raise ModelLoadError(f"could not load the checkpoint in {id_or_dir}: {exc}") from None
         raise ModelLoadError(
