@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from humanclap.errors import ConfigError
+from humanclap.training.config import TrainConfig
 
 # The command name in the output marker (humanclap.outputs.MARKER) of a training folder.
 COMMAND = "train"
@@ -185,15 +186,14 @@ def claim_output(out: Path, resume: bool, stack: ExitStack, say: Callable[[str],
     return run
 
 
-def planned_identity(config) -> dict:
+def planned_identity(config: TrainConfig) -> dict:
     """The identity record (:func:`~humanclap.training.output.training_identity`) a run of
     ``config`` would have, without training: loads the base model's description and the
     rated pairs only. Callers compare it with a finished run's marker to decide reuse."""
     from humanclap.scoring.loader import load_scorer
-    from humanclap.training.config import TrainConfig
     from humanclap.training.data import load_splits
 
-    cfg = TrainConfig.from_dict(config.to_dict()).validate()
+    cfg = config.validated_copy()
     info = load_scorer(cfg.model, device="cpu", revision=cfg.revision).info
     rated, names, _, _ = load_splits(cfg)
     pairs = rated.pairs[rated.pairs["split"].isin(names)].reset_index(drop=True)

@@ -73,7 +73,7 @@ def fine_tune(config: TrainConfig, printer: Callable[[str], None] | None = None,
     if not isinstance(config, TrainConfig):  # a path or a dict would fail deep inside, as an AttributeError
         raise ConfigError(f"fine_tune needs a TrainConfig, got {type(config).__name__}: build one with "
                           "TrainConfig(...), TrainConfig.load('config.yaml') or TrainConfig.from_dict(d)")
-    cfg = TrainConfig.from_dict(config.to_dict()).validate()
+    cfg = config.validated_copy()  # checked here unless the caller's validate() passed on these values
     from humanclap.scoring.device import resolve_device
 
     device = resolve_device(cfg.device)
@@ -114,7 +114,7 @@ class Trainer:
         from humanclap.scoring.device import resolve_device
 
         started = time.time()
-        self.cfg = TrainConfig.from_dict(cfg.to_dict()).validate()  # a private copy
+        self.cfg = cfg.validated_copy()  # a private copy; fine_tune's is not checked again
         from humanclap.scoring.families import precheck
 
         precheck(self.cfg.model)  # a mistyped model path fails before the output folder is claimed
