@@ -25,14 +25,21 @@ import numpy as np
 import pandas as pd
 
 from humanclap.data import RatedPairs
+from humanclap.defaults import MAX_N_BOOT
 from humanclap.errors import ModelLoadError, UsageError
 from humanclap.evaluation import metrics as M
-from humanclap.evaluation.breakdowns import breakdowns, subset_mask, system_level_summary
+from humanclap.evaluation.breakdowns import (
+    breakdowns,
+    subset_mask,
+    system_level_summary,
+)
 from humanclap.io import json_safe
 from humanclap.scoring.citation import scorer_protocol
 from humanclap.scoring.clapscore import clapscore
 from humanclap.scoring.engine import EmbeddingEngine
+from humanclap.scoring.families import precheck
 from humanclap.scoring.inputs import label_list, model_list
+from humanclap.scoring.loader import load_scorer
 from humanclap.scoring.protocol import Scorer
 
 if TYPE_CHECKING:  # torch.distributed is imported only by a run that uses it
@@ -193,6 +200,7 @@ def score_pairs(scorer: Scorer, audio: Sequence[str], texts: Sequence[str],
     keep = [i for i, e in enumerate(errors) if not e]
     engine = EmbeddingEngine(scorer, batch_size=batch_size)
     if dist is not None and dist.enabled:
+        # lazy: keeps torch out of `import humanclap.evaluation.evaluate`
         from humanclap.scoring.distributed import embed_shared
 
         embed_shared(engine, [paths[i] for i in keep], [texts[i] for i in keep], dist, progress=progress)
@@ -247,7 +255,6 @@ def check_model_spec(model: str) -> None:
     """Fail fast (``ModelLoadError``) on a local model path that cannot be a checkpoint of
     any family, before any other model is loaded or any audio decoded (the family table's
     pre-check, :func:`humanclap.scoring.families.precheck`). Hub ids pass unchecked."""
-    from humanclap.scoring.families import precheck
 
     precheck(model)
 
@@ -297,7 +304,6 @@ def evaluate_models(
         raise UsageError(f"{len(labels)} labels for {len(models)} models: give one label per model")
     if labels is not None:
         check_labels(labels)
-    from humanclap.defaults import MAX_N_BOOT
 
     n_boot, seed = M.check_count(n_boot, "n_boot"), M.check_count(seed, "seed")
     if n_boot > MAX_N_BOOT:  # before any model loads; else a MemoryError (exit 3) or an OOM kill
@@ -323,8 +329,6 @@ def evaluate_models(
     runs = []
     for spec, label, column in zip(models, labels, columns):
         if _to_load(spec):
-            from humanclap.scoring.loader import load_scorer
-
             scorer = load_scorer(str(spec), device=device, dtype=dtype)
         else:
             scorer = spec

@@ -15,17 +15,21 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from humanclap.scoring.inputs import check_batch_size
 from humanclap.data import load_rated
 from humanclap.defaults import DEFAULT_MODEL
 from humanclap.errors import DatasetError, UsageError
-from humanclap.evaluation.evaluate import (EvaluationResult, check_labels, check_model_spec,
-                                           evaluate_models, select_split)
+from humanclap.evaluation.evaluate import (
+    EvaluationResult,
+    check_labels,
+    check_model_spec,
+    evaluate_models,
+    select_split,
+)
 from humanclap.evaluation.metrics import check_count, check_n_boot
-from humanclap.scoring.inputs import label_list, model_list
 from humanclap.evaluation.report import write_report
 from humanclap.evaluation.stack_eval import plan_stacks
 from humanclap.outputs import RunFolder, check_folder, claim_folder
+from humanclap.scoring.inputs import check_batch_size, label_list, model_list
 
 
 @dataclass
@@ -115,6 +119,7 @@ def run_evaluation(
     check_evaluate_folder(out, overwrite)
     if len(pairs) == 0:
         raise DatasetError(f"{data}: no pairs in split {split!r}; pick another --split")
+    # lazy: keeps torch out of `import humanclap.evaluation.workflow`
     from humanclap.scoring.distributed import env_info
 
     with ExitStack() as stack:
@@ -143,12 +148,15 @@ def _evaluate_into(run: RunFolder | None, models: list[str], pairs, split: str, 
                    data: str, progress: bool | None, plots: bool, derived=()) -> EvaluationRun:
     # Under torchrun every rank embeds its share of the unique texts and files (cuda:LOCAL_RANK
     # on GPUs); rank 0 alone writes the report. One process: no process group at all.
+    # lazy: keeps torch out of `import humanclap.evaluation.workflow`
     from humanclap.scoring.distributed import launched_distributed
 
     info = None
     if launched_distributed():
-        from humanclap.scoring.distributed import init_distributed, rank_device
+        # lazy: keeps torch out of `import humanclap.evaluation.workflow`
+        # lazy: keeps torch out of `import humanclap.evaluation.workflow`
         from humanclap.scoring.device import resolve_device
+        from humanclap.scoring.distributed import init_distributed, rank_device
 
         device = rank_device(device)
         info = init_distributed(resolve_device(device))
@@ -158,6 +166,7 @@ def _evaluate_into(run: RunFolder | None, models: list[str], pairs, split: str, 
                                  data_spec=data, progress=progress, dist=info, derived=derived)
     finally:
         if info is not None:  # the embeddings are shared: no collective after this
+            # lazy: keeps torch out of `import humanclap.evaluation.workflow`
             from humanclap.scoring.distributed import shutdown_distributed
 
             shutdown_distributed()

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from humanclap.defaults import TEXT_MAX_LENGTH
 from humanclap.errors import AudioError
@@ -300,7 +301,6 @@ class EmbeddingEngine:
         """Embed every unique text and decodable audio file once (no output rows).
 
         ``progress``: a bar on stderr (None: only when stderr is a terminal)."""
-        from tqdm.auto import tqdm
 
         self.embed_texts(texts)
         unique = list(dict.fromkeys(paths))

@@ -128,6 +128,7 @@ class TrainConfig:
         the layers below the first check (``fine_tune``, ``Trainer``, the loss) neither check
         nor parse again while the values stay as they were (see :meth:`validated_copy`)."""
         # lazy: losses imports torch; `humanclap train --help` imports this module
+        # lazy: keeps torch out of `humanclap --help`
         from humanclap.training import losses
 
         self.check_types()
@@ -259,6 +260,7 @@ class TrainConfig:
         if path.suffix == ".json":
             path.write_text(json.dumps(data, indent=2) + "\n")
         else:
+            # lazy: keeps yaml out of `humanclap --help`
             import yaml
 
             path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -301,6 +303,7 @@ class TrainConfig:
 def _load_yaml(text: str, path: Path) -> Any:
     """``yaml.safe_load`` without aliases: a config never needs them, and a few nested
     aliases expand to 10**9 items the moment anything walks the value."""
+    # lazy: keeps yaml out of `humanclap --help`
     import yaml
 
     class NoAliasLoader(yaml.SafeLoader):

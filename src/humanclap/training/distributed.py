@@ -18,18 +18,23 @@ from typing import Callable
 
 import torch
 
-
 # The generic helpers live in scoring (layer 1) so that the score job and evaluation use
 # them too; re-exported here for training's callers.
-from humanclap.scoring.distributed import (DistInfo, barrier, gather_no_grad,  # noqa: F401
-                                           init_distributed, launched_distributed,
-                                           shutdown_distributed)
+from humanclap.scoring.distributed import (  # noqa: F401
+    DistInfo,
+    barrier,
+    gather_no_grad,
+    init_distributed,
+    launched_distributed,
+    shutdown_distributed,
+)
 
 
 def gather_with_grad(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """Concatenate every rank's ``x`` (same shape on each) in rank order, keeping the graph."""
     if not info.enabled:
         return x
+    # lazy: torch.distributed.nn exists only in torch builds with distributed support
     from torch.distributed.nn.functional import all_gather
 
     return torch.cat(all_gather(x.contiguous()), dim=0)

@@ -35,21 +35,48 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from tqdm.auto import tqdm
 
 from humanclap.errors import ConfigError, HumanclapError, TrainingError
 from humanclap.io import atomic_dir, json_safe, write_json
+from humanclap.outputs import describe_differences, identity_differences
 from humanclap.scoring.clapscore import clapscore
+from humanclap.scoring.device import resolve_device
+from humanclap.scoring.families import precheck
 from humanclap.training import checkpoints as ckpt
-from humanclap.training.components import TrainComponents, build_components, precision_context
+from humanclap.training.components import (
+    TrainComponents,
+    build_components,
+    precision_context,
+)
 from humanclap.training.config import TrainConfig
 from humanclap.training.data import global_batches, rank_share
-from humanclap.training.distributed import (DistInfo, barrier, gather_with_grad, init_distributed,
-                                            launched_distributed, shard_map, shutdown_distributed)
-from humanclap.training.model import export_model_folder, load_trainable_state, set_train_mode, trainable_state
+from humanclap.training.distributed import (
+    DistInfo,
+    barrier,
+    gather_with_grad,
+    init_distributed,
+    launched_distributed,
+    shard_map,
+    shutdown_distributed,
+)
+from humanclap.training.model import (
+    export_model_folder,
+    load_trainable_state,
+    set_train_mode,
+    trainable_state,
+)
 from humanclap.training.optim import seed_epoch
+
 # RESUME_FREE and planned_identity are re-exported: callers import them from here.
-from humanclap.training.output import (RESUME_FREE, check_output_dir, claim_output,  # noqa: F401
-                                       planned_identity, refuse_foreign_model, training_identity)
+from humanclap.training.output import (  # noqa: F401
+    RESUME_FREE,
+    check_output_dir,
+    claim_output,
+    planned_identity,
+    refuse_foreign_model,
+    training_identity,
+)
 from humanclap.training.result import TrainResult, split_metrics
 from humanclap.training.state import UNDEFINED_SELECTION, TrainState, epoch_line
 
@@ -74,7 +101,6 @@ def fine_tune(config: TrainConfig, printer: Callable[[str], None] | None = None,
         raise ConfigError(f"fine_tune needs a TrainConfig, got {type(config).__name__}: build one with "
                           "TrainConfig(...), TrainConfig.load('config.yaml') or TrainConfig.from_dict(d)")
     cfg = config.validated_copy()  # checked here unless the caller's validate() passed on these values
-    from humanclap.scoring.device import resolve_device
 
     device = resolve_device(cfg.device)
     if launched_distributed() and device.type == "cuda":
@@ -111,11 +137,8 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, device: torch.device | str | None = None,
                  info: DistInfo | None = None, printer: Callable[[str], None] | None = None,
                  feature_memo: dict | None = None):
-        from humanclap.scoring.device import resolve_device
-
         started = time.time()
         self.cfg = cfg.validated_copy()  # a private copy; fine_tune's is not checked again
-        from humanclap.scoring.families import precheck
 
         precheck(self.cfg.model)  # a mistyped model path fails before the output folder is claimed
         if isinstance(device, torch.device):
@@ -209,8 +232,6 @@ class Trainer:
         sums: dict[str, float] = {}
         bar = None
         if self.progress:
-            from tqdm.auto import tqdm
-
             bar = tqdm(total=len(batches), desc=f"epoch {epoch}/{self.cfg.epochs}", leave=False)
         for step, batch in enumerate(batches, 1):
             out = self.step(batch, epoch, step)
@@ -330,8 +351,6 @@ class Trainer:
                 log.warning("the base model's revision differs from the one the checkpoint started "
                             "from; frozen weights may differ")
         else:
-            from humanclap.outputs import describe_differences, identity_differences
-
             diffs = identity_differences(then, self.identity)
             if diffs:
                 raise ConfigError(f"--resume: {self.out} holds a run of another model, data or "

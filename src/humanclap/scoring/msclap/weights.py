@@ -23,9 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import hf_hub_download
 
 from humanclap.errors import ModelLoadError
-from humanclap.scoring.checkpoint import check_model_files, check_regular_file, pickle_refusal
+from humanclap.scoring.checkpoint import (
+    check_model_files,
+    check_regular_file,
+    pickle_refusal,
+)
 from humanclap.scoring.hub import hub_reachable
 from humanclap.scoring.msclap.model import MSClapConfig, MSClapModel, empty_model
 
@@ -113,7 +118,6 @@ def save_pth(model: MSClapModel, path: str | Path) -> None:
 
 def hub_checkpoint(version: str) -> Path:
     """The release's ``.pth`` from the Hugging Face cache, else the Hub; ModelLoadError offline."""
-    from huggingface_hub import hf_hub_download
 
     name = HUB_FILES[version]
     try:
@@ -145,6 +149,7 @@ def load_tokenizer(config: MSClapConfig, near: Path | None = None, tokenizer: An
     """msclap's tokenizer for ``config``: ``tokenizer`` (an object, folder or hub id) if given,
     else tokenizer files in ``near``, else ``config.tokenizer`` from the cache or the Hub.
     GPT-2's gets msclap's pad token '!', which must be id 0 (msclap's pooling counts ids != 0)."""
+    # lazy: keeps transformers out of `import humanclap.scoring.msclap.weights`
     from transformers import AutoTokenizer
 
     if tokenizer is not None and not isinstance(tokenizer, (str, Path)):

@@ -11,8 +11,13 @@ Import-light: torch and transformers load when a scorer class is first used.
 
 from __future__ import annotations
 
-from humanclap.scoring.pe_audio.spec import (HUB_PREFIXES, MODEL_TYPES, MIN_TRANSFORMERS, is_pe_audio_spec,
-                                             pe_audio_available)
+from humanclap.scoring.pe_audio.spec import (
+    HUB_PREFIXES,
+    MIN_TRANSFORMERS,
+    MODEL_TYPES,
+    is_pe_audio_spec,
+    pe_audio_available,
+)
 
 __all__ = ["HUB_PREFIXES", "MIN_TRANSFORMERS", "MODEL_TYPES", "PeAudioScorer", "is_pe_audio_spec",
            "pe_audio_available"]
@@ -20,6 +25,7 @@ __all__ = ["HUB_PREFIXES", "MIN_TRANSFORMERS", "MODEL_TYPES", "PeAudioScorer", "
 
 def __getattr__(name: str):
     if name == "PeAudioScorer":
+        # lazy: keeps torch out of `import humanclap.scoring.pe_audio`
         from humanclap.scoring.pe_audio.scorer import PeAudioScorer
 
         return PeAudioScorer

@@ -23,11 +23,16 @@ import torch.nn.functional as F
 from humanclap.defaults import MAX_TEXT_CHARS
 from humanclap.scoring.audio import AudioInput, load_audio
 from humanclap.scoring.clapscore import clapscore
+from humanclap.scoring.device import autocast, device_and_dtype, device_numerics
+from humanclap.scoring.engine import features_of
 from humanclap.scoring.pe_audio import numerics
 from humanclap.scoring.pe_audio.loading import load_components
-from humanclap.scoring.pe_audio.preprocessing import MAX_SECONDS, clip_input, load_clip_input
+from humanclap.scoring.pe_audio.preprocessing import (
+    MAX_SECONDS,
+    clip_input,
+    load_clip_input,
+)
 from humanclap.scoring.protocol import ModelInfo
-from humanclap.scoring.device import autocast, device_and_dtype, device_numerics
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +118,6 @@ class PeAudioScorer:
         return _normalize(self._audio_raw(audio))
 
     def _audio_raw(self, audio: Sequence[AudioInput]) -> np.ndarray:
-        from humanclap.scoring.engine import features_of
-
         return self.audio_head_outputs([features_of(self, item) for item in audio])
 
     # -- text ----------------------------------------------------------------------
