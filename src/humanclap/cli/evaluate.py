@@ -69,7 +69,6 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     # lazy: keeps numpy, pandas, scipy, soundfile, soxr out of `humanclap --help`
     from humanclap.evaluation.report import summary_table
-
     # lazy: keeps numpy, pandas, scipy, soundfile, soxr out of `humanclap --help`
     from humanclap.evaluation.workflow import run_evaluation
 

@@ -28,11 +28,7 @@ from humanclap.data import RatedPairs
 from humanclap.defaults import MAX_N_BOOT
 from humanclap.errors import ModelLoadError, UsageError
 from humanclap.evaluation import metrics as M
-from humanclap.evaluation.breakdowns import (
-    breakdowns,
-    subset_mask,
-    system_level_summary,
-)
+from humanclap.evaluation.breakdowns import breakdowns, subset_mask, system_level_summary
 from humanclap.io import json_safe
 from humanclap.scoring.citation import scorer_protocol
 from humanclap.scoring.clapscore import clapscore

@@ -15,21 +15,17 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from humanclap.scoring.inputs import check_batch_size
 from humanclap.data import load_rated
 from humanclap.defaults import DEFAULT_MODEL
 from humanclap.errors import DatasetError, UsageError
-from humanclap.evaluation.evaluate import (
-    EvaluationResult,
-    check_labels,
-    check_model_spec,
-    evaluate_models,
-    select_split,
-)
+from humanclap.evaluation.evaluate import (EvaluationResult, check_labels, check_model_spec,
+                                           evaluate_models, select_split)
 from humanclap.evaluation.metrics import check_count, check_n_boot
+from humanclap.scoring.inputs import label_list, model_list
 from humanclap.evaluation.report import write_report
 from humanclap.evaluation.stack_eval import plan_stacks
 from humanclap.outputs import RunFolder, check_folder, claim_folder
-from humanclap.scoring.inputs import check_batch_size, label_list, model_list
 
 
 @dataclass
@@ -154,9 +150,9 @@ def _evaluate_into(run: RunFolder | None, models: list[str], pairs, split: str, 
     info = None
     if launched_distributed():
         # lazy: keeps torch out of `import humanclap.evaluation.workflow`
+        from humanclap.scoring.distributed import init_distributed, rank_device
         # lazy: keeps torch out of `import humanclap.evaluation.workflow`
         from humanclap.scoring.device import resolve_device
-        from humanclap.scoring.distributed import init_distributed, rank_device
 
         device = rank_device(device)
         info = init_distributed(resolve_device(device))

@@ -40,12 +40,7 @@ import numpy as np
 import soxr
 
 from humanclap.errors import AudioError
-from humanclap.scoring.audio_file import (
-    check_audio_path,
-    open_audio,
-    read_centre_window,
-    read_mono,
-)
+from humanclap.scoring.audio_file import check_audio_path, open_audio, read_centre_window, read_mono
 from humanclap.scoring.clap.fbank import log_mel, window_features
 
 # An audio item is a file path or an ``(array, sample_rate)`` pair; arrays are

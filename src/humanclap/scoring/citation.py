@@ -8,8 +8,7 @@ short and long clips are the same. :func:`protocol_line` builds that line from a
 score summaries, evaluate and compare reports) says it the same way.
 
 >>> from humanclap.scoring.audio import Preprocessing
->>> from humanclap import __version__
-from humanclap.scoring.protocol import ModelInfo
+>>> from humanclap.scoring.protocol import ModelInfo
 >>> pre = Preprocessing(48000, 480000, False, 64, 480, 1024, 50.0, 14000.0, "centre-crop")
 >>> line = protocol_line(ModelInfo("laion/clap-htsat-unfused", "8fa0f1c", "hub", pre), family="laion",
 ...                      version="0.1.0")

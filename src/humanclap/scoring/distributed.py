@@ -10,9 +10,9 @@ score job, evaluation and training share it without importing upward.
 
 from __future__ import annotations
 
+from datetime import timedelta
 import os
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import torch

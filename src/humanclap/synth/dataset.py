@@ -45,11 +45,15 @@ from pathlib import Path
 import numpy as np
 
 from humanclap.errors import UsageError
-from humanclap.outputs import (
-    claim_folder,
-    describe_differences,
-    identity_differences,
-    read_marker,
+from humanclap.outputs import claim_folder, describe_differences, identity_differences, read_marker
+from humanclap.synth.sounds import (
+    EVENT_CLASSES,
+    Clip,
+    NoiseBank,
+    Scene,
+    render,
+    sample_scene,
+    write_wav,
 )
 from humanclap.synth.listeners import (
     ANCHOR_PERCEPTION,
@@ -59,15 +63,6 @@ from humanclap.synth.listeners import (
     make_listener,
     perceive,
     realise,
-)
-from humanclap.synth.sounds import (
-    EVENT_CLASSES,
-    Clip,
-    NoiseBank,
-    Scene,
-    render,
-    sample_scene,
-    write_wav,
 )
 
 REL_COLUMNS = ["wavname", "text", "score", "listener_id", "audio type", "anchor label",

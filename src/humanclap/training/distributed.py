@@ -18,16 +18,12 @@ from typing import Callable
 
 import torch
 
+
 # The generic helpers live in scoring (layer 1) so that the score job and evaluation use
 # them too; re-exported here for training's callers.
-from humanclap.scoring.distributed import (  # noqa: F401
-    DistInfo,
-    barrier,
-    gather_no_grad,
-    init_distributed,
-    launched_distributed,
-    shutdown_distributed,
-)
+from humanclap.scoring.distributed import (DistInfo, barrier, gather_no_grad,  # noqa: F401
+                                           init_distributed, launched_distributed,
+                                           shutdown_distributed)
 
 
 def gather_with_grad(x: torch.Tensor, info: DistInfo) -> torch.Tensor:

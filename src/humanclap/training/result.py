@@ -12,6 +12,7 @@ import torch
 from humanclap.errors import TrainingError  # noqa: F401
 from humanclap.evaluation import metrics
 
+
 # How to load the output folder, per family (the summary's last line). Both load with
 # humanclap.load_scorer(folder) and `--model folder`; these name the family's own classes.
 LOAD_HINTS = {"clap": "load with CLAPScorer.from_pretrained or ClapModel.from_pretrained",

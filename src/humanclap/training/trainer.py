@@ -44,39 +44,16 @@ from humanclap.scoring.clapscore import clapscore
 from humanclap.scoring.device import resolve_device
 from humanclap.scoring.families import precheck
 from humanclap.training import checkpoints as ckpt
-from humanclap.training.components import (
-    TrainComponents,
-    build_components,
-    precision_context,
-)
+from humanclap.training.components import TrainComponents, build_components, precision_context
 from humanclap.training.config import TrainConfig
 from humanclap.training.data import global_batches, rank_share
-from humanclap.training.distributed import (
-    DistInfo,
-    barrier,
-    gather_with_grad,
-    init_distributed,
-    launched_distributed,
-    shard_map,
-    shutdown_distributed,
-)
-from humanclap.training.model import (
-    export_model_folder,
-    load_trainable_state,
-    set_train_mode,
-    trainable_state,
-)
+from humanclap.training.distributed import (DistInfo, barrier, gather_with_grad, init_distributed,
+                                            launched_distributed, shard_map, shutdown_distributed)
+from humanclap.training.model import export_model_folder, load_trainable_state, set_train_mode, trainable_state
 from humanclap.training.optim import seed_epoch
-
 # RESUME_FREE and planned_identity are re-exported: callers import them from here.
-from humanclap.training.output import (  # noqa: F401
-    RESUME_FREE,
-    check_output_dir,
-    claim_output,
-    planned_identity,
-    refuse_foreign_model,
-    training_identity,
-)
+from humanclap.training.output import (RESUME_FREE, check_output_dir, claim_output,  # noqa: F401
+                                       planned_identity, refuse_foreign_model, training_identity)
 from humanclap.training.result import TrainResult, split_metrics
 from humanclap.training.state import UNDEFINED_SELECTION, TrainState, epoch_line
 

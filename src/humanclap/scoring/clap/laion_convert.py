@@ -22,23 +22,15 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from safetensors.torch import save_file
+import torch
 
 from humanclap.defaults import TEXT_MAX_LENGTH
 from humanclap.errors import ModelLoadError, UsageError
 from humanclap.io import atomic_dir, write_json
 from humanclap.outputs import MARKER, file_lock_path, output_lock
-
 # The presets live in laion_archs; re-exported here, the one module users import.
-from humanclap.scoring.clap.laion_archs import (
-    ARCHS,
-    TEXTS,
-    HtsatArch,
-    TextArch,
-    clap_config,
-    feature_extractor,
-)
+from humanclap.scoring.clap.laion_archs import ARCHS, TEXTS, HtsatArch, TextArch, clap_config, feature_extractor
 from humanclap.scoring.clap.laion_checkpoint import read_state_dict
 
 log = logging.getLogger(__name__)

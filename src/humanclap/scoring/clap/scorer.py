@@ -27,42 +27,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from humanclap.defaults import DEFAULT_MODEL, MAX_TEXT_CHARS, TEXT_MAX_LENGTH
+from humanclap.defaults import DEFAULT_MODEL, TEXT_MAX_LENGTH, MAX_TEXT_CHARS
 from humanclap.errors import ModelLoadError, UsageError
-from humanclap.scoring.audio import (
-    AudioInput,
-    Preprocessing,
-    clip_features,
-    collate_features,
-    load_audio,
-    load_clip_features,
-)
-from humanclap.scoring.checkpoint import (
-    EXTRACTOR_FILE,
-    check_extractor,
-    check_loaded_clap,
-    check_loading_info,
-    check_local_folder,
-    check_model_files,
-    check_tokenizer,
-    local_revision,
-    pickle_refusal,
-)
-
+from humanclap.scoring.audio import (AudioInput, Preprocessing, clip_features, collate_features, load_audio,
+                                     load_clip_features)
+from humanclap.scoring.checkpoint import (EXTRACTOR_FILE, check_extractor, check_loaded_clap, check_loading_info,
+                                          check_local_folder, check_model_files, check_tokenizer, local_revision,
+                                          pickle_refusal)
 # clapscore and ModelInfo are defined in their own modules; imported here so that
 # ``humanclap.scoring.scorer.clapscore`` / ``.ModelInfo`` keep working.
 from humanclap.scoring.clapscore import clapscore
-
 # the device/dtype helpers moved to scoring.device; imported here so that the old names
 # (humanclap.scoring.scorer.resolve_device, ...) keep working (see scoring/aliases.py).
-from humanclap.scoring.device import (
-    DTYPES,
-    autocast,
-    check_dtype,
-    device_and_dtype,
-    device_numerics,
-    resolve_device,
-)
+from humanclap.scoring.device import DTYPES, autocast, check_dtype, device_and_dtype, device_numerics, resolve_device
 from humanclap.scoring.engine import features_of
 from humanclap.scoring.hub import hub_reachable, is_local_path
 from humanclap.scoring.inputs import audio_list, paired_lists, text_list

@@ -34,17 +34,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from safetensors.torch import load_file, save_file
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 
 from humanclap.errors import ModelLoadError
-from humanclap.scoring.checkpoint import (
-    check_float_weights,
-    check_model_files,
-    check_regular_file,
-)
+from humanclap.scoring.checkpoint import check_float_weights, check_model_files, check_regular_file
 from humanclap.scoring.msclap.checks import check_config
 from humanclap.scoring.msclap.cnn14 import Cnn14
 from humanclap.scoring.msclap.htsat import HTSATWrapper

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+
 import logging
 import math
 from collections.abc import Sequence
@@ -34,37 +35,15 @@ import torch.nn.functional as F
 
 from humanclap.defaults import MAX_TEXT_CHARS
 from humanclap.errors import AudioError, ModelLoadError, UsageError
-from humanclap.scoring.audio import (
-    AudioInput,
-    Preprocessing,
-    check_waveform,
-    describe,
-    load_audio,
-)
-from humanclap.scoring.audio_file import (
-    check_audio_path,
-    open_audio,
-    read_centre_window,
-)
-from humanclap.scoring.checkpoint import check_vocab_fits
+from humanclap.scoring.audio import AudioInput, Preprocessing, check_waveform, describe, load_audio
+from humanclap.scoring.audio_file import check_audio_path, open_audio, read_centre_window
 from humanclap.scoring.device import autocast, device_and_dtype, device_numerics
 from humanclap.scoring.engine import features_of
 from humanclap.scoring.inputs import audio_list, text_list
-from humanclap.scoring.msclap.model import (
-    CONFIG_NAME,
-    WEIGHTS_NAME,
-    MSClapModel,
-    is_msclap_folder,
-)
-from humanclap.scoring.msclap.weights import (
-    HUB_FILES,
-    HUB_REPO,
-    SPECS,
-    file_revision,
-    hub_checkpoint,
-    load_pth,
-    load_tokenizer,
-)
+from humanclap.scoring.checkpoint import check_vocab_fits
+from humanclap.scoring.msclap.model import CONFIG_NAME, WEIGHTS_NAME, MSClapModel, is_msclap_folder
+from humanclap.scoring.msclap.weights import (HUB_FILES, HUB_REPO, SPECS, file_revision, hub_checkpoint,
+                                              load_pth, load_tokenizer)
 from humanclap.scoring.protocol import AUDIO_CHUNK, ModelInfo
 
 log = logging.getLogger(__name__)

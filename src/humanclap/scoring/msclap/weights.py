@@ -22,15 +22,11 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import torch
 from huggingface_hub import hf_hub_download
+import torch
 
 from humanclap.errors import ModelLoadError
-from humanclap.scoring.checkpoint import (
-    check_model_files,
-    check_regular_file,
-    pickle_refusal,
-)
+from humanclap.scoring.checkpoint import check_model_files, check_regular_file, pickle_refusal
 from humanclap.scoring.hub import hub_reachable
 from humanclap.scoring.msclap.model import MSClapConfig, MSClapModel, empty_model
 

@@ -16,21 +16,11 @@ from pathlib import Path
 from safetensors import safe_open
 
 from humanclap.errors import ModelLoadError
-from humanclap.scoring.checkpoint import (
-    EXTRACTOR_FILE,
-    TOKENIZER_FILE_SETS,
-    WEIGHT_FILES,
-    check_loading_info,
-    check_tokenizer,
-    local_revision,
-)
+from humanclap.scoring.checkpoint import (EXTRACTOR_FILE, TOKENIZER_FILE_SETS, WEIGHT_FILES, check_loading_info,
+                                          check_tokenizer, local_revision)
 from humanclap.scoring.hub import hub_reachable, is_local_path
 from humanclap.scoring.pe_audio.preprocessing import preprocessing
-from humanclap.scoring.pe_audio.spec import (
-    MODEL_TYPES,
-    needs_newer_transformers,
-    pe_audio_available,
-)
+from humanclap.scoring.pe_audio.spec import MODEL_TYPES, needs_newer_transformers, pe_audio_available
 from humanclap.scoring.protocol import ModelInfo
 
 COMPLETE_FOLDER = ("a complete PE-Audio folder holds config.json (model_type pe_audio), model.safetensors, "

@@ -23,16 +23,12 @@ import torch.nn.functional as F
 from humanclap.defaults import MAX_TEXT_CHARS
 from humanclap.scoring.audio import AudioInput, load_audio
 from humanclap.scoring.clapscore import clapscore
-from humanclap.scoring.device import autocast, device_and_dtype, device_numerics
 from humanclap.scoring.engine import features_of
 from humanclap.scoring.pe_audio import numerics
 from humanclap.scoring.pe_audio.loading import load_components
-from humanclap.scoring.pe_audio.preprocessing import (
-    MAX_SECONDS,
-    clip_input,
-    load_clip_input,
-)
+from humanclap.scoring.pe_audio.preprocessing import MAX_SECONDS, clip_input, load_clip_input
 from humanclap.scoring.protocol import ModelInfo
+from humanclap.scoring.device import autocast, device_and_dtype, device_numerics
 
 log = logging.getLogger(__name__)
 

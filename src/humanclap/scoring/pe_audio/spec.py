@@ -8,8 +8,8 @@ reads), or a hub id under ``facebook/pe-av-*`` / ``facebook/pe-a-frame-*``.
 
 from __future__ import annotations
 
-import importlib.util
 from importlib.metadata import version
+import importlib.util
 from pathlib import Path
 
 from humanclap.scoring.families import family_named, family_of_spec
