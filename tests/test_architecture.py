@@ -191,3 +191,17 @@ def test_help_loads_no_torch():
             "print('heavy', heavy, file=sys.stderr)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and "heavy []" in out.stderr, out.stderr[-2000:]
+
+
+def test_every_old_name_is_the_object_it_stands_for():
+    """scoring/aliases.py NAMES: the one list of compatibility names."""
+    import importlib
+
+    from humanclap.scoring.aliases import NAMES
+
+    def resolve(spec):
+        module, attr = spec.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+    for old, new in NAMES.items():
+        assert resolve(old) is resolve(new), old
