@@ -25,7 +25,6 @@ import numpy as np
 import pandas as pd
 
 from humanclap.data import RatedPairs
-from humanclap.defaults import MAX_N_BOOT
 from humanclap.errors import ModelLoadError, UsageError
 from humanclap.evaluation import metrics as M
 from humanclap.evaluation.breakdowns import breakdowns, subset_mask, system_level_summary
@@ -301,10 +300,8 @@ def evaluate_models(
     if labels is not None:
         check_labels(labels)
 
-    n_boot, seed = M.check_count(n_boot, "n_boot"), M.check_count(seed, "seed")
-    if n_boot > MAX_N_BOOT:  # before any model loads; else a MemoryError (exit 3) or an OOM kill
-        raise UsageError(f"--n-boot {n_boot} is too large: at most {MAX_N_BOOT} resamples (the "
-                         "CIs do not get better beyond that)")
+    # before any model loads; else a MemoryError (exit 3) or an OOM kill
+    n_boot, seed = M.check_n_boot(n_boot), M.check_count(seed, "seed")
     for m in models:
         if not (_to_load(m) or isinstance(m, Scorer)):
             raise UsageError(f"model {m!r} is neither a hub id or checkpoint folder nor a loaded "

@@ -49,6 +49,7 @@ from humanclap.errors import AudioError
 from humanclap.scoring.audio import AudioInput, audio_bytes_hash, describe
 from humanclap.scoring.cache import EmbeddingCache
 from humanclap.scoring.decode import DecoderPool, featurizer_of
+from humanclap.scoring.inputs import check_batch_size
 from humanclap.scoring.protocol import AUDIO_CHUNK, Scorer
 
 # What prepare() found for each new file of a batch: its cached embedding, its
@@ -124,8 +125,7 @@ class EmbeddingEngine:
     def __init__(self, scorer: Scorer, batch_size: int = 8, cache: EmbeddingCache | None = None,
                  text_capacity: int | None = None, audio_capacity: int | None = None,
                  workers: int = 0):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        check_batch_size(batch_size)  # the one rule: 1 to MAX_BATCH_SIZE
         self.scorer = scorer
         self.batch_size = batch_size
         self.cache = cache
