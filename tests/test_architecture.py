@@ -177,3 +177,31 @@ def test_old_import_paths_are_the_moved_modules():
     from humanclap.scoring.scorer import resolve_device as old_resolve_device
 
     assert old_resolve_device is resolve_device
+
+
+def test_help_loads_no_torch():
+    """`humanclap --help` and every command's --help answer without torch, transformers or
+    matplotlib: imports that would load them stay inside functions (``# lazy: reason``)."""
+    code = ("import sys, runpy; from humanclap.cli.main import COMMANDS\n"
+            "for argv in [[]] + [[c] for c in COMMANDS]:\n"
+            "    sys.argv = ['humanclap', *argv, '--help']\n"
+            "    try: runpy.run_module('humanclap.cli', run_name='__main__')\n"
+            "    except SystemExit: pass\n"
+            "heavy = [m for m in ('torch', 'transformers', 'matplotlib') if m in sys.modules]\n"
+            "print('heavy', heavy, file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and "heavy []" in out.stderr, out.stderr[-2000:]
+
+
+def test_every_old_name_is_the_object_it_stands_for():
+    """scoring/aliases.py NAMES: the one list of compatibility names."""
+    import importlib
+
+    from humanclap.scoring.aliases import NAMES
+
+    def resolve(spec):
+        module, attr = spec.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+    for old, new in NAMES.items():
+        assert resolve(old) is resolve(new), old

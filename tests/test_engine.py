@@ -85,7 +85,7 @@ def test_engine_embeds_each_unique_item_once_and_records_bad_files(tiny_unfused,
     np.testing.assert_allclose(np.stack([engine.audio_emb[f] for f in files]), ref, atol=1e-6)
     cos, err = engine.cosine(files[1], TEXTS[0])
     assert err == "" and cos == pytest.approx(float(ref[1] @ scorer.embed_text([TEXTS[0]])[0]), abs=1e-6)
-    with pytest.raises(ValueError, match="batch_size"):
+    with pytest.raises(ValueError, match="batch-size must be at least 1"):
         EmbeddingEngine(scorer, batch_size=0)
 
 

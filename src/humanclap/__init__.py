@@ -39,7 +39,9 @@ _EXPORTS = {
     "TrainConfig": ("humanclap.training.config", "TrainConfig"),
     "TrainResult": ("humanclap.training.result", "TrainResult"),
     "fine_tune": ("humanclap.training.trainer", "fine_tune"),
-    "train": ("humanclap.training.trainer", "fine_tune"),  # the name used before 0.2: kept
+    # the name used before 0.2, kept: every compatibility alias is listed in
+    # humanclap/scoring/aliases.py (NAMES: old names, ALIASES: old module paths)
+    "train": ("humanclap.training.trainer", "fine_tune"),
 }
 
 __all__ = [*_EXPORTS, "__version__"]

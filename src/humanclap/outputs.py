@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from humanclap import __version__
 from humanclap.errors import HumanclapError, UsageError
 from humanclap.io import json_safe, write_json
 
@@ -57,6 +58,7 @@ def output_lock(lock_file: Path, what: str) -> Iterator[None]:
     new one: B and C both "hold" it) is closed by checking, once the lock is taken, that the
     name still names the inode locked; otherwise the lock is taken again."""
     try:
+        # lazy: fcntl is POSIX-only
         import fcntl
     except ImportError:  # not POSIX: no advisory locks; the rest of the contract still holds
         yield
@@ -158,8 +160,6 @@ class RunFolder:
         self.save()
 
     def save(self) -> None:
-        from humanclap import __version__
-
         write_json(self.folder / MARKER, {"command": self.command, "humanclap_version": __version__,
                                           "identity": self.identity, "files": self.files})
 

@@ -90,7 +90,9 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: keeps numpy, scipy, soundfile, soxr out of `humanclap --help`
     from humanclap.evaluation.compare_report import summary_text
+    # lazy: keeps numpy, scipy, soundfile, soxr out of `humanclap --help`
     from humanclap.evaluation.compare_workflow import run_compare
 
     if args.model:

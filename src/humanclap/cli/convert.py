@@ -42,6 +42,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: keeps torch out of `humanclap --help`
     from humanclap.scoring.clap.laion_convert import convert_laion_checkpoint
 
     report = convert_laion_checkpoint(args.checkpoint, args.out_dir, arch=args.arch, fusion=args.fusion,

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from humanclap.cli import flags
+from humanclap.defaults import DEFAULT_MODEL
 from humanclap.io import check_audio_root
 
 EPILOG = f"""\
@@ -29,8 +30,6 @@ examples:
 
 
 def add_parser(subparsers) -> None:
-    from humanclap.defaults import DEFAULT_MODEL
-
     p = subparsers.add_parser(
         "evaluate", help="compare models' CLAPScores with human ratings (metrics + report)",
         description="Score every pair of a rated dataset with each model and measure agreement "
@@ -68,7 +67,9 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: keeps numpy, pandas, scipy, soundfile, soxr out of `humanclap --help`
     from humanclap.evaluation.report import summary_table
+    # lazy: keeps numpy, pandas, scipy, soundfile, soxr out of `humanclap --help`
     from humanclap.evaluation.workflow import run_evaluation
 
     flags.check_compute(args.device, args.dtype)

@@ -44,6 +44,7 @@ def add_progress(p: argparse.ArgumentParser,
 def check_compute(device: str, dtype: str = "fp32") -> None:
     """Refuse a ``--device``/``--dtype`` this machine cannot run before any data or model
     loads (the scorer's own checks, called early; they raise ``UsageError``)."""
+    # lazy: keeps torch out of `humanclap --help`
     from humanclap.scoring.device import check_dtype, resolve_device
 
     check_dtype(dtype, resolve_device(device))

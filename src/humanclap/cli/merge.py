@@ -45,6 +45,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: keeps numpy, scipy, soundfile, soxr out of `humanclap --help`
     from humanclap.scoring.parts import merge_parts
 
     summary = merge_parts(args.output, args.parts, overwrite=args.overwrite)

@@ -69,6 +69,7 @@ def gain_text(gain: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: keeps numpy, scipy, soundfile, soxr out of `humanclap --help`
     from humanclap.evaluation.rerank import run_rerank
 
     result = run_rerank(args.input, args.output, args.k, score_column=args.score_column,

@@ -95,6 +95,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: keeps torch out of `humanclap --help`
     from humanclap.scoring.workflow import run_score  # lazy: `humanclap --help` loads no torch
 
     run = run_score(args.manifest, args.output, model=args.model, msclap_version=args.msclap_version,

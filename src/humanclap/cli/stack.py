@@ -80,6 +80,7 @@ def summary(result) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: keeps numpy, pandas, scipy, soundfile, soxr out of `humanclap --help`
     from humanclap.evaluation.stack import fit_stack
 
     result = fit_stack(args.predictions, args.output_dir, folds=args.folds, seed=args.seed,

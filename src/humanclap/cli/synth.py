@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from humanclap.cli import flags
+from humanclap.errors import UsageError
 
 EPILOG = f"""\
 writes, in OUTPUT_DIR, the RELATE release layout (scores/REL.csv, IS.csv, OS.csv,
@@ -54,7 +55,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from humanclap.errors import UsageError
+    # lazy: keeps numpy out of `humanclap --help`
     from humanclap.synth.dataset import generate
 
     try:

@@ -7,6 +7,7 @@ import os
 import sys
 
 from humanclap.cli import flags
+from humanclap.training.config import add_config_arguments, config_from_args
 
 EPILOG = f"""\
 every TrainConfig field is a flag (above); --config FILE (YAML/JSON, or a shipped name:
@@ -52,8 +53,6 @@ examples:
 
 
 def add_parser(subparsers) -> None:
-    from humanclap.training.config import add_config_arguments
-
     p = subparsers.add_parser(
         "train", help="fine-tune a CLAP model on human ratings (Human-CLAP)",
         description="Fine-tune CLAP so that its CLAPScore follows human relevance ratings.",
@@ -65,9 +64,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from humanclap.training.config import config_from_args
-
     cfg = config_from_args(args).validate()  # ConfigError: bad flags fail before any loading
+    # lazy: keeps torch out of `humanclap --help`
     from humanclap.training.trainer import fine_tune
 
     # TrainingError (a diverged run) exits 1 through cli.main; the last good checkpoint stays.

@@ -10,6 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from humanclap import __version__
 from humanclap.evaluation.compare import CompareResult
 from humanclap.evaluation.compare_stats import TIER_RULE, SystemComparison
 from humanclap.io import atomic_write, atomic_write_text, write_json
@@ -48,7 +51,6 @@ def comparison_record(c: SystemComparison) -> dict[str, Any]:
 
 def compare_record(result: CompareResult) -> dict[str, Any]:
     """compare.json: every number, the settings (seed, resamples) and the rules used."""
-    from humanclap import __version__
 
     m = result.metric
     record = {
@@ -147,11 +149,12 @@ def markdown(result: CompareResult, plots: list[str]) -> str:
 
 def write_plots(result: CompareResult, out: Path, record: Record = None) -> list[str]:
     """forest.png (means with CIs, ranked, coloured by tier) and win_rates.png."""
+    # lazy: keeps matplotlib out of `import humanclap.evaluation.compare_report`
     import matplotlib
 
     matplotlib.use("Agg", force=True)  # files only: never needs a display
+    # lazy: keeps matplotlib out of `import humanclap.evaluation.compare_report`
     import matplotlib.pyplot as plt
-    import numpy as np
 
     m = result.metric
     names: list[str] = []

@@ -21,8 +21,12 @@ from humanclap.errors import UsageError
 from humanclap.evaluation.compare import CompareResult, RowsFailedError, compare_tables
 from humanclap.evaluation.compare_report import write_compare
 from humanclap.evaluation.metrics import check_n_boot
+from humanclap.io import iter_rows, table_format
 from humanclap.outputs import check_folder, claim_folder
 from humanclap.scoring.inputs import check_batch_size
+from humanclap.scoring.job import ScoreJob
+from humanclap.scoring.loader import load_scorer
+from humanclap.scoring.rows import scan_manifest
 
 
 @dataclass
@@ -55,8 +59,6 @@ def check_compare_folder(out: Path, overwrite: bool, inputs: Sequence[str | Path
 def score_inputs(run_folder, inputs: Sequence[str | Path], model: str, *, audio_root: str | None,
                  batch_size: int, device: str, dtype: str, progress: bool | None) -> list[Path]:
     """Score each manifest with ``model`` into the run folder (one score file each)."""
-    from humanclap.scoring.job import ScoreJob
-    from humanclap.scoring.loader import load_scorer
 
     scorer = load_scorer(model, device=device, dtype=dtype)
     job = ScoreJob(scorer, batch_size=batch_size)
@@ -73,8 +75,6 @@ def score_inputs(run_folder, inputs: Sequence[str | Path], model: str, *, audio_
 def check_manifests(inputs: Sequence[str | Path]) -> None:
     """Before a model loads: every manifest is readable, has audio and text, and no
     clapscore (a score file is compared as it is, without --model)."""
-    from humanclap.io import iter_rows, table_format
-    from humanclap.scoring.rows import scan_manifest
 
     for path in inputs:
         columns: list[str] = []

@@ -31,7 +31,9 @@ from humanclap.evaluation.breakdowns import breakdowns, subset_mask, system_leve
 from humanclap.io import json_safe
 from humanclap.scoring.citation import scorer_protocol
 from humanclap.scoring.engine import EmbeddingEngine
+from humanclap.scoring.families import precheck
 from humanclap.scoring.inputs import label_list, model_list
+from humanclap.scoring.loader import load_scorer
 from humanclap.scoring.protocol import Scorer
 
 if TYPE_CHECKING:  # torch.distributed is imported only by a run that uses it
@@ -192,6 +194,7 @@ def score_pairs(scorer: Scorer, audio: Sequence[str], texts: Sequence[str],
     keep = [i for i, e in enumerate(errors) if not e]
     engine = EmbeddingEngine(scorer, batch_size=batch_size)
     if dist is not None and dist.enabled:
+        # lazy: keeps torch out of `import humanclap.evaluation.evaluate`
         from humanclap.scoring.distributed import embed_shared
 
         embed_shared(engine, [paths[i] for i in keep], [texts[i] for i in keep], dist, progress=progress)
@@ -245,7 +248,6 @@ def check_model_spec(model: str) -> None:
     """Fail fast (``ModelLoadError``) on a local model path that cannot be a checkpoint of
     any family, before any other model is loaded or any audio decoded (the family table's
     pre-check, :func:`humanclap.scoring.families.precheck`). Hub ids pass unchecked."""
-    from humanclap.scoring.families import precheck
 
     precheck(model)
 
@@ -295,12 +297,9 @@ def evaluate_models(
         raise UsageError(f"{len(labels)} labels for {len(models)} models: give one label per model")
     if labels is not None:
         check_labels(labels)
-    from humanclap.defaults import MAX_N_BOOT
 
-    n_boot, seed = M.check_count(n_boot, "n_boot"), M.check_count(seed, "seed")
-    if n_boot > MAX_N_BOOT:  # before any model loads; else a MemoryError (exit 3) or an OOM kill
-        raise UsageError(f"--n-boot {n_boot} is too large: at most {MAX_N_BOOT} resamples (the "
-                         "CIs do not get better beyond that)")
+    # before any model loads; else a MemoryError (exit 3) or an OOM kill
+    n_boot, seed = M.check_n_boot(n_boot), M.check_count(seed, "seed")
     for m in models:
         if not (_to_load(m) or isinstance(m, Scorer)):
             raise UsageError(f"model {m!r} is neither a hub id or checkpoint folder nor a loaded "
@@ -321,8 +320,6 @@ def evaluate_models(
     runs = []
     for spec, label, column in zip(models, labels, columns):
         if _to_load(spec):
-            from humanclap.scoring.loader import load_scorer
-
             scorer = load_scorer(str(spec), device=device, dtype=dtype)
         else:
             scorer = spec

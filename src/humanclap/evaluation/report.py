@@ -226,9 +226,11 @@ def _metric_sections(result: EvaluationResult, files: dict[str, Path]) -> list[s
 def write_plots(result: EvaluationResult, out: Path,
                 record: Callable[[str], None] | None = None) -> dict[str, Path]:
     """Scatter per model, per-system SRCC bars, score histograms; returns name -> path."""
+    # lazy: keeps matplotlib out of `import humanclap.evaluation.report`
     import matplotlib
 
     matplotlib.use("Agg", force=True)  # files only: never needs a display
+    # lazy: keeps matplotlib out of `import humanclap.evaluation.report`
     import matplotlib.pyplot as plt
 
     files: dict[str, Path] = {}

@@ -115,6 +115,7 @@ def run_evaluation(
     check_evaluate_folder(out, overwrite)
     if len(pairs) == 0:
         raise DatasetError(f"{data}: no pairs in split {split!r}; pick another --split")
+    # lazy: keeps torch out of `import humanclap.evaluation.workflow`
     from humanclap.scoring.distributed import env_info
 
     with ExitStack() as stack:
@@ -143,11 +144,14 @@ def _evaluate_into(run: RunFolder | None, models: list[str], pairs, split: str, 
                    data: str, progress: bool | None, plots: bool, derived=()) -> EvaluationRun:
     # Under torchrun every rank embeds its share of the unique texts and files (cuda:LOCAL_RANK
     # on GPUs); rank 0 alone writes the report. One process: no process group at all.
+    # lazy: keeps torch out of `import humanclap.evaluation.workflow`
     from humanclap.scoring.distributed import launched_distributed
 
     info = None
     if launched_distributed():
+        # lazy: keeps torch out of `import humanclap.evaluation.workflow`
         from humanclap.scoring.distributed import init_distributed, rank_device
+        # lazy: keeps torch out of `import humanclap.evaluation.workflow`
         from humanclap.scoring.device import resolve_device
 
         device = rank_device(device)
@@ -158,6 +162,7 @@ def _evaluate_into(run: RunFolder | None, models: list[str], pairs, split: str, 
                                  data_spec=data, progress=progress, dist=info, derived=derived)
     finally:
         if info is not None:  # the embeddings are shared: no collective after this
+            # lazy: keeps torch out of `import humanclap.evaluation.workflow`
             from humanclap.scoring.distributed import shutdown_distributed
 
             shutdown_distributed()

@@ -30,6 +30,7 @@ unfused file is thus only checked for NaN/inf inside the window it is scored on.
 
 from __future__ import annotations
 
+import hashlib
 import numbers
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,7 +236,6 @@ def load_clip_features(item: AudioInput, extractor, fused: bool) -> tuple[np.nda
 
 def audio_bytes_hash(item: AudioInput) -> str:
     """Content hash of an audio item (file bytes or array bytes + rate), for caching."""
-    import hashlib
 
     h = hashlib.sha256()
     if isinstance(item, (str, Path)):
@@ -313,6 +313,7 @@ def whole_clip_mel(extractor, waveform: np.ndarray) -> np.ndarray:
 
 def _deterministic_fusion_mel(extractor, waveform: np.ndarray) -> np.ndarray:
     """Fusion input for a clip longer than the window, without randomness."""
+    # lazy: keeps torch out of `import humanclap.scoring.audio`
     import torch
 
     mel = whole_clip_mel(extractor, waveform)
@@ -381,6 +382,7 @@ def clip_features(waveform: np.ndarray, extractor, fused: bool) -> tuple[np.ndar
 
 def collate_features(items: list[tuple[np.ndarray, bool]]) -> dict:
     """Stack per-clip features into model inputs (``input_features``, ``is_longer`` tensors)."""
+    # lazy: keeps torch out of `import humanclap.scoring.audio`
     import torch
 
     feats = torch.from_numpy(np.stack([f for f, _ in items]))

@@ -36,6 +36,8 @@ import re
 import stat
 from pathlib import Path
 
+from safetensors import safe_open
+
 from humanclap.errors import ModelLoadError
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
@@ -151,7 +153,6 @@ def check_local_folder(folder: Path) -> None:
 
 def _check_safetensors(path: Path) -> None:
     """Open the header and check that the file covers every tensor it declares."""
-    from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as fh:
@@ -192,7 +193,6 @@ def _mismatch_shapes(info: dict, model, folder: Path | None) -> dict[str, tuple]
     names = {k for k in info.get("mismatched_keys") or () if isinstance(k, str)}
     if not names or model is None or folder is None:
         return {}
-    from safetensors import safe_open
 
     own, out = model.state_dict(), {}
     for path in sorted(folder.glob("*.safetensors")):
@@ -241,7 +241,6 @@ def check_float_weights(file_dtypes: dict[str, tuple[str, bool]], model_state: d
 def safetensors_dtypes(folder: Path) -> dict[str, tuple[str, bool]]:
     """(stored dtype, is floating point) of every tensor of the folder's ``.safetensors`` files,
     read from their headers (no tensor data is read)."""
-    from safetensors import safe_open
 
     out = {}
     for path in sorted(folder.glob("*.safetensors")):

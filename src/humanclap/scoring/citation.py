@@ -24,6 +24,8 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from humanclap import __version__
+from humanclap.scoring.families import family_of_scorer, family_of_spec
 from humanclap.scoring.protocol import ModelInfo
 
 __all__ = ["LONG_CLIP_RULES", "SHORT_CLIP_RULES", "protocol_line", "scorer_protocol"]
@@ -43,8 +45,6 @@ SHORT_CLIP_RULES = {
 
 
 def _family_of(model_id: str) -> str:
-    from humanclap.scoring.families import family_of_spec
-
     try:
         return family_of_spec(model_id).name
     except OSError:
@@ -63,7 +63,7 @@ def protocol_line(info: ModelInfo | dict, *, raw_cosine: bool = False, dtype: st
     d = info.as_dict() if isinstance(info, ModelInfo) else dict(info)
     pre = d["preprocessing"] if isinstance(d["preprocessing"], dict) else asdict(d["preprocessing"])
     if version is None:
-        from humanclap import __version__ as version
+        version = __version__
     family = family or _family_of(str(d["model_id"]))
     rate, window = int(pre["sampling_rate"]), int(pre["window_samples"])
     score = "raw cosine (not clamped at 0)" if raw_cosine else (score or "CLAPScore = max(cos, 0)")
@@ -82,7 +82,6 @@ def protocol_line(info: ModelInfo | dict, *, raw_cosine: bool = False, dtype: st
 
 def scorer_protocol(scorer: Any, raw_cosine: bool = False) -> str:
     """:func:`protocol_line` of a loaded scorer (its family and dtype known for sure)."""
-    from humanclap.scoring.families import family_of_scorer
 
     found = family_of_scorer(scorer)
     family = found.name if found is not None else "laion"

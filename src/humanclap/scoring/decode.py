@@ -52,6 +52,7 @@ from typing import Any
 
 from humanclap.errors import AudioError, UsageError
 from humanclap.scoring.audio import audio_bytes_hash, load_clip_features
+from humanclap.scoring.families import family_of_scorer
 from humanclap.scoring.inputs import check_workers
 
 CRASH_HOOK_ENV = "HUMANCLAP_TEST_DECODER_CRASH"
@@ -84,7 +85,6 @@ def default_workers(device: str, cores: int | None = None) -> int:
 def featurizer_of(scorer: Any) -> Callable[[str], tuple[Any, bool]] | None:
     """A picklable ``path -> (features, is_longer)`` for worker processes, or None when the
     scorer has no stand-alone feature extractor (then decoding stays in-process)."""
-    from humanclap.scoring.families import family_of_scorer  # the family table says what workers need
 
     family = family_of_scorer(scorer)
     return None if family is None else family.featurizer_for(scorer)

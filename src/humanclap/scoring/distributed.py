@@ -10,12 +10,16 @@ score job, evaluation and training share it without importing upward.
 
 from __future__ import annotations
 
+from datetime import timedelta
 import os
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from humanclap.errors import AudioError, UsageError
+from humanclap.scoring.parts import part_range
 
 
 @dataclass(frozen=True)
@@ -54,8 +58,6 @@ def rank_device(device: str) -> str:
     if torch.cuda.is_available():
         local, gpus = env_info().local_rank, torch.cuda.device_count()
         if local >= gpus:
-            from humanclap.errors import UsageError
-
             raise UsageError(f"local rank {local} has no GPU of its own (this node has {gpus}): "
                              f"start at most {gpus} processes per node (torchrun --nproc-per-node "
                              f"{gpus}), or pass --device cpu")
@@ -75,7 +77,6 @@ def init_distributed(device: torch.device | str, timeout_s: float | None = None)
         if device.type == "cuda":
             # NCCL collectives of Python objects run on the current device: make it ours.
             torch.cuda.set_device(device)
-        from datetime import timedelta
 
         extra = {} if timeout_s is None else {"timeout": timedelta(seconds=timeout_s)}
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", **extra)
@@ -129,8 +130,6 @@ def embed_shared(engine: Any, paths: list[str], texts: list[str], info: DistInfo
     embeddings of every unique text and file, each rank embedding one contiguous block of
     them, then all-gathering the results: every rank ends with what one process would have
     (the same bits: no embedding depends on its neighbours), and the same ``counts()``."""
-    from humanclap.errors import AudioError
-    from humanclap.scoring.parts import part_range
 
     unique_texts = [t for t in dict.fromkeys(texts) if t.strip()]
     unique_paths = list(dict.fromkeys(paths))

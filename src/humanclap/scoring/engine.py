@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from humanclap.defaults import TEXT_MAX_LENGTH
 from humanclap.errors import AudioError
@@ -50,6 +51,7 @@ from humanclap.scoring.audio import AudioInput, audio_bytes_hash, describe
 from humanclap.scoring.cache import EmbeddingCache
 from humanclap.scoring.clapscore import clapscore
 from humanclap.scoring.decode import DecoderPool, featurizer_of
+from humanclap.scoring.inputs import check_batch_size
 from humanclap.scoring.protocol import AUDIO_CHUNK, Scorer
 
 # What prepare() found for each new file of a batch: its cached embedding, its
@@ -144,8 +146,7 @@ class EmbeddingEngine:
     def __init__(self, scorer: Scorer, batch_size: int = 8, cache: EmbeddingCache | None = None,
                  text_capacity: int | None = None, audio_capacity: int | None = None,
                  workers: int = 0):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        check_batch_size(batch_size)  # the one rule: 1 to MAX_BATCH_SIZE
         self.scorer = scorer
         self.batch_size = batch_size
         self.cache = cache
@@ -321,7 +322,6 @@ class EmbeddingEngine:
         """Embed every unique text and decodable audio file once (no output rows).
 
         ``progress``: a bar on stderr (None: only when stderr is a terminal)."""
-        from tqdm.auto import tqdm
 
         self.embed_texts(texts)
         unique = list(dict.fromkeys(paths))

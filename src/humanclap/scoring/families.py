@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from humanclap.errors import ModelLoadError, UsageError
+from humanclap.scoring.hub import is_local_path
 
 __all__ = ["FAMILIES", "Family", "family_named", "family_of_model", "family_of_scorer", "family_of_spec",
            "folder_model_type", "precheck", "spec_forms"]
@@ -198,7 +199,6 @@ def precheck(spec: str) -> Family:
     model is loaded or any audio decoded: a path that does not exist, a folder (or file) that
     is none of the families' checkpoints. Hub ids and names pass (whether they can be had is
     the loader's question). Returns the spec's family."""
-    from humanclap.scoring.hub import is_local_path
 
     s = str(spec)
     family = family_of_spec(s)

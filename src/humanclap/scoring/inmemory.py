@@ -46,6 +46,7 @@ from humanclap.errors import AudioError, UsageError
 from humanclap.scoring.audio_file import read_centre_window, read_mono
 from humanclap.scoring.citation import scorer_protocol
 from humanclap.scoring.engine import EmbeddingEngine
+from humanclap.scoring.loader import load_scorer
 
 __all__ = ["ArrayFile", "as_clips", "as_texts", "clap_score", "clear_scorer_cache", "clip_features", "get_scorer",
            "protocol", "scorer_for"]
@@ -100,6 +101,7 @@ class ArrayFile:
 def _to_numpy(x: Any) -> np.ndarray:
     """A tensor (any device, any dtype) or array-like as a numpy array, no copy when possible."""
     if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor
+        # lazy: keeps torch out of `import humanclap.scoring.inmemory`
         import torch
 
         x = x.detach()
@@ -246,6 +248,7 @@ def get_scorer(model: Any = DEFAULT_MODEL, device: Any = None, dtype: str | None
             raise UsageError(f"model is a scorer loaded in {model.dtype}, not {dtype}: load it in {dtype} "
                              "or leave dtype unset")
         if device is not None:
+            # lazy: keeps torch out of `import humanclap.scoring.inmemory`
             from humanclap.scoring.device import resolve_device
 
             want = resolve_device(device) if isinstance(device, str) else device
@@ -256,7 +259,7 @@ def get_scorer(model: Any = DEFAULT_MODEL, device: Any = None, dtype: str | None
     if not isinstance(model, (str, Path)):
         raise UsageError(f"model must be a model spec (hub id, folder, msclap-2023, .pth) or a loaded scorer "
                          f"(humanclap.load_scorer), got {type(model).__name__}")
-    from humanclap.scoring.loader import load_scorer
+    # lazy: keeps torch out of `import humanclap.scoring.inmemory`
     from humanclap.scoring.device import resolve_device
 
     resolved = resolve_device("auto" if device is None else str(device))
@@ -310,6 +313,7 @@ def clap_score(audio: Any, text: Any, sample_rate: int, model: Any = DEFAULT_MOD
     >>> humanclap.clap_score(wave, ["a dog barks", "rain"], 16000)  # doctest: +SKIP
     tensor([0.1234, 0.0567])
     """
+    # lazy: keeps torch out of `import humanclap.scoring.inmemory`
     import torch
 
     rate = _check_rate(sample_rate)

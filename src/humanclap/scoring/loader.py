@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from humanclap.defaults import DEFAULT_MODEL
+from humanclap.scoring.checkpoint import check_model_files, check_regular_file
 from humanclap.scoring.families import family_named, family_of_spec
 
 MSCLAP_SPECS = family_named("msclap").ids
@@ -37,7 +38,6 @@ def is_msclap_spec(spec: str | Path) -> bool:
 def _check_spec_files(path: Path) -> None:
     """Refuse a spec path that is, or a checkpoint folder whose model files are, a FIFO, a
     device or a socket (stat only: nothing is opened)."""
-    from humanclap.scoring.checkpoint import check_model_files, check_regular_file
 
     if path.is_dir():
         check_model_files(path)

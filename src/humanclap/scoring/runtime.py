@@ -62,6 +62,7 @@ def quiet_transformers() -> None:
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
     if "transformers" in sys.modules:
         try:
+            # lazy: transformers is configured only when something else imported it
             from transformers.utils import logging as hf_logging
 
             hf_logging.set_verbosity_error()

@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from humanclap.errors import UsageError
+from humanclap.outputs import claim_folder, describe_differences, identity_differences, read_marker
 from humanclap.synth.sounds import (
     EVENT_CLASSES,
     Clip,
@@ -335,7 +336,6 @@ def synth_identity(seed: int, size: str, real_rel_csv: str | Path | None) -> dic
 def is_complete(folder: str | Path, seed: int, size: str) -> bool:
     """Whether ``folder`` holds a finished synth run of ``seed`` and ``size`` (its marker
     names them and its summary, written last, is there): what the demo reuses."""
-    from humanclap.outputs import read_marker
 
     folder = Path(folder)
     marker = read_marker(folder)
@@ -366,7 +366,6 @@ def generate(output_dir: str | Path, seed: int = 0, size: str = "default",
         raise UsageError(f"unknown size {size!r}; use one of {sorted(SIZES)}")
     if workers is not None and workers < 1:
         raise UsageError(f"workers must be at least 1 (got {workers}); leave it out for the default")
-    from humanclap.outputs import claim_folder, describe_differences, identity_differences
 
     t0 = time.perf_counter()
     out = Path(output_dir)

@@ -117,7 +117,7 @@ def build_components(cfg: TrainConfig, device: torch.device, info: DistInfo, aut
         steps_per_epoch=steps_per_epoch, trained=trained, tower=tower, step_module=step_module,
         cached_towers=cached, params=[p for p in trained.parameters() if p.requires_grad],
         optimizer=optimizer, scheduler=build_scheduler(optimizer, cfg, steps_per_epoch),
-        loss_fn=HumanClapLoss(cfg.loss, cfg.loss_weights or None, clip=cfg.clip_score,
+        loss_fn=HumanClapLoss(cfg.loss_terms, clip=cfg.clip_score,  # parsed once, by validate
                               normalize=cfg.wsce_normalize, margin=cfg.pairwise_margin,
                               delta=cfg.pairwise_delta, listnet_temperature=cfg.listnet_temperature,
                               tau=cfg.clipped_mse_tau),

@@ -126,8 +126,14 @@ class TrainConfig:
 
     # -- validation and (de)serialisation ---------------------------------------------
     def validate(self) -> "TrainConfig":
-        """Raise ConfigError on values that cannot work; returns self."""
-        from humanclap.training.losses import parse_loss_spec
+        """Raise ConfigError on values that cannot work; returns self.
+
+        Remembers the values it passed and the parsed loss terms (:attr:`loss_terms`), so
+        the layers below the first check (``fine_tune``, ``Trainer``, the loss) neither check
+        nor parse again while the values stay as they were (see :meth:`validated_copy`)."""
+        # lazy: losses imports torch; `humanclap train --help` imports this module
+        # lazy: keeps torch out of `humanclap --help`
+        from humanclap.training import losses
 
         self.check_types()
         if not self.data:
@@ -135,7 +141,7 @@ class TrainConfig:
         if not self.output_dir:
             raise ConfigError("no output folder: pass --output-dir DIR")
         try:
-            terms = parse_loss_spec(self.loss, self.loss_weights or None)
+            terms = losses.parse_loss_spec(self.loss, self.loss_weights or None)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         for name, low in (("epochs", 1), ("batch_size", 2), ("eval_batch_size", 1), ("lora_rank", 1),
@@ -159,7 +165,30 @@ class TrainConfig:
         self.check_targets_and_ranking()
         if self.train_logit_scale and ("wsce" not in terms or self.temperature != "model"):
             raise ConfigError("train_logit_scale needs a wsce loss term and temperature=model")
+        self._passed = (self.to_dict(), terms)
         return self
+
+    def is_validated(self) -> bool:
+        """:meth:`validate` passed on exactly the values the fields hold now."""
+        passed = getattr(self, "_passed", None)
+        return passed is not None and passed[0] == self.to_dict()
+
+    def validated_copy(self) -> TrainConfig:
+        """An independent copy, validated: a run keeps its own (the caller may change theirs).
+        A config :meth:`validate` passed and nobody changed since is not checked again."""
+        if not self.is_validated():
+            return TrainConfig.from_dict(self.to_dict()).validate()
+        copy = TrainConfig(**self.to_dict())  # to_dict copies the lists
+        copy._passed = self._passed
+        return copy
+
+    @property
+    def loss_terms(self) -> dict[str, float]:
+        """``{term: weight}`` of ``loss`` and ``loss_weights``, as :meth:`validate` parsed
+        them (validating first when the values changed since, or were never checked)."""
+        if not self.is_validated():
+            self.validate()
+        return dict(self._passed[1])
 
     def check_types(self) -> None:
         """Every field holds a value of its declared type (see :func:`typed_value`), converted
@@ -235,6 +264,7 @@ class TrainConfig:
         if path.suffix == ".json":
             path.write_text(json.dumps(data, indent=2) + "\n")
         else:
+            # lazy: keeps yaml out of `humanclap --help`
             import yaml
 
             path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -277,6 +307,7 @@ class TrainConfig:
 def _load_yaml(text: str, path: Path) -> Any:
     """``yaml.safe_load`` without aliases: a config never needs them, and a few nested
     aliases expand to 10**9 items the moment anything walks the value."""
+    # lazy: keeps yaml out of `humanclap --help`
     import yaml
 
     class NoAliasLoader(yaml.SafeLoader):

@@ -18,7 +18,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
+from humanclap.data import load_rated
 from humanclap.errors import ConfigError
 from humanclap.scoring.engine import features_of
 from humanclap.training.config import TrainConfig
@@ -56,7 +58,6 @@ class TrainData:
 
 def load_splits(cfg: TrainConfig):
     """The rated dataset and the names of the splits this run uses (train, val, test)."""
-    from humanclap.data import load_rated
 
     rated = load_rated(cfg.data, audio_root=cfg.audio_root)
     available = rated.splits
@@ -170,6 +171,5 @@ def rank_share(batch: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
 def _bar(items, progress: bool, desc: str):
     if not progress:
         return items
-    from tqdm.auto import tqdm
 
     return tqdm(items, desc=desc, leave=False)

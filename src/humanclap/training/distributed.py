@@ -30,6 +30,7 @@ def gather_with_grad(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """Concatenate every rank's ``x`` (same shape on each) in rank order, keeping the graph."""
     if not info.enabled:
         return x
+    # lazy: torch.distributed.nn exists only in torch builds with distributed support
     from torch.distributed.nn.functional import all_gather
 
     return torch.cat(all_gather(x.contiguous()), dim=0)

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -270,16 +270,34 @@ def parse_loss_spec(spec: str, weights: str | Sequence[float] | None = None) -> 
     return dict(zip(names, values))
 
 
+def loss_terms(terms: Mapping[str, float], weights: str | Sequence[float] | None = None) -> dict[str, float]:
+    """``{term: weight}`` as :func:`parse_loss_spec` returns it, checked the same way: known
+    terms, finite weights >= 0, and no second set of ``weights``."""
+    if weights is not None:
+        raise ValueError(f"loss terms {dict(terms)} already carry their weights; pass no loss weights")
+    unknown = [n for n in terms if n not in LOSS_TERMS]
+    if not terms or unknown:
+        raise ValueError(f"loss terms {dict(terms)} not understood: use terms from {list(LOSS_TERMS)}")
+    values = {n: float(w) for n, w in terms.items()}
+    if any(not math.isfinite(v) or v < 0 for v in values.values()):
+        raise ValueError(f"loss weights must be finite and >= 0, got {list(values.values())}")
+    return values
+
+
 class HumanClapLoss(nn.Module):
     """A weighted sum of named terms; ``forward`` returns ``{"loss": total, term: value}``
-    (term values unweighted, for logging)."""
+    (term values unweighted, for logging).
 
-    def __init__(self, spec: str = "wsce+mae", weights: str | Sequence[float] | None = None,
+    ``spec`` is a loss string (parsed by :func:`parse_loss_spec` with ``weights``) or the
+    ``{term: weight}`` it parses to, e.g. a validated ``TrainConfig.loss_terms``."""
+
+    def __init__(self, spec: str | Mapping[str, float] = "wsce+mae",
+                 weights: str | Sequence[float] | None = None,
                  clip: bool = True, normalize: str = "n", margin: float = PAIRWISE_MARGIN,
                  delta: float = PAIRWISE_DELTA, listnet_temperature: float = LISTNET_TEMPERATURE,
                  tau: float = CLIPPED_MSE_TAU):
         super().__init__()
-        self.weights = parse_loss_spec(spec, weights)
+        self.weights = parse_loss_spec(spec, weights) if isinstance(spec, str) else loss_terms(spec, weights)
         self.clip = clip
         self.normalize = normalize
         self.margin, self.delta = margin, delta

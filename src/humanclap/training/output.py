@@ -23,7 +23,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from humanclap import __version__
 from humanclap.errors import ConfigError
+from humanclap.io import table_digest, write_json
+from humanclap.outputs import MARKER, claim_folder, read_marker
+from humanclap.scoring.loader import load_scorer
+from humanclap.training.config import TrainConfig
 
 # The command name in the output marker (humanclap.outputs.MARKER) of a training folder.
 COMMAND = "train"
@@ -104,7 +109,6 @@ def _resolved(spec: str) -> str:
 def split_fingerprint(pairs) -> str:
     """sha256 of a split's pairs as trained on (``pairs``: a DataFrame with the columns of
     :data:`DATA_COLUMNS`): the audio path resolved, the text, the human score, the split."""
-    from humanclap.io import table_digest
 
     rows = ({"audio": str(Path(a).resolve()), "text": t, "human": float(h), "split": s}
             for a, t, h, s in zip(pairs["audio"], pairs["text"], pairs["human"], pairs["split"]))
@@ -133,6 +137,7 @@ def legacy_run(out: Path) -> bool:
     contract (no marker): its ``checkpoints/last/trainer_state.json`` is a trainer state.
     ``--resume`` accepts such a folder and adopts it (its marker then lists the names a
     run writes that are there); without ``--resume`` it is refused like any other."""
+    # lazy: keeps torch out of `import humanclap.training.output`
     from humanclap.training import checkpoints as ckpt
 
     last = ckpt.find_checkpoint(out, ckpt.LAST)
@@ -149,9 +154,6 @@ def adopt_legacy(out: Path) -> None:
     """Write the marker of an earlier train run into a :func:`legacy_run` folder: it owns
     ``checkpoints`` and those of the names a run writes (:data:`WRITTEN_NAMES`) that are
     there; anything else in the folder stays foreign (the claim then refuses it)."""
-    from humanclap.outputs import MARKER, read_marker
-    from humanclap import __version__
-    from humanclap.io import write_json
 
     if read_marker(out) is not None:
         return
@@ -165,7 +167,6 @@ def claim_output(out: Path, resume: bool, stack: ExitStack, say: Callable[[str],
     ``stack`` closes): new, empty or an earlier train run (an older humanclap's run is
     adopted with ``resume``, see :func:`legacy_run`); a name a run writes that is there but
     not the earlier run's is refused. Returns the RunFolder; raises ConfigError/UsageError."""
-    from humanclap.outputs import claim_folder, read_marker
 
     if read_marker(out) is None and out.is_dir() and legacy_run(out):
         if not resume:
@@ -185,15 +186,14 @@ def claim_output(out: Path, resume: bool, stack: ExitStack, say: Callable[[str],
     return run
 
 
-def planned_identity(config) -> dict:
+def planned_identity(config: TrainConfig) -> dict:
     """The identity record (:func:`~humanclap.training.output.training_identity`) a run of
     ``config`` would have, without training: loads the base model's description and the
     rated pairs only. Callers compare it with a finished run's marker to decide reuse."""
-    from humanclap.scoring.loader import load_scorer
-    from humanclap.training.config import TrainConfig
+    # lazy: keeps torch out of `import humanclap.training.output`
     from humanclap.training.data import load_splits
 
-    cfg = TrainConfig.from_dict(config.to_dict()).validate()
+    cfg = config.validated_copy()
     info = load_scorer(cfg.model, device="cpu", revision=cfg.revision).info
     rated, names, _, _ = load_splits(cfg)
     pairs = rated.pairs[rated.pairs["split"].isin(names)].reset_index(drop=True)

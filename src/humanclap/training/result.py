@@ -10,6 +10,7 @@ import torch
 
 # Re-exported: callers written before errors.py existed import it from here.
 from humanclap.errors import TrainingError  # noqa: F401
+from humanclap.evaluation import metrics
 
 
 # How to load the output folder, per family (the summary's last line). Both load with
@@ -60,7 +61,6 @@ class TrainResult:
 
 def split_metrics(pred: torch.Tensor, human: torch.Tensor) -> dict[str, float]:
     """SRCC, LCC, KTAU and MSE of CLAPScores against the human means (NaN if undefined)."""
-    from humanclap.evaluation import metrics
 
     out = {}
     for name in ("srcc", "lcc", "ktau", "mse"):

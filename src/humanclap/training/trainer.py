@@ -35,10 +35,14 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from tqdm.auto import tqdm
 
 from humanclap.errors import ConfigError, HumanclapError, TrainingError
 from humanclap.io import atomic_dir, json_safe, write_json
+from humanclap.outputs import describe_differences, identity_differences
 from humanclap.scoring.clapscore import clapscore
+from humanclap.scoring.device import resolve_device
+from humanclap.scoring.families import precheck
 from humanclap.training import checkpoints as ckpt
 from humanclap.training.components import TrainComponents, build_components, precision_context
 from humanclap.training.config import TrainConfig
@@ -74,8 +78,7 @@ def fine_tune(config: TrainConfig, printer: Callable[[str], None] | None = None,
     if not isinstance(config, TrainConfig):  # a path or a dict would fail deep inside, as an AttributeError
         raise ConfigError(f"fine_tune needs a TrainConfig, got {type(config).__name__}: build one with "
                           "TrainConfig(...), TrainConfig.load('config.yaml') or TrainConfig.from_dict(d)")
-    cfg = TrainConfig.from_dict(config.to_dict()).validate()
-    from humanclap.scoring.device import resolve_device
+    cfg = config.validated_copy()  # checked here unless the caller's validate() passed on these values
 
     device = resolve_device(cfg.device)
     if launched_distributed() and device.type == "cuda":
@@ -112,12 +115,9 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, device: torch.device | str | None = None,
                  info: DistInfo | None = None, printer: Callable[[str], None] | None = None,
                  feature_memo: dict | None = None):
-        from humanclap.scoring.device import resolve_device
-
         started = time.time()
-        self.cfg = TrainConfig.from_dict(cfg.to_dict()).validate()  # a private copy
+        self.cfg = cfg.validated_copy()  # a private copy; fine_tune's is not checked again
         check_head_settings(self.cfg)
-        from humanclap.scoring.families import precheck
 
         precheck(self.cfg.model)  # a mistyped model path fails before the output folder is claimed
         if isinstance(device, torch.device):
@@ -221,8 +221,6 @@ class Trainer:
         sums: dict[str, float] = {}
         bar = None
         if self.progress:
-            from tqdm.auto import tqdm
-
             bar = tqdm(total=len(batches), desc=f"epoch {epoch}/{self.cfg.epochs}", leave=False)
         for step, batch in enumerate(batches, 1):
             out = self.step(batch, epoch, step)
@@ -346,8 +344,6 @@ class Trainer:
                 log.warning("the base model's revision differs from the one the checkpoint started "
                             "from; frozen weights may differ")
         else:
-            from humanclap.outputs import describe_differences, identity_differences
-
             diffs = identity_differences(then, self.identity)
             if diffs:
                 raise ConfigError(f"--resume: {self.out} holds a run of another model, data or "

@@ -17,6 +17,7 @@ __all__ = ["CLAPScorer"]
 
 def __getattr__(name: str):
     if name == "CLAPScorer":
+        # lazy: keeps torch out of `import humanclap.scoring.clap`
         from humanclap.scoring.clap.scorer import CLAPScorer
 
         return CLAPScorer

@@ -24,6 +24,7 @@ DB_MIN = 1e-10
 
 def log_mel(extractor, waveform: np.ndarray, mel_filters: np.ndarray) -> np.ndarray:
     """``extractor._np_extract_fbank_features(waveform, mel_filters)``: ``(frames, mels)`` float32."""
+    # lazy: keeps torch/transformers out of `import humanclap.scoring.clap.fbank`
     from transformers.audio_utils import power_to_db, window_function
 
     n_fft, hop = int(extractor.fft_window_size), int(extractor.hop_length)

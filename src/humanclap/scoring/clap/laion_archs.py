@@ -70,6 +70,7 @@ TEXTS: dict[str, TextArch] = {"roberta": TextArch("roberta")}
 
 def clap_config(arch: HtsatArch, text: TextArch, fused: bool):
     """The ``ClapConfig`` of a converted checkpoint (every value LAION's code hard-codes)."""
+    # lazy: keeps torch/transformers out of `import humanclap.scoring.clap.laion_archs`
     from transformers import ClapAudioConfig, ClapConfig, ClapTextConfig
 
     text_cfg = ClapTextConfig(
@@ -93,6 +94,7 @@ def clap_config(arch: HtsatArch, text: TextArch, fused: bool):
 
 def feature_extractor(arch: HtsatArch, fused: bool):
     """LAION's front end as a ``ClapFeatureExtractor`` (humanclap makes its crops deterministic)."""
+    # lazy: keeps torch/transformers out of `import humanclap.scoring.clap.laion_archs`
     from transformers import ClapFeatureExtractor
 
     return ClapFeatureExtractor(

@@ -22,10 +22,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from safetensors.torch import save_file
 import torch
 
 from humanclap.defaults import TEXT_MAX_LENGTH
 from humanclap.errors import ModelLoadError, UsageError
+from humanclap.io import atomic_dir, write_json
+from humanclap.outputs import MARKER, file_lock_path, output_lock
 # The presets live in laion_archs; re-exported here, the one module users import.
 from humanclap.scoring.clap.laion_archs import ARCHS, TEXTS, HtsatArch, TextArch, clap_config, feature_extractor
 from humanclap.scoring.clap.laion_checkpoint import read_state_dict
@@ -257,6 +260,7 @@ def _check_front_end(sd: dict[str, torch.Tensor], arch: HtsatArch) -> None:
 
 def _check_against_model(mapped: dict[str, torch.Tensor], config, origin: dict[str, str]) -> dict[str, torch.Tensor]:
     """Every ``ClapModel`` tensor present with its shape; fills the two derived text buffers."""
+    # lazy: keeps transformers out of `import humanclap.scoring.clap.laion_convert`
     from transformers import ClapModel
 
     with torch.device("meta"):
@@ -283,6 +287,7 @@ def _check_against_model(mapped: dict[str, torch.Tensor], config, origin: dict[s
 
 
 def _load_tokenizer(tokenizer_dir: str | None, text: TextArch, vocab_size: int):
+    # lazy: keeps transformers out of `import humanclap.scoring.clap.laion_convert`
     from transformers import AutoTokenizer
 
     if tokenizer_dir is not None:
@@ -317,10 +322,7 @@ def convert_laion_checkpoint(ckpt: str | Path, out_dir: str | Path, *, arch: str
 
     All checks run before anything is written; the folder appears whole or not at all
     (written beside it, then renamed). ``out_dir`` must not exist or be empty."""
-    from safetensors.torch import save_file
 
-    from humanclap.io import atomic_dir, write_json
-    from humanclap.outputs import MARKER, file_lock_path, output_lock
 
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):

@@ -78,6 +78,7 @@ def audio_embeddings(model, input_features: torch.Tensor, is_longer: torch.Tenso
 
 def _load_model_and_tokenizer(id_or_dir: str, local: bool, kwargs: dict):
     """Local folder, else the local hub cache, else the Hub (when it can be reached)."""
+    # lazy: keeps transformers out of `import humanclap.scoring.clap.scorer`
     from transformers import AutoTokenizer, ClapModel
 
     def load(kw: dict):
@@ -141,6 +142,7 @@ def load_components(id_or_dir: str, revision: str | None = None):
     the file (see :mod:`humanclap.scoring.checkpoint`), never a model with random weights
     or an empty tokenizer. Without ``preprocessor_config.json`` the extractor is derived
     from the model config with LAION's settings, and a warning says so."""
+    # lazy: keeps transformers out of `import humanclap.scoring.clap.scorer`
     from transformers import ClapFeatureExtractor
 
     local = is_local_path(id_or_dir)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable
 
+from humanclap.scoring.audio import load_clip_features
+
 
 def featurizer(scorer: Any) -> Callable[[str], tuple[Any, bool]]:
     """A picklable ``path -> (log-mel features, is_longer)`` for a :class:`CLAPScorer`."""
-    from humanclap.scoring.audio import load_clip_features
 
     return functools.partial(load_clip_features, extractor=scorer.feature_extractor, fused=bool(scorer.fused))

@@ -50,6 +50,7 @@ def stft_kernels(n_fft: int) -> tuple[np.ndarray, np.ndarray]:
 
 def slaney_mel_filters(sampling_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
     """librosa's default mel filters (Slaney scale and area norm), ``(n_fft // 2 + 1, n_mels)``."""
+    # lazy: keeps transformers out of `import humanclap.scoring.msclap.frontend`
     from transformers.audio_utils import mel_filter_bank
 
     return mel_filter_bank(num_frequency_bins=n_fft // 2 + 1, num_mel_filters=n_mels, min_frequency=float(fmin),

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from safetensors.torch import load_file, save_file
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -163,10 +164,12 @@ class TextEncoder(nn.Module):
         super().__init__()
         self.kind = cfg.text_model
         if cfg.text_model == "gpt2":
+            # lazy: keeps transformers out of `import humanclap.scoring.msclap.model`
             from transformers import GPT2Config, GPT2Model
 
             self.base = GPT2Model(GPT2Config(**cfg.text_config))
         elif cfg.text_model == "bert":
+            # lazy: keeps transformers out of `import humanclap.scoring.msclap.model`
             from transformers import BertConfig, BertModel
 
             self.base = BertModel(BertConfig(**cfg.text_config))
@@ -233,7 +236,6 @@ class MSClapModel(nn.Module):
 
     def save_pretrained(self, folder: str | Path, safe_serialization: bool = True, **_: Any) -> None:
         """``config.json`` + ``model.safetensors`` (msclap's keys), loadable by :meth:`from_pretrained`."""
-        from safetensors.torch import save_file
 
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
@@ -243,8 +245,6 @@ class MSClapModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> "MSClapModel":
-        from safetensors.torch import load_file
-
         folder = Path(folder)
         check_model_files(folder)
         try:
@@ -267,8 +267,10 @@ def empty_model(config: MSClapConfig, source: str = "MS CLAP config") -> MSClapM
     the non-persistent buffers (STFT kernels, window, causal masks) are computed, not drawn.
     """
     try:
+        # lazy: where no_init_weights lives depends on the transformers version
         from transformers.initialization import no_init_weights  # transformers 5
     except ImportError:
+        # lazy: where no_init_weights lives depends on the transformers version
         from transformers.modeling_utils import no_init_weights  # transformers 4.x
     try:
         with no_init_weights():

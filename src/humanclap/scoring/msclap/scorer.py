@@ -37,6 +37,8 @@ from humanclap.defaults import MAX_TEXT_CHARS
 from humanclap.errors import AudioError, ModelLoadError, UsageError
 from humanclap.scoring.audio import AudioInput, Preprocessing, check_waveform, describe, load_audio
 from humanclap.scoring.audio_file import check_audio_path, open_audio, read_centre_window
+from humanclap.scoring.device import autocast, device_and_dtype, device_numerics
+from humanclap.scoring.engine import features_of
 from humanclap.scoring.inputs import audio_list, text_list
 from humanclap.scoring.checkpoint import check_vocab_fits
 from humanclap.scoring.msclap.model import CONFIG_NAME, WEIGHTS_NAME, MSClapModel, is_msclap_folder
@@ -60,8 +62,6 @@ class MSClapScorer:
 
     def __init__(self, model: MSClapModel, tokenizer: Any, info: ModelInfo, device: str | torch.device = "auto",
                  dtype: str = "fp32"):
-        from humanclap.scoring.device import device_and_dtype
-
         self.device = device_and_dtype(device, dtype)  # UsageError for a bad dtype, as for every family
         self.dtype = dtype
         self.model = model.to(self.device).eval()
@@ -117,7 +117,6 @@ class MSClapScorer:
         """What an embedding's bits depend on besides the model, its preprocessing and the
         dtype (part of every cache key): the device, torch, the fixed forward shapes, and
         whether the STFT runs as an FFT or as msclap's convolutions (``frontend.STFT``)."""
-        from humanclap.scoring.device import device_numerics
 
         stft = self.model.audio_encoder.base
         stft = getattr(stft, "htsat", stft).spectrogram_extractor.stft
@@ -153,8 +152,6 @@ class MSClapScorer:
         return self.features(self.load(item))
 
     def _autocast(self):
-        from humanclap.scoring.device import autocast
-
         return autocast(self.device, self.dtype)
 
     @torch.no_grad()
@@ -174,7 +171,6 @@ class MSClapScorer:
     def embed_audio(self, audio: Sequence[AudioInput], batch_size: int = 8) -> np.ndarray:
         """L2-normalised audio embeddings ``(len(audio), dim)``; raises AudioError. ``audio`` is
         a list (any iterable) of items; one bare item is a UsageError (pass ``[item]``)."""
-        from humanclap.scoring.engine import features_of
 
         audio = audio_list(audio)
         parts = [self.embed_features([features_of(self, a) for a in audio[i : i + batch_size]], pad_to=batch_size)

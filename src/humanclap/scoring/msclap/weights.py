@@ -22,6 +22,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import hf_hub_download
 import torch
 
 from humanclap.errors import ModelLoadError
@@ -113,7 +114,6 @@ def save_pth(model: MSClapModel, path: str | Path) -> None:
 
 def hub_checkpoint(version: str) -> Path:
     """The release's ``.pth`` from the Hugging Face cache, else the Hub; ModelLoadError offline."""
-    from huggingface_hub import hf_hub_download
 
     name = HUB_FILES[version]
     try:
@@ -145,6 +145,7 @@ def load_tokenizer(config: MSClapConfig, near: Path | None = None, tokenizer: An
     """msclap's tokenizer for ``config``: ``tokenizer`` (an object, folder or hub id) if given,
     else tokenizer files in ``near``, else ``config.tokenizer`` from the cache or the Hub.
     GPT-2's gets msclap's pad token '!', which must be id 0 (msclap's pooling counts ids != 0)."""
+    # lazy: keeps transformers out of `import humanclap.scoring.msclap.weights`
     from transformers import AutoTokenizer
 
     if tokenizer is not None and not isinstance(tokenizer, (str, Path)):

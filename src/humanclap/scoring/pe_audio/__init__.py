@@ -20,6 +20,7 @@ __all__ = ["HUB_PREFIXES", "MIN_TRANSFORMERS", "MODEL_TYPES", "PeAudioScorer", "
 
 def __getattr__(name: str):
     if name == "PeAudioScorer":
+        # lazy: keeps torch out of `import humanclap.scoring.pe_audio`
         from humanclap.scoring.pe_audio.scorer import PeAudioScorer
 
         return PeAudioScorer

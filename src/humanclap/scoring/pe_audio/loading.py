@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from safetensors import safe_open
+
 from humanclap.errors import ModelLoadError
 from humanclap.scoring.checkpoint import (EXTRACTOR_FILE, TOKENIZER_FILE_SETS, WEIGHT_FILES, check_loading_info,
                                           check_tokenizer, local_revision)
@@ -38,7 +40,6 @@ def check_folder(folder: Path) -> str:
                              f"{COMPLETE_FOLDER}")
     if not any((folder / name).is_file() for name in WEIGHT_FILES):
         raise ModelLoadError(f"{folder}: no weights (none of {', '.join(WEIGHT_FILES)}); {COMPLETE_FOLDER}")
-    from safetensors import safe_open
 
     for path in sorted(folder.glob("*.safetensors")):
         try:
@@ -73,6 +74,7 @@ def check_extractor(extractor, model, source: str) -> None:
 
 
 def _load(spec: str, kwargs: dict, model_type: str | None):
+    # lazy: keeps torch/transformers out of `import humanclap.scoring.pe_audio.loading`
     from transformers import AutoTokenizer, PeAudioFeatureExtractor, PeAudioModel
 
     model, info = PeAudioModel.from_pretrained(spec, output_loading_info=True, **kwargs)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from humanclap.defaults import MAX_TEXT_CHARS
 from humanclap.scoring.audio import AudioInput, load_audio
 from humanclap.scoring.clapscore import clapscore
+from humanclap.scoring.engine import features_of
 from humanclap.scoring.pe_audio import numerics
 from humanclap.scoring.pe_audio.loading import load_components
 from humanclap.scoring.pe_audio.preprocessing import MAX_SECONDS, clip_input, load_clip_input
@@ -113,8 +114,6 @@ class PeAudioScorer:
         return _normalize(self._audio_raw(audio))
 
     def _audio_raw(self, audio: Sequence[AudioInput]) -> np.ndarray:
-        from humanclap.scoring.engine import features_of
-
         return self.audio_head_outputs([features_of(self, item) for item in audio])
 
     # -- text ----------------------------------------------------------------------

@@ -8,10 +8,11 @@ reads), or a hub id under ``facebook/pe-av-*`` / ``facebook/pe-a-frame-*``.
 
 from __future__ import annotations
 
+from importlib.metadata import version
 import importlib.util
 from pathlib import Path
 
-from humanclap.scoring.families import family_named
+from humanclap.scoring.families import family_named, family_of_spec
 
 # how a spec is recognised lives in the family table (humanclap.scoring.families)
 MODEL_TYPES = family_named("pe_audio").model_types
@@ -23,7 +24,6 @@ TESTED_TRANSFORMERS = "5.25.0"
 
 def is_pe_audio_spec(spec: str | Path) -> bool:
     """Whether ``spec`` names a PE-Audio model (the family table's answer; see the module docstring)."""
-    from humanclap.scoring.families import family_of_spec
 
     return family_of_spec(spec).name == "pe_audio"
 
@@ -38,8 +38,6 @@ def pe_audio_available() -> bool:
 
 def transformers_version() -> str:
     try:
-        from importlib.metadata import version
-
         return version("transformers")
     except Exception:  # not installed, or broken metadata
         return "unknown"
