@@ -66,25 +66,37 @@ def main() -> None:
             for i in range(int(args.minutes * 60 * rate) // block):
                 t = (np.arange(block) + i * block) / rate
                 tone = 0.3 * np.sin(2 * np.pi * (220 + 20 * (i % 7)) * t)
-                f.write((tone[:, None] * np.linspace(0.4, 1, channels) + 0.02 * rng.standard_normal((block, channels))).astype(np.float32))
+                f.write(
+                    (
+                        tone[:, None] * np.linspace(0.4, 1, channels) + 0.02 * rng.standard_normal((block, channels))
+                    ).astype(np.float32)
+                )
     old = work / "old_audio.py"
     repo = Path(__file__).resolve().parents[1]
-    old.write_bytes(subprocess.run(["git", "-C", str(repo), "show", f"{BEFORE_COMMIT}:src/humanclap/scoring/audio.py"],
-                                   check=True, capture_output=True).stdout)
+    old.write_bytes(
+        subprocess.run(
+            ["git", "-C", str(repo), "show", f"{BEFORE_COMMIT}:src/humanclap/scoring/audio.py"],
+            check=True,
+            capture_output=True,
+        ).stdout
+    )
     print(f"{wav}: {wav.stat().st_size / 1e6:.0f} MB, {args.minutes:g} min, {rate} Hz, {channels} ch, PCM_16")
     for fused in ("unfused", "fused"):
         feats = {}
         for mode in ("before", "after"):
             out = work / f"{mode}_{fused}.npy"
-            run = subprocess.run([sys.executable, "-c", CHILD, str(wav), mode, fused, str(out), str(old)],
-                                 capture_output=True, text=True)
+            run = subprocess.run(
+                [sys.executable, "-c", CHILD, str(wav), mode, fused, str(out), str(old)], capture_output=True, text=True
+            )
             sys.stdout.write(run.stdout)
             if run.returncode:
                 sys.exit(run.stderr)
             feats[mode] = np.load(out)
-        print(f"        {fused:7s} max |features after - before| = "
-              f"{np.abs(feats['after'] - feats['before']).max():.3g} (features span "
-              f"{feats['before'].min():.1f}..{feats['before'].max():.1f} dB)")
+        print(
+            f"        {fused:7s} max |features after - before| = "
+            f"{np.abs(feats['after'] - feats['before']).max():.3g} (features span "
+            f"{feats['before'].min():.1f}..{feats['before'].max():.1f} dB)"
+        )
 
 
 if __name__ == "__main__":

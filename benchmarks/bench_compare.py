@@ -75,8 +75,7 @@ def main() -> None:
         paths = write_score_files(folder, args.systems, args.prompts)
         t0 = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            code = cli(["compare", *map(str, paths), "-o", str(folder / "out"),
-                        "--n-boot", str(args.n_boot)])
+            code = cli(["compare", *map(str, paths), "-o", str(folder / "out"), "--n-boot", str(args.n_boot)])
         whole = time.perf_counter() - t0
         assert code == 0, code
         table = compare_tables(paths, n_boot=0).table
@@ -92,8 +91,10 @@ def main() -> None:
     naive_s = time.perf_counter() - t0
 
     by_name = {s["system"]: s for s in res.systems}
-    ci_diff = max(max(abs(by_name[n]["ci_low"] - ref["ci"][k][0]),
-                      abs(by_name[n]["ci_high"] - ref["ci"][k][1])) for k, n in enumerate(names))
+    ci_diff = max(
+        max(abs(by_name[n]["ci_low"] - ref["ci"][k][0]), abs(by_name[n]["ci_high"] - ref["ci"][k][1]))
+        for k, n in enumerate(names)
+    )
     pos = {n: k for k, n in enumerate(names)}
     p_diff = pair_ci_diff = 0.0
     for pair in res.pairs:
@@ -104,15 +105,15 @@ def main() -> None:
         p_diff = max(p_diff, abs(pair["p"] - p))
         pair_ci_diff = max(pair_ci_diff, abs(pair["ci_low"] - lo), abs(pair["ci_high"] - hi))
 
-    print(f"compare: {args.systems} systems x {args.prompts} prompts, {args.n_boot} resamples, "
-          f"{len(res.pairs)} pairs")
-    print(f"  whole command (read 10 files, statistics, json/csv/md, 2 plots): {whole:.2f} s "
-          f"({'under' if whole < 10 else 'OVER'} the 10 s goal)")
+    print(f"compare: {args.systems} systems x {args.prompts} prompts, {args.n_boot} resamples, {len(res.pairs)} pairs")
+    print(
+        f"  whole command (read 10 files, statistics, json/csv/md, 2 plots): {whole:.2f} s "
+        f"({'under' if whole < 10 else 'OVER'} the 10 s goal)"
+    )
     print(f"  statistics, vectorised (one shared resample matrix): {stats_s:.3f} s")
     print(f"  statistics, naive Python loops (same resamples):     {naive_s:.3f} s")
     print(f"  ratio naive / vectorised: {naive_s / stats_s:.0f}x")
-    print(f"  largest difference: system CI {ci_diff:.1e}, pair CI {pair_ci_diff:.1e}, "
-          f"p {p_diff:.1e}")
+    print(f"  largest difference: system CI {ci_diff:.1e}, pair CI {pair_ci_diff:.1e}, p {p_diff:.1e}")
 
 
 if __name__ == "__main__":

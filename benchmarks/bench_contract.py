@@ -31,9 +31,22 @@ HERE = str(Path(__file__).resolve().parents[1] / "src")
 def run(manifest: Path, ckpt: Path, out: Path, src: str) -> tuple[float, float, int]:
     """One ``humanclap score`` process with ``src`` first on the path: wall s, CPU s, peak MiB."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": src}
-    cmd = [sys.executable, "-c", "import sys; from humanclap.cli import main; sys.exit(main(sys.argv[1:]))",
-           "score", str(manifest), "--model", str(ckpt), "--device", "cpu", "-o", str(out),
-           "--overwrite", "--batch-size", "64"]
+    cmd = [
+        sys.executable,
+        "-c",
+        "import sys; from humanclap.cli import main; sys.exit(main(sys.argv[1:]))",
+        "score",
+        str(manifest),
+        "--model",
+        str(ckpt),
+        "--device",
+        "cpu",
+        "-o",
+        str(out),
+        "--overwrite",
+        "--batch-size",
+        "64",
+    ]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     err = proc.stderr.read()
@@ -62,12 +75,15 @@ def main() -> None:
                 seconds, cpu_s, rss = run(manifest, ckpt, folder / f"out_{name}.csv", src)
                 wall[name].append(seconds)
                 cpu[name].append(cpu_s)
-                print(f"run {i + 1} {name:8s} wall {seconds:7.1f} s  CPU {cpu_s:7.1f} s  "
-                      f"peak RSS {rss} MiB", flush=True)
+                print(
+                    f"run {i + 1} {name:8s} wall {seconds:7.1f} s  CPU {cpu_s:7.1f} s  peak RSS {rss} MiB", flush=True
+                )
         for what, times in (("wall", wall), ("CPU", cpu)):
             base, this = statistics.median(times["baseline"]), statistics.median(times["this"])
-            print(f"median {what}: baseline {base:.1f} s, this checkout {this:.1f} s, ratio "
-                  f"{this / base:.3f} ({args.rows} rows, {args.repeats} runs each, alternating)")
+            print(
+                f"median {what}: baseline {base:.1f} s, this checkout {this:.1f} s, ratio "
+                f"{this / base:.3f} ({args.rows} rows, {args.repeats} runs each, alternating)"
+            )
 
 
 if __name__ == "__main__":

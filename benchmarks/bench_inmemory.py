@@ -39,8 +39,9 @@ WORDS = ["dog", "rain", "car", "bell", "bird", "music", "engine", "crowd", "wate
 def make_clips(n: int, seconds: float, rate: int) -> tuple[np.ndarray, list[str]]:
     rng = np.random.default_rng(0)
     t = np.arange(int(seconds * rate)) / rate
-    clips = np.stack([0.2 * np.sin(2 * np.pi * rng.uniform(100, 2000) * t) + 0.05 * rng.standard_normal(t.size)
-                      for _ in range(n)]).astype(np.float32)
+    clips = np.stack(
+        [0.2 * np.sin(2 * np.pi * rng.uniform(100, 2000) * t) + 0.05 * rng.standard_normal(t.size) for _ in range(n)]
+    ).astype(np.float32)
     texts = [f"a {WORDS[i % 12]} and a {WORDS[(i * 5 + 1) % 12]} number {i}" for i in range(n)]
     return clips, texts
 
@@ -107,12 +108,16 @@ def main() -> None:
         file_times.append(tf)
         same &= sm == sfile
     n = args.clips
-    print(f"{n} clips x {args.seconds:g} s at {args.rate} Hz, tiny {'fused' if args.fused else 'unfused'} model, "
-          f"{torch.get_num_threads()} threads, {args.repeat} runs each")
+    print(
+        f"{n} clips x {args.seconds:g} s at {args.rate} Hz, tiny {'fused' if args.fused else 'unfused'} model, "
+        f"{torch.get_num_threads()} threads, {args.repeat} runs each"
+    )
     for label, pick in (("best", min), ("median", statistics.median)):
         mem, files = pick(mem_times), pick(file_times)
-        print(f"  {label:6s} in memory (HumanCLAPScore.update): {mem:7.3f} s {n / mem:7.1f} clips/s | "
-              f"files (ScoreJob.run on WAVs): {files:7.3f} s {n / files:7.1f} clips/s | ratio {files / mem:.3f}")
+        print(
+            f"  {label:6s} in memory (HumanCLAPScore.update): {mem:7.3f} s {n / mem:7.1f} clips/s | "
+            f"files (ScoreJob.run on WAVs): {files:7.3f} s {n / files:7.1f} clips/s | ratio {files / mem:.3f}"
+        )
     print(f"  same scores, bit for bit: {same}")
     if not same:
         sys.exit(1)

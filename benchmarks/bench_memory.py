@@ -43,9 +43,22 @@ def run(manifest: Path, ckpt: Path, out: Path, src: str | None) -> tuple[float, 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     if src:
         env["PYTHONPATH"] = src
-    cmd = [sys.executable, "-c", "import sys; from humanclap.cli import main; sys.exit(main(sys.argv[1:]))",
-           "score", str(manifest), "--model", str(ckpt), "--device", "cpu", "-o", str(out),
-           "--overwrite", "--batch-size", "64"]
+    cmd = [
+        sys.executable,
+        "-c",
+        "import sys; from humanclap.cli import main; sys.exit(main(sys.argv[1:]))",
+        "score",
+        str(manifest),
+        "--model",
+        str(ckpt),
+        "--device",
+        "cpu",
+        "-o",
+        str(out),
+        "--overwrite",
+        "--batch-size",
+        "64",
+    ]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     err = proc.stderr.read()

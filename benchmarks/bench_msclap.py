@@ -33,10 +33,16 @@ from pathlib import Path
 import numpy as np
 
 RATE = 44100
-CAPTIONS = ["a dog barks while a man talks", "rain falls on a roof followed by thunder",
-            "a car horn honks then an engine revs", "birds chirp in the distance as wind blows",
-            "a woman speaks and a baby cries", "music plays with a drum beat and a guitar",
-            "a siren wails as traffic passes by", "people applaud and cheer loudly"]
+CAPTIONS = [
+    "a dog barks while a man talks",
+    "rain falls on a roof followed by thunder",
+    "a car horn honks then an engine revs",
+    "birds chirp in the distance as wind blows",
+    "a woman speaks and a baby cries",
+    "music plays with a drum beat and a guitar",
+    "a siren wails as traffic passes by",
+    "people applaud and cheer loudly",
+]
 
 
 def naive_msclap(weights: str, tok_dir: str, manifest: str, out: str) -> None:
@@ -128,19 +134,40 @@ def main() -> None:
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "humanclap.cli", "score", str(manifest), "--model", str(pth),
-                    "-o", str(work / "ours.csv"), "--device", "cpu", "--no-progress"], check=True, env=env)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "humanclap.cli",
+            "score",
+            str(manifest),
+            "--model",
+            str(pth),
+            "-o",
+            str(work / "ours.csv"),
+            "--device",
+            "cpu",
+            "--no-progress",
+        ],
+        check=True,
+        env=env,
+    )
     ours_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    subprocess.run([a.ref_python, __file__, "--naive-msclap", str(pth), str(model_dir), str(manifest),
-                    str(work / "naive.json")], check=True, env=env)
+    subprocess.run(
+        [a.ref_python, __file__, "--naive-msclap", str(pth), str(model_dir), str(manifest), str(work / "naive.json")],
+        check=True,
+        env=env,
+    )
     naive_s = time.perf_counter() - t0
 
     ours = np.array([float(r["cosine"]) for r in csv.DictReader(open(work / "ours.csv"))])
     naive = np.array(json.loads((work / "naive.json").read_text()))
     print(f"MS CLAP 2023, {a.clips} clips, CPU threads {os.environ.get('OMP_NUM_THREADS', 'default')}")
-    print(f"humanclap score: {ours_s:.1f} s   naive msclap loop: {naive_s:.1f} s   "
-          f"ratio {naive_s / ours_s:.2f}x   max |d cos| {np.max(np.abs(ours - naive)):.2e}")
+    print(
+        f"humanclap score: {ours_s:.1f} s   naive msclap loop: {naive_s:.1f} s   "
+        f"ratio {naive_s / ours_s:.2f}x   max |d cos| {np.max(np.abs(ours - naive)):.2e}"
+    )
 
 
 if __name__ == "__main__":

@@ -83,8 +83,9 @@ def write_clips(folder: Path, n: int, seconds: float, rate: int = 16000) -> Path
 def run_process(cmd: list[str]) -> tuple[float, int, str]:
     """Wall seconds, peak RSS (MiB) and stderr of one child process."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
     err = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -134,14 +135,26 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     ckpt = build_full_size_checkpoint(work / "ckpt")
     manifest = write_clips(work, args.clips, 10.0)
-    cli = [sys.executable, "-m", "humanclap.cli", "score", str(manifest), "--model", str(ckpt), "--batch-size", "8",
-           "--overwrite"]  # a reused --workdir holds the last run's outputs
+    cli = [
+        sys.executable,
+        "-m",
+        "humanclap.cli",
+        "score",
+        str(manifest),
+        "--model",
+        str(ckpt),
+        "--batch-size",
+        "8",
+        "--overwrite",
+    ]  # a reused --workdir holds the last run's outputs
 
     # Alternating runs, the median of each side: on a shared 2-core VM one run of either
     # side varies by +-10 %, enough to move a single ratio by 0.2.
     naive_runs, ours_runs = [], []
     for _ in range(args.repeat):
-        naive_runs.append(run_process([sys.executable, "-c", NAIVE_LOOP, str(ckpt), str(manifest), str(work / "naive.npy")]))
+        naive_runs.append(
+            run_process([sys.executable, "-c", NAIVE_LOOP, str(ckpt), str(manifest), str(work / "naive.npy")])
+        )
         ours_runs.append(run_process(cli + ["-o", str(work / "fp32.csv")]))
     t_naive, rss_naive = float(np.median([r[0] for r in naive_runs])), max(r[1] for r in naive_runs)
     t_ours, rss_ours = float(np.median([r[0] for r in ours_runs])), max(r[1] for r in ours_runs)
@@ -151,15 +164,25 @@ def main() -> None:
 
     n = args.clips
     print(f"\n== {n} ten-second clips, full-size CLAP (random weights), {os.cpu_count()} CPU cores ==")
-    print(f"naive loop (ClapProcessor+ClapModel, 1 pair at a time): {t_naive:7.1f} s  {n / t_naive:6.2f} clips/s  peak RSS {rss_naive} MiB")
-    print(f"humanclap score fp32 (batch 8):                         {t_ours:7.1f} s  {n / t_ours:6.2f} clips/s  peak RSS {rss_ours} MiB")
-    print(f"  speed-up vs naive: {t_naive / t_ours:.2f}x (medians of {args.repeat} alternating runs; naive "
-          f"{' '.join(f'{r[0]:.1f}' for r in naive_runs)} s, ours {' '.join(f'{r[0]:.1f}' for r in ours_runs)} s)   "
-          f"max |cosine diff| vs naive: {np.abs(ours - naive).max():.2e}")
+    print(
+        f"naive loop (ClapProcessor+ClapModel, 1 pair at a time): {t_naive:7.1f} s  {n / t_naive:6.2f} clips/s  "
+        f"peak RSS {rss_naive} MiB"
+    )
+    print(
+        f"humanclap score fp32 (batch 8):                         {t_ours:7.1f} s  {n / t_ours:6.2f} clips/s  "
+        f"peak RSS {rss_ours} MiB"
+    )
+    print(
+        f"  speed-up vs naive: {t_naive / t_ours:.2f}x (medians of {args.repeat} alternating runs; naive "
+        f"{' '.join(f'{r[0]:.1f}' for r in naive_runs)} s, ours {' '.join(f'{r[0]:.1f}' for r in ours_runs)} s)   "
+        f"max |cosine diff| vs naive: {np.abs(ours - naive).max():.2e}"
+    )
     print(f"  time outside the model forward (in-process): {100 * outside:.1f}%")
     print(f"humanclap score bf16 (batch 8):                         {t_bf16:7.1f} s  {n / t_bf16:6.2f} clips/s")
-    print(f"  speed-up vs naive: {t_naive / t_bf16:.2f}x   vs fp32: {t_ours / t_bf16:.2f}x   "
-          f"SRCC vs fp32: {spearmanr(bf16, ours).statistic:.4f}   max |dev|: {np.abs(bf16 - ours).max():.2e}")
+    print(
+        f"  speed-up vs naive: {t_naive / t_bf16:.2f}x   vs fp32: {t_ours / t_bf16:.2f}x   "
+        f"SRCC vs fp32: {spearmanr(bf16, ours).statistic:.4f}   max |dev|: {np.abs(bf16 - ours).max():.2e}"
+    )
 
     from humanclap.recipes.tiny import build_tiny_clap
 
@@ -168,8 +191,22 @@ def main() -> None:
         folder = work / f"rss{rows}"
         folder.mkdir(exist_ok=True)
         m = write_clips(folder, rows, 0.5)
-        t, rss, _ = run_process([sys.executable, "-m", "humanclap.cli", "score", str(m), "--model", str(tiny),
-                                 "-o", str(folder / "o.jsonl"), "--batch-size", "8", "--overwrite"])
+        t, rss, _ = run_process(
+            [
+                sys.executable,
+                "-m",
+                "humanclap.cli",
+                "score",
+                str(m),
+                "--model",
+                str(tiny),
+                "-o",
+                str(folder / "o.jsonl"),
+                "--batch-size",
+                "8",
+                "--overwrite",
+            ]
+        )
         print(f"peak RSS scoring {rows:5d} short clips (tiny model): {rss} MiB ({t:.1f} s)")
     print(f"\nfiles kept in {work}")
 

@@ -53,7 +53,8 @@ if step < 2:
     job.TEXT_LOOKAHEAD = 1
 if step < 3:
     def stock(extractor, waveform, fused):
-        return extractor(waveform, sampling_rate=extractor.sampling_rate, truncation="fusion" if fused else "rand_trunc",
+        return extractor(waveform, sampling_rate=extractor.sampling_rate,
+                         truncation="fusion" if fused else "rand_trunc",
                          padding="repeatpad", return_tensors="np")["input_features"][0].astype(np.float32)
     audio.window_features = stock
 from humanclap.scoring.clap.scorer import CLAPScorer
@@ -95,18 +96,27 @@ def main() -> None:
         for i in range(len(STEPS)):
             out = work / f"step{i}.csv"
             out.unlink(missing_ok=True)
-            proc = subprocess.run([sys.executable, "-c", CHILD, str(i), str(ckpt), str(manifest), str(out)],
-                                  capture_output=True, text=True, check=True)
+            proc = subprocess.run(
+                [sys.executable, "-c", CHILD, str(i), str(ckpt), str(manifest), str(out)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             runs[i].append(json.loads(proc.stdout.strip().splitlines()[-1]))
     cos = {i: read_cosines(work / f"step{i}.csv") for i in range(len(STEPS))}
     print(f"\n== in-process ScoreJob, 64 ten-second clips, full-size LAION CLAP, fp32, medians of {args.repeat} ==")
     base = float(np.median([r["job"] for r in runs[0]]))
     for i, name in enumerate(STEPS):
         med = {k: float(np.median([r[k] for r in runs[i]])) for k in ("job", "audio", "text")}
-        same = "same bits" if cos[i].tobytes() == cos[max(i - 1, 0)].tobytes() else \
-            f"max |d cos| {np.abs(cos[i] - cos[max(i - 1, 0)]).max():.1e}"
-        print(f"{name:20s} job {med['job']:5.1f} s  (audio fwd {med['audio']:5.1f} s, text fwd {med['text']:4.1f} s)  "
-              f"{base / med['job']:4.2f}x of before   vs previous step: {same}")
+        same = (
+            "same bits"
+            if cos[i].tobytes() == cos[max(i - 1, 0)].tobytes()
+            else f"max |d cos| {np.abs(cos[i] - cos[max(i - 1, 0)]).max():.1e}"
+        )
+        print(
+            f"{name:20s} job {med['job']:5.1f} s  (audio fwd {med['audio']:5.1f} s, text fwd {med['text']:4.1f} s)  "
+            f"{base / med['job']:4.2f}x of before   vs previous step: {same}"
+        )
 
 
 if __name__ == "__main__":

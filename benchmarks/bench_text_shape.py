@@ -18,10 +18,12 @@ import time
 import numpy as np
 import torch
 
-WORDS = ("a dog barks while man talks rain falls on the roof followed by thunder car horn honks then "
-         "engine revs birds chirp in distance as wind blows woman speaks and baby cries music plays "
-         "with drum beat guitar siren wails traffic passes people applaud cheer loudly water runs "
-         "from tap into sink bell rings several times").split()
+WORDS = (
+    "a dog barks while man talks rain falls on the roof followed by thunder car horn honks then "
+    "engine revs birds chirp in distance as wind blows woman speaks and baby cries music plays "
+    "with drum beat guitar siren wails traffic passes people applaud cheer loudly water runs "
+    "from tap into sink bell rings several times"
+).split()
 
 
 def captions(n: int, seed: int = 0) -> list[str]:
@@ -34,14 +36,16 @@ def build_scorer(texts: list[str]):
 
     from humanclap.recipes.tiny import tiny_clap_config, tiny_feature_extractor, train_tokenizer
     from humanclap.scoring.audio import Preprocessing
-    from humanclap.scoring.protocol import ModelInfo
     from humanclap.scoring.clap.scorer import CLAPScorer
+    from humanclap.scoring.protocol import ModelInfo
 
     tok = train_tokenizer(texts, vocab_size=1000)
-    text = ClapTextConfig(vocab_size=len(tok), max_position_embeddings=514, pad_token_id=1,
-                          bos_token_id=0, eos_token_id=2)  # RoBERTa-base sizes otherwise
-    cfg = ClapConfig(text_config=text.to_dict(), audio_config=tiny_clap_config().audio_config.to_dict(),
-                     projection_dim=512)
+    text = ClapTextConfig(
+        vocab_size=len(tok), max_position_embeddings=514, pad_token_id=1, bos_token_id=0, eos_token_id=2
+    )  # RoBERTa-base sizes otherwise
+    cfg = ClapConfig(
+        text_config=text.to_dict(), audio_config=tiny_clap_config().audio_config.to_dict(), projection_dim=512
+    )
     torch.manual_seed(0)
     fe = tiny_feature_extractor()
     info = ModelInfo("bench", "none", "local", Preprocessing.from_extractor(fe, False))
@@ -75,22 +79,28 @@ def main() -> None:
     texts = captions(args.texts)
     scorer = build_scorer(texts)
     tokens = [len(ids) for ids in scorer.tokenizer(texts)["input_ids"]]
-    print(f"{len(texts)} texts, {np.mean(tokens):.1f} tokens on average (max {max(tokens)}), "
-          f"{args.threads} threads, torch {torch.__version__}")
+    print(
+        f"{len(texts)} texts, {np.mean(tokens):.1f} tokens on average (max {max(tokens)}), "
+        f"{args.threads} threads, torch {torch.__version__}"
+    )
     t = time.perf_counter()
     ref = before(scorer, texts)
     base = time.perf_counter() - t
     alone_ref = before(scorer, texts[:1])[0]
-    print(f"before (longest, sorted, 32): {base:7.2f} s  1.00x   text 0 alone == in list: "
-          f"{np.array_equal(alone_ref, ref[0])}")
+    print(
+        f"before (longest, sorted, 32): {base:7.2f} s  1.00x   text 0 alone == in list: "
+        f"{np.array_equal(alone_ref, ref[0])}"
+    )
     for chunk in [int(c) for c in args.chunks.split(",")]:
         scorer_module.TEXT_CHUNK = chunk
         t = time.perf_counter()
         out = scorer.embed_text(texts)
         sec = time.perf_counter() - t
         same = np.array_equal(scorer.embed_text(texts[:1])[0], out[0])
-        print(f"after  (77 tokens, chunk {chunk:2d}): {sec:7.2f} s  {sec / base:4.2f}x   text 0 alone == "
-              f"in list: {same}   max |after - before| {np.abs(out - ref).max():.1e}")
+        print(
+            f"after  (77 tokens, chunk {chunk:2d}): {sec:7.2f} s  {sec / base:4.2f}x   text 0 alone == "
+            f"in list: {same}   max |after - before| {np.abs(out - ref).max():.1e}"
+        )
 
 
 if __name__ == "__main__":

@@ -29,8 +29,16 @@ import soundfile as sf
 import torch
 
 WORDS = ["dog", "rain", "engine", "bird", "siren", "crowd", "piano", "water"]
-ACTIONS = ["barks loudly", "falls softly", "revs twice", "chirps nearby", "wails far away",
-           "cheers", "plays a melody", "drips slowly"]
+ACTIONS = [
+    "barks loudly",
+    "falls softly",
+    "revs twice",
+    "chirps nearby",
+    "wails far away",
+    "cheers",
+    "plays a melody",
+    "drips slowly",
+]
 
 
 def build_checkpoint(folder: Path, texts: list[str]) -> Path:
@@ -41,22 +49,27 @@ def build_checkpoint(folder: Path, texts: list[str]) -> Path:
     torch.manual_seed(0)
     ClapModel(ClapConfig()).save_pretrained(folder, safe_serialization=True)
     train_tokenizer(texts, vocab_size=400).save_pretrained(folder)
-    ClapFeatureExtractor(feature_size=64, frequency_min=50, frequency_max=14000,
-                         truncation="rand_trunc").save_pretrained(folder)
+    ClapFeatureExtractor(
+        feature_size=64, frequency_min=50, frequency_max=14000, truncation="rand_trunc"
+    ).save_pretrained(folder)
     return folder
 
 
 def build_data(folder: Path, n_audio: int, n_text: int) -> tuple[Path, list[str]]:
     rng = np.random.default_rng(0)
-    texts = [f"a {w} {a} {i}" for i, (w, a) in enumerate(
-        (WORDS[k % len(WORDS)], ACTIONS[(k // len(WORDS)) % len(ACTIONS)]) for k in range(n_text))]
+    texts = [
+        f"a {w} {a} {i}"
+        for i, (w, a) in enumerate(
+            (WORDS[k % len(WORDS)], ACTIONS[(k // len(WORDS)) % len(ACTIONS)]) for k in range(n_text)
+        )
+    ]
     rows = []
     for i in range(n_audio):
         x = 0.1 * rng.standard_normal(16000 * 10).astype(np.float32)
         path = folder / "wav" / f"{i}.wav"
         path.parent.mkdir(parents=True, exist_ok=True)
         sf.write(path, x, 16000)
-        for j, text in enumerate(texts):
+        for text in texts:
             rows.append({"audio": str(path), "text": text, "score": float(rng.uniform()), "split": "train"})
     pd.DataFrame(rows).to_csv(folder / "rated.csv", index=False)
     return folder / "rated.csv", texts
@@ -68,9 +81,20 @@ def make_trainer(model: Path, data: Path, out: Path, device: str, batch: int, **
     from humanclap.training.config import TrainConfig
     from humanclap.training.trainer import Trainer
 
-    cfg = TrainConfig(model=str(model), data=str(data), output_dir=str(out), device=device,
-                      batch_size=batch, val_split="", test_split="", loss="wsce+mae", epochs=1,
-                      warmup_ratio=0.0, progress=False, **kw)
+    cfg = TrainConfig(
+        model=str(model),
+        data=str(data),
+        output_dir=str(out),
+        device=device,
+        batch_size=batch,
+        val_split="",
+        test_split="",
+        loss="wsce+mae",
+        epochs=1,
+        warmup_ratio=0.0,
+        progress=False,
+        **kw,
+    )
     t0 = time.perf_counter()
     trainer = Trainer(cfg, printer=print)
     return trainer, time.perf_counter() - t0
@@ -107,19 +131,24 @@ def main() -> int:
         data, texts = build_data(tmp / "data", args.audio, args.texts)
         model = build_checkpoint(tmp / "model", texts)
         n_pairs = args.audio * args.texts
-        print(f"device {args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
-              f"ClapConfig() random weights, batch {args.batch_size}")
+        print(
+            f"device {args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+            f"ClapConfig() random weights, batch {args.batch_size}"
+        )
 
         trainer, _ = make_trainer(model, data, tmp / "all", args.device, args.batch_size, train_params="all")
         n_params = sum(p.numel() for p in trainer.trained_parameters)
         steps = time_steps(trainer, args.steps, args.device)
-        print(f"[1] train_params=all ({n_params / 1e6:.1f} M trained parameters): "
-              f"{statistics.median(steps):.2f} s/step (median of {len(steps)}: "
-              f"{', '.join(f'{s:.2f}' for s in steps)})")
+        print(
+            f"[1] train_params=all ({n_params / 1e6:.1f} M trained parameters): "
+            f"{statistics.median(steps):.2f} s/step (median of {len(steps)}: "
+            f"{', '.join(f'{s:.2f}' for s in steps)})"
+        )
         del trainer
 
-        fast, setup_fast = make_trainer(model, data, tmp / "fast", args.device, args.batch_size,
-                                        train_params="projections", cache_encoders=True)
+        fast, setup_fast = make_trainer(
+            model, data, tmp / "fast", args.device, args.batch_size, train_params="projections", cache_encoders=True
+        )
         t0 = time.perf_counter()
         fast.train_epoch(1)
         if args.device.startswith("cuda"):
@@ -127,16 +156,23 @@ def main() -> int:
         epoch_fast = time.perf_counter() - t0
         n_steps = fast.steps_per_epoch
         del fast
-        slow, setup_slow = make_trainer(model, data, tmp / "slow", args.device, args.batch_size,
-                                        train_params="projections", cache_encoders=False)
+        slow, setup_slow = make_trainer(
+            model, data, tmp / "slow", args.device, args.batch_size, train_params="projections", cache_encoders=False
+        )
         slow_step = statistics.median(time_steps(slow, args.slow_steps, args.device))
         epoch_slow = slow_step * n_steps
-        print(f"[2] train_params=projections, {n_pairs} pairs ({args.audio} clips x {args.texts} texts), "
-              f"{n_steps} steps/epoch:")
-        print(f"    fast path: setup {setup_fast:.1f} s (incl. one-time tower cache; uncached setup "
-              f"{setup_slow:.1f} s), epoch {epoch_fast:.2f} s (measured)")
-        print(f"    uncached : {slow_step:.2f} s/step -> epoch {epoch_slow:.0f} s "
-              f"(extrapolated from {args.slow_steps} steps)")
+        print(
+            f"[2] train_params=projections, {n_pairs} pairs ({args.audio} clips x {args.texts} texts), "
+            f"{n_steps} steps/epoch:"
+        )
+        print(
+            f"    fast path: setup {setup_fast:.1f} s (incl. one-time tower cache; uncached setup "
+            f"{setup_slow:.1f} s), epoch {epoch_fast:.2f} s (measured)"
+        )
+        print(
+            f"    uncached : {slow_step:.2f} s/step -> epoch {epoch_slow:.0f} s "
+            f"(extrapolated from {args.slow_steps} steps)"
+        )
         print(f"    epoch time ratio uncached / fast = {epoch_slow / epoch_fast:.0f}x")
     return 0
 

@@ -32,9 +32,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+import probes
 import torch
 
-import probes
 from humanclap.cli import main as humanclap
 from humanclap.recipes.tiny import train_tokenizer
 from humanclap.scoring import fbank
@@ -79,28 +79,53 @@ def family_rows(gate: probes.Gate, name: str, folder: Path, x, mutation: str | N
     scorer = CLAPScorer.from_pretrained(str(folder), device="cpu")
     apply_mutation(scorer, mutation)
     ref_t, ref_a = unit(x["text_emb"]), unit(x["audio_emb"])
-    gate.row(f"{name} reference: largest cosine of two clips' embeddings", probes.pairwise_max_cosine(ref_a),
-             probes.DISTINCT_COSINE, "(distinct clips must give distinct embeddings)")
+    gate.row(
+        f"{name} reference: largest cosine of two clips' embeddings",
+        probes.pairwise_max_cosine(ref_a),
+        probes.DISTINCT_COSINE,
+        "(distinct clips must give distinct embeddings)",
+    )
     clips = [x[f"clip_{i}"] for i in range(len(x["clip_names"]))]
     if mutation == "time-reverse":
         clips = [np.ascontiguousarray(c[::-1]) for c in clips]
     ours = [clip_features(c, scorer.feature_extractor, scorer.fused) for c in clips]
     feats = np.stack([f for f, _ in ours])
-    gate.row(f"{name} is_longer mismatches", float(sum(bool(l) != bool(r) for (_, l), r in zip(ours, x["longer"]))), 0.0)
+    gate.row(
+        f"{name} is_longer mismatches",
+        float(sum(bool(mine) != bool(theirs) for (_, mine), theirs in zip(ours, x["longer"]))),
+        0.0,
+    )
     diff = np.abs(feats - x["features"])
-    gate.row(f"{name} log-mel (from the waveform) max|dB|, bins > {LOUD_DB:g} dB",
-             float(diff[x["features"] > LOUD_DB].max()), FEATURE_DB["loud"])
-    gate.row(f"{name} log-mel (from the waveform) max|dB|, all bins", float(diff.max()), FEATURE_DB["all"],
-             "(float32 rounding noise near the floor)")
+    gate.row(
+        f"{name} log-mel (from the waveform) max|dB|, bins > {LOUD_DB:g} dB",
+        float(diff[x["features"] > LOUD_DB].max()),
+        FEATURE_DB["loud"],
+    )
+    gate.row(
+        f"{name} log-mel (from the waveform) max|dB|, all bins",
+        float(diff.max()),
+        FEATURE_DB["all"],
+        "(float32 rounding noise near the floor)",
+    )
     with torch.no_grad():
-        text = unit(text_embeddings(scorer.model, torch.from_numpy(x["input_ids"]),
-                                    torch.from_numpy(x["attention_mask"])).numpy())
+        text = unit(
+            text_embeddings(
+                scorer.model, torch.from_numpy(x["input_ids"]), torch.from_numpy(x["attention_mask"])
+            ).numpy()
+        )
     gate.row(f"{name} text max|de|", float(np.abs(text - ref_t).max()), TOL)
     gate.row(f"{name} text max|1-cos|", float(np.abs(1 - (text * ref_t).sum(-1)).max()), TOL)
     # the towers on the reference's own features; then everything humanclap's own
     towers = scorer.embed_features([(x["features"][i], bool(x["longer"][i])) for i in range(len(clips))])
-    embedding_rows(gate, f"{name} towers (reference's features)", towers, text, ref_a, ref_t,
-                   {"de": TOL, "1-cos": TOL, "dcos": TOL})
+    embedding_rows(
+        gate,
+        f"{name} towers (reference's features)",
+        towers,
+        text,
+        ref_a,
+        ref_t,
+        {"de": TOL, "1-cos": TOL, "dcos": TOL},
+    )
     end_to_end = scorer.embed_features(ours)
     embedding_rows(gate, f"{name} end to end (humanclap's features)", end_to_end, text, ref_a, ref_t, END_TO_END)
 

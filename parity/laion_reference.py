@@ -44,16 +44,27 @@ import types
 from pathlib import Path
 
 import numpy as np
+import probes
 import torch
 import torch.nn.functional as F
 
-import probes
-
 FAMILIES = [("HTSAT-tiny", False), ("HTSAT-tiny", True), ("HTSAT-base", False), ("HTSAT-base", True)]
-ROBERTA_BASE = dict(vocab_size=50265, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                    intermediate_size=3072, hidden_act="gelu", max_position_embeddings=514, type_vocab_size=1,
-                    layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2,
-                    hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+ROBERTA_BASE = dict(
+    vocab_size=50265,
+    hidden_size=768,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    intermediate_size=3072,
+    hidden_act="gelu",
+    max_position_embeddings=514,
+    type_vocab_size=1,
+    layer_norm_eps=1e-5,
+    pad_token_id=1,
+    bos_token_id=0,
+    eos_token_id=2,
+    hidden_dropout_prob=0.1,
+    attention_probs_dropout_prob=0.1,
+)
 N_TEXT = 3
 FRONT_END = ("spectrogram_extractor", "logmel_extractor")  # fixed STFT kernels and mel filters
 
@@ -115,9 +126,9 @@ def measure_batch_norm(model, data: list[dict]) -> None:
 
 def build(model_mod, root: Path, arch: str, fused: bool, seed: int):
     cfg = json.loads((root / "model_configs" / f"{arch}.json").read_text())
-    cfg["text_cfg"]["model_type"] = "roberta"   # factory.create_model(amodel, tmodel='roberta', ...)
+    cfg["text_cfg"]["model_type"] = "roberta"  # factory.create_model(amodel, tmodel='roberta', ...)
     cfg["enable_fusion"] = fused
-    cfg["fusion_type"] = "aff_2d" if fused else "None"   # hook.CLAP_Module's choice for fusion
+    cfg["fusion_type"] = "aff_2d" if fused else "None"  # hook.CLAP_Module's choice for fusion
     torch.manual_seed(seed)
     model = model_mod.CLAP(**cfg)
     randomise(model, seed)
@@ -143,8 +154,14 @@ def laion_preprocessing(root: Path):
     numpy = types.ModuleType("numpy_middle_choice")
     numpy.__dict__.update(np.__dict__)
     numpy.random = probes.MiddleChoice
-    space = {"torch": torch, "np": numpy, "F": F, "torchaudio": torchaudio, "suppress": contextlib.suppress,
-             "torchvision": types.SimpleNamespace(transforms=types.SimpleNamespace(Resize=Resize))}
+    space = {
+        "torch": torch,
+        "np": numpy,
+        "F": F,
+        "torchaudio": torchaudio,
+        "suppress": contextlib.suppress,
+        "torchvision": types.SimpleNamespace(transforms=types.SimpleNamespace(Resize=Resize)),
+    }
     data_py = root.parent / "training" / "data.py"
     probes.reference_function(data_py, "get_mel", space)
     return probes.reference_function(data_py, "get_audio_features", space)
@@ -152,9 +169,9 @@ def laion_preprocessing(root: Path):
 
 def text_inputs(seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    ids = np.ones((N_TEXT, 77), dtype=np.int64)          # <pad> = 1, padded to 77 as LAION does
+    ids = np.ones((N_TEXT, 77), dtype=np.int64)  # <pad> = 1, padded to 77 as LAION does
     mask = np.zeros((N_TEXT, 77), dtype=np.int64)
-    for i, n in enumerate([5, 12, 77]):                  # short, medium, full length
+    for i, n in enumerate([5, 12, 77]):  # short, medium, full length
         ids[i, :n] = np.concatenate([[0], rng.integers(3, 50265, n - 2), [2]])  # <s> ... </s>
         mask[i, :n] = 1
     return {"input_ids": ids, "attention_mask": mask}
@@ -166,8 +183,14 @@ def model_inputs(get_audio_features, model, audio_cfg: dict, fused: bool, clips:
     torchlibrosa log-mel of the window, unfused; ``(4, T, 64)`` mel_fusion, fused)."""
     data, feats = [], []
     for clip in clips:
-        d = get_audio_features({}, torch.from_numpy(clip), audio_cfg["clip_samples"],
-                               "fusion" if fused else "rand_trunc", "repeatpad", audio_cfg)
+        d = get_audio_features(
+            {},
+            torch.from_numpy(clip),
+            audio_cfg["clip_samples"],
+            "fusion" if fused else "rand_trunc",
+            "repeatpad",
+            audio_cfg,
+        )
         data.append(d)
         if fused:
             feats.append(d["mel_fusion"].numpy())
@@ -186,8 +209,10 @@ def main(out_dir: str) -> int:
     model_mod, root = import_clap_module()
     import transformers
 
-    print(f"reference: laion_clap clap_module from {root}, torch {torch.__version__}, "
-          f"transformers {transformers.__version__}, numpy {np.__version__}")
+    print(
+        f"reference: laion_clap clap_module from {root}, torch {torch.__version__}, "
+        f"transformers {transformers.__version__}, numpy {np.__version__}"
+    )
     get_audio_features = laion_preprocessing(root)
     for k, (arch, fused) in enumerate(FAMILIES):
         t0 = time.perf_counter()
@@ -200,19 +225,31 @@ def main(out_dir: str) -> int:
         sd = {"module." + key: v for key, v in model.state_dict().items()}
         # released checkpoints were saved with transformers < 4.31, which kept this buffer
         sd.setdefault("module.text_branch.embeddings.position_ids", torch.arange(514).unsqueeze(0))
-        torch.save({"epoch": 15, "name": name, "state_dict": sd, "best_metric": np.float64(0.9014)},
-                   out / f"{name}.pt")
+        torch.save({"epoch": 15, "name": name, "state_dict": sd, "best_metric": np.float64(0.9014)}, out / f"{name}.pt")
         t1 = time.perf_counter()
         x = text_inputs(seed=k)
         with torch.no_grad():
-            text = model.get_text_embedding({"input_ids": torch.from_numpy(x["input_ids"]),
-                                             "attention_mask": torch.from_numpy(x["attention_mask"])}).numpy()
+            text = model.get_text_embedding(
+                {"input_ids": torch.from_numpy(x["input_ids"]), "attention_mask": torch.from_numpy(x["attention_mask"])}
+            ).numpy()
             audio = model.get_audio_embedding(data).numpy()
-        np.savez(out / f"{name}.npz", text_emb=text, audio_emb=audio, features=feats, longer=longer,
-                 clip_names=np.array(list(probe)), **{f"clip_{i}": c for i, c in enumerate(probe.values())}, **x)
+        np.savez(
+            out / f"{name}.npz",
+            text_emb=text,
+            audio_emb=audio,
+            features=feats,
+            longer=longer,
+            clip_names=np.array(list(probe)),
+            **{f"clip_{i}": c for i, c in enumerate(probe.values())},
+            **x,
+        )
         params = sum(p.numel() for p in model.parameters())
-        print(f"{name}: {params / 1e6:.1f}M parameters; build+save {t1 - t0:.1f} s, embed {time.perf_counter() - t1:.1f} s; "
-              f"largest cosine between two clips' embeddings {probes.pairwise_max_cosine(audio):.4f}", flush=True)
+        print(
+            f"{name}: {params / 1e6:.1f}M parameters; build+save {t1 - t0:.1f} s, "
+            f"embed {time.perf_counter() - t1:.1f} s; "
+            f"largest cosine between two clips' embeddings {probes.pairwise_max_cosine(audio):.4f}",
+            flush=True,
+        )
     return 0
 
 

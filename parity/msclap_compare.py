@@ -31,10 +31,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-
 import probes
+import torch
+
 from humanclap.scoring.msclap import MSClapModel, frontend, load_pth
 from humanclap.scoring.msclap.scorer import MSClapScorer
 
@@ -91,11 +90,16 @@ def embedding_rows(gate: probes.Gate, label: str, audio, text, ref_a, ref_t, bou
 def front_end_rows(gate: probes.Gate, version: str, model: MSClapModel) -> MSClapModel:
     """Kernels and filters humanclap builds vs the checkpoint's; returns the model with humanclap's own."""
     fresh, loaded = MSClapModel(model.config).state_dict(), model.state_dict()
-    for label, suffix in (("STFT kernels", ("stft.conv_real.weight", "stft.conv_imag.weight")),
-                          ("mel filters", ("logmel_extractor.melW",))):
+    for label, suffix in (
+        ("STFT kernels", ("stft.conv_real.weight", "stft.conv_imag.weight")),
+        ("mel filters", ("logmel_extractor.melW",)),
+    ):
         keys = [k for k in loaded if k.endswith(suffix)]
-        gate.row(f"MS CLAP {version} {label} (humanclap's vs checkpoint's) max|d|",
-                 max(float((fresh[k] - loaded[k]).abs().max()) for k in keys), KERNEL_TOL)
+        gate.row(
+            f"MS CLAP {version} {label} (humanclap's vs checkpoint's) max|d|",
+            max(float((fresh[k] - loaded[k]).abs().max()) for k in keys),
+            KERNEL_TOL,
+        )
     with torch.no_grad():
         params = dict(model.named_parameters())
         for k in loaded:
@@ -119,13 +123,21 @@ def compare(gate: probes.Gate, ref_dir: Path, version: str, mutation: str | None
     ref = np.load(ref_dir / f"reference_{version}.npz")
     ref_a, ref_t, ref_mel = unit(ref["audio_emb"]), unit(ref["text_emb"]), ref["log_mel"]
     tag = f"MS CLAP {version}"
-    gate.row(f"{tag} reference: largest cosine of two clips' embeddings", probes.pairwise_max_cosine(ref_a),
-             probes.DISTINCT_COSINE, "(distinct clips must give distinct embeddings)")
+    gate.row(
+        f"{tag} reference: largest cosine of two clips' embeddings",
+        probes.pairwise_max_cosine(ref_a),
+        probes.DISTINCT_COSINE,
+        "(distinct clips must give distinct embeddings)",
+    )
     model = load_pth(ref_dir / f"CLAP_weights_{version}.pth", version)
     apply_mutation(model, mutation)
     waves = windows(model, ref, mutation)
-    gate.row(f"{tag} window cut from the clips max|d|", float(np.abs(waves - ref["waveforms"]).max()), 0.0,
-             "(tile / centre crop, vs msclap's load_audio_into_tensor)")
+    gate.row(
+        f"{tag} window cut from the clips max|d|",
+        float(np.abs(waves - ref["waveforms"]).max()),
+        0.0,
+        "(tile / centre crop, vs msclap's load_audio_into_tensor)",
+    )
     mel, audio, text = embed(model, ref, waves, fft=False)
     gate.row(f"{tag} text max|de|", float(np.abs(text - ref_t).max()), TOL)
     gate.row(f"{tag} text max|1-cos|", float(np.abs(1 - (text * ref_t).sum(-1)).max()), TOL)
@@ -136,8 +148,9 @@ def compare(gate: probes.Gate, ref_dir: Path, version: str, mutation: str | None
     embedding_rows(gate, f"{tag} FFT STFT (shipped)", audio, text, ref_a, ref_t, FFT_BOUND)
     model = front_end_rows(gate, version, model)
     _, audio, _ = embed(model, ref, waves, fft=False)
-    embedding_rows(gate, f"{tag} own front end, conv STFT", audio, text, ref_a, ref_t,
-                   {"de": TOL, "1-cos": TOL, "dcos": TOL})
+    embedding_rows(
+        gate, f"{tag} own front end, conv STFT", audio, text, ref_a, ref_t, {"de": TOL, "1-cos": TOL, "dcos": TOL}
+    )
 
 
 def main() -> int:

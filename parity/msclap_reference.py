@@ -30,10 +30,9 @@ import types
 from pathlib import Path
 
 import numpy as np
+import probes
 import torch
 import yaml
-
-import probes
 from probes import MiddleChoice, reference_function
 
 
@@ -95,10 +94,19 @@ def build_reference(clap_module, root: Path, version: str, seed: int):
     args = yaml.safe_load((root / "configs" / f"config_{version}.yml").read_text())
     torch.manual_seed(seed)
     clap = clap_module.CLAP(
-        audioenc_name=args["audioenc_name"], sample_rate=args["sampling_rate"], window_size=args["window_size"],
-        hop_size=args["hop_size"], mel_bins=args["mel_bins"], fmin=args["fmin"], fmax=args["fmax"],
-        classes_num=args["num_classes"], out_emb=args["out_emb"], text_model=args["text_model"],
-        transformer_embed_dim=args["transformer_embed_dim"], d_proj=args["d_proj"])
+        audioenc_name=args["audioenc_name"],
+        sample_rate=args["sampling_rate"],
+        window_size=args["window_size"],
+        hop_size=args["hop_size"],
+        mel_bins=args["mel_bins"],
+        fmin=args["fmin"],
+        fmax=args["fmax"],
+        classes_num=args["num_classes"],
+        out_emb=args["out_emb"],
+        text_model=args["text_model"],
+        transformer_embed_dim=args["transformer_embed_dim"],
+        d_proj=args["d_proj"],
+    )
     perturb(clap, seed + 1)
     return clap.eval(), args
 
@@ -112,8 +120,9 @@ def msclap_window(root: Path, clip: np.ndarray, rate: int, duration: int) -> np.
         def read_audio(path, resample=False):
             return torch.from_numpy(clip), rate
 
-    fn = reference_function(root / "CLAPWrapper.py", "load_audio_into_tensor",
-                            {"np": np, "torch": torch, "random": MiddleChoice})
+    fn = reference_function(
+        root / "CLAPWrapper.py", "load_audio_into_tensor", {"np": np, "torch": torch, "random": MiddleChoice}
+    )
     return fn(Reader, None, duration).numpy()
 
 
@@ -134,8 +143,13 @@ def inputs(root: Path, args: dict, version: str, seed: int) -> dict[str, np.ndar
         else:  # BERT: [CLS] words [SEP], [PAD] = 0 after
             ids[i, :n] = np.concatenate([[101], rng.integers(1000, 30000, n - 2), [102]])
     mask = (np.arange(length)[None] < np.array([5, 12, 30, length])[:, None]).astype(np.int64)
-    return {"waveforms": waves.astype(np.float32), "clip_names": np.array(list(probe)), "input_ids": ids,
-            "attention_mask": mask, **clip_arrays}
+    return {
+        "waveforms": waves.astype(np.float32),
+        "clip_names": np.array(list(probe)),
+        "input_ids": ids,
+        "attention_mask": mask,
+        **clip_arrays,
+    }
 
 
 def main() -> None:
@@ -161,9 +175,12 @@ def main() -> None:
             log_mel = tower.logmel_extractor(tower.spectrogram_extractor(torch.from_numpy(x["waveforms"]))).numpy()
         torch.save({"model": clap.state_dict()}, a.out / f"CLAP_weights_{version}.pth")
         np.savez(a.out / f"reference_{version}.npz", text_emb=text_emb, audio_emb=audio_emb, log_mel=log_mel, **x)
-        print(f"msclap {version}: {sum(p.numel() for p in clap.parameters()) / 1e6:.1f}M parameters, "
-              f"audio {audio_emb.shape}, text {text_emb.shape} -> {a.out}; largest cosine between two clips' "
-              f"embeddings {probes.pairwise_max_cosine(audio_emb):.4f}", flush=True)
+        print(
+            f"msclap {version}: {sum(p.numel() for p in clap.parameters()) / 1e6:.1f}M parameters, "
+            f"audio {audio_emb.shape}, text {text_emb.shape} -> {a.out}; largest cosine between two clips' "
+            f"embeddings {probes.pairwise_max_cosine(audio_emb):.4f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ def clips(rate: int, window: int) -> dict[str, np.ndarray]:
 
     def chirp(n: int, f0: float = 50.0, f1: float = 14000.0) -> np.ndarray:
         tt = np.arange(n) / rate  # linear sweep f0 -> f1, no noise: its far bins reach the floor
-        return 0.5 * np.sin(2 * np.pi * (f0 * tt + (f1 - f0) / (2 * tt[-1]) * tt ** 2))
+        return 0.5 * np.sin(2 * np.pi * (f0 * tt + (f1 - f0) / (2 * tt[-1]) * tt**2))
 
     long_n = int(window * 1.6)
     out = {
@@ -42,8 +42,9 @@ def clips(rate: int, window: int) -> dict[str, np.ndarray]:
         "silence": np.zeros(window),
         "chirp": chirp(window),
         "quiet tone": 1e-3 * np.sin(2 * np.pi * 1000 * t),
-        "short (0.4 window)": np.concatenate([0.3 * rng.standard_normal(window // 5),
-                                              0.3 * np.sin(2 * np.pi * 880 * t[: window // 5])]),
+        "short (0.4 window)": np.concatenate(
+            [0.3 * rng.standard_normal(window // 5), 0.3 * np.sin(2 * np.pi * 880 * t[: window // 5])]
+        ),
         "long chirp (1.6 window)": chirp(long_n, 14000.0, 200.0) + 0.02 * rng.standard_normal(long_n),
     }
     return {k: v.astype(np.float32) for k, v in out.items()}
@@ -77,8 +78,10 @@ class Gate:
         ok = bool(np.isfinite(value) and value <= bound)
         if not ok:
             self.failed.append(name)
-        print(f"{name:72s} {value:10.3e} <= {bound:<8.3g}  {'ok' if ok else 'FAIL'}{'  ' + why if why else ''}",
-              flush=True)
+        print(
+            f"{name:72s} {value:10.3e} <= {bound:<8.3g}  {'ok' if ok else 'FAIL'}{'  ' + why if why else ''}",
+            flush=True,
+        )
 
     def at_least(self, name: str, value: float, bound: float, why: str = "") -> None:
         """A row that fails when ``value`` is *below* ``bound`` (printed as such)."""
@@ -86,8 +89,10 @@ class Gate:
         ok = bool(np.isfinite(value) and value >= bound)
         if not ok:
             self.failed.append(name)
-        print(f"{name:72s} {value:10.3e} >= {bound:<8.3g}  {'ok' if ok else 'FAIL'}{'  ' + why if why else ''}",
-              flush=True)
+        print(
+            f"{name:72s} {value:10.3e} >= {bound:<8.3g}  {'ok' if ok else 'FAIL'}{'  ' + why if why else ''}",
+            flush=True,
+        )
 
     def finish(self) -> int:
         """The summary line (``PARITY PASS`` / ``PARITY FAIL``, which run.sh reads) and the exit code."""

@@ -90,8 +90,8 @@ def tiny_model_with_positive_cosines(path: Path, seed: int, audio: list, texts: 
     """
     import torch
 
-    from humanclap.scoring.clap.scorer import CLAPScorer
     from humanclap.recipes.tiny import build_tiny_clap
+    from humanclap.scoring.clap.scorer import CLAPScorer
 
     build_tiny_clap(path, seed=seed)
     scorer = CLAPScorer.from_pretrained(str(path), device="cpu")

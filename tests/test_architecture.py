@@ -14,9 +14,13 @@ import humanclap
 PACKAGE = Path(humanclap.__file__).parent
 # Lower number = lower layer. A module may import its own package and lower layers only.
 LAYERS = {
-    "errors": 0, "defaults": 0.5, "io": 0.5,  # io raises errors' classes
+    "errors": 0,
+    "defaults": 0.5,
+    "io": 0.5,  # io raises errors' classes
     "outputs": 0.75,  # the output contract: writes through io
-    "scoring": 1, "data": 1, "synth": 1,
+    "scoring": 1,
+    "data": 1,
+    "synth": 1,
     "evaluation": 2,
     "training": 3,  # validates with evaluation's metrics, so it sits just above it
     "recipes": 4,
@@ -83,19 +87,24 @@ def test_no_private_names_cross_modules():
     for path in _sources():
         for line, module, names in _imports(path):
             if module.startswith("humanclap"):
-                private += [f"{path.relative_to(PACKAGE)}:{line} imports {n} from {module}"
-                            for n in names if n.startswith("_") and not n.startswith("__")]
+                private += [
+                    f"{path.relative_to(PACKAGE)}:{line} imports {n} from {module}"
+                    for n in names
+                    if n.startswith("_") and not n.startswith("__")
+                ]
     assert not private, "\n".join(private)
 
 
 def test_public_api_is_lazy_and_not_shadowed():
-    code = ("import sys, humanclap; from humanclap import DEFAULT_MODEL, __version__; "
-            "assert 'torch' not in sys.modules, 'constants import torch'; "
-            "import humanclap.training, humanclap.evaluation; "
-            "from humanclap import train, fine_tune, evaluate_models; "
-            "assert callable(train) and train is fine_tune, train; "
-            "assert callable(humanclap.train); "
-            "assert set(humanclap.__all__) <= set(dir(humanclap)); print('ok')")
+    code = (
+        "import sys, humanclap; from humanclap import DEFAULT_MODEL, __version__; "
+        "assert 'torch' not in sys.modules, 'constants import torch'; "
+        "import humanclap.training, humanclap.evaluation; "
+        "from humanclap import train, fine_tune, evaluate_models; "
+        "assert callable(train) and train is fine_tune, train; "
+        "assert callable(humanclap.train); "
+        "assert set(humanclap.__all__) <= set(dir(humanclap)); print('ok')"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
@@ -134,7 +143,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == "open":
-                found.append(stack[stack.index(nxt):] + [nxt])
+                found.append(stack[stack.index(nxt) :] + [nxt])
             elif nxt not in state:
                 visit(nxt)
         stack.pop()
@@ -158,11 +167,12 @@ def test_no_import_cycle_even_inside_functions():
     """Two modules that import each other, even inside a function, are one idea in two
     places (e.g. a summary that both the job and the merge need): it belongs in a third
     module that both import. The layer rule keeps packages apart, so this is within one."""
-    graph = {m: {t for t in targets if _room(t) and _room(t) == _room(m)}  # the lazy API aside
-             for m, targets in _import_graph(function_level=True).items()}
+    graph = {
+        m: {t for t in targets if _room(t) and _room(t) == _room(m)}  # the lazy API aside
+        for m, targets in _import_graph(function_level=True).items()
+    }
     cycles = _cycles(graph)
-    assert not cycles, "import cycles (module or function level):\n" + "\n".join(
-        " -> ".join(c) for c in cycles)
+    assert not cycles, "import cycles (module or function level):\n" + "\n".join(" -> ".join(c) for c in cycles)
 
 
 def test_old_import_paths_are_the_moved_modules():
@@ -182,13 +192,15 @@ def test_old_import_paths_are_the_moved_modules():
 def test_help_loads_no_torch():
     """`humanclap --help` and every command's --help answer without torch, transformers or
     matplotlib: imports that would load them stay inside functions (``# lazy: reason``)."""
-    code = ("import sys, runpy; from humanclap.cli.main import COMMANDS\n"
-            "for argv in [[]] + [[c] for c in COMMANDS]:\n"
-            "    sys.argv = ['humanclap', *argv, '--help']\n"
-            "    try: runpy.run_module('humanclap.cli', run_name='__main__')\n"
-            "    except SystemExit: pass\n"
-            "heavy = [m for m in ('torch', 'transformers', 'matplotlib') if m in sys.modules]\n"
-            "print('heavy', heavy, file=sys.stderr)")
+    code = (
+        "import sys, runpy; from humanclap.cli.main import COMMANDS\n"
+        "for argv in [[]] + [[c] for c in COMMANDS]:\n"
+        "    sys.argv = ['humanclap', *argv, '--help']\n"
+        "    try: runpy.run_module('humanclap.cli', run_name='__main__')\n"
+        "    except SystemExit: pass\n"
+        "heavy = [m for m in ('torch', 'transformers', 'matplotlib') if m in sys.modules]\n"
+        "print('heavy', heavy, file=sys.stderr)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and "heavy []" in out.stderr, out.stderr[-2000:]
 

@@ -7,9 +7,8 @@ import pytest
 import soxr
 from conftest import noise_clip, write_wav
 
-from humanclap import AudioError, CLAPScorer
+from humanclap import AudioError
 from humanclap.scoring.audio import load_audio
-
 
 
 def test_stereo_16k_scores_like_manual_downmix_and_resample(scorer, tmp_path):
@@ -24,8 +23,12 @@ def test_stereo_16k_scores_like_manual_downmix_and_resample(scorer, tmp_path):
     np.testing.assert_allclose(a, b, atol=1e-6)
     # a 44.1 kHz file goes through the resampler to the model's 16 kHz
     path44 = write_wav(tmp_path / "st44.wav", noise_clip(0.8, rate=44100, channels=2), 44100, "FLOAT")
-    ref = soxr.resample(noise_clip(0.8, rate=44100, channels=2).astype(np.float64).mean(axis=1), 44100, 16000, quality="HQ")
-    np.testing.assert_allclose(scorer.cosine([path44], ["x y"]), scorer.cosine([(ref.astype(np.float32), 16000)], ["x y"]), atol=1e-6)
+    ref = soxr.resample(
+        noise_clip(0.8, rate=44100, channels=2).astype(np.float64).mean(axis=1), 44100, 16000, quality="HQ"
+    )
+    np.testing.assert_allclose(
+        scorer.cosine([path44], ["x y"]), scorer.cosine([(ref.astype(np.float32), 16000)], ["x y"]), atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("subtype,tol", [("PCM_U8", 5e-2), ("PCM_16", 1e-3), ("PCM_24", 1e-5), ("FLOAT", 1e-6)])
@@ -45,8 +48,12 @@ def test_bad_files_raise_audio_error_naming_the_file(scorer, tmp_path):
     nan = noise_clip(0.3)
     nan[100] = np.nan
     nan_path = write_wav(tmp_path / "nan.wav", nan, 16000, "FLOAT")
-    cases = {tmp_path / "missing.wav": "file not found", corrupt: "unreadable audio",
-             empty: "empty audio", nan_path: "NaN or inf"}
+    cases = {
+        tmp_path / "missing.wav": "file not found",
+        corrupt: "unreadable audio",
+        empty: "empty audio",
+        nan_path: "NaN or inf",
+    }
     for path, message in cases.items():
         with pytest.raises(AudioError, match=message) as info:
             scorer.embed_audio([path])
@@ -58,7 +65,9 @@ def test_bad_files_raise_audio_error_naming_the_file(scorer, tmp_path):
 def test_very_short_clip_is_repeat_padded(scorer):
     short = noise_clip(0.05, seed=5)  # 800 samples; window is 16000
     tiled = np.pad(np.tile(short, 16000 // len(short)), (0, 16000 % len(short)))
-    np.testing.assert_allclose(scorer.cosine([(short, 16000)], ["a"]), scorer.cosine([(tiled, 16000)], ["a"]), atol=1e-6)
+    np.testing.assert_allclose(
+        scorer.cosine([(short, 16000)], ["a"]), scorer.cosine([(tiled, 16000)], ["a"]), atol=1e-6
+    )
 
 
 def test_long_clip_unfused_uses_the_centre_window(scorer):

@@ -13,8 +13,15 @@ import pytest
 from humanclap.cli import main
 from humanclap.cli.flags import EXIT_CODES_TAIL
 from humanclap.cli.main import COMMANDS
-from humanclap.errors import (EXIT_INTERNAL, REPORT_BUGS, DatasetError, HumanclapError,
-                              ModelLoadError, TrainingError, UsageError)
+from humanclap.errors import (
+    EXIT_INTERNAL,
+    REPORT_BUGS,
+    DatasetError,
+    HumanclapError,
+    ModelLoadError,
+    TrainingError,
+    UsageError,
+)
 
 
 @pytest.fixture
@@ -23,37 +30,68 @@ def argv_of(tmp_path):
     manifest = tmp_path / "m.csv"
     manifest.write_text("audio,text\nclip.wav,a dog barks\n")
     return {
-        "score": (["score", str(manifest), "--model", str(tmp_path / "m")],
-                  "humanclap.scoring.clap.scorer.CLAPScorer.from_pretrained"),
-        "evaluate": (["evaluate", "--data", "relate:R", "-o", str(tmp_path / "o")],
-                     "humanclap.evaluation.workflow.run_evaluation"),
-        "train": (["train", "--model", "m", "--data", "d.csv", "--output-dir", str(tmp_path / "t")],
-                  "humanclap.training.trainer.fine_tune"),
-        "reproduce": (["reproduce", "--relate", "R", "-o", str(tmp_path / "r")],
-                      "humanclap.recipes.reproduce.reproduce"),
+        "score": (
+            ["score", str(manifest), "--model", str(tmp_path / "m")],
+            "humanclap.scoring.clap.scorer.CLAPScorer.from_pretrained",
+        ),
+        "evaluate": (
+            ["evaluate", "--data", "relate:R", "-o", str(tmp_path / "o")],
+            "humanclap.evaluation.workflow.run_evaluation",
+        ),
+        "train": (
+            ["train", "--model", "m", "--data", "d.csv", "--output-dir", str(tmp_path / "t")],
+            "humanclap.training.trainer.fine_tune",
+        ),
+        "reproduce": (
+            ["reproduce", "--relate", "R", "-o", str(tmp_path / "r")],
+            "humanclap.recipes.reproduce.reproduce",
+        ),
         "synth": (["synth", "-o", str(tmp_path / "s")], "humanclap.synth.dataset.generate"),
         "demo": (["demo", "-o", str(tmp_path / "d")], "humanclap.recipes.demo.run_demo"),
-        "demo --rebuild-base": (["demo", "--rebuild-base", str(tmp_path / "b")],
-                                "humanclap.recipes.demo_base.rebuild_base"),
-        "convert": (["convert", str(tmp_path / "c.pt"), str(tmp_path / "c")],
-                    "humanclap.scoring.clap.laion_convert.convert_laion_checkpoint"),
+        "demo --rebuild-base": (
+            ["demo", "--rebuild-base", str(tmp_path / "b")],
+            "humanclap.recipes.demo_base.rebuild_base",
+        ),
+        "convert": (
+            ["convert", str(tmp_path / "c.pt"), str(tmp_path / "c")],
+            "humanclap.scoring.clap.laion_convert.convert_laion_checkpoint",
+        ),
         "merge": (["merge", str(tmp_path / "out.csv")], "humanclap.scoring.parts.merge_parts"),
-        "compare": (["compare", str(manifest), "-o", str(tmp_path / "cmp")],
-                    "humanclap.evaluation.compare_workflow.run_compare"),
-        "rerank": (["rerank", str(manifest), "-o", str(tmp_path / "best.csv")],
-                   "humanclap.evaluation.rerank.run_rerank"),
-        "stack": (["stack", str(tmp_path / "predictions.csv"), "-o", str(tmp_path / "st")],
-                  "humanclap.evaluation.stack.fit_stack"),
+        "compare": (
+            ["compare", str(manifest), "-o", str(tmp_path / "cmp")],
+            "humanclap.evaluation.compare_workflow.run_compare",
+        ),
+        "rerank": (
+            ["rerank", str(manifest), "-o", str(tmp_path / "best.csv")],
+            "humanclap.evaluation.rerank.run_rerank",
+        ),
+        "stack": (
+            ["stack", str(tmp_path / "predictions.csv"), "-o", str(tmp_path / "st")],
+            "humanclap.evaluation.stack.fit_stack",
+        ),
     }
 
 
-CASES = ["score", "evaluate", "train", "reproduce", "synth", "demo", "demo --rebuild-base", "convert",
-         "merge", "compare", "rerank", "stack"]
+CASES = [
+    "score",
+    "evaluate",
+    "train",
+    "reproduce",
+    "synth",
+    "demo",
+    "demo --rebuild-base",
+    "convert",
+    "merge",
+    "compare",
+    "rerank",
+    "stack",
+]
 
 
 def raiser(exc: BaseException):
     def fake(*args, **kwargs):
         raise exc
+
     return fake
 
 
@@ -62,10 +100,15 @@ def test_every_command_is_covered():
 
 
 @pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("error,code", [(UsageError("bad flag; pass a good one"), 2),
-                                        (DatasetError("no REL.csv; pass relate:DIR"), 2),
-                                        (ModelLoadError("cannot load m; pass a folder"), 2),
-                                        (TrainingError("diverged at epoch 3"), 1)])
+@pytest.mark.parametrize(
+    "error,code",
+    [
+        (UsageError("bad flag; pass a good one"), 2),
+        (DatasetError("no REL.csv; pass relate:DIR"), 2),
+        (ModelLoadError("cannot load m; pass a folder"), 2),
+        (TrainingError("diverged at epoch 3"), 1),
+    ],
+)
 def test_humanclap_errors_map_to_their_code_and_one_prefix(case, error, code, argv_of, monkeypatch, capsys):
     argv, target = argv_of[case]
     monkeypatch.setattr(target, raiser(error))
@@ -84,8 +127,7 @@ def test_an_unexpected_exception_is_an_internal_error(case, argv_of, monkeypatch
     err = capsys.readouterr().err
     assert err.startswith("Traceback (most recent call last):") and "index out of step" in err
     last = err.strip().splitlines()[-1]
-    assert last == (f"humanclap {argv[0]}: internal error: ValueError: index out of step; "
-                    f"{REPORT_BUGS}")
+    assert last == (f"humanclap {argv[0]}: internal error: ValueError: index out of step; {REPORT_BUGS}")
 
 
 def test_interrupt_and_broken_pipe(argv_of, monkeypatch, capsys):
@@ -107,15 +149,18 @@ def test_argparse_errors_stay_exit_2_with_argparse_message(capsys):
     assert main([]) == 2  # no command: the help, on stderr
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["evaluate", "--batch-size", "0"], "--batch-size must be at least 1"),
-    (["evaluate", "--n-boot", "-1"], "--n-boot must be 0 or more"),
-    (["evaluate", "--label", "a", "--label", "b"], "2 --label for 1 --model"),
-    (["evaluate", "--device", "no-such-device"], "--device 'no-such-device' not understood"),
-    (["evaluate", "--device", "cpu", "--dtype", "fp16"], "fp16 is not supported on CPU"),
-    (["demo", "--n-boot", "-1"], "--n-boot must be 0 or more"),
-    (["demo", "--base", "nowhere"], "--base nowhere is not a CLAP checkpoint folder"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["evaluate", "--batch-size", "0"], "--batch-size must be at least 1"),
+        (["evaluate", "--n-boot", "-1"], "--n-boot must be 0 or more"),
+        (["evaluate", "--label", "a", "--label", "b"], "2 --label for 1 --model"),
+        (["evaluate", "--device", "no-such-device"], "--device 'no-such-device' not understood"),
+        (["evaluate", "--device", "cpu", "--dtype", "fp16"], "fp16 is not supported on CPU"),
+        (["demo", "--n-boot", "-1"], "--n-boot must be 0 or more"),
+        (["demo", "--base", "nowhere"], "--base nowhere is not a CLAP checkpoint folder"),
+    ],
+)
 def test_flag_checks_are_usage_errors(argv, message, tmp_path, capsys):
     """Checked before any data or model is touched (the data spec here does not exist)."""
     out = ["-o", str(tmp_path / "o")]
@@ -143,14 +188,14 @@ def test_thin_commands_pass_their_flags_through(tmp_path, monkeypatch, capsys):
         kwargs["printer"]("the table")
 
     monkeypatch.setattr("humanclap.recipes.demo.run_demo", fake_demo)
-    assert main(["demo", "-o", str(tmp_path), "--size", "small", "--seed", "2", "--n-boot", "7",
-                 "--no-progress"]) == 0
+    assert main(["demo", "-o", str(tmp_path), "--size", "small", "--seed", "2", "--n-boot", "7", "--no-progress"]) == 0
     assert seen["output_dir"] == str(tmp_path) and seen["size"] == "small" and seen["seed"] == 2
     assert seen["n_boot"] == 7 and seen["progress"] is False and seen["base"] is None
     assert capsys.readouterr().out == "the table\n"
 
-    monkeypatch.setattr("humanclap.recipes.demo_base.rebuild_base",
-                        lambda out_dir, printer: seen.update(rebuild=out_dir))
+    monkeypatch.setattr(
+        "humanclap.recipes.demo_base.rebuild_base", lambda out_dir, printer: seen.update(rebuild=out_dir)
+    )
     assert main(["demo", "--rebuild-base", str(tmp_path / "b")]) == 0
     assert seen["rebuild"] == str(tmp_path / "b")
 

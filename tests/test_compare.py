@@ -10,14 +10,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import noise_clip, write_wav
 
 from humanclap.cli import main
-from humanclap.evaluation.compare_stats import (assign_tiers, bootstrap_means, bootstrap_p,
-                                                compare_matrix, holm, ranking_agreement,
-                                                resample_counts, win_rate_matrix)
+from humanclap.evaluation.compare_stats import (
+    assign_tiers,
+    bootstrap_means,
+    bootstrap_p,
+    compare_matrix,
+    holm,
+    ranking_agreement,
+    resample_counts,
+    win_rate_matrix,
+)
 from humanclap.outputs import MARKER
-
-from conftest import noise_clip, write_wav
 
 
 # -- statistics ----------------------------------------------------------------------
@@ -56,10 +62,12 @@ def test_bootstrap_p_and_ci_match_the_exact_bootstrap_by_enumeration():
     pair = res.pairs[0]
     assert (pair["a"], pair["b"]) == ("a", "b") and pair["diff"] == pytest.approx(d.mean())
     assert pair["p"] == pytest.approx(p_exact, abs=0.01)
+
     # The exact distribution is lumpy (steps of 0.002): a limit is right when the exact
     # probability below it brackets 2.5% / 97.5%, give or take Monte Carlo noise (sd 0.0008).
     def brackets(dist, x, q):
         return np.mean(dist < x - 1e-9) - 0.003 <= q <= np.mean(dist <= x + 1e-9) + 0.003
+
     assert brackets(exact, pair["ci_low"], 0.025) and brackets(exact, pair["ci_high"], 0.975)
     a_int = np.round(a * 100).astype(int)
     exact_a = np.array([a_int[list(r)].sum() for r in itertools.product(range(5), repeat=5)]) / 500
@@ -98,6 +106,7 @@ def test_ranking_agreement_by_hand():
     # listener-untied pairs: (0,1) ok, (0,2) ok, (0,3) ok, (1,2) metric tie 0.5, (1,3) wrong
     assert got["pairs_compared"] == 5 and got["pairwise_accuracy"] == pytest.approx(3.5 / 5)
     from scipy import stats
+
     assert got["srcc"] == pytest.approx(stats.spearmanr([0.5, 0.4, 0.4, 0.1], [9, 7, 8, 8])[0])
     two = ranking_agreement([0.2, 0.1], [1.0, 2.0])
     assert two["srcc"] is None and two["notes"] and two["pairwise_accuracy"] == 0.0
@@ -110,9 +119,16 @@ def test_one_prompt_has_no_ci_and_no_p():
 
 
 # -- the command ---------------------------------------------------------------------
-def write_scores(path: Path, systems: dict[str, float], n: int = 20, seed: int = 0,
-                 rating: bool = False, with_system: bool = True, skip: set = frozenset(),
-                 failed: set = frozenset()) -> Path:
+def write_scores(
+    path: Path,
+    systems: dict[str, float],
+    n: int = 20,
+    seed: int = 0,
+    rating: bool = False,
+    with_system: bool = True,
+    skip: set = frozenset(),
+    failed: set = frozenset(),
+) -> Path:
     rng = np.random.default_rng(seed)
     cols = (["system"] if with_system else []) + ["text", "audio", "clapscore", "cosine", "error"]
     cols += ["score"] if rating else []
@@ -125,8 +141,13 @@ def write_scores(path: Path, systems: dict[str, float], n: int = 20, seed: int =
                     continue
                 v = round(max(0.0, mu + 0.1 * rng.standard_normal()), 6)
                 err = "file not found" if (s, p) in failed else ""
-                row = ([s] if with_system else []) + [f"prompt {p}", f"{s}/{p}.wav",
-                                                      "" if err else v, "" if err else v, err]
+                row = ([s] if with_system else []) + [
+                    f"prompt {p}",
+                    f"{s}/{p}.wav",
+                    "" if err else v,
+                    "" if err else v,
+                    err,
+                ]
                 row += [round(10 * mu + rng.standard_normal(), 3)] if rating else []
                 w.writerow(row)
     return path
@@ -152,8 +173,14 @@ def test_compare_writes_every_file_deterministically(tmp_path, capsys):
     assert record["agreement"]["pairwise_accuracy"] is not None
     assert record["listeners"]["ranking"][-1]["system"] == "bad"
     marker = json.loads((a / MARKER).read_text())
-    assert set(marker["files"]) == {"forest.png", "win_rates.png", "compare.json", "compare.csv",
-                                    "pairs.csv", "report.md"}
+    assert set(marker["files"]) == {
+        "forest.png",
+        "win_rates.png",
+        "compare.json",
+        "compare.csv",
+        "pairs.csv",
+        "report.md",
+    }
     report = (a / "report.md").read_text()
     assert "ties" in report and "Holm" in report and "![forest.png](forest.png)" in report
     # An earlier run is replaced only with --overwrite; a foreign folder never.
@@ -168,8 +195,7 @@ def test_compare_writes_every_file_deterministically(tmp_path, capsys):
 def test_one_score_file_per_system(tmp_path):
     a = write_scores(tmp_path / "sysA.csv", {"x": 0.6}, with_system=False, seed=1)
     b = write_scores(tmp_path / "sysB.csv", {"x": 0.3}, with_system=False, seed=2)
-    assert main(["compare", str(a), str(b), "-o", str(tmp_path / "o"), "--n-boot", "500",
-                 "--no-plots"]) == 0
+    assert main(["compare", str(a), str(b), "-o", str(tmp_path / "o"), "--n-boot", "500", "--no-plots"]) == 0
     record = json.loads((tmp_path / "o" / "compare.json").read_text())
     assert record["metric"]["tiers"] == [["sysA"], ["sysB"]]
 
@@ -197,8 +223,9 @@ def test_input_problems_are_refused_with_what_to_do(tmp_path, capsys):
     dup.write_text("\n".join(lines + [lines[1]]) + "\n")  # a's prompt 0 twice
     assert main(["compare", str(dup), "-o", str(tmp_path / "d"), *common[2:], "--intersect"]) == 2
     assert "--average-duplicates" in capsys.readouterr().err
-    assert main(["compare", str(dup), "-o", str(tmp_path / "d"), *common[2:], "--intersect",
-                 "--average-duplicates"]) == 0
+    assert (
+        main(["compare", str(dup), "-o", str(tmp_path / "d"), *common[2:], "--intersect", "--average-duplicates"]) == 0
+    )
 
     one = write_scores(tmp_path / "one.csv", {"a": 0.5})
     assert main(["compare", str(one), "-o", str(tmp_path / "x"), *common[2:]]) == 2
@@ -225,16 +252,31 @@ def test_compare_scores_a_manifest_with_a_model(tmp_path, tiny_unfused, one_thre
     manifest = tmp_path / "gen" / "prompts.csv"
     manifest.write_text("\n".join(rows) + "\n")
     out = tmp_path / "cmp"
-    assert main(["compare", str(manifest), "--model", str(tiny_unfused), "-o", str(out),
-                 "--device", "cpu", "--n-boot", "300", "--no-plots"]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                str(manifest),
+                "--model",
+                str(tiny_unfused),
+                "-o",
+                str(out),
+                "--device",
+                "cpu",
+                "--n-boot",
+                "300",
+                "--no-plots",
+            ]
+        )
+        == 0
+    )
     scores = list(csv.DictReader(open(out / "scores.csv")))
     assert len(scores) == 6 and all(r["error"] == "" for r in scores)
     record = json.loads((out / "compare.json").read_text())
     assert record["model"] == str(tiny_unfused) and record["n_prompts"] == 3
     means = {r["system"]: r["mean"] for r in record["metric"]["ranking"]}
     for s in ("tone", "noise"):
-        assert means[s] == pytest.approx(np.mean([float(r["clapscore"]) for r in scores
-                                                  if r["system"] == s]))
+        assert means[s] == pytest.approx(np.mean([float(r["clapscore"]) for r in scores if r["system"] == s]))
     assert {"scores.csv", "scores.csv.meta.json"} <= set(json.loads((out / MARKER).read_text())["files"])
 
 

@@ -28,15 +28,34 @@ from humanclap.errors import ModelLoadError, UsageError
 from humanclap.scoring import laion_convert as lc
 
 # The geometry of humanclap.recipes.tiny (spectrogram 64, 1 s at 16 kHz, 16/32 wide, 2 stages).
-TEST_ARCH = lc.HtsatArch("HTSAT-test", embed_dim=16, depths=(1, 1), num_heads=(2, 2), window_size=4,
-                         spec_size=64, projection_dim=16, sampling_rate=16000, window_s=1, n_fft=512,
-                         hop_length=16000 // 62, fmax=8000)
+TEST_ARCH = lc.HtsatArch(
+    "HTSAT-test",
+    embed_dim=16,
+    depths=(1, 1),
+    num_heads=(2, 2),
+    window_size=4,
+    spec_size=64,
+    projection_dim=16,
+    sampling_rate=16000,
+    window_s=1,
+    n_fft=512,
+    hop_length=16000 // 62,
+    fmax=8000,
+)
 
 
 def tiny_text(vocab: int) -> lc.TextArch:
     # tiny_clap_config keeps ClapTextConfig's layer-norm eps (1e-12); RoBERTa's preset says 1e-5
-    return lc.TextArch("roberta-test", vocab_size=vocab, hidden_size=32, num_layers=2, num_heads=2,
-                       intermediate_size=64, max_position_embeddings=80, layer_norm_eps=1e-12)
+    return lc.TextArch(
+        "roberta-test",
+        vocab_size=vocab,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=80,
+        layer_norm_eps=1e-12,
+    )
 
 
 def humanclap(*args) -> SimpleNamespace:
@@ -57,19 +76,29 @@ def laion_checkpoint(model_dir: Path, path: Path, edit=None, **save_kw) -> dict[
     hf = ClapModel.from_pretrained(model_dir).state_dict()
     sd = lc.hf_to_laion({k: v for k, v in hf.items() if not k.endswith("token_type_ids")})
     bins = TEST_ARCH.n_fft // 2 + 1
-    sd.update({  # what real checkpoints carry beside the model (dropped by the converter)
-        "audio_branch.spectrogram_extractor.stft.conv_real.weight": torch.randn(bins, 1, TEST_ARCH.n_fft),
-        "audio_branch.spectrogram_extractor.stft.conv_imag.weight": torch.randn(bins, 1, TEST_ARCH.n_fft),
-        "audio_branch.logmel_extractor.melW": torch.rand(bins, 64),
-        "audio_branch.tscam_conv.weight": torch.randn(527, 32, 2, 3), "audio_branch.tscam_conv.bias": torch.zeros(527),
-        "audio_branch.head.weight": torch.randn(527, 527), "audio_branch.head.bias": torch.zeros(527),
-        "text_transform.sequential.0.weight": torch.randn(16, 16), "text_transform.sequential.0.bias": torch.zeros(16),
-        "audio_transform.sequential.3.weight": torch.randn(16, 16), "audio_transform.sequential.3.bias": torch.zeros(16),
-    })
+    sd.update(
+        {  # what real checkpoints carry beside the model (dropped by the converter)
+            "audio_branch.spectrogram_extractor.stft.conv_real.weight": torch.randn(bins, 1, TEST_ARCH.n_fft),
+            "audio_branch.spectrogram_extractor.stft.conv_imag.weight": torch.randn(bins, 1, TEST_ARCH.n_fft),
+            "audio_branch.logmel_extractor.melW": torch.rand(bins, 64),
+            "audio_branch.tscam_conv.weight": torch.randn(527, 32, 2, 3),
+            "audio_branch.tscam_conv.bias": torch.zeros(527),
+            "audio_branch.head.weight": torch.randn(527, 527),
+            "audio_branch.head.bias": torch.zeros(527),
+            "text_transform.sequential.0.weight": torch.randn(16, 16),
+            "text_transform.sequential.0.bias": torch.zeros(16),
+            "audio_transform.sequential.3.weight": torch.randn(16, 16),
+            "audio_transform.sequential.3.bias": torch.zeros(16),
+        }
+    )
     if edit:
         edit(sd)
-    ckpt = {"epoch": 45, "name": "tiny", "best_metric": np.float64(0.5),
-            "state_dict": {"module." + k: v for k, v in sd.items()}}
+    ckpt = {
+        "epoch": 45,
+        "name": "tiny",
+        "best_metric": np.float64(0.5),
+        "state_dict": {"module." + k: v for k, v in sd.items()},
+    }
     torch.save(ckpt, path, **save_kw)
     return hf
 
@@ -104,7 +133,15 @@ def test_round_trip_is_exact_and_loads_everywhere(fused, registered, tiny_unfuse
     tokenizer_files = [p.name for p in (tmp_path / "tok").iterdir()]
     assert {"tokenizer.json", "tokenizer_config.json"} <= set(tokenizer_files)
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["config.json", "model.safetensors", "preprocessor_config.json", *tokenizer_files, "conversion.json", ".humanclap-run.json"])
+        [
+            "config.json",
+            "model.safetensors",
+            "preprocessor_config.json",
+            *tokenizer_files,
+            "conversion.json",
+            ".humanclap-run.json",
+        ]
+    )
     saved = load_file(str(out / "model.safetensors"))
     assert set(saved) == set(hf)
     assert all(torch.equal(saved[k], hf[k]) for k in hf), [k for k in hf if not torch.equal(saved[k], hf[k])]
@@ -121,16 +158,29 @@ def test_round_trip_is_exact_and_loads_everywhere(fused, registered, tiny_unfuse
 def test_converted_folder_scores_like_the_original(fused, registered, tiny_unfused, tiny_fused, tmp_path):
     src = tiny_fused if fused else tiny_unfused
     laion_checkpoint(src, tmp_path / "t.pt")
-    assert humanclap("convert", tmp_path / "t.pt", tmp_path / "conv", "--text", "roberta-test",
-                     "--tokenizer", registered).code == 0
+    assert (
+        humanclap(
+            "convert", tmp_path / "t.pt", tmp_path / "conv", "--text", "roberta-test", "--tokenizer", registered
+        ).code
+        == 0
+    )
     rows = ["audio,text"]
     for i, seconds in enumerate([0.4, 1.0, 2.5]):  # short, exact window, long (fusion branch)
         write_wav(tmp_path / f"c{i}.wav", noise_clip(seconds, seed=i))
         rows.append(f"c{i}.wav,a dog barks {'loudly ' * i}")
     (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
     for name, model in (("a", src), ("b", tmp_path / "conv")):
-        r = humanclap("score", tmp_path / "m.csv", "--model", model, "-o", tmp_path / f"{name}.csv",
-                      "--device", "cpu", "--no-progress")
+        r = humanclap(
+            "score",
+            tmp_path / "m.csv",
+            "--model",
+            model,
+            "-o",
+            tmp_path / f"{name}.csv",
+            "--device",
+            "cpu",
+            "--no-progress",
+        )
         assert r.code == 0, r.err
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
 
@@ -139,11 +189,30 @@ def test_converted_folder_is_a_base_for_training(registered, tmp_path):
     from test_train import make_rated_manifest
 
     laion_checkpoint(registered, tmp_path / "t.pt")
-    assert humanclap("convert", tmp_path / "t.pt", tmp_path / "conv", "--text", "roberta-test",
-                     "--tokenizer", registered).code == 0
-    r = humanclap("train", "--model", tmp_path / "conv", "--data", make_rated_manifest(tmp_path / "rated"),
-                  "--output-dir", tmp_path / "trained", "--device", "cpu", "--epochs", "1", "--batch-size", "8",
-                  "--train-params", "projections", "--no-progress")
+    assert (
+        humanclap(
+            "convert", tmp_path / "t.pt", tmp_path / "conv", "--text", "roberta-test", "--tokenizer", registered
+        ).code
+        == 0
+    )
+    r = humanclap(
+        "train",
+        "--model",
+        tmp_path / "conv",
+        "--data",
+        make_rated_manifest(tmp_path / "rated"),
+        "--output-dir",
+        tmp_path / "trained",
+        "--device",
+        "cpu",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--train-params",
+        "projections",
+        "--no-progress",
+    )
     assert r.code == 0, r.err
     assert "best epoch: 1 of 1" in r.err
     assert (tmp_path / "trained/model.safetensors").is_file()
@@ -151,8 +220,7 @@ def test_converted_folder_is_a_base_for_training(registered, tmp_path):
 
 def test_a_protocol_4_pickle_is_read_through_the_allow_list(registered, tmp_path):
     hf = laion_checkpoint(registered, tmp_path / "p4.pt", pickle_protocol=4)
-    r = humanclap("convert", tmp_path / "p4.pt", tmp_path / "out", "--text", "roberta-test",
-                  "--tokenizer", registered)
+    r = humanclap("convert", tmp_path / "p4.pt", tmp_path / "out", "--text", "roberta-test", "--tokenizer", registered)
     assert r.code == 0, r.err
     saved = load_file(str(tmp_path / "out/model.safetensors"))
     assert all(torch.equal(saved[k], hf[k]) for k in hf)
@@ -180,25 +248,51 @@ def _add(key, value):
     return lambda sd: sd.__setitem__(key, value)
 
 
-@pytest.mark.parametrize("edit,flags,message", [
-    (_add("audio_branch.extra_layer.weight", torch.zeros(3)), [],
-     "1 unexpected: audio_branch.extra_layer.weight (-> audio_model.audio_encoder.extra_layer.weight)"),
-    (_add("vision_branch.proj", torch.zeros(3)), [],
-     "1 keys of the checkpoint have no place in ClapModel (nothing was written): vision_branch.proj"),
-    (_drop("text_branch.pooler.dense.weight"), [], "1 missing: text_model.pooler.dense.weight"),
-    (_add("text_projection.0.weight", torch.zeros(16, 31)), [],
-     "wrong shape (checkpoint vs model): text_projection.0.weight -> text_projection.linear1.weight: (16, 31) vs (16, 32)"),
-    (_add("audio_branch.patch_embed.proj.weight", torch.zeros(24, 1, 4, 4)), [],
-     "unknown HTS-AT architecture (embed dim 24, depths [1, 1]); supported: HTSAT-tiny (embed dim 96"),
-    (None, ["--arch", "HTSAT-base"], "--arch HTSAT-base does not match the checkpoint (embed dim 16, depths [1, 1]"),
-    (None, ["--arch", "HTSAT-huge"], "unknown --arch 'HTSAT-huge'; supported: HTSAT-tiny, HTSAT-base"),
-    (None, ["--fusion"], "--fusion was given but the checkpoint is unfused"),
-    (None, ["--text", "bert"], "unknown --text 'bert'; supported: roberta"),
-    (_add("audio_branch.logmel_extractor.melW", torch.zeros(257, 128)), [],
-     "front end differs from HTSAT-test's (audio_branch.logmel_extractor.melW has shape (257, 128)"),
-    (lambda sd: [sd.pop(k) for k in list(sd) if k.startswith("audio_branch.patch_embed.proj")], [],
-     "audio tower is not HTS-AT"),
-])
+@pytest.mark.parametrize(
+    "edit,flags,message",
+    [
+        (
+            _add("audio_branch.extra_layer.weight", torch.zeros(3)),
+            [],
+            "1 unexpected: audio_branch.extra_layer.weight (-> audio_model.audio_encoder.extra_layer.weight)",
+        ),
+        (
+            _add("vision_branch.proj", torch.zeros(3)),
+            [],
+            "1 keys of the checkpoint have no place in ClapModel (nothing was written): vision_branch.proj",
+        ),
+        (_drop("text_branch.pooler.dense.weight"), [], "1 missing: text_model.pooler.dense.weight"),
+        (
+            _add("text_projection.0.weight", torch.zeros(16, 31)),
+            [],
+            "wrong shape (checkpoint vs model): text_projection.0.weight -> text_projection.linear1.weight: "
+            "(16, 31) vs (16, 32)",
+        ),
+        (
+            _add("audio_branch.patch_embed.proj.weight", torch.zeros(24, 1, 4, 4)),
+            [],
+            "unknown HTS-AT architecture (embed dim 24, depths [1, 1]); supported: HTSAT-tiny (embed dim 96",
+        ),
+        (
+            None,
+            ["--arch", "HTSAT-base"],
+            "--arch HTSAT-base does not match the checkpoint (embed dim 16, depths [1, 1]",
+        ),
+        (None, ["--arch", "HTSAT-huge"], "unknown --arch 'HTSAT-huge'; supported: HTSAT-tiny, HTSAT-base"),
+        (None, ["--fusion"], "--fusion was given but the checkpoint is unfused"),
+        (None, ["--text", "bert"], "unknown --text 'bert'; supported: roberta"),
+        (
+            _add("audio_branch.logmel_extractor.melW", torch.zeros(257, 128)),
+            [],
+            "front end differs from HTSAT-test's (audio_branch.logmel_extractor.melW has shape (257, 128)",
+        ),
+        (
+            lambda sd: [sd.pop(k) for k in list(sd) if k.startswith("audio_branch.patch_embed.proj")],
+            [],
+            "audio tower is not HTS-AT",
+        ),
+    ],
+)
 def test_refusals_name_the_problem_and_write_nothing(edit, flags, message, registered, tmp_path):
     ckpt = tmp_path / "c.pt"
     laion_checkpoint(registered, ckpt, edit=edit)
@@ -258,14 +352,31 @@ def test_real_architectures_are_inferred_from_full_size_shapes(arch, fused):
 def test_real_config_values():
     cfg = lc.clap_config(lc.ARCHS["HTSAT-base"], lc.TEXTS["roberta"], True)
     a, t = cfg.audio_config, cfg.text_config
-    assert (a.patch_embeds_hidden_size, list(a.depths), list(a.num_attention_heads), a.window_size) == \
-        (128, [2, 2, 12, 2], [4, 8, 16, 32], 8)
-    assert (a.hidden_size, a.spec_size, a.enable_fusion, a.fusion_type, cfg.projection_dim) == \
-        (1024, 256, True, "aff_2d", 512)
+    assert (a.patch_embeds_hidden_size, list(a.depths), list(a.num_attention_heads), a.window_size) == (
+        128,
+        [2, 2, 12, 2],
+        [4, 8, 16, 32],
+        8,
+    )
+    assert (a.hidden_size, a.spec_size, a.enable_fusion, a.fusion_type, cfg.projection_dim) == (
+        1024,
+        256,
+        True,
+        "aff_2d",
+        512,
+    )
     assert (t.layer_norm_eps, t.vocab_size, t.max_position_embeddings, t.num_attention_heads) == (1e-5, 50265, 514, 12)
     fe = lc.feature_extractor(lc.ARCHS["HTSAT-tiny"], False)
-    assert (fe.sampling_rate, fe.hop_length, fe.nb_max_samples, fe.feature_size, fe.frequency_min,
-            fe.frequency_max, fe.truncation, fe.padding) == (48000, 480, 480000, 64, 50, 14000, "rand_trunc", "repeatpad")
+    assert (
+        fe.sampling_rate,
+        fe.hop_length,
+        fe.nb_max_samples,
+        fe.feature_size,
+        fe.frequency_min,
+        fe.frequency_max,
+        fe.truncation,
+        fe.padding,
+    ) == (48000, 480, 480000, 64, 50, 14000, "rand_trunc", "repeatpad")
 
 
 def test_convert_leaves_a_users_dot_old_folder_alone(registered, tiny_unfused, tmp_path):

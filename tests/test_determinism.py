@@ -13,14 +13,24 @@ from conftest import noise_clip, write_wav
 
 from humanclap import CLAPScorer
 from humanclap.cli import main
-from humanclap.scoring.engine import EmbeddingEngine, open_cache
 from humanclap.scoring.clap.scorer import AUDIO_CHUNK, TEXT_BUCKETS, TEXT_CHUNK
+from humanclap.scoring.engine import EmbeddingEngine, open_cache
 
-SHORT = ["a dog barks", "rain", "a bell rings", "music plays with a drum beat", "birds chirp",
-         "a siren wails as traffic passes by", "people applaud", "water runs"]
-LONG = [" ".join(["rain falls on a roof followed by thunder and a car horn honks"] * 4),
-        " ".join(["birds chirp in the distance as wind blows"] * 5),
-        "a woman speaks and a baby cries while music plays with a drum beat and a guitar " * 2]
+SHORT = [
+    "a dog barks",
+    "rain",
+    "a bell rings",
+    "music plays with a drum beat",
+    "birds chirp",
+    "a siren wails as traffic passes by",
+    "people applaud",
+    "water runs",
+]
+LONG = [
+    " ".join(["rain falls on a roof followed by thunder and a car horn honks"] * 4),
+    " ".join(["birds chirp in the distance as wind blows"] * 5),
+    "a woman speaks and a baby cries while music plays with a drum beat and a guitar " * 2,
+]
 # Clip lengths in seconds around the tiny models' 1 s window: fused batches mix long and short.
 SECONDS = [0.2, 1.0, 2.5, 0.5, 3.0, 0.05, 1.7, 0.9, 0.4, 1.3, 0.7]
 
@@ -143,5 +153,6 @@ def test_cache_key_carries_the_numerics(tiny_unfused, tmp_path):
     second = EmbeddingEngine(other, 4, open_cache(tmp_path / "cache", other))
     second.embed_texts(SHORT)
     assert second.cache.hits == 0 and second.cache.misses == len(SHORT)
-    np.testing.assert_array_equal(np.stack([first.text_emb[t] for t in SHORT]),
-                                  np.stack([second.text_emb[t] for t in SHORT]))
+    np.testing.assert_array_equal(
+        np.stack([first.text_emb[t] for t in SHORT]), np.stack([second.text_emb[t] for t in SHORT])
+    )

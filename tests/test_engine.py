@@ -37,9 +37,11 @@ def test_clapscore_is_one_function_and_does_not_import_torch():
     from humanclap.scoring import scorer
 
     assert humanclap.clapscore is clapscore and scorer.clapscore is clapscore
-    code = ("import sys; from humanclap.scoring.clapscore import clapscore; "
-            "import humanclap.scoring.hub, humanclap.evaluation.tables; "
-            "assert 'torch' not in sys.modules; print(clapscore([-1.0, 0.5]).tolist())")
+    code = (
+        "import sys; from humanclap.scoring.clapscore import clapscore; "
+        "import humanclap.scoring.hub, humanclap.evaluation.tables; "
+        "assert 'torch' not in sys.modules; print(clapscore([-1.0, 0.5]).tolist())"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "[0.0, 0.5]", out.stderr
 
@@ -74,8 +76,7 @@ def test_engine_embeds_each_unique_item_once_and_records_bad_files(tiny_unfused,
     engine.embed_unique(paths, texts + ["  "], progress=False)
     assert sorted(calls["load"]) == sorted(set(calls["load"])) and len(calls["load"]) == 7
     assert calls["texts"] == TEXTS  # blank texts are never embedded
-    assert engine.counts() == {"texts_embedded": 3, "audio_decoded": 7, "audio_embedded": 5,
-                               "audio_failed": 2}
+    assert engine.counts() == {"texts_embedded": 3, "audio_decoded": 7, "audio_embedded": 5, "audio_failed": 2}
     assert "file not found" in str(engine.audio_err[paths[-2]])
     assert "unreadable" in str(engine.audio_err[paths[-1]])
     assert engine.cosine(paths[-1], "a bell rings")[0] is None
@@ -152,11 +153,14 @@ def test_msclap_scorer_implements_the_protocol_consistently(tmp_path):
     assert not s_longer and len(s_feats) == window and np.array_equal(s_feats[n : 2 * n], s_wave)
 
     texts = ["a dog barks", "rain"]
-    scores, errors, counts = score_pairs(scorer, [str(long), str(short), str(tmp_path / "x.wav")],
-                                         [*texts, "a bell"], batch_size=2, progress=False)
+    scores, errors, counts = score_pairs(
+        scorer, [str(long), str(short), str(tmp_path / "x.wav")], [*texts, "a bell"], batch_size=2, progress=False
+    )
     assert errors[:2] == ["", ""] and "file not found" in errors[2] and np.isnan(scores[2])
     with torch.no_grad():
-        a = torch.nn.functional.normalize(scorer.model.get_audio_features(torch.from_numpy(np.stack([feats, s_feats]))), dim=-1)
+        a = torch.nn.functional.normalize(
+            scorer.model.get_audio_features(torch.from_numpy(np.stack([feats, s_feats]))), dim=-1
+        )
         t = torch.nn.functional.normalize(scorer.model.get_text_features(**scorer.tokenize(texts)), dim=-1)
     expected = np.maximum((a * t).sum(-1).numpy(), 0)
     np.testing.assert_allclose(scores[:2], expected, atol=1e-6)
@@ -170,7 +174,9 @@ def test_msclap_scorer_without_its_weights_is_a_clear_load_error():
     """msclap is no longer needed; what can be missing offline is the checkpoint."""
     from humanclap.errors import ModelLoadError
 
-    with pytest.raises(ModelLoadError, match=r"CLAP_weights_2023.pth\) is not in the local Hugging Face cache.*--model /path/to"):
+    with pytest.raises(
+        ModelLoadError, match=r"CLAP_weights_2023.pth\) is not in the local Hugging Face cache.*--model /path/to"
+    ):
         MSClapScorer.from_pretrained("msclap-2023", device="cpu")
 
 
@@ -181,8 +187,8 @@ def test_a_cpu_job_decodes_in_turn_and_embeds_many_steps_texts_in_full_passes(sc
     import csv
     import threading
 
-    from humanclap.scoring.job import ScoreJob
     from humanclap.scoring.clap.scorer import TEXT_BUCKETS, TEXT_CHUNK
+    from humanclap.scoring.job import ScoreJob
 
     words = ["dog", "rain", "bell", "car", "bird", "wind", "door", "siren"]
     texts = [f"a {a} and a {b}" for a in words for b in words[:5]]  # 40 distinct texts
@@ -195,10 +201,14 @@ def test_a_cpu_job_decodes_in_turn_and_embeds_many_steps_texts_in_full_passes(sc
         w.writerows([f"c{i % 5}.wav", t] for i, t in enumerate(texts))
     passes, threads = [], set()
     original_text, original_prepare = scorer.model.get_text_features, EmbeddingEngine.prepare
-    monkeypatch.setattr(scorer.model, "get_text_features",
-                        lambda *a, **k: passes.append(k["input_ids"].shape) or original_text(*a, **k))
-    monkeypatch.setattr(EmbeddingEngine, "prepare",
-                        lambda self, paths: threads.add(threading.current_thread().name) or original_prepare(self, paths))
+    monkeypatch.setattr(
+        scorer.model, "get_text_features", lambda *a, **k: passes.append(k["input_ids"].shape) or original_text(*a, **k)
+    )
+    monkeypatch.setattr(
+        EmbeddingEngine,
+        "prepare",
+        lambda self, paths: threads.add(threading.current_thread().name) or original_prepare(self, paths),
+    )
     ScoreJob(scorer, batch_size=4).run(tmp_path / "m.csv", tmp_path / "o.csv", progress=False)
     assert threads == {threading.main_thread().name}
     assert passes == [(TEXT_CHUNK, 16)] * 3  # 40 texts: 3 passes, not one per 4-row step

@@ -24,13 +24,14 @@ from scipy import stats
 from humanclap.cli import main as cli_main
 from humanclap.data import load_rated
 from humanclap.evaluation.evaluate import evaluate_models, short_name, unique_names
-from humanclap.scoring.clap.scorer import CLAPScorer
 from humanclap.evaluation.report import write_report
+from humanclap.scoring.clap.scorer import CLAPScorer
 
 RELATE = Path(__file__).resolve().parents[2] / "shared/data/relate"
 
-pytestmark = pytest.mark.skipif(not (RELATE / "scores/REL.csv").is_file(),
-                                reason="RELATE metadata (../shared/data/relate) not available")
+pytestmark = pytest.mark.skipif(
+    not (RELATE / "scores/REL.csv").is_file(), reason="RELATE metadata (../shared/data/relate) not available"
+)
 
 
 def _read_str(path: Path) -> pd.DataFrame:
@@ -57,7 +58,8 @@ def relate_dir(tmp_path_factory) -> Path:
     (root / "listener_attributes").mkdir()
     attrs = _read_str(RELATE / "listener_attributes/REL.csv")
     attrs[attrs["listener_id"].isin(set(rel[keep]["listener_id"]))].to_csv(
-        root / "listener_attributes/REL.csv", index=False)
+        root / "listener_attributes/REL.csv", index=False
+    )
     for i, wav in enumerate(sorted(set(pair_keys["wavname"]))):
         tone_wav(root / "RELATE_wave" / wav.lstrip("/"), seed=i)
     return root
@@ -104,25 +106,58 @@ def test_cli_two_models_with_broken_audio(relate_dir, models, tmp_path):
     wavs[0].unlink()
     wavs[1].write_bytes(b"not a wav file")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "humanclap.cli", "evaluate", "--data", f"relate:{data}",
-           "--split", "test", "--output-dir", str(out), "--model", str(models[0]),
-           "--model", str(models[1]), "--device", "cpu", "--n-boot", "50", "--seed", "3"]
-    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "humanclap.cli",
+        "evaluate",
+        "--data",
+        f"relate:{data}",
+        "--split",
+        "test",
+        "--output-dir",
+        str(out),
+        "--model",
+        str(models[0]),
+        "--model",
+        str(models[1]),
+        "--device",
+        "cpu",
+        "--n-boot",
+        "50",
+        "--seed",
+        "3",
+    ]
+    proc = subprocess.run(
+        cmd,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 1, proc.stderr
     assert "SRCC" in proc.stdout and "clap-a" in proc.stdout and "clap-b" in proc.stdout
     assert "Traceback" not in proc.stderr
 
-    for name in ("predictions.csv", "metrics.json", "report.md", "histograms.png",
-                 "per_system_srcc.png", "scatter_clap-a.png", "scatter_clap-b.png"):
+    for name in (
+        "predictions.csv",
+        "metrics.json",
+        "report.md",
+        "histograms.png",
+        "per_system_srcc.png",
+        "scatter_clap-a.png",
+        "scatter_clap-b.png",
+    ):
         assert (out / name).stat().st_size > 0, name
     assert not list(out.glob(".*tmp*")), "temporary files left behind"
 
     preds = pd.read_csv(out / "predictions.csv", keep_default_na=False, na_values=[""])
     n_pairs = len(load_rated(f"relate:{data}").split("test"))
     assert len(preds) == n_pairs
-    assert {"wavname", "text", "system", "split", "human", "n_ratings", "clap-a", "clap-b",
-            "error"} <= set(preds.columns)
+    assert {"wavname", "text", "system", "split", "human", "n_ratings", "clap-a", "clap-b", "error"} <= set(
+        preds.columns
+    )
     assert set(preds["system"]) == {"audiocaps", "audioldm", "audioldm2", "tango", "tango2"}
     broken = {"/" + str(w.relative_to(data / "RELATE_wave")) for w in wavs[:2]}
     failed = preds[~preds["scored"]]
@@ -176,9 +211,25 @@ def test_each_text_and_audio_embedded_once(relate_dir, models):
 
 def test_cli_clean_run_exit_0_and_custom_labels_paper(relate_dir, models, tmp_path, capsys):
     out = tmp_path / "out"
-    rc = cli_main(["evaluate", "--data", f"relate:{relate_dir}", "-o", str(out),
-                   "--model", str(models[0]), "--label", "Tiny A", "--device", "cpu",
-                   "--n-boot", "20", "--no-progress", "--no-plots"])
+    rc = cli_main(
+        [
+            "evaluate",
+            "--data",
+            f"relate:{relate_dir}",
+            "-o",
+            str(out),
+            "--model",
+            str(models[0]),
+            "--label",
+            "Tiny A",
+            "--device",
+            "cpu",
+            "--n-boot",
+            "20",
+            "--no-progress",
+            "--no-plots",
+        ]
+    )
     assert rc == 0
     assert "Tiny A" in capsys.readouterr().out
     report = json.loads((out / "metrics.json").read_text())
@@ -187,10 +238,15 @@ def test_cli_clean_run_exit_0_and_custom_labels_paper(relate_dir, models, tmp_pa
 
     # the API adds published numbers beside ours
     data = load_rated(f"relate:{relate_dir}").split("test")
-    result = evaluate_models([str(models[0])], data, labels=["Human-CLAP"], device="cpu",
-                             n_boot=0, progress=False,
-                             paper={"Human-CLAP": {"srcc": 0.457, "lcc": 0.481, "ktau": 0.320, "mse": 0.057},
-                                    "LAION CLAP": {"srcc": 0.280}})
+    result = evaluate_models(
+        [str(models[0])],
+        data,
+        labels=["Human-CLAP"],
+        device="cpu",
+        n_boot=0,
+        progress=False,
+        paper={"Human-CLAP": {"srcc": 0.457, "lcc": 0.481, "ktau": 0.320, "mse": 0.057}, "LAION CLAP": {"srcc": 0.280}},
+    )
     write_report(result, tmp_path / "api", plots=False)
     md = (tmp_path / "api/report.md").read_text()
     assert "SRCC↑ (paper)" in md and "0.457" in md and "LAION CLAP (paper only)" in md
@@ -202,11 +258,21 @@ def test_bad_spec_and_bad_model_exit_2(relate_dir, models, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "RELATE folder not found" in err and "Traceback" not in err
 
-    for argv in (["--data", "what:ever", *out],
-                 ["--data", f"relate:{relate_dir}", "--split", "nosuchsplit", *out],
-                 ["--data", f"relate:{relate_dir}", "-o", str(tmp_path / "o"),
-                  "--model", str(models[0]), "--model", str(tmp_path / "no-model")],
-                 ["--data", f"relate:{relate_dir}", *out, "--label", "a", "--label", "b"]):
+    for argv in (
+        ["--data", "what:ever", *out],
+        ["--data", f"relate:{relate_dir}", "--split", "nosuchsplit", *out],
+        [
+            "--data",
+            f"relate:{relate_dir}",
+            "-o",
+            str(tmp_path / "o"),
+            "--model",
+            str(models[0]),
+            "--model",
+            str(tmp_path / "no-model"),
+        ],
+        ["--data", f"relate:{relate_dir}", *out, "--label", "a", "--label", "b"],
+    ):
         assert cli_main(["evaluate", *argv]) == 2, argv
         err = capsys.readouterr().err
         assert err.startswith("humanclap evaluate: error:") and err.count("\n") == 1, err
@@ -221,26 +287,71 @@ def test_xacle_and_manifest_layouts(relate_dir, models, tmp_path):
     (tmp_path / "xacle/wav/validation").mkdir(parents=True)
     for i, (audio, text) in enumerate(zip(pairs["audio"], pairs["text"])):
         shutil.copy(audio, tmp_path / "xacle/wav/validation" / f"{i:03d}.wav")
-        rows += [{"wav_file_name": f"{i:03d}.wav", "text": text,
-                  "score": int(rng.integers(0, 11)), "listener_id": lid} for lid in ("a", "b")]
+        rows += [
+            {"wav_file_name": f"{i:03d}.wav", "text": text, "score": int(rng.integers(0, 11)), "listener_id": lid}
+            for lid in ("a", "b")
+        ]
     (tmp_path / "xacle/meta_data").mkdir(parents=True)
     pd.DataFrame(rows).to_csv(tmp_path / "xacle/meta_data/validation.csv", index=False)
     out = tmp_path / "out-xacle"
-    assert cli_main(["evaluate", "--data", f"xacle:{tmp_path / 'xacle'}", "-o", str(out),
-                     "--model", str(models[0]), "--device", "cpu", "--n-boot", "10",
-                     "--no-progress", "--no-plots"]) == 0
+    assert (
+        cli_main(
+            [
+                "evaluate",
+                "--data",
+                f"xacle:{tmp_path / 'xacle'}",
+                "-o",
+                str(out),
+                "--model",
+                str(models[0]),
+                "--device",
+                "cpu",
+                "--n-boot",
+                "10",
+                "--no-progress",
+                "--no-plots",
+            ]
+        )
+        == 0
+    )
     _check_metrics_match_predictions(out, ["clap-a"])
     assert json.loads((out / "metrics.json").read_text())["split"] == "all"
 
     # manifest: one row per rating on a 1-5 scale, absolute audio paths, named systems
-    manifest = pd.DataFrame({"audio": pairs["audio"], "text": pairs["text"],
-                             "score": rng.integers(1, 6, len(pairs)),
-                             "system": ["sysA", "sysB"] * (len(pairs) // 2)})
+    manifest = pd.DataFrame(
+        {
+            "audio": pairs["audio"],
+            "text": pairs["text"],
+            "score": rng.integers(1, 6, len(pairs)),
+            "system": ["sysA", "sysB"] * (len(pairs) // 2),
+        }
+    )
     manifest.to_csv(tmp_path / "ratings.csv", index=False)
     out = tmp_path / "out-man"
-    assert cli_main(["evaluate", "--data", str(tmp_path / "ratings.csv"), "-o", str(out),
-                     "--model", str(models[0]), "--model", str(models[0]), "--device", "cpu",
-                     "--n-boot", "10", "--score-scale", "1-5", "--no-progress", "--no-plots"]) == 0
+    assert (
+        cli_main(
+            [
+                "evaluate",
+                "--data",
+                str(tmp_path / "ratings.csv"),
+                "-o",
+                str(out),
+                "--model",
+                str(models[0]),
+                "--model",
+                str(models[0]),
+                "--device",
+                "cpu",
+                "--n-boot",
+                "10",
+                "--score-scale",
+                "1-5",
+                "--no-progress",
+                "--no-plots",
+            ]
+        )
+        == 0
+    )
     _check_metrics_match_predictions(out, ["clap-a", "clap-a-2"])
     preds = pd.read_csv(out / "predictions.csv")
     assert preds["human"].between(0, 1).all() and len(preds) == len(pairs)

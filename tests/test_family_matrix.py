@@ -35,19 +35,30 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 TEXTS = ["a dog barks", "rain on a roof", "a bell rings", "birds sing"]
 # spec name -> (family, how it is made)
 SPECS = {
-    "laion-unfused": "laion", "laion-fused": "laion", "laion-converted": "laion",
-    "msclap-2022-pth": "msclap", "msclap-2023-pth": "msclap", "msclap-2022-dir": "msclap",
-    "msclap-2023-dir": "msclap", "pe-audio": "pe_audio",
-    "tuned-laion": "laion", "tuned-msclap": "msclap", "tuned-pe-audio": "pe_audio",
-    "head-laion": "laion", "head-msclap": "msclap", "head-pe-audio": "pe_audio",
+    "laion-unfused": "laion",
+    "laion-fused": "laion",
+    "laion-converted": "laion",
+    "msclap-2022-pth": "msclap",
+    "msclap-2023-pth": "msclap",
+    "msclap-2022-dir": "msclap",
+    "msclap-2023-dir": "msclap",
+    "pe-audio": "pe_audio",
+    "tuned-laion": "laion",
+    "tuned-msclap": "msclap",
+    "tuned-pe-audio": "pe_audio",
+    "head-laion": "laion",
+    "head-msclap": "msclap",
+    "head-pe-audio": "pe_audio",
 }
 # the base each fine-tuned spec is trained from (by that base's train cell, run once)
 TUNED_FROM = {"tuned-laion": "laion-unfused", "tuned-msclap": "msclap-2023-pth", "tuned-pe-audio": "pe-audio"}
 # head-* specs: a score head trained on the base (the loss of each: every term a head takes)
-HEAD_FROM = {"head-laion": ("laion-unfused", "mae"), "head-msclap": ("msclap-2023-pth", "mse+0.5*pairwise"),
-             "head-pe-audio": ("pe-audio", "mae+listnet+clipped-mse")}
-NO_PE_AUDIO = ("PE-Audio needs transformers.models.pe_audio (transformers >= 5.0), which this "
-               "environment lacks")
+HEAD_FROM = {
+    "head-laion": ("laion-unfused", "mae"),
+    "head-msclap": ("msclap-2023-pth", "mse+0.5*pairwise"),
+    "head-pe-audio": ("pe-audio", "mae+listnet+clipped-mse"),
+}
+NO_PE_AUDIO = "PE-Audio needs transformers.models.pe_audio (transformers >= 5.0), which this environment lacks"
 
 
 def humanclap(*args) -> SimpleNamespace:
@@ -113,18 +124,45 @@ class Models:
         key = (name, head)
         if key not in self.trained:
             out = self.root / f"{'head' if head else 'trained'}-{name}"
-            r = humanclap("train", "--model", self.get(name), "--data", self.rated, "--output-dir", out,
-                          "--device", "cpu", "--batch-size", "2", "--epochs", "1", "--train-params",
-                          "head" if head else "projections", "--loss", loss, "--patience", "0",
-                          "--head-hidden", "16", "--no-progress")
+            r = humanclap(
+                "train",
+                "--model",
+                self.get(name),
+                "--data",
+                self.rated,
+                "--output-dir",
+                out,
+                "--device",
+                "cpu",
+                "--batch-size",
+                "2",
+                "--epochs",
+                "1",
+                "--train-params",
+                "head" if head else "projections",
+                "--loss",
+                loss,
+                "--patience",
+                "0",
+                "--head-hidden",
+                "16",
+                "--no-progress",
+            )
             self.trained[key] = SimpleNamespace(out=out, code=r.code, err=r.err)
         return self.trained[key]
 
 
 @pytest.fixture(scope="module")
 def rated(tmp_path_factory) -> Path:
-    rows = [{"audio": f"wav/c{i}.wav", "text": TEXTS[i % 4], "score": round(0.1 + 0.1 * i, 2),
-             "split": "validation" if i >= 6 else "train"} for i in range(8)]
+    rows = [
+        {
+            "audio": f"wav/c{i}.wav",
+            "text": TEXTS[i % 4],
+            "score": round(0.1 + 0.1 * i, 2),
+            "split": "validation" if i >= 6 else "train",
+        }
+        for i in range(8)
+    ]
     path = write_manifest(tmp_path_factory.mktemp("rated"), rows, name="rated.csv", seed=lambda i, r: i)
     return path
 
@@ -153,16 +191,31 @@ def test_family_command(name, command, models, rated, tmp_path):
         assert len(rows) == 8 and all(math.isfinite(row["clapscore"]) for row in rows), rows
         if name in HEAD_FROM:  # the head's score; the cosine stays the base model's
             base = tmp_path / "base.jsonl"
-            assert humanclap("score", rated, "--model", models.get(HEAD_FROM[name][0]), "-o", base,
-                             "--device", "cpu").code == 0
+            assert (
+                humanclap("score", rated, "--model", models.get(HEAD_FROM[name][0]), "-o", base, "--device", "cpu").code
+                == 0
+            )
             cos = [json.loads(line)["cosine"] for line in base.read_text().splitlines()]
             np.testing.assert_allclose([row["cosine"] for row in rows], cos, atol=1e-6)
             assert all(0 <= row["clapscore"] <= 1 for row in rows)
             assert [row["clapscore"] for row in rows] != [max(c, 0.0) for c in cos]
     elif command == "evaluate":
         out = tmp_path / "eval"
-        r = humanclap("evaluate", "--model", spec, "--data", rated, "-o", out, "--device", "cpu",
-                      "--n-boot", "0", "--split", "all")
+        r = humanclap(
+            "evaluate",
+            "--model",
+            spec,
+            "--data",
+            rated,
+            "-o",
+            out,
+            "--device",
+            "cpu",
+            "--n-boot",
+            "0",
+            "--split",
+            "all",
+        )
         assert r.code == 0, r.err
         assert any(out.iterdir())
     elif command == "train":
@@ -215,6 +268,10 @@ def test_a_mistyped_path_fails_fast(spec, tmp_path):
 
 
 def test_names_and_hub_ids_pass_the_precheck():
-    for spec, family in [("msclap-2022", "msclap"), ("msclap-2023", "msclap"),
-                         ("laion/clap-htsat-unfused", "laion"), ("facebook/pe-av-large", "pe_audio")]:
+    for spec, family in [
+        ("msclap-2022", "msclap"),
+        ("msclap-2023", "msclap"),
+        ("laion/clap-htsat-unfused", "laion"),
+        ("facebook/pe-av-large", "pe_audio"),
+    ]:
         assert precheck(spec).name == family

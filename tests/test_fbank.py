@@ -19,9 +19,17 @@ def laion_extractor(fused: bool):
     from transformers import ClapFeatureExtractor
 
     # the settings of laion/clap-htsat-unfused and -fused (their preprocessor_config.json)
-    return ClapFeatureExtractor(feature_size=64, sampling_rate=48000, hop_length=480, max_length_s=10,
-                                fft_window_size=1024, frequency_min=50, frequency_max=14000,
-                                truncation="fusion" if fused else "rand_trunc", padding="repeatpad")
+    return ClapFeatureExtractor(
+        feature_size=64,
+        sampling_rate=48000,
+        hop_length=480,
+        max_length_s=10,
+        fft_window_size=1024,
+        frequency_min=50,
+        frequency_max=14000,
+        truncation="fusion" if fused else "rand_trunc",
+        padding="repeatpad",
+    )
 
 
 def clips(window: int) -> list[np.ndarray]:
@@ -40,8 +48,13 @@ def test_window_features_have_the_extractors_bits(fused, size):
     extractor = laion_extractor(fused) if size == "laion" else tiny_feature_extractor(fused=fused)
     window = int(extractor.nb_max_samples)
     for clip in clips(window):
-        stock = extractor(clip, sampling_rate=extractor.sampling_rate, truncation="fusion" if fused else "rand_trunc",
-                          padding="repeatpad", return_tensors="np")["input_features"][0].astype(np.float32)
+        stock = extractor(
+            clip,
+            sampling_rate=extractor.sampling_rate,
+            truncation="fusion" if fused else "rand_trunc",
+            padding="repeatpad",
+            return_tensors="np",
+        )["input_features"][0].astype(np.float32)
         fast = window_features(extractor, clip, fused)
         assert fast.dtype == stock.dtype and fast.shape == stock.shape, clip.shape
         assert fast.tobytes() == stock.tobytes(), f"{clip.shape[0]} samples differ"

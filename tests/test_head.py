@@ -40,17 +40,47 @@ def humanclap(*args) -> SimpleNamespace:
 
 @pytest.fixture(scope="module")
 def rated(tmp_path_factory) -> Path:
-    rows = [{"audio": f"wav/c{i}.wav", "text": TEXTS[i % 4], "score": round(0.05 + 0.1 * i, 2),
-             "split": "validation" if i % 3 == 2 else "train"} for i in range(9)]
+    rows = [
+        {
+            "audio": f"wav/c{i}.wav",
+            "text": TEXTS[i % 4],
+            "score": round(0.05 + 0.1 * i, 2),
+            "split": "validation" if i % 3 == 2 else "train",
+        }
+        for i in range(9)
+    ]
     return write_manifest(tmp_path_factory.mktemp("rated"), rows, name="rated.csv", seed=lambda i, r: i)
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, rated, tiny_unfused) -> Path:
     out = tmp_path_factory.mktemp("head") / "out"
-    r = humanclap("train", "--model", tiny_unfused, "--data", rated, "--output-dir", out, "--device", "cpu",
-                  "--train-params", "head", "--loss", "mae", "--batch-size", "3", "--epochs", "3",
-                  "--lr", "1e-2", "--patience", "0", "--head-hidden", "32", "--no-progress")
+    r = humanclap(
+        "train",
+        "--model",
+        tiny_unfused,
+        "--data",
+        rated,
+        "--output-dir",
+        out,
+        "--device",
+        "cpu",
+        "--train-params",
+        "head",
+        "--loss",
+        "mae",
+        "--batch-size",
+        "3",
+        "--epochs",
+        "3",
+        "--lr",
+        "1e-2",
+        "--patience",
+        "0",
+        "--head-hidden",
+        "32",
+        "--no-progress",
+    )
     assert r.code == 0, r.err
     return out
 
@@ -95,8 +125,21 @@ def test_score_evaluate_and_api_give_the_clipped_head(trained, tiny_unfused, rat
     meta = json.loads(Path(f"{out}.meta.json").read_text())
     assert meta["protocol"].startswith("clapscore = clip(score head") and "+head:" in meta["model"]["revision"]
 
-    r = humanclap("evaluate", "--model", trained, "--data", rated, "-o", tmp_path / "ev", "--device", "cpu",
-                  "--n-boot", "0", "--split", "all")
+    r = humanclap(
+        "evaluate",
+        "--model",
+        trained,
+        "--data",
+        rated,
+        "-o",
+        tmp_path / "ev",
+        "--device",
+        "cpu",
+        "--n-boot",
+        "0",
+        "--split",
+        "all",
+    )
     assert r.code == 0, r.err
     pred = pd.read_csv(tmp_path / "ev" / "predictions.csv")
     np.testing.assert_allclose(pred[trained.name].to_numpy(), want, atol=1e-5)
@@ -106,8 +149,9 @@ def test_score_evaluate_and_api_give_the_clipped_head(trained, tiny_unfused, rat
     from humanclap import clap_score
 
     waves = [sf.read(a, dtype="float32")[0] for a in audio[:3]]
-    scores, cosines = clap_score(waves, list(rows["text"][:3]), 16000, model=str(trained), device="cpu",
-                                 return_cosine=True)
+    scores, cosines = clap_score(
+        waves, list(rows["text"][:3]), 16000, model=str(trained), device="cpu", return_cosine=True
+    )
     np.testing.assert_allclose(scores.numpy(), want[:3], atol=1e-5)
     np.testing.assert_allclose(cosines.numpy(), cos[:3], atol=1e-6)
 
@@ -142,8 +186,21 @@ def test_cache_shares_embeddings_never_scores_and_resume_covers_the_head(trained
 
 def test_wsce_with_a_head_is_refused(tiny_unfused, rated, tmp_path):
     out = tmp_path / "out"
-    r = humanclap("train", "--model", tiny_unfused, "--data", rated, "--output-dir", out, "--device", "cpu",
-                  "--train-params", "head", "--loss", "wsce+mae")
+    r = humanclap(
+        "train",
+        "--model",
+        tiny_unfused,
+        "--data",
+        rated,
+        "--output-dir",
+        out,
+        "--device",
+        "cpu",
+        "--train-params",
+        "head",
+        "--loss",
+        "wsce+mae",
+    )
     assert r.code == 2 and "wsce" in r.err and "--train-params head" in r.err
     assert not out.exists()  # refused before the output folder is claimed
 

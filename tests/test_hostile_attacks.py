@@ -72,9 +72,10 @@ def test_output_beside_the_cache_and_cache_files_as_outputs(tiny_unfused, tmp_pa
     db = (tmp_path / "embeddings.sqlite").read_bytes()
     # -o = the cache database, --cache = the manifest or an audio file: refused, untouched
     for args, message in (
-            (["-o", tmp_path / "embeddings.sqlite", "--cache", tmp_path, "--overwrite"], "must end in .csv or .jsonl"),
-            (["-o", tmp_path / "o3.csv", "--cache", m], "is a file, not a folder"),
-            (["-o", tmp_path / "o4.csv", "--cache", tmp_path / "x.wav"], "is a file, not a folder")):
+        (["-o", tmp_path / "embeddings.sqlite", "--cache", tmp_path, "--overwrite"], "must end in .csv or .jsonl"),
+        (["-o", tmp_path / "o3.csv", "--cache", m], "is a file, not a folder"),
+        (["-o", tmp_path / "o4.csv", "--cache", tmp_path / "x.wav"], "is a file, not a folder"),
+    ):
         code, _, err = cli(capsys, "score", m, "--model", tiny_unfused, *args)
         assert code == 2 and message in err and "Traceback" not in err
     assert m.read_bytes() == before and (tmp_path / "embeddings.sqlite").read_bytes() == db
@@ -111,13 +112,21 @@ def set_extractor(key, value):
         cfg = json.loads(path.read_text())
         cfg[key] = value
         path.write_text(json.dumps(cfg))
+
     return edit
 
 
-@pytest.mark.parametrize("key, value", [("sampling_rate", 0), ("sampling_rate", -16000),
-                                        ("sampling_rate", "16k"), ("hop_length", 0),
-                                        ("sampling_rate", 16000.0),  # was a numpy TypeError, exit 3
-                                        ("frequency_max", 10)])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("sampling_rate", 0),
+        ("sampling_rate", -16000),
+        ("sampling_rate", "16k"),
+        ("hop_length", 0),
+        ("sampling_rate", 16000.0),  # was a numpy TypeError, exit 3
+        ("frequency_max", 10),
+    ],
+)
 def test_extractor_with_impossible_settings_is_refused_at_load(tiny_unfused, tmp_path, capsys, key, value):
     # Before: 0/-16000 gave every row "unreadable audio (Sample rate should be over 0)"
     # (exit 1, blaming the clips); "16k" was a TypeError traceback (exit 3).
@@ -130,12 +139,17 @@ def test_extractor_with_impossible_settings_is_refused_at_load(tiny_unfused, tmp
     assert "Traceback" not in err and not (tmp_path / "o.csv").exists() and m.read_bytes() == before
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda f: (f / "config.json").unlink(), "no config.json there"),
-    (lambda f: (f / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 32})),
-     "model_type is 'bert', not 'clap'"),
-    (lambda f: (f / "config.json").write_text("[1, 2]"), "must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda f: (f / "config.json").unlink(), "no config.json there"),
+        (
+            lambda f: (f / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 32})),
+            "model_type is 'bert', not 'clap'",
+        ),
+        (lambda f: (f / "config.json").write_text("[1, 2]"), "must be a JSON object"),
+    ],
+)
 def test_half_saved_or_foreign_model_folders_are_refused(tiny_unfused, tmp_path, capsys, edit, message):
     m = manifest(tmp_path, [{"audio": "x.wav", "text": "a dog"}])
     model = copy_model(tiny_unfused, tmp_path / "model", edit)
@@ -177,16 +191,34 @@ def test_extractor_window_too_long_for_the_model_is_refused_at_load(tiny_unfused
 # -- train: the base model is an input too ----------------------------------------------------
 def test_train_refuses_an_output_dir_that_holds_the_base_model(tiny_unfused, tmp_path, capsys):
     # Before: exit 0 and the base model's config/weights were replaced by the fine-tuned ones.
-    rows = [{"audio": f"c{i}.wav", "text": t, "score": 0.2 * i, "split": "train"}
-            for i, t in enumerate(["a dog", "rain", "a bell", "wind", "a car"])]
+    rows = [
+        {"audio": f"c{i}.wav", "text": t, "score": 0.2 * i, "split": "train"}
+        for i, t in enumerate(["a dog", "rain", "a bell", "wind", "a car"])
+    ]
     data = manifest(tmp_path, rows)
     base = copy_model(tiny_unfused, tmp_path / "base")
     nested = copy_model(tiny_unfused, tmp_path / "run" / "checkpoints" / "best")
     for model, out in ((base, base), (nested, tmp_path / "run")):
         before = {p.name: p.read_bytes() for p in model.iterdir()}
-        code, _, err = cli(capsys, "train", "--model", model, "--data", data, "--output-dir", out,
-                           "--device", "cpu", "--epochs", "1", "--val-split", "", "--test-split", "",
-                           "--no-progress")
+        code, _, err = cli(
+            capsys,
+            "train",
+            "--model",
+            model,
+            "--data",
+            data,
+            "--output-dir",
+            out,
+            "--device",
+            "cpu",
+            "--epochs",
+            "1",
+            "--val-split",
+            "",
+            "--test-split",
+            "",
+            "--no-progress",
+        )
         assert code == 2 and "would overwrite the base model" in err and "Traceback" not in err
         assert {p.name: p.read_bytes() for p in model.iterdir()} == before
 
@@ -198,8 +230,21 @@ def test_evaluate_refuses_a_huge_n_boot_before_loading_anything(tiny_unfused, tm
     rows = [{"audio": f"c{i}.wav", "text": t, "score": 0.3 * i} for i, t in enumerate(["a dog", "rain", "a bell"])]
     data = manifest(tmp_path, rows)
     before = data.read_bytes()
-    code, _, err = cli(capsys, "evaluate", "--data", data, "--model", tiny_unfused, "-o", tmp_path / "ev",
-                       "--device", "cpu", "--n-boot", str(10**9), "--no-progress")
+    code, _, err = cli(
+        capsys,
+        "evaluate",
+        "--data",
+        data,
+        "--model",
+        tiny_unfused,
+        "-o",
+        tmp_path / "ev",
+        "--device",
+        "cpu",
+        "--n-boot",
+        str(10**9),
+        "--no-progress",
+    )
     assert code == 2 and f"at most {MAX_N_BOOT}" in err and "Traceback" not in err
     assert not (tmp_path / "ev").exists() and data.read_bytes() == before
 
@@ -214,8 +259,12 @@ def test_a_huge_text_scores_quickly_and_like_its_first_77_tokens(tmp_path, tiny_
     write_wav(tmp_path / "a.wav", noise_clip(0.5))
     huge = "a dog barks " * 1_000_000
     manifest = tmp_path / "m.jsonl"
-    manifest.write_text(json.dumps({"audio": "a.wav", "text": huge}) + "\n"
-                        + json.dumps({"audio": "a.wav", "text": huge[:MAX_TEXT_CHARS // 10]}) + "\n")
+    manifest.write_text(
+        json.dumps({"audio": "a.wav", "text": huge})
+        + "\n"
+        + json.dumps({"audio": "a.wav", "text": huge[: MAX_TEXT_CHARS // 10]})
+        + "\n"
+    )
     t0 = time.perf_counter()
     code = main(["score", str(manifest), "--model", str(tiny_unfused), "-o", str(tmp_path / "o.jsonl")])
     assert time.perf_counter() - t0 < 60

@@ -19,9 +19,14 @@ from conftest import noise_clip, write_wav
 from humanclap import AudioError, CLAPScorer
 from humanclap.scoring import audio as audio_mod
 from humanclap.scoring import audio_file
-from humanclap.scoring.audio import (MAX_ABS_SAMPLE, audio_bytes_hash, clip_features, load_audio,
-                                     load_clip_features, read_audio)
-
+from humanclap.scoring.audio import (
+    MAX_ABS_SAMPLE,
+    audio_bytes_hash,
+    clip_features,
+    load_audio,
+    load_clip_features,
+    read_audio,
+)
 
 
 def features_of(s: CLAPScorer, item):
@@ -30,11 +35,15 @@ def features_of(s: CLAPScorer, item):
 
 # -- 1. degenerate lengths -------------------------------------------------------------------
 
+
 def test_one_sample_at_48k_is_too_short_for_a_16k_model(scorer, tmp_path):
     path = write_wav(tmp_path / "one.wav", np.array([0.5], dtype=np.float32), 48000, "FLOAT")
     message = r"too short: 1 samples at 48000 Hz = 0 samples at the model's rate \(16000 Hz\)"
-    for call in (lambda: load_audio(path, 16000), lambda: features_of(scorer, path),
-                 lambda: scorer.embed_audio([path])):
+    for call in (
+        lambda: load_audio(path, 16000),
+        lambda: features_of(scorer, path),
+        lambda: scorer.embed_audio([path]),
+    ):
         with pytest.raises(AudioError, match=message) as info:
             call()
         assert str(path) in str(info.value) and "at least 2 samples" in str(info.value)
@@ -92,6 +101,7 @@ def test_too_short_file_marks_its_row_and_the_job_goes_on(scorer, tmp_path):
 
 # -- 2. huge samples ---------------------------------------------------------------------------
 
+
 def test_huge_samples_are_refused_with_their_magnitude(scorer, fused_scorer, tmp_path):
     clip = noise_clip(0.5, seed=2)
     for amp in (1e3, 1e18, 1e35):
@@ -108,8 +118,9 @@ def test_huge_samples_are_refused_with_their_magnitude(scorer, fused_scorer, tmp
     pcm = np.round(clip * 32767).astype(np.int16)
     with pytest.raises(AudioError, match="divide it by 32768"):
         features_of(scorer, (pcm.astype(np.float32), 16000))
-    np.testing.assert_array_equal(features_of(scorer, (pcm, 16000))[0],
-                                  features_of(scorer, (pcm.astype(np.float32) / 32768, 16000))[0])
+    np.testing.assert_array_equal(
+        features_of(scorer, (pcm, 16000))[0], features_of(scorer, (pcm.astype(np.float32) / 32768, 16000))[0]
+    )
 
 
 def test_float_wav_a_little_over_full_scale_still_scores(scorer, fused_scorer, tmp_path):
@@ -126,11 +137,14 @@ def test_non_finite_features_are_an_audio_error_even_without_the_range_rule(scor
     # The backstop: whatever passes the sample checks, features must come out finite.
     monkeypatch.setattr(audio_mod, "MAX_ABS_SAMPLE", float("inf"))
     huge = np.full(16000, 3e38, dtype=np.float32)  # finite, but the spectrogram overflows
-    with pytest.raises(AudioError, match=r"features are not finite \(max \|x\| = 3e\+38, expected samples in \[-1, 1\]"):
+    with pytest.raises(
+        AudioError, match=r"features are not finite \(max \|x\| = 3e\+38, expected samples in \[-1, 1\]"
+    ):
         clip_features(huge, scorer.feature_extractor, False)
 
 
 # -- 3. bounded memory per file ----------------------------------------------------------------
+
 
 def _frames_read(monkeypatch) -> list:
     """Spy on the block reader: the number of source frames each read returned."""
@@ -140,6 +154,7 @@ def _frames_read(monkeypatch) -> list:
         for block in real(*args, **kwargs):
             seen.append(block.shape[0])
             yield block
+
     monkeypatch.setattr(audio_file, "mono_blocks", spy)
     return seen
 
@@ -247,8 +262,9 @@ def test_peak_memory_of_a_long_96k_6ch_file_is_bounded(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     growth = {}
     for mode in ("whole", "unfused", "fused"):
-        run = subprocess.run([sys.executable, "-c", RSS_CHILD, str(path), mode], capture_output=True,
-                             text=True, env=env, timeout=300)
+        run = subprocess.run(
+            [sys.executable, "-c", RSS_CHILD, str(path), mode], capture_output=True, text=True, env=env, timeout=300
+        )
         assert run.returncode == 0, run.stderr[-2000:]
         growth[mode] = int(run.stdout.split()[-1])
     print("peak RSS growth (MB):", growth)
@@ -260,15 +276,28 @@ def test_peak_memory_of_a_long_96k_6ch_file_is_bounded(tmp_path):
 
 # -- 4. paths that are not audio files -----------------------------------------------------------
 
+
 def _all_path_calls(scorer, path):
-    return [lambda: load_audio(path, 16000), lambda: features_of(scorer, path), lambda: read_audio(path),
-            lambda: audio_bytes_hash(path), lambda: scorer.embed_audio([path])]
+    return [
+        lambda: load_audio(path, 16000),
+        lambda: features_of(scorer, path),
+        lambda: read_audio(path),
+        lambda: audio_bytes_hash(path),
+        lambda: scorer.embed_audio([path]),
+    ]
 
 
-@pytest.mark.parametrize("kind,message", [
-    ("directory", "is a directory"), ("loop", "symlink loop"), ("broken", "broken symlink"),
-    ("fifo", "not a regular file"), ("missing", "file not found"), ("under_file", "file not found"),
-])
+@pytest.mark.parametrize(
+    "kind,message",
+    [
+        ("directory", "is a directory"),
+        ("loop", "symlink loop"),
+        ("broken", "broken symlink"),
+        ("fifo", "not a regular file"),
+        ("missing", "file not found"),
+        ("under_file", "file not found"),
+    ],
+)
 def test_paths_that_are_not_audio_files_say_what_they_are(scorer, tmp_path, kind, message):
     path = tmp_path / f"{kind}.wav"
     if kind == "directory":
@@ -308,38 +337,51 @@ def test_unreadable_file_says_permission_denied(scorer, tmp_path, monkeypatch):
 GOOD = noise_clip(0.2)
 
 
-@pytest.mark.parametrize("item,message", [
-    ((GOOD, 0), "invalid sample rate 0"),
-    ((GOOD, -16000), "invalid sample rate -16000"),
-    ((GOOD, 16000.5), "invalid sample rate 16000.5"),
-    ((GOOD, float("nan")), "invalid sample rate nan"),
-    ((GOOD, "16000"), "sample rate must be a number of Hz.*got str"),
-    ((GOOD, None), "sample rate must be a number of Hz.*got NoneType"),
-    ((GOOD, True), "sample rate must be a number of Hz.*got bool"),
-    ((np.array(["a", "b"]), 16000), "samples must be real numbers.*got <U1"),
-    ((np.array([{"a": 1}, None], dtype=object), 16000), "samples must be real numbers.*got object"),
-    ((GOOD.astype(np.complex64), 16000), "samples must be real numbers.*got complex64"),
-    ((GOOD > 0, 16000), "samples must be real numbers.*got bool"),
-    ((["0.1", "x"], 16000), "samples must be real numbers"),
-    ((np.zeros((100, 2, 2), dtype=np.float32), 16000), r"array must be \(samples,\) or \(samples, channels\), got shape \(100, 2, 2\)"),
-    ((np.float32(0.5), 16000), r"got shape \(\)"),
-    ((np.zeros(0, dtype=np.float32), 16000), r"empty audio \(0 samples\)"),
-    ((np.zeros((0, 2), dtype=np.float32), 16000), r"empty audio \(0 samples\)"),
-    ((np.zeros((100, 0), dtype=np.float32), 16000), "0 channels"),
-    ((np.zeros((2, 16000), dtype=np.float32), 16000), r"looks like \(channels, samples\)"),
-    ((np.array([0.0, np.nan], dtype=np.float32), 16000), "NaN or inf"),
-    ((GOOD, 16000, "extra"), r"paths or \(array, sample_rate\) tuples"),
-    (42, r"paths or \(array, sample_rate\) tuples, got int"),
-])
+@pytest.mark.parametrize(
+    "item,message",
+    [
+        ((GOOD, 0), "invalid sample rate 0"),
+        ((GOOD, -16000), "invalid sample rate -16000"),
+        ((GOOD, 16000.5), "invalid sample rate 16000.5"),
+        ((GOOD, float("nan")), "invalid sample rate nan"),
+        ((GOOD, "16000"), "sample rate must be a number of Hz.*got str"),
+        ((GOOD, None), "sample rate must be a number of Hz.*got NoneType"),
+        ((GOOD, True), "sample rate must be a number of Hz.*got bool"),
+        ((np.array(["a", "b"]), 16000), "samples must be real numbers.*got <U1"),
+        ((np.array([{"a": 1}, None], dtype=object), 16000), "samples must be real numbers.*got object"),
+        ((GOOD.astype(np.complex64), 16000), "samples must be real numbers.*got complex64"),
+        ((GOOD > 0, 16000), "samples must be real numbers.*got bool"),
+        ((["0.1", "x"], 16000), "samples must be real numbers"),
+        (
+            (np.zeros((100, 2, 2), dtype=np.float32), 16000),
+            r"array must be \(samples,\) or \(samples, channels\), got shape \(100, 2, 2\)",
+        ),
+        ((np.float32(0.5), 16000), r"got shape \(\)"),
+        ((np.zeros(0, dtype=np.float32), 16000), r"empty audio \(0 samples\)"),
+        ((np.zeros((0, 2), dtype=np.float32), 16000), r"empty audio \(0 samples\)"),
+        ((np.zeros((100, 0), dtype=np.float32), 16000), "0 channels"),
+        ((np.zeros((2, 16000), dtype=np.float32), 16000), r"looks like \(channels, samples\)"),
+        ((np.array([0.0, np.nan], dtype=np.float32), 16000), "NaN or inf"),
+        ((GOOD, 16000, "extra"), r"paths or \(array, sample_rate\) tuples"),
+        (42, r"paths or \(array, sample_rate\) tuples, got int"),
+    ],
+)
 def test_bad_in_memory_items_raise_audio_error(scorer, item, message):
-    for call in (lambda: load_audio(item, 16000), lambda: features_of(scorer, item),
-                 lambda: scorer.embed_audio([item])):
+    for call in (
+        lambda: load_audio(item, 16000),
+        lambda: features_of(scorer, item),
+        lambda: scorer.embed_audio([item]),
+    ):
         with pytest.raises(AudioError, match=message):
             call()
 
 
 def test_odd_but_valid_in_memory_items_score_like_float32(scorer):
     ref = scorer.cosine([(GOOD, 16000)], ["a"])
-    for item in ((GOOD.astype(np.float64), 16000.0), (GOOD.tolist(), np.int64(16000)),
-                 (np.array(GOOD.tolist(), dtype=object), 16000), (GOOD[:, None], 16000)):
+    for item in (
+        (GOOD.astype(np.float64), 16000.0),
+        (GOOD.tolist(), np.int64(16000)),
+        (np.array(GOOD.tolist(), dtype=object), 16000),
+        (GOOD[:, None], 16000),
+    ):
         np.testing.assert_allclose(scorer.cosine([item], ["a"]), ref, atol=1e-6)

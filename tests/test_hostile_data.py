@@ -21,13 +21,11 @@ def test_synth_refuses_non_positive_workers_before_writing(tmp_path, capsys, wor
     assert not out.exists()
 
 
-@pytest.mark.parametrize("content", ["", "wavname,text,score,anchor label,in RELATE dataset\n",
-                                     "a,b\n1,2\n"])
+@pytest.mark.parametrize("content", ["", "wavname,text,score,anchor label,in RELATE dataset\n", "a,b\n1,2\n"])
 def test_synth_refuses_a_reference_csv_without_rated_pairs(tmp_path, capsys, content):
     rel = tmp_path / "REL.csv"
     rel.write_text(content)
-    assert cli_main(["synth", "-o", str(tmp_path / "s"), "--size", "small",
-                     "--real-rel-csv", str(rel)]) == 2
+    assert cli_main(["synth", "-o", str(tmp_path / "s"), "--size", "small", "--real-rel-csv", str(rel)]) == 2
     err = capsys.readouterr().err
     assert "nan" not in err.lower() and str(rel) in err
     with pytest.raises(ValueError):
@@ -41,10 +39,8 @@ def _write(path: Path, text: str) -> None:
 
 def test_xacle_accepts_the_dataset_readme_column_names(tmp_path, caplog):
     meta = tmp_path / "meta_data"
-    _write(meta / "train.csv", "wave_file_name,text,score,listener_id\na.wav,A dog,10,007\n"
-           "a.wav,A dog,6,012\n")
-    _write(meta / "validation_average.csv",
-           "wave_file_name,text,average_semantic_alignement_score\nc.wav,A bell,5.5\n")
+    _write(meta / "train.csv", "wave_file_name,text,score,listener_id\na.wav,A dog,10,007\na.wav,A dog,6,012\n")
+    _write(meta / "validation_average.csv", "wave_file_name,text,average_semantic_alignement_score\nc.wav,A bell,5.5\n")
     with caplog.at_level(logging.INFO, logger="humanclap.data.xacle"):
         data = load_rated(f"xacle:{tmp_path}")
     pairs = data.pairs.set_index("wavname")
@@ -54,7 +50,9 @@ def test_xacle_accepts_the_dataset_readme_column_names(tmp_path, caplog):
 
 
 def test_xacle_refuses_both_namings_at_once(tmp_path):
-    _write(tmp_path / "meta_data" / "validation_average.csv",
-           "wav_file_name,wave_file_name,text,average_score\na.wav,a.wav,x,5\n")
+    _write(
+        tmp_path / "meta_data" / "validation_average.csv",
+        "wav_file_name,wave_file_name,text,average_score\na.wav,a.wav,x,5\n",
+    )
     with pytest.raises(ValueError, match="keep one naming"):
         load_rated(f"xacle:{tmp_path}")

@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import write_manifest
+
 from humanclap.cli import main
 
 ROWS, BATCH = 128, 32
@@ -37,16 +37,28 @@ RUN_TIMEOUT_S = 150  # a loaded 2-core machine: imports alone take 10-20 s; a ha
 def rows(n: int, poison: dict | None = None) -> list[dict]:
     """``n`` rows over n/2 files (each used twice, far apart) and distinct texts; ``poison``
     replaces the audio of some rows."""
-    out = [{"audio": f"w{i % (n // 2):02d}.wav", "text": f"sound number {i}", "id": str(i)}
-           for i in range(n)]
+    out = [{"audio": f"w{i % (n // 2):02d}.wav", "text": f"sound number {i}", "id": str(i)} for i in range(n)]
     for i, audio in (poison or {}).items():
         out[i] = {**out[i], "audio": audio}
     return out
 
 
 def score_args(manifest: Path, model: Path, out: Path, workers: int) -> list[str]:
-    return ["score", str(manifest), "-o", str(out), "--model", str(model), "--device", "cpu",
-            "--batch-size", str(BATCH), "--workers", str(workers), "--no-progress"]
+    return [
+        "score",
+        str(manifest),
+        "-o",
+        str(out),
+        "--model",
+        str(model),
+        "--device",
+        "cpu",
+        "--batch-size",
+        str(BATCH),
+        "--workers",
+        str(workers),
+        "--no-progress",
+    ]
 
 
 def children(pid: int) -> list[int]:
@@ -59,7 +71,7 @@ def children(pid: int) -> list[int]:
             stat = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
             continue  # ended meanwhile
-        fields = stat[stat.rindex(")") + 2:].split()  # the name may hold spaces and parentheses
+        fields = stat[stat.rindex(")") + 2 :].split()  # the name may hold spaces and parentheses
         if int(fields[1]) == pid and fields[0] != "Z":
             kids.append(int(entry))
     return kids
@@ -86,8 +98,9 @@ def kill_workers_during(cmd: list[str], out: Path, schedule: list[tuple[int, int
     raced by the end of the run; a worker then blocks writing a result the stopped parent
     does not read, so a kill often lands with half a message in its pipe (the old hang)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "humanclap.cli", *cmd], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "humanclap.cli", *cmd], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     kills, deadline, todo = 0, time.monotonic() + RUN_TIMEOUT_S, list(schedule)
     try:
         while todo and proc.poll() is None and time.monotonic() < deadline:
@@ -140,8 +153,7 @@ def test_sigkill_at_several_points_scores_every_row_as_a_clean_run(clean, tiny_u
     assert out.read_bytes() == want
 
 
-def test_a_file_that_kills_its_worker_every_time_gets_an_error_row(clean, tiny_unfused, tmp_path,
-                                                                   monkeypatch, capsys):
+def test_a_file_that_kills_its_worker_every_time_gets_an_error_row(clean, tiny_unfused, tmp_path, monkeypatch, capsys):
     """The worker SIGKILLs itself on one file: the file is tried 3 times, then its rows get
     an error naming the signal; no loop, no hang, the other rows are the clean run's. A
     resumed run with the same worker deaths is byte-identical."""
@@ -149,8 +161,7 @@ def test_a_file_that_kills_its_worker_every_time_gets_an_error_row(clean, tiny_u
 
     m_clean, want = clean
     poisoned = {5: "oomkill.wav", 37: "oomkill.wav"}
-    m = write_manifest(m_clean.parent, rows(ROWS, poisoned), name="poisoned.csv",
-                       seed=lambda i, r: i)
+    m = write_manifest(m_clean.parent, rows(ROWS, poisoned), name="poisoned.csv", seed=lambda i, r: i)
     monkeypatch.setenv(KILL_HOOK_ENV, "oomkill")
     out = tmp_path / "out.csv"
     assert main(score_args(m, tiny_unfused, out, workers=2)) == 1
@@ -161,8 +172,7 @@ def test_a_file_that_kills_its_worker_every_time_gets_an_error_row(clean, tiny_u
         assert "oomkill.wav" in got[i]["error"] and got[i]["clapscore"] == ""
         assert f"crashed on this file {MAX_TRIES} times" in got[i]["error"]
         assert "killed by signal 9 (SIGKILL" in got[i]["error"]
-    assert [r for i, r in enumerate(got) if i not in poisoned] == \
-           [r for i, r in enumerate(ref) if i not in poisoned]
+    assert [r for i, r in enumerate(got) if i not in poisoned] == [r for i, r in enumerate(ref) if i not in poisoned]
 
     full = out.read_bytes()
     out.write_bytes(full[: full.index(b"\n", len(full) // 3) + 5])  # 1/3 of the rows and a cut one

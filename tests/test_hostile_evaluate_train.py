@@ -18,8 +18,12 @@ from safetensors.torch import load_file
 from humanclap.cli import main as cli_main
 from humanclap.errors import ConfigError, UsageError
 
-TEXTS = ["a dog barks while a man talks", "rain falls on a roof followed by thunder",
-         "a car horn honks then an engine revs", "birds chirp in the distance as wind blows"]
+TEXTS = [
+    "a dog barks while a man talks",
+    "rain falls on a roof followed by thunder",
+    "a car horn honks then an engine revs",
+    "birds chirp in the distance as wind blows",
+]
 
 
 # tiny models run several times faster single-threaded (conftest.one_thread)
@@ -29,6 +33,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def strict_json(path: Path) -> dict:
     def no_constants(name):
         raise AssertionError(f"{name} in {path.name}: not strict JSON")
+
     return json.loads(path.read_text(), parse_constant=no_constants)
 
 
@@ -41,20 +46,41 @@ def manifest(path: Path, rows: list[dict]) -> Path:
 def clips(tmp_path_factory) -> list[Path]:
     root = tmp_path_factory.mktemp("clips")
     rng = np.random.default_rng(0)
-    return [write_wav(root / f"c{i}.wav", (0.1 * rng.standard_normal(8000)).astype(np.float32))
-            for i in range(3)]
+    return [write_wav(root / f"c{i}.wav", (0.1 * rng.standard_normal(8000)).astype(np.float32)) for i in range(3)]
 
 
 def evaluate(data: Path, out: Path, model: Path, *extra: str) -> int:
-    return cli_main(["evaluate", "--data", str(data), "-o", str(out), "--model", str(model),
-                     "--device", "cpu", "--n-boot", "20", "--no-progress", *extra])
+    return cli_main(
+        [
+            "evaluate",
+            "--data",
+            str(data),
+            "-o",
+            str(out),
+            "--model",
+            str(model),
+            "--device",
+            "cpu",
+            "--n-boot",
+            "20",
+            "--no-progress",
+            *extra,
+        ]
+    )
 
 
 # -- evaluate: nothing or too little to measure ----------------------------------------------
 def test_evaluate_with_no_scorable_pair_writes_every_file_and_exits_1(tiny_unfused, tmp_path, capsys):
-    rows = [{"audio": f"gone{i}.wav", "text": TEXTS[i % 4], "score": 0.2 * i,
-             "system": ["audiocaps", "tango", "audioldm"][i % 3], "natural": str(i % 3 == 0).lower()}
-            for i in range(5)]
+    rows = [
+        {
+            "audio": f"gone{i}.wav",
+            "text": TEXTS[i % 4],
+            "score": 0.2 * i,
+            "system": ["audiocaps", "tango", "audioldm"][i % 3],
+            "natural": str(i % 3 == 0).lower(),
+        }
+        for i in range(5)
+    ]
     data = manifest(tmp_path / "missing.csv", rows)
     before = data.read_bytes()
     out = tmp_path / "out"
@@ -64,7 +90,11 @@ def test_evaluate_with_no_scorable_pair_writes_every_file_and_exits_1(tiny_unfus
     assert "Traceback" not in cap.err and "internal error" not in cap.err
     assert "no pair could be scored (5 of 5 failed" in cap.err
     assert "no pair could be scored: all 5 pairs failed" in cap.out and "file not found" in cap.out
-    assert sorted(p.name for p in out.iterdir() if p.name != ".humanclap-run.json") == ["metrics.json", "predictions.csv", "report.md"]
+    assert sorted(p.name for p in out.iterdir() if p.name != ".humanclap-run.json") == [
+        "metrics.json",
+        "predictions.csv",
+        "report.md",
+    ]
     m = strict_json(out / "metrics.json")
     preds = pd.read_csv(out / "predictions.csv", keep_default_na=False, na_values=[""])
     assert len(preds) == 5 and not preds["scored"].any()
@@ -84,8 +114,9 @@ def test_evaluate_with_every_text_empty_marks_each_pair(tiny_unfused, clips, tmp
     from humanclap.evaluation.evaluate import evaluate_models
     from humanclap.evaluation.report import write_report
 
-    data = manifest(tmp_path / "m.csv", [{"audio": str(c), "text": TEXTS[i], "score": 0.3 * i}
-                                         for i, c in enumerate(clips)])
+    data = manifest(
+        tmp_path / "m.csv", [{"audio": str(c), "text": TEXTS[i], "score": 0.3 * i} for i, c in enumerate(clips)]
+    )
     rated = load_rated(str(data))
     rated.pairs["text"] = ["", "   ", None]  # what a loader of another format could hand over
     result = evaluate_models([str(tiny_unfused)], rated, device="cpu", n_boot=10, progress=False)
@@ -96,8 +127,22 @@ def test_evaluate_with_every_text_empty_marks_each_pair(tiny_unfused, clips, tmp
     assert m["metrics"] is None and "no pair could be scored" in m["reason"]
     # through the CLI an empty text is refused at load time, naming the row
     (tmp_path / "empty.csv").write_text(f"audio,text,score\n{clips[0]},,0.5\n")
-    assert cli_main(["evaluate", "--data", str(tmp_path / "empty.csv"), "-o", str(tmp_path / "o2"),
-                     "--model", str(tiny_unfused), "--device", "cpu"]) == 2
+    assert (
+        cli_main(
+            [
+                "evaluate",
+                "--data",
+                str(tmp_path / "empty.csv"),
+                "-o",
+                str(tmp_path / "o2"),
+                "--model",
+                str(tiny_unfused),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )
     assert not (tmp_path / "o2").exists()
 
 
@@ -116,8 +161,10 @@ def test_evaluate_one_pair_gives_null_metrics_with_a_note_exit_0(tiny_unfused, c
 
 
 def test_evaluate_two_scored_one_failed_pairs_and_systems_exit_1(tiny_unfused, clips, tmp_path, capsys):
-    rows = [{"audio": str(clips[i]), "text": TEXTS[i], "score": 0.4 * i, "system": s}
-            for i, s in enumerate(["audiocaps", "tango"])]
+    rows = [
+        {"audio": str(clips[i]), "text": TEXTS[i], "score": 0.4 * i, "system": s}
+        for i, s in enumerate(["audiocaps", "tango"])
+    ]
     rows.append({"audio": "gone.wav", "text": TEXTS[3], "score": 0.9, "system": "tango"})
     data = manifest(tmp_path / "two.csv", rows)
     out = tmp_path / "out"
@@ -127,20 +174,28 @@ def test_evaluate_two_scored_one_failed_pairs_and_systems_exit_1(tiny_unfused, c
     m = strict_json(out / "metrics.json")
     assert m["n_scored"] == 2 and m["metrics"]["b"]["overall"]["srcc"] is None
     paired = m["paired_vs_first"]["by_model"]["b"]["overall"]
-    assert paired["srcc"] == {"diff": None, "low": None, "high": None, "p_value": None,
-                              "note": "fewer than 3 scored pairs"}
+    assert paired["srcc"] == {
+        "diff": None,
+        "low": None,
+        "high": None,
+        "p_value": None,
+        "note": "fewer than 3 scored pairs",
+    }
     level = m["system_level"]["a"]
     assert level["n_systems"] == 2 and level["srcc"] is None
     assert level["notes"] == ["fewer than 3 systems with scored pairs (2): no system-level correlation"]
 
 
 # -- evaluate: bad input, refused before anything is written ---------------------------------
-@pytest.mark.parametrize("score, message", [
-    ("nan", "non-numeric or missing value 'nan'"),
-    ("inf", "non-numeric or missing value 'inf'"),
-    ("-0.5", "ranges -0.5..0.5, outside the expected 0..1"),
-    ("good", "non-numeric or missing value 'good'"),
-])
+@pytest.mark.parametrize(
+    "score, message",
+    [
+        ("nan", "non-numeric or missing value 'nan'"),
+        ("inf", "non-numeric or missing value 'inf'"),
+        ("-0.5", "ranges -0.5..0.5, outside the expected 0..1"),
+        ("good", "non-numeric or missing value 'good'"),
+    ],
+)
 def test_evaluate_refuses_bad_scores(tiny_unfused, clips, tmp_path, capsys, score, message):
     data = tmp_path / "bad.csv"
     data.write_text(f"audio,text,score\n{clips[0]},{TEXTS[0]},0.5\n{clips[1]},{TEXTS[1]},{score}\n")
@@ -151,8 +206,7 @@ def test_evaluate_refuses_bad_scores(tiny_unfused, clips, tmp_path, capsys, scor
     assert not (tmp_path / "out").exists() and data.read_bytes() == before
 
 
-def test_evaluate_refuses_output_paths_that_cannot_be_or_would_clobber_the_input(
-        tiny_unfused, clips, tmp_path, capsys):
+def test_evaluate_refuses_output_paths_that_cannot_be_or_would_clobber_the_input(tiny_unfused, clips, tmp_path, capsys):
     rows = [{"audio": str(c), "text": TEXTS[i], "score": 0.3 * i} for i, c in enumerate(clips)]
     data = manifest(tmp_path / "m.csv", rows)
     before = data.read_bytes()
@@ -178,8 +232,7 @@ def test_evaluate_labels_with_slash_and_pipe_and_refused_labels(tiny_unfused, cl
     rows = [{"audio": str(c), "text": TEXTS[i], "score": 0.3 * i} for i, c in enumerate(clips)]
     data = manifest(tmp_path / "m.csv", rows)
     out = tmp_path / "out"
-    code = evaluate(data, out, tiny_unfused, "--model", str(tiny_unfused),
-                    "--label", "runs/ft|best", "--label", "../x")
+    code = evaluate(data, out, tiny_unfused, "--model", str(tiny_unfused), "--label", "runs/ft|best", "--label", "../x")
     assert code == 0, capsys.readouterr().err
     m = strict_json(out / "metrics.json")
     assert [(x["label"], x["column"]) for x in m["models"]] == [("runs/ft|best", "ft_best"), ("../x", "x")]
@@ -209,14 +262,21 @@ def test_evaluate_models_argument_errors_are_usage_errors(tiny_unfused, clips, t
     from humanclap.data import load_rated
     from humanclap.evaluation.evaluate import evaluate_models, score_pairs
 
-    data = load_rated(str(manifest(tmp_path / "m.csv", [
-        {"audio": str(c), "text": TEXTS[i], "score": 0.3 * i} for i, c in enumerate(clips)])))
-    for kwargs, message in (({"models": []}, "no model given"),
-                            ({"labels": ["a", "b"]}, "2 labels for 1 models"),
-                            ({"labels": [""]}, "empty --label"),
-                            ({"n_boot": -1}, "n_boot must be >= 0"),
-                            ({"seed": -2}, "seed must be >= 0"),
-                            ({"models": [42]}, "neither a hub id")):
+    data = load_rated(
+        str(
+            manifest(
+                tmp_path / "m.csv", [{"audio": str(c), "text": TEXTS[i], "score": 0.3 * i} for i, c in enumerate(clips)]
+            )
+        )
+    )
+    for kwargs, message in (
+        ({"models": []}, "no model given"),
+        ({"labels": ["a", "b"]}, "2 labels for 1 models"),
+        ({"labels": [""]}, "empty --label"),
+        ({"n_boot": -1}, "n_boot must be >= 0"),
+        ({"seed": -2}, "seed must be >= 0"),
+        ({"models": [42]}, "neither a hub id"),
+    ):
         args = {"models": [str(tiny_unfused)], **kwargs}
         with pytest.raises(UsageError, match=message) as info:
             evaluate_models(args.pop("models"), data, **args)
@@ -236,8 +296,14 @@ def rated_manifest(root: Path) -> Path:
             x = 0.3 * np.sin(2 * np.pi * 200 * 2 ** (level / 2) * t) + 0.02 * rng.standard_normal(t.size)
             path = write_wav(root / "wav" / f"l{level}_{k}.wav", x.astype(np.float32))
             for j in (level, (level + 1 + k) % 4):
-                rows.append({"audio": str(path), "text": TEXTS[j], "score": round(0.1 + 0.2 * level, 3),
-                             "split": "validation" if k == 2 else "train"})
+                rows.append(
+                    {
+                        "audio": str(path),
+                        "text": TEXTS[j],
+                        "score": round(0.1 + 0.2 * level, 3),
+                        "split": "validation" if k == 2 else "train",
+                    }
+                )
     return manifest(root / "rated.csv", rows)
 
 
@@ -247,18 +313,38 @@ def rated(tmp_path_factory) -> Path:
 
 
 def train_args(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
-    return ["train", "--model", str(model), "--data", str(data), "--output-dir", str(out),
-            "--device", "cpu", "--batch-size", "8", "--epochs", "1", "--train-params", "projections",
-            "--patience", "0", "--no-progress", *extra]
+    return [
+        "train",
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        "--output-dir",
+        str(out),
+        "--device",
+        "cpu",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "1",
+        "--train-params",
+        "projections",
+        "--patience",
+        "0",
+        "--no-progress",
+        *extra,
+    ]
 
 
-@pytest.mark.parametrize("flags, named", [
-    (["--train-split", "validation"], "--val-split 'validation' is also --train-split"),
-    (["--train-split", "test", "--val-split", ""], "--test-split 'test' is also --train-split"),
-    (["--train-split", "all", "--val-split", "", "--test-split", "all"], "--test-split 'all' is also"),
-])
-def test_train_refuses_to_validate_or_test_on_the_training_split(tiny_unfused, rated, tmp_path,
-                                                                 capsys, flags, named):
+@pytest.mark.parametrize(
+    "flags, named",
+    [
+        (["--train-split", "validation"], "--val-split 'validation' is also --train-split"),
+        (["--train-split", "test", "--val-split", ""], "--test-split 'test' is also --train-split"),
+        (["--train-split", "all", "--val-split", "", "--test-split", "all"], "--test-split 'all' is also"),
+    ],
+)
+def test_train_refuses_to_validate_or_test_on_the_training_split(tiny_unfused, rated, tmp_path, capsys, flags, named):
     out = tmp_path / "run"
     assert cli_main(train_args(tiny_unfused, rated, out, *flags)) == 2
     err = capsys.readouterr().err
@@ -289,8 +375,9 @@ def test_train_refuses_an_output_dir_that_is_a_file_or_holds_the_data(tiny_unfus
     assert data.read_bytes() == before and sorted(p.name for p in out.iterdir()) == ["metrics.jsonl"]
 
 
-@pytest.mark.parametrize("score, message", [("nan", "'nan'"), ("-inf", "'-inf'"), ("bad", "'bad'"),
-                                            ("-3", "ranges -3..")])
+@pytest.mark.parametrize(
+    "score, message", [("nan", "'nan'"), ("-inf", "'-inf'"), ("bad", "'bad'"), ("-3", "ranges -3..")]
+)
 def test_train_refuses_bad_scores(tiny_unfused, rated, tmp_path, capsys, score, message):
     df = pd.read_csv(rated)
     df["score"] = df["score"].astype(object)
@@ -332,12 +419,12 @@ def negative_model(tmp_path_factory, rated) -> Path:
     return path
 
 
-def test_undefined_validation_srcc_keeps_the_last_epoch_and_says_so(negative_model, rated, tmp_path,
-                                                                    capsys, caplog):
+def test_undefined_validation_srcc_keeps_the_last_epoch_and_says_so(negative_model, rated, tmp_path, capsys, caplog):
     out = tmp_path / "run"
     # MAE on clipped scores has no gradient here; weight decay alone makes epochs differ
-    code = cli_main(train_args(negative_model, rated, out, "--epochs", "3", "--patience", "1",
-                               "--loss", "mae", "--lr", "1e-2"))
+    code = cli_main(
+        train_args(negative_model, rated, out, "--epochs", "3", "--patience", "1", "--loss", "mae", "--lr", "1e-2")
+    )
     err = capsys.readouterr().err
     assert code == 0, err
     warned = caplog.text + err

@@ -22,8 +22,14 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
 def cli(*args, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "humanclap.cli", *map(str, args)], cwd=cwd, env=ENV,
-                          capture_output=True, text=True, timeout=240)
+    return subprocess.run(
+        [sys.executable, "-m", "humanclap.cli", *map(str, args)],
+        cwd=cwd,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
 
 
 def test_resume_with_another_audio_root_is_refused_naming_both(tmp_path, tiny_unfused, capsys):
@@ -42,8 +48,7 @@ def test_resume_with_another_audio_root_is_refused_naming_both(tmp_path, tiny_un
     assert code == 2 and f"audio root {tmp_path.resolve()}" in err and str(other.resolve()) in err, err
     assert out.read_bytes() == cut
     # the same root spelled another way (relative, through ..) is the same identity
-    code, err = score(capsys, m, "--model", tiny_unfused, "-o", out, "--resume",
-                      "--audio-root", other / "..")
+    code, err = score(capsys, m, "--model", tiny_unfused, "-o", out, "--resume", "--audio-root", other / "..")
     assert code == 0, err
     assert out.read_bytes() == full
 
@@ -107,9 +112,11 @@ def test_merge_checks_every_row_of_every_part(tmp_path, tiny_unfused):
 
     second = rows(parts[1])  # header + 2 rows (3 rows split 1 + 2)
     assert len(second) == 3
-    edits = {"edited text": [second[0], second[1], [second[2][0], "a cat", *second[2][2:]]],
-             "deleted + duplicated": [second[0], second[1], second[1]],
-             "foreign row": [second[0], second[1], ["elsewhere.wav", "a cat", "0.5", "0.5", ""]]}
+    edits = {
+        "edited text": [second[0], second[1], [second[2][0], "a cat", *second[2][2:]]],
+        "deleted + duplicated": [second[0], second[1], second[1]],
+        "foreign row": [second[0], second[1], ["elsewhere.wav", "a cat", "0.5", "0.5", ""]],
+    }
     for what, table in edits.items():
         write(parts[1], table)
         res = cli("merge", out, "--overwrite")
@@ -145,8 +152,7 @@ def test_msclap_revision_covers_the_tokenizer(tmp_path):
 
 
 @pytest.mark.parametrize("flag", ["--resume", "--overwrite"])
-def test_cache_folder_equal_to_the_output_is_refused_before_anything_is_created(tmp_path, tiny_unfused,
-                                                                                 capsys, flag):
+def test_cache_folder_equal_to_the_output_is_refused_before_anything_is_created(tmp_path, tiny_unfused, capsys, flag):
     m = three_rows(tmp_path)
     out = tmp_path / "o.csv"
     code, err = score(capsys, m, "--model", tiny_unfused, "-o", out, "--cache", out, flag)
@@ -156,7 +162,8 @@ def test_cache_folder_equal_to_the_output_is_refused_before_anything_is_created(
 
 # -- evaluate: the folder contract --------------------------------------------------------
 def test_evaluate_never_writes_into_a_foreign_folder_and_replaces_its_own_run_only_with_overwrite(
-        tmp_path, tiny_unfused, capsys):
+    tmp_path, tiny_unfused, capsys
+):
     from test_hostile_evaluate_train import TEXTS, evaluate, manifest
 
     from humanclap.outputs import MARKER

@@ -77,16 +77,20 @@ def test_cache_key_of_an_int16_array_is_its_scaled_samples(quiet):
 # -- 2. one string where a list is expected; generators; empty lists ---------------------------
 def test_a_bare_string_is_refused_with_the_list_to_pass(scorer, quiet):
     _, path = quiet
-    cases = [(lambda: scorer.embed_text("dog"), 'pass a list of texts: ["dog"]'),
-             (lambda: scorer.score([str(path)], "a dog"), 'pass a list of texts: ["a dog"]'),
-             (lambda: scorer.cosine([str(path)], "a dog"), 'pass a list of texts'),
-             (lambda: scorer.embed_audio(str(path)), f"pass a list of audio items: [{str(path)!r}]"),
-             (lambda: scorer.embed_audio(path), "pass a list of audio items"),
-             (lambda: scorer.embed_audio((np.zeros(800, np.float32), 16000)),
-              "pass a list of audio items: [(array, sample_rate)]"),
-             (lambda: scorer.embed_audio(np.zeros(800, np.float32)), "not one array"),
-             (lambda: scorer.embed_text([1, "a"]), "texts[0] must be a string, got int"),
-             (lambda: scorer.embed_text(None), "texts must be a list of strings, got NoneType")]
+    cases = [
+        (lambda: scorer.embed_text("dog"), 'pass a list of texts: ["dog"]'),
+        (lambda: scorer.score([str(path)], "a dog"), 'pass a list of texts: ["a dog"]'),
+        (lambda: scorer.cosine([str(path)], "a dog"), 'pass a list of texts'),
+        (lambda: scorer.embed_audio(str(path)), f"pass a list of audio items: [{str(path)!r}]"),
+        (lambda: scorer.embed_audio(path), "pass a list of audio items"),
+        (
+            lambda: scorer.embed_audio((np.zeros(800, np.float32), 16000)),
+            "pass a list of audio items: [(array, sample_rate)]",
+        ),
+        (lambda: scorer.embed_audio(np.zeros(800, np.float32)), "not one array"),
+        (lambda: scorer.embed_text([1, "a"]), "texts[0] must be a string, got int"),
+        (lambda: scorer.embed_text(None), "texts must be a list of strings, got NoneType"),
+    ]
     for call, message in cases:
         with pytest.raises(UsageError) as err:
             call()
@@ -112,9 +116,11 @@ def test_msclap_scorer_has_the_same_checks(tmp_path, quiet):
 
     _, path = quiet
     ms = MSClapScorer.from_pretrained(str(build_tiny_msclap(tmp_path / "ms", "2023")), device="cpu")
-    for call, message in [(lambda: ms.embed_text("dog"), 'pass a list of texts: ["dog"]'),
-                          (lambda: ms.embed_audio(str(path)), "pass a list of audio items"),
-                          (lambda: ms.embed_text([3]), "texts[0] must be a string, got int")]:
+    for call, message in [
+        (lambda: ms.embed_text("dog"), 'pass a list of texts: ["dog"]'),
+        (lambda: ms.embed_audio(str(path)), "pass a list of audio items"),
+        (lambda: ms.embed_text([3]), "texts[0] must be a string, got int"),
+    ]:
         with pytest.raises(UsageError, match=message.replace("[", r"\[")):
             call()
     assert ms.embed_text(t for t in ["a dog"]).shape == (1, ms.embedding_dim)
@@ -126,17 +132,19 @@ def test_metric_arguments_are_usage_errors():
     from humanclap.evaluation import metrics as M
 
     p, t = [0.1, 0.4, 0.35, 0.8], [0.0, 0.5, 0.5, 1.0]
-    cases = [(lambda: M.srcc("preds.csv", t), "got the string 'preds.csv'"),
-             (lambda: M.srcc([], []), "at least 3 pairs"),
-             (lambda: M.bootstrap_ci(M.srcc, p, t, n_boot=2.5), "n_boot must be a whole number"),
-             (lambda: M.bootstrap_ci(M.srcc, p, t, n_boot=True), "n_boot must be a whole number"),
-             (lambda: M.bootstrap_ci(M.srcc, p, t, n_boot=-1), "n_boot must be >= 1"),
-             (lambda: M.bootstrap_ci(M.srcc, p, t, level=95), "level must be between 0 and 1"),
-             (lambda: M.bootstrap_ci(M.srcc, p, t, seed=1.5), "seed must be a whole number"),
-             (lambda: M.evaluate_all(p, t, n_boot=2.5), "n_boot must be a whole number"),
-             (lambda: M.evaluate_all(p, t, seed=-1), "seed must be >= 0"),
-             (lambda: M.paired_bootstrap(M.srcc, p, p[::-1], t, n_boot="10"), "n_boot must be a whole number"),
-             (lambda: M.system_level(p, t, "abcd"), "pass a list of system labels")]
+    cases = [
+        (lambda: M.srcc("preds.csv", t), "got the string 'preds.csv'"),
+        (lambda: M.srcc([], []), "at least 3 pairs"),
+        (lambda: M.bootstrap_ci(M.srcc, p, t, n_boot=2.5), "n_boot must be a whole number"),
+        (lambda: M.bootstrap_ci(M.srcc, p, t, n_boot=True), "n_boot must be a whole number"),
+        (lambda: M.bootstrap_ci(M.srcc, p, t, n_boot=-1), "n_boot must be >= 1"),
+        (lambda: M.bootstrap_ci(M.srcc, p, t, level=95), "level must be between 0 and 1"),
+        (lambda: M.bootstrap_ci(M.srcc, p, t, seed=1.5), "seed must be a whole number"),
+        (lambda: M.evaluate_all(p, t, n_boot=2.5), "n_boot must be a whole number"),
+        (lambda: M.evaluate_all(p, t, seed=-1), "seed must be >= 0"),
+        (lambda: M.paired_bootstrap(M.srcc, p, p[::-1], t, n_boot="10"), "n_boot must be a whole number"),
+        (lambda: M.system_level(p, t, "abcd"), "pass a list of system labels"),
+    ]
     for call, message in cases:
         with pytest.raises(HumanclapError, match=message):
             call()
@@ -154,16 +162,18 @@ def test_evaluate_and_fine_tune_arguments_are_humanclap_errors(scorer, tiny_unfu
 
     rated = load_rated(str(data))
     out = tmp_path / "out"
-    cases = [(lambda: evaluate_models([scorer], "relate:/data"), UsageError, "load_rated"),
-             (lambda: evaluate_models(str(tiny_unfused), rated), UsageError, "pass a list of models"),
-             (lambda: evaluate_models([scorer], rated, n_boot=2.5), UsageError, "n_boot must be a whole number"),
-             (lambda: evaluate_models([scorer], rated, n_boot=False), UsageError, "n_boot must be a whole"),
-             (lambda: evaluate_models([scorer], rated, labels="a"), UsageError, "pass a list of labels"),
-             (lambda: run_evaluation(str(data), out, [str(tiny_unfused)], n_boot=2.5), UsageError, "n_boot"),
-             (lambda: run_evaluation(str(data), out, [str(tiny_unfused)], seed="0"), UsageError, "seed"),
-             (lambda: run_evaluation(str(data), out, str(tiny_unfused)), UsageError, "pass a list of models"),
-             (lambda: run_evaluation(rated, out, [str(tiny_unfused)]), HumanclapError, "dataset spec"),
-             (lambda: fine_tune("wsce_mae.yaml"), ConfigError, "TrainConfig.load")]
+    cases = [
+        (lambda: evaluate_models([scorer], "relate:/data"), UsageError, "load_rated"),
+        (lambda: evaluate_models(str(tiny_unfused), rated), UsageError, "pass a list of models"),
+        (lambda: evaluate_models([scorer], rated, n_boot=2.5), UsageError, "n_boot must be a whole number"),
+        (lambda: evaluate_models([scorer], rated, n_boot=False), UsageError, "n_boot must be a whole"),
+        (lambda: evaluate_models([scorer], rated, labels="a"), UsageError, "pass a list of labels"),
+        (lambda: run_evaluation(str(data), out, [str(tiny_unfused)], n_boot=2.5), UsageError, "n_boot"),
+        (lambda: run_evaluation(str(data), out, [str(tiny_unfused)], seed="0"), UsageError, "seed"),
+        (lambda: run_evaluation(str(data), out, str(tiny_unfused)), UsageError, "pass a list of models"),
+        (lambda: run_evaluation(rated, out, [str(tiny_unfused)]), HumanclapError, "dataset spec"),
+        (lambda: fine_tune("wsce_mae.yaml"), ConfigError, "TrainConfig.load"),
+    ]
     for call, kind, message in cases:
         with pytest.raises(kind, match=message):
             call()
@@ -182,14 +192,24 @@ def odd_texts(tmp_path_factory) -> Path:
     rows = []
     for i in range(8):
         write_wav(root / f"c{i}.wav", noise_clip(0.4, seed=i))
-        rows.append({"audio": f"c{i}.wav", "text": f"a sound number {i}", "score": (i % 4) / 4,
-                     "split": "train" if i < 6 else "validation"})
+        rows.append(
+            {
+                "audio": f"c{i}.wav",
+                "text": f"a sound number {i}",
+                "score": (i % 4) / 4,
+                "split": "train" if i < 6 else "validation",
+            }
+        )
     rows[1]["text"], rows[2]["text"], rows[3]["text"], rows[4]["text"] = ["a", "dog"], {"t": 1}, 7, True
     return jsonl(root / "m.jsonl", rows)
 
 
-EXPECTED = ["'text' must be a string, got list", "'text' must be a string, got object",
-            "'text' must be a string, got number", "'text' must be a string, got boolean"]
+EXPECTED = [
+    "'text' must be a string, got list",
+    "'text' must be a string, got object",
+    "'text' must be a string, got number",
+    "'text' must be a string, got boolean",
+]
 
 
 def test_score_evaluate_and_train_give_non_string_texts_the_same_error(tiny_unfused, odd_texts, tmp_path, capsys):
@@ -199,8 +219,24 @@ def test_score_evaluate_and_train_give_non_string_texts_the_same_error(tiny_unfu
     assert errors[1:5] == EXPECTED and not any(errors[5:]) and not errors[0]
 
     ev = tmp_path / "ev"
-    code = cli_main(["evaluate", "--data", str(odd_texts), "-o", str(ev), "--model", str(tiny_unfused),
-                     "--device", "cpu", "--split", "all", "--n-boot", "10", "--no-plots"])
+    code = cli_main(
+        [
+            "evaluate",
+            "--data",
+            str(odd_texts),
+            "-o",
+            str(ev),
+            "--model",
+            str(tiny_unfused),
+            "--device",
+            "cpu",
+            "--split",
+            "all",
+            "--n-boot",
+            "10",
+            "--no-plots",
+        ]
+    )
     assert code == 1, capsys.readouterr().err
     preds = pd.read_csv(ev / "predictions.csv", keep_default_na=False)
     assert preds["error"].tolist()[1:5] == EXPECTED and preds["scored"].tolist().count(False) == 4
@@ -209,8 +245,27 @@ def test_score_evaluate_and_train_give_non_string_texts_the_same_error(tiny_unfu
     assert "['a', 'dog']" not in (ev / "predictions.csv").read_text()
 
     run = tmp_path / "run"
-    assert cli_main(["train", "--model", str(tiny_unfused), "--data", str(odd_texts), "--output-dir", str(run),
-                     "--device", "cpu", "--batch-size", "2", "--epochs", "1", "--no-progress"]) == 2
+    assert (
+        cli_main(
+            [
+                "train",
+                "--model",
+                str(tiny_unfused),
+                "--data",
+                str(odd_texts),
+                "--output-dir",
+                str(run),
+                "--device",
+                "cpu",
+                "--batch-size",
+                "2",
+                "--epochs",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "4 of 8 pairs" in err and EXPECTED[0] in err and "Traceback" not in err
 
@@ -234,18 +289,21 @@ def load_yaml(tmp_path: Path, text: str):
     return TrainConfig.load(path)
 
 
-@pytest.mark.parametrize("text, message", [
-    ('lr: "fast"\n', "lr must be a number (float), got string 'fast'"),
-    ("epochs: 2.5\n", "epochs must be a whole number (int), got float 2.5"),
-    ('epochs: "10"\n', "epochs must be a whole number (int), got string '10'"),
-    ("epochs: true\n", "epochs must be a whole number (int), got boolean True"),
-    ('clip_score: "no"\n', "clip_score must be true or false (bool), got string 'no'"),
-    ("model: 5\n", "model must be a string (str), got int 5"),
-    ("seed: null\n", "seed must be a whole number (int), got null"),
-    ("lora_targets: {a: 1}\n", "lora_targets must be a list of strings"),
-    ("lr: .nan\n", "lr must be finite"),
-    ("learning_rate: 0.1\n", "unknown config key(s) ['learning_rate']"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('lr: "fast"\n', "lr must be a number (float), got string 'fast'"),
+        ("epochs: 2.5\n", "epochs must be a whole number (int), got float 2.5"),
+        ('epochs: "10"\n', "epochs must be a whole number (int), got string '10'"),
+        ("epochs: true\n", "epochs must be a whole number (int), got boolean True"),
+        ('clip_score: "no"\n', "clip_score must be true or false (bool), got string 'no'"),
+        ("model: 5\n", "model must be a string (str), got int 5"),
+        ("seed: null\n", "seed must be a whole number (int), got null"),
+        ("lora_targets: {a: 1}\n", "lora_targets must be a list of strings"),
+        ("lr: .nan\n", "lr must be finite"),
+        ("learning_rate: 0.1\n", "unknown config key(s) ['learning_rate']"),
+    ],
+)
 def test_yaml_values_are_type_checked_field_by_field(tmp_path, text, message):
     with pytest.raises(ConfigError) as err:
         load_yaml(tmp_path, text)
@@ -254,7 +312,13 @@ def test_yaml_values_are_type_checked_field_by_field(tmp_path, text, message):
 
 def test_yaml_numbers_are_converted_deliberately(tmp_path):
     cfg = load_yaml(tmp_path, 'lr: 1e-3\nweight_decay: "0.5"\nwarmup_ratio: 0\ntemperature: 0.07\ntest_split: null\n')
-    assert (cfg.lr, cfg.weight_decay, cfg.warmup_ratio, cfg.temperature, cfg.test_split) == (1e-3, 0.5, 0.0, "0.07", None)
+    assert (cfg.lr, cfg.weight_decay, cfg.warmup_ratio, cfg.temperature, cfg.test_split) == (
+        1e-3,
+        0.5,
+        0.0,
+        "0.07",
+        None,
+    )
     assert isinstance(cfg.warmup_ratio, float)
     from humanclap.training.config import TrainConfig
 
@@ -280,22 +344,40 @@ def test_an_alias_bomb_is_refused_at_once_not_expanded(tmp_path):
     bomb = tmp_path / "bomb.yaml"
     bomb.write_text("lora_targets: [" + ", ".join(levels) + "]\n")
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "humanclap.cli", "train", "--config", str(bomb), "--data",
-                           "x.csv", "--output-dir", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "humanclap.cli",
+            "train",
+            "--config",
+            str(bomb),
+            "--data",
+            "x.csv",
+            "--output-dir",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     assert "aliases" in proc.stderr and time.monotonic() - start < 60
 
 
-@pytest.mark.parametrize("flag, value, message", [
-    ("--adam-beta1", "1.5", "adam_beta1 must be in [0, 1), got 1.5"),
-    ("--adam-beta2", "1", "adam_beta2 must be in [0, 1), got 1.0"),
-    ("--lora-dropout", "2", "lora_dropout must be in [0, 1), got 2.0"),
-    ("--adam-eps", "0", "adam_eps must be > 0"),
-    ("--weight-decay", "-1", "weight_decay must be >= 0"),
-    ("--lora-alpha", "0", "lora_alpha must be >= 1"),
-    ("--lr", "nan", "lr must be finite"),
-    ("--max-grad-norm", "inf", "max_grad_norm must be finite"),
-])
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--adam-beta1", "1.5", "adam_beta1 must be in [0, 1), got 1.5"),
+        ("--adam-beta2", "1", "adam_beta2 must be in [0, 1), got 1.0"),
+        ("--lora-dropout", "2", "lora_dropout must be in [0, 1), got 2.0"),
+        ("--adam-eps", "0", "adam_eps must be > 0"),
+        ("--weight-decay", "-1", "weight_decay must be >= 0"),
+        ("--lora-alpha", "0", "lora_alpha must be >= 1"),
+        ("--lr", "nan", "lr must be finite"),
+        ("--max-grad-norm", "inf", "max_grad_norm must be finite"),
+    ],
+)
 def test_train_flags_out_of_range_exit_2(tmp_path, capsys, flag, value, message):
     code = cli_main(["train", "--data", "x.csv", "--output-dir", str(tmp_path / "o"), flag, value])
     err = capsys.readouterr().err
@@ -306,9 +388,24 @@ def test_train_flags_out_of_range_exit_2(tmp_path, capsys, flag, value, message)
 def test_a_closed_stdout_pipe_exits_141_silently(tiny_unfused, tmp_path):
     rows = [{"audio": f"c{i % 3}.wav", "text": f"text {i}"} for i in range(200)]
     data = write_manifest(tmp_path, rows)
-    proc = subprocess.Popen([sys.executable, "-m", "humanclap.cli", "score", str(data), "--model", str(tiny_unfused),
-                             "--device", "cpu", "--batch-size", "8"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "humanclap.cli",
+            "score",
+            str(data),
+            "--model",
+            str(tiny_unfused),
+            "--device",
+            "cpu",
+            "--batch-size",
+            "8",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     first = proc.stdout.readline()  # `| head -1`
     proc.stdout.close()
     err = proc.stderr.read()

@@ -62,11 +62,14 @@ def test_utf8_bom_and_a_huge_cell_are_accepted(clips, tiny_unfused, capsys):
     assert m.read_bytes() == before
 
 
-@pytest.mark.parametrize("content, expected", [
-    ("audio,text\nc0.wav,a dog barks\nc1.wav,a dog, barks\n", "line 3: 3 fields where the header has 2"),
-    ("audio,text,text\nc0.wav,a,b\n", "line 1: duplicate column name(s) ['text']"),
-    ('audio,text\nc0.wav,"a dog" barks\n', "line 2: not valid CSV"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ("audio,text\nc0.wav,a dog barks\nc1.wav,a dog, barks\n", "line 3: 3 fields where the header has 2"),
+        ("audio,text,text\nc0.wav,a,b\n", "line 1: duplicate column name(s) ['text']"),
+        ('audio,text\nc0.wav,"a dog" barks\n', "line 2: not valid CSV"),
+    ],
+)
 def test_malformed_csv_is_refused_with_file_and_line(clips, tiny_unfused, capsys, content, expected):
     m = clips / "m.csv"
     m.write_text(content)
@@ -78,15 +81,24 @@ def test_malformed_csv_is_refused_with_file_and_line(clips, tiny_unfused, capsys
 
 
 # -- JSONL manifests ----------------------------------------------------------------------
-@pytest.mark.parametrize("content, expected", [
-    ('{"audio": "c0.wav", "text": "a"}\n\n{"audio": "c1.wav", "text": "b"}\n{"audio": "c2.wav", "te\n',
-     "line 4: not valid JSON"),
-    ('[{"audio": "c0.wav", "text": "a"}, {"audio": "c1.wav", "text": "b"}]\n',
-     "line 1: a JSON array where a JSON object is expected (JSON Lines: one object per line)"),
-    ('[\n  {"audio": "c0.wav", "text": "a"}\n]\n', "the file looks like one JSON array; write one "
-                                                  "JSON object per line"),
-    ('{"audio": "c0.wav", "text": "a"}\n"just a string"\n', "line 2: str where a JSON object"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (
+            '{"audio": "c0.wav", "text": "a"}\n\n{"audio": "c1.wav", "text": "b"}\n{"audio": "c2.wav", "te\n',
+            "line 4: not valid JSON",
+        ),
+        (
+            '[{"audio": "c0.wav", "text": "a"}, {"audio": "c1.wav", "text": "b"}]\n',
+            "line 1: a JSON array where a JSON object is expected (JSON Lines: one object per line)",
+        ),
+        (
+            '[\n  {"audio": "c0.wav", "text": "a"}\n]\n',
+            "the file looks like one JSON array; write one JSON object per line",
+        ),
+        ('{"audio": "c0.wav", "text": "a"}\n"just a string"\n', "line 2: str where a JSON object"),
+    ],
+)
 def test_broken_jsonl_is_refused_with_file_and_line(clips, tiny_unfused, capsys, content, expected):
     m = clips / "m.jsonl"
     m.write_text(content)
@@ -112,10 +124,19 @@ def test_jsonl_rows_without_or_with_non_string_audio_text_get_row_errors(clips, 
     m = clips / "m.jsonl"
     m.write_text("".join(json.dumps(r) + "\n" for r in rows))  # json.dumps writes NaN as NaN
     before = m.read_bytes()
-    expected = ["", "no 'text' field", "no 'audio' field", "'text' must be a string, got list",
-                "'text' must be a string, got number", "'text' must be a string, got null",
-                "'text' must be a string, got NaN", "'audio' must be a string, got object",
-                "'audio' must be a string, got boolean", "empty 'audio' path", ""]
+    expected = [
+        "",
+        "no 'text' field",
+        "no 'audio' field",
+        "'text' must be a string, got list",
+        "'text' must be a string, got number",
+        "'text' must be a string, got null",
+        "'text' must be a string, got NaN",
+        "'audio' must be a string, got object",
+        "'audio' must be a string, got boolean",
+        "empty 'audio' path",
+        "",
+    ]
     for fmt in ("jsonl", "csv"):
         out = clips / f"o.{fmt}"
         code, _, err = score(capsys, m, "--model", tiny_unfused, "-o", out)
@@ -135,8 +156,15 @@ def test_jsonl_rows_without_or_with_non_string_audio_text_get_row_errors(clips, 
 
 
 def test_pass_through_columns_keep_their_json_values(clips, tiny_unfused, capsys):
-    extra = {"ints": [1, 2, 3], "nested": {"a": None, "b": [True, 1.5]}, "n": 3.25, "big": 2**53 + 1,
-             "none": None, "s": "x, \"y\"\nz", "uni": "caf\u00e9 \u2603"}
+    extra = {
+        "ints": [1, 2, 3],
+        "nested": {"a": None, "b": [True, 1.5]},
+        "n": 3.25,
+        "big": 2**53 + 1,
+        "none": None,
+        "s": "x, \"y\"\nz",
+        "uni": "caf\u00e9 \u2603",
+    }
     m = clips / "m.jsonl"
     m.write_text(json.dumps({"audio": "c0.wav", "text": "a dog barks", **extra}, ensure_ascii=False) + "\n")
     code, out, err = score(capsys, m, "--model", tiny_unfused)
@@ -212,7 +240,16 @@ def test_summary_interval_is_clipped_to_clapscore_range():
 def test_help_documents_overwrite_resume_rules_and_exit_codes(capsys):
     assert main(["score", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
-    for needle in ("--overwrite", "--resume", "OUT.meta.json", "fingerprint", "byte-identical",
-                   "at most 1024", "0 every row scored", "1 some rows failed", "2 usage error or bad input",
-                   "3 internal error"):
+    for needle in (
+        "--overwrite",
+        "--resume",
+        "OUT.meta.json",
+        "fingerprint",
+        "byte-identical",
+        "at most 1024",
+        "0 every row scored",
+        "1 some rows failed",
+        "2 usage error or bad input",
+        "3 internal error",
+    ):
         assert needle in text, needle

@@ -41,6 +41,7 @@ class Blocked(BaseException):
 def no_hang():
     """A load that blocks on a FIFO fails the test after 30 s instead of hanging the suite
     (SIGALRM interrupts a blocked open())."""
+
     def stop(*_):
         raise Blocked("the load blocked: a FIFO or device was opened")
 
@@ -75,9 +76,24 @@ def _refused(spec: Path, match: str) -> str:
 def _cli_score(tmp_path: Path, model: Path, texts=("a dog barks", "rain falls")) -> subprocess.CompletedProcess:
     """``humanclap score`` in a subprocess (a hang or an exit 3 is what was wrong), 2 clips."""
     manifest = write_manifest(tmp_path / "job", [{"audio": f"c{i}.wav", "text": t} for i, t in enumerate(texts)])
-    return subprocess.run([sys.executable, "-m", "humanclap.cli", "score", str(manifest), "--model", str(model),
-                           "--device", "cpu", "-o", str(tmp_path / "out.jsonl")],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "humanclap.cli",
+            "score",
+            str(manifest),
+            "--model",
+            str(model),
+            "--device",
+            "cpu",
+            "-o",
+            str(tmp_path / "out.jsonl"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 # -- 1. a model file that is not a regular file ------------------------------------------------
@@ -86,8 +102,9 @@ def _make_fifo(path: Path) -> None:
     os.mkfifo(path)
 
 
-@pytest.mark.parametrize("name", ["config.json", "preprocessor_config.json", "model.safetensors",
-                                  "tokenizer.json", "tokenizer_config.json"])
+@pytest.mark.parametrize(
+    "name", ["config.json", "preprocessor_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
+)
 def test_fifo_in_a_clap_folder_is_refused_not_waited_on(name, tiny_unfused, tmp_path):
     folder = _copy(tiny_unfused, tmp_path)
     _make_fifo(folder / name)
@@ -209,12 +226,30 @@ def test_cli_with_a_too_large_tokenizer_exits_2_not_3(tiny_unfused, tmp_path):
 
 # -- 4. MS CLAP configs with absurd sizes and rates ---------------------------------------------
 BAD_CONFIGS = [
-    ("sampling_rate", 0), ("sampling_rate", -5), ("sampling_rate", "44k"), ("sampling_rate", 10 ** 7),
-    ("duration", 0), ("duration", -1), ("duration", 100000), ("window_size", 0), ("hop_size", 0),
-    ("hop_size", 1e9), ("mel_bins", 0), ("text_len", 0), ("text_len", 100000), ("d_proj", 0),
-    ("d_proj", 10 ** 9), ("fmax", 0), ("fmin", -10), ("mel_sampling_rate", 0), ("classes_num", 0),
-    ("out_emb", True), ("transformer_embed_dim", 0), ("cnn14_channels", []),
-    ("text_config", {"vocab_size": -1}), ("htsat", {"spec_size": 0}),
+    ("sampling_rate", 0),
+    ("sampling_rate", -5),
+    ("sampling_rate", "44k"),
+    ("sampling_rate", 10**7),
+    ("duration", 0),
+    ("duration", -1),
+    ("duration", 100000),
+    ("window_size", 0),
+    ("hop_size", 0),
+    ("hop_size", 1e9),
+    ("mel_bins", 0),
+    ("text_len", 0),
+    ("text_len", 100000),
+    ("d_proj", 0),
+    ("d_proj", 10**9),
+    ("fmax", 0),
+    ("fmin", -10),
+    ("mel_sampling_rate", 0),
+    ("classes_num", 0),
+    ("out_emb", True),
+    ("transformer_embed_dim", 0),
+    ("cnn14_channels", []),
+    ("text_config", {"vocab_size": -1}),
+    ("htsat", {"spec_size": 0}),
 ]
 
 

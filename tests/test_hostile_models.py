@@ -21,11 +21,10 @@ from humanclap.cli import main
 from humanclap.errors import UsageError
 from humanclap.scoring.cache import check_cache_folder
 from humanclap.scoring.checkpoint import check_tokenizer
-from humanclap.scoring.engine import EmbeddingEngine, open_cache
 from humanclap.scoring.clap.scorer import resolve_device
+from humanclap.scoring.engine import EmbeddingEngine, open_cache
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
-                   "special_tokens_map.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json")
 AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 
@@ -35,8 +34,13 @@ def _copy(src: Path, tmp_path: Path) -> Path:
 
 def _job(tmp_path: Path, n: int = 3) -> Path:
     """A small manifest: n clips, one missing file."""
-    rows = [{"audio": str(write_wav(tmp_path / f"c{i}.wav", noise_clip(0.3 + 0.1 * i, seed=i))),
-             "text": ["a dog barks", "rain falls on a roof", "a bell rings"][i % 3]} for i in range(n)]
+    rows = [
+        {
+            "audio": str(write_wav(tmp_path / f"c{i}.wav", noise_clip(0.3 + 0.1 * i, seed=i))),
+            "text": ["a dog barks", "rain falls on a roof", "a bell rings"][i % 3],
+        }
+        for i in range(n)
+    ]
     rows.append({"audio": str(tmp_path / "missing.wav"), "text": "a dog barks"})
     path = tmp_path / "m.csv"
     with open(path, "w", newline="") as f:
@@ -80,8 +84,14 @@ def test_an_empty_tokenizer_is_refused(tiny_unfused, tmp_path):
     # A tokenizer of the 5 special tokens alone, built the same way on every transformers.
     specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
     bare = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(specials)}, merges=[], unk_token="<unk>"))
-    empty = PreTrainedTokenizerFast(tokenizer_object=bare, bos_token="<s>", pad_token="<pad>",
-                                    eos_token="</s>", unk_token="<unk>", mask_token="<mask>")
+    empty = PreTrainedTokenizerFast(
+        tokenizer_object=bare,
+        bos_token="<s>",
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        mask_token="<mask>",
+    )
     with pytest.raises(ModelLoadError, match=r"tokenizer is empty or broken \(5 tokens"):
         check_tokenizer(empty, "bare")
     folder = _copy(tiny_unfused, tmp_path)
@@ -101,8 +111,9 @@ def test_damaged_weights_are_refused_naming_the_file(damage, tiny_unfused, tmp_p
     folder = _copy(tiny_unfused, tmp_path)
     weights = folder / "model.safetensors"
     data = weights.read_bytes()
-    weights.write_bytes({"empty": b"", "truncated": data[:-100],
-                         "garbage": np.random.default_rng(0).bytes(4096)}[damage])
+    weights.write_bytes(
+        {"empty": b"", "truncated": data[:-100], "garbage": np.random.default_rng(0).bytes(4096)}[damage]
+    )
     msg = _refused(folder, "model.safetensors: the weights file is")
     assert ("empty" in msg) == (damage == "empty")
 
@@ -113,11 +124,14 @@ def test_missing_weights_file_is_refused(tiny_unfused, tmp_path):
     _refused(folder, r"no weights \(none of model.safetensors")
 
 
-@pytest.mark.parametrize("content, match", [
-    ("{not json", r"config.json: the model config is not readable JSON"),
-    ('["a", "list"]', r"config.json: the model config must be a JSON object"),
-    ('{"model_type": "bert", "hidden_size": 32}', r"model_type is 'bert', not 'clap'"),
-])
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ("{not json", r"config.json: the model config is not readable JSON"),
+        ('["a", "list"]', r"config.json: the model config must be a JSON object"),
+        ('{"model_type": "bert", "hidden_size": 32}', r"model_type is 'bert', not 'clap'"),
+    ],
+)
 def test_bad_config_json_is_refused(content, match, tiny_unfused, tmp_path):
     folder = _copy(tiny_unfused, tmp_path)
     (folder / "config.json").write_text(content)
@@ -150,8 +164,11 @@ def test_weights_of_another_shape_are_refused(tiny_unfused, tmp_path):
     config = json.loads((folder / "config.json").read_text())
     config["projection_dim"] = 24  # the weights are 16-d
     (folder / "config.json").write_text(json.dumps(config))
-    _refused(folder, r"wrong shape for the model config: audio_projection.linear1.bias: \(16,\) in the weights, "
-                     r"\(24,\) in the model config.*must come from the same checkpoint")
+    _refused(
+        folder,
+        r"wrong shape for the model config: audio_projection.linear1.bias: \(16,\) in the weights, "
+        r"\(24,\) in the model config.*must come from the same checkpoint",
+    )
 
 
 def test_unreadable_extractor_config_is_refused_not_replaced(tiny_unfused, tmp_path):
@@ -252,8 +269,10 @@ def test_corrupt_cache_database(tiny_unfused, tmp_path, capsys):
     assert (tmp_path / "cache/embeddings.sqlite").read_bytes() == garbage  # left as it was
 
 
-@pytest.mark.skipif(AS_ROOT, reason="running as root: chmod does not stop root's writes, so a "
-                                    "read-only folder or database cannot be simulated")
+@pytest.mark.skipif(
+    AS_ROOT,
+    reason="running as root: chmod does not stop root's writes, so a read-only folder or database cannot be simulated",
+)
 def test_unwritable_cache_folder_and_read_only_database(tiny_unfused, tmp_path, capsys):
     folder = tmp_path / "ro"
     folder.mkdir()

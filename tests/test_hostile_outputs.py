@@ -30,8 +30,9 @@ def score(capsys, *args) -> tuple[int, str]:
 
 
 def three_rows(folder: Path) -> Path:
-    return write_manifest(folder, [{"audio": f"c{i}.wav", "text": t}
-                                   for i, t in enumerate(["a dog barks", "rain falls", "a bell rings"])])
+    return write_manifest(
+        folder, [{"audio": f"c{i}.wav", "text": t} for i, t in enumerate(["a dog barks", "rain falls", "a bell rings"])]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -109,9 +110,11 @@ def test_output_path_that_cannot_be_written_is_a_usage_error(tmp_path, tiny_unfu
     (tmp_path / "folder.csv").mkdir()
     (tmp_path / "plain.txt").write_text("x")
     os.symlink(tmp_path / "nowhere", tmp_path / "dangling")
-    cases = [(tmp_path / "folder.csv", "is a folder; name a .csv or .jsonl file"),
-             (tmp_path / "plain.txt" / "deeper" / "o.csv", "plain.txt is a file, not a folder"),
-             (tmp_path / "dangling" / "o.csv", "cannot create the folder")]
+    cases = [
+        (tmp_path / "folder.csv", "is a folder; name a .csv or .jsonl file"),
+        (tmp_path / "plain.txt" / "deeper" / "o.csv", "plain.txt is a file, not a folder"),
+        (tmp_path / "dangling" / "o.csv", "cannot create the folder"),
+    ]
     for out, expected in cases:
         code, err = score(capsys, m, "--model", tiny_unfused, "-o", out)
         assert code == 2 and expected in err and "Traceback" not in err, (out, err)
@@ -149,11 +152,15 @@ def test_resume_without_or_with_a_broken_meta_file_is_refused(scored, tiny_unfus
     meta.unlink()
     code, err = score(capsys, m, "--model", tiny_unfused, "-o", out, "--resume")
     assert code == 2, err
-    assert (f"cannot resume: {meta} is missing, so the rows in {out} may come from another "
-            "model; rerun with --overwrite") in err
-    for text, expected in [("{not json", "is not readable JSON"), ("[1, 2]", "lacks 'manifest'"),
-                           ('{"manifest": {"columns": ["audio", "text"]}}', "lacks 'manifest.sha256'"),
-                           ("\udcff", "is not readable JSON")]:
+    assert (
+        f"cannot resume: {meta} is missing, so the rows in {out} may come from another model; rerun with --overwrite"
+    ) in err
+    for text, expected in [
+        ("{not json", "is not readable JSON"),
+        ("[1, 2]", "lacks 'manifest'"),
+        ('{"manifest": {"columns": ["audio", "text"]}}', "lacks 'manifest.sha256'"),
+        ("\udcff", "is not readable JSON"),
+    ]:
         meta.write_bytes(text.encode("utf-8", "surrogateescape"))
         code, err = score(capsys, m, "--model", tiny_unfused, "-o", out, "--resume")
         assert code == 2 and expected in err and "rerun with --overwrite" in err, (text, err)
@@ -169,10 +176,12 @@ def test_resume_with_other_columns_rows_or_dtype_is_refused(scored, tiny_unfused
     rows = list(csv.DictReader(open(m, newline="")))
     gained = write_manifest(tmp_path, [{**r, "id": str(i)} for i, r in enumerate(rows)], "gained.csv")
     edited = write_manifest(tmp_path, [rows[0], rows[1], {**rows[2], "text": "edited"}], "edited.csv")
-    reordered = write_manifest(tmp_path, [{"text": r["text"], "audio": r["audio"]} for r in rows],
-                               "reordered.csv")
-    for manifest, expected in [(gained, "gained ['id']"), (reordered, "reordered"),
-                               (edited, "the manifest's rows are not those")]:
+    reordered = write_manifest(tmp_path, [{"text": r["text"], "audio": r["audio"]} for r in rows], "reordered.csv")
+    for manifest, expected in [
+        (gained, "gained ['id']"),
+        (reordered, "reordered"),
+        (edited, "the manifest's rows are not those"),
+    ]:
         out.write_bytes(cut)
         code, err = score(capsys, manifest, "--model", tiny_unfused, "-o", out, "--resume")
         assert code == 2 and expected in err and "rerun with --overwrite" in err, (manifest, err)
@@ -204,9 +213,14 @@ HOSTILE_TEXT = 'a "loud" dog,\nbarks "twice"\r\n\nthen, "stops"'
 def test_resume_after_a_cut_at_every_byte_of_the_last_record(scorer, tmp_path, fmt):
     from humanclap.scoring.job import ScoreJob
 
-    m = write_manifest(tmp_path, [{"audio": "c0.wav", "text": 'multi\nline "one"', "id": "1"},
-                                  {"audio": "c1.wav", "text": "rain falls", "id": "2"},
-                                  {"audio": "c2.wav", "text": HOSTILE_TEXT, "id": "3"}])
+    m = write_manifest(
+        tmp_path,
+        [
+            {"audio": "c0.wav", "text": 'multi\nline "one"', "id": "1"},
+            {"audio": "c1.wav", "text": "rain falls", "id": "2"},
+            {"audio": "c2.wav", "text": HOSTILE_TEXT, "id": "3"},
+        ],
+    )
     before = m.read_bytes()
     full = tmp_path / f"full.{fmt}"
     ScoreJob(scorer, batch_size=2).run(m, full, progress=False)
@@ -238,9 +252,11 @@ def test_resume_refuses_an_output_that_is_not_ours(scorer, tmp_path):
     out = tmp_path / "o.csv"
     ScoreJob(scorer).run(m, out, progress=False)
     lines = out.read_bytes().splitlines(keepends=True)
-    for broken, expected in [(lines[0] + b'c0.wav,"a dog" barks,,,\n' + lines[2], "is not CSV written"),
-                             (b"audio,text,clapscore\n" + lines[1], "has columns"),
-                             (lines[0] + lines[1].replace(b",\n", b"\n"), "fields where the header")]:
+    for broken, expected in [
+        (lines[0] + b'c0.wav,"a dog" barks,,,\n' + lines[2], "is not CSV written"),
+        (b"audio,text,clapscore\n" + lines[1], "has columns"),
+        (lines[0] + lines[1].replace(b",\n", b"\n"), "fields where the header"),
+    ]:
         out.write_bytes(broken)
         with pytest.raises(UsageError, match=expected):
             ScoreJob(scorer).run(m, out, resume=True, progress=False)
@@ -248,8 +264,10 @@ def test_resume_refuses_an_output_that_is_not_ours(scorer, tmp_path):
     jout = tmp_path / "o.jsonl"
     ScoreJob(scorer).run(m, jout, progress=False)
     jlines = jout.read_bytes().splitlines(keepends=True)
-    for broken, expected in [(b"{oops\n" + jlines[1], "line 1, is not valid JSON"),
-                             (b'{"audio": "c0.wav", "text": "a dog barks"}\n', "not an output row")]:
+    for broken, expected in [
+        (b"{oops\n" + jlines[1], "line 1, is not valid JSON"),
+        (b'{"audio": "c0.wav", "text": "a dog barks"}\n', "not an output row"),
+    ]:
         jout.write_bytes(broken)
         with pytest.raises(UsageError, match=expected):
             ScoreJob(scorer).run(m, jout, resume=True, progress=False)
@@ -278,8 +296,10 @@ def test_full_disk_is_a_clear_error_and_resume_continues(tmp_path, tiny_unfused,
     os.symlink("/dev/full", out)  # every write to it fails with ENOSPC
     code, err = score(capsys, m, "--model", tiny_unfused, "-o", out)
     assert code == 2, err
-    assert err == (f"humanclap score: error: cannot write {out}: No space left on device; the 0 rows "
-                   "written so far are kept; free space and rerun with --resume\n")
+    assert err == (
+        f"humanclap score: error: cannot write {out}: No space left on device; the 0 rows "
+        "written so far are kept; free space and rerun with --resume\n"
+    )
     assert m.read_bytes() == before and os.path.islink(out)
     meta = json.loads(Path(f"{out}.meta.json").read_text())  # written before the rows
     assert meta["manifest"]["rows"] == 3

@@ -27,20 +27,32 @@ from humanclap.training.trainer import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TEXTS = ["a dog barks while a man talks", "rain falls on a roof followed by thunder",
-         "a car horn honks then an engine revs", "birds chirp in the distance as wind blows"]
+TEXTS = [
+    "a dog barks while a man talks",
+    "rain falls on a roof followed by thunder",
+    "a car horn honks then an engine revs",
+    "birds chirp in the distance as wind blows",
+]
 
 
 def humanclap(*args, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "humanclap.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "humanclap.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def snapshot(root: Path) -> dict[str, str]:
     """sha256 of every file under ``root`` (dot files included), by relative path."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def rated_manifest(root: Path) -> Path:
@@ -53,8 +65,14 @@ def rated_manifest(root: Path) -> Path:
             x = 0.3 * np.sin(2 * np.pi * 200 * 2 ** (level / 2) * t) + 0.02 * rng.standard_normal(t.size)
             path = write_wav(root / "wav" / f"l{level}_{k}.wav", x.astype(np.float32))
             for j in (level, (level + 1 + k) % 4):
-                rows.append({"audio": str(path), "text": TEXTS[j], "score": round(0.1 + 0.2 * level, 3),
-                             "split": "validation" if k == 2 else "train"})
+                rows.append(
+                    {
+                        "audio": str(path),
+                        "text": TEXTS[j],
+                        "score": round(0.1 + 0.2 * level, 3),
+                        "split": "validation" if k == 2 else "train",
+                    }
+                )
     path = root / "rated.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
     return path
@@ -66,23 +84,59 @@ def rated(tmp_path) -> Path:
 
 
 def train_args(model: Path, data: Path, out: Path, *extra) -> list:
-    return ["train", "--model", model, "--data", data, "--output-dir", out, "--device", "cpu",
-            "--batch-size", "8", "--epochs", "1", "--train-params", "projections", "--patience", "0",
-            "--no-progress", *extra]
+    return [
+        "train",
+        "--model",
+        model,
+        "--data",
+        data,
+        "--output-dir",
+        out,
+        "--device",
+        "cpu",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "1",
+        "--train-params",
+        "projections",
+        "--patience",
+        "0",
+        "--no-progress",
+        *extra,
+    ]
 
 
 def config(model: Path, data: Path, out: Path, **kw) -> TrainConfig:
-    base = dict(model=str(model), data=str(data), output_dir=str(out), device="cpu", batch_size=8,
-                lr=1e-3, epochs=2, warmup_ratio=0.0, patience=0, train_params="projections",
-                progress=False)
+    base = dict(
+        model=str(model),
+        data=str(data),
+        output_dir=str(out),
+        device="cpu",
+        batch_size=8,
+        lr=1e-3,
+        epochs=2,
+        warmup_ratio=0.0,
+        patience=0,
+        train_params="projections",
+        progress=False,
+    )
     return TrainConfig(**{**base, **kw})
 
 
 # -- train -----------------------------------------------------------------------------------
 def test_train_refuses_a_folder_it_did_not_write_and_touches_nothing(tiny_unfused, rated, tmp_path):
     out = tmp_path / "H"
-    for name in ("checkpoints/best/model.safetensors", "checkpoints/.best.tmp-1/x", "checkpoints/best.old/y",
-                 "metrics.json", "metrics.jsonl", "tokenizer.json", "training_config.json", "vocab.json"):
+    for name in (
+        "checkpoints/best/model.safetensors",
+        "checkpoints/.best.tmp-1/x",
+        "checkpoints/best.old/y",
+        "metrics.json",
+        "metrics.jsonl",
+        "tokenizer.json",
+        "training_config.json",
+        "vocab.json",
+    ):
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_text(f"the user's {name}")
     before = snapshot(out)
@@ -98,8 +152,14 @@ def test_train_writes_a_marker_with_its_files_and_identity(tiny_unfused, rated, 
     train(config(tiny_unfused, rated, out, epochs=1))
     marker = read_marker(out)
     assert marker["command"] == "train" and not (out / LOCK).exists()
-    assert {"checkpoints", "metrics.jsonl", "metrics.json", "training_config.json", "model.safetensors",
-            "config.json"} <= set(marker["files"])
+    assert {
+        "checkpoints",
+        "metrics.jsonl",
+        "metrics.json",
+        "training_config.json",
+        "model.safetensors",
+        "config.json",
+    } <= set(marker["files"])
     identity = marker["identity"]
     assert identity["model"]["revision"].startswith("sha256:")
     assert identity["model"]["spec"] == str(tiny_unfused.resolve())
@@ -130,8 +190,22 @@ def test_resume_after_the_training_data_changed_is_refused_naming_it(tiny_unfuse
     df.loc[0, "score"] = 0.9  # same path, other content
     df.to_csv(rated, index=False)
     state = (out / "checkpoints/last/trainer_state.json").read_bytes()
-    res = humanclap(*train_args(tiny_unfused, rated, out, "--epochs", "2", "--resume", "--lr", "0.001",
-                                "--warmup-ratio", "0", "--loss", "wsce+mae"))
+    res = humanclap(
+        *train_args(
+            tiny_unfused,
+            rated,
+            out,
+            "--epochs",
+            "2",
+            "--resume",
+            "--lr",
+            "0.001",
+            "--warmup-ratio",
+            "0",
+            "--loss",
+            "wsce+mae",
+        )
+    )
     assert res.returncode == 2, res.stderr
     assert "data.sha256.train" in res.stderr and " then, " in res.stderr and " now" in res.stderr
     assert "Traceback" not in res.stderr
@@ -141,9 +215,13 @@ def test_resume_after_the_training_data_changed_is_refused_naming_it(tiny_unfuse
 def test_a_second_train_run_into_the_same_folder_is_refused(tiny_unfused, rated, tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    first = subprocess.Popen([sys.executable, "-m", "humanclap.cli",
-                              *map(str, train_args(tiny_unfused, rated, out, "--epochs", "500"))],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "humanclap.cli", *map(str, train_args(tiny_unfused, rated, out, "--epochs", "500"))],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         deadline = time.time() + 120
         while not (out / "metrics.jsonl").exists() and first.poll() is None and time.time() < deadline:
@@ -213,8 +291,12 @@ def test_synth_overwrite_replaces_its_own_run_only(tmp_path, monkeypatch):
 # -- demo ------------------------------------------------------------------------------------
 def test_demo_never_touches_a_users_data_folder(tmp_path):
     project = tmp_path / "project"
-    for name in ("data/scores/REL.csv", "data/RELATE_wave/a.wav", "data/listener_attributes/REL.csv",
-                 "data/pretrain/manifest.csv"):
+    for name in (
+        "data/scores/REL.csv",
+        "data/RELATE_wave/a.wav",
+        "data/listener_attributes/REL.csv",
+        "data/pretrain/manifest.csv",
+    ):
         (project / name).parent.mkdir(parents=True, exist_ok=True)
         (project / name).write_text("the user's")
     before = snapshot(project)

@@ -56,8 +56,9 @@ def cli_scores(model: Path, clips: list[np.ndarray], texts: list[str], rate: int
     (folder / "m.csv").write_text("\n".join(rows) + "\n")
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
-        code = main(["score", str(folder / "m.csv"), "--model", str(model), "--device", "cpu",
-                     "-o", str(folder / "out.csv")])
+        code = main(
+            ["score", str(folder / "m.csv"), "--model", str(model), "--device", "cpu", "-o", str(folder / "out.csv")]
+        )
     assert code == 0, err.getvalue()
     with open(folder / "out.csv", newline="") as f:
         got = list(csv.DictReader(f))
@@ -79,8 +80,11 @@ def same_bits(got: torch.Tensor, want: np.ndarray) -> bool:
 
 @pytest.mark.parametrize("family", ["unfused", "fused", "msclap-2022", "msclap-2023"])
 def test_same_bits_as_the_score_command(family, request, tmp_path, one_thread):
-    model = request.getfixturevalue({"unfused": "tiny_unfused", "fused": "tiny_fused",
-                                     "msclap-2022": "msclap_2022", "msclap-2023": "msclap_2023"}[family])
+    model = request.getfixturevalue(
+        {"unfused": "tiny_unfused", "fused": "tiny_fused", "msclap-2022": "msclap_2022", "msclap-2023": "msclap_2023"}[
+            family
+        ]
+    )
     scorer = get_scorer(str(model), device="cpu")
     texts = TEXTS[: len(SECONDS)]
     for rate in (scorer.sampling_rate, 22050):  # the model's rate and another one
@@ -108,12 +112,26 @@ def test_integer_pcm_is_scaled_like_a_pcm_file(tiny_unfused, tmp_path, one_threa
         sf.write(str(folder / f"c{i}.wav"), clip, 16000, subtype="PCM_16")
     (folder / "m.csv").write_text("audio,text\nc0.wav,a dog barks\nc1.wav,rain\n")
     with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
-        assert main(["score", str(folder / "m.csv"), "--model", str(tiny_unfused), "--device", "cpu",
-                     "-o", str(folder / "out.csv")]) == 0
+        assert (
+            main(
+                [
+                    "score",
+                    str(folder / "m.csv"),
+                    "--model",
+                    str(tiny_unfused),
+                    "--device",
+                    "cpu",
+                    "-o",
+                    str(folder / "out.csv"),
+                ]
+            )
+            == 0
+        )
     with open(folder / "out.csv", newline="") as f:
         want = f32(r["clapscore"] for r in csv.DictReader(f))
-    got = humanclap.clap_score([torch.from_numpy(c) for c in clips], ["a dog barks", "rain"], 16000,
-                               model=str(tiny_unfused))
+    got = humanclap.clap_score(
+        [torch.from_numpy(c) for c in clips], ["a dog barks", "rain"], 16000, model=str(tiny_unfused)
+    )
     assert same_bits(got, want)
 
 
@@ -151,34 +169,44 @@ def test_no_gradients_and_results_on_the_audio_device(tiny_unfused):
     w = torch.ones(2, requires_grad=True)
     (out * w).sum().backward()
     assert torch.equal(w.grad, out)
-    one = humanclap.clap_score(np.zeros((1, 800)) + 0.01, "one text is fine for one clip", 16000.0,
-                               model=str(tiny_unfused))
+    one = humanclap.clap_score(
+        np.zeros((1, 800)) + 0.01, "one text is fine for one clip", 16000.0, model=str(tiny_unfused)
+    )
     assert one.shape == (1,) and one.device.type == "cpu"
 
 
-@pytest.mark.parametrize("audio, text, kwargs, error, words", [
-    (np.zeros((2, 800)), ["a", "b", "c"], {}, UsageError, "2 clips but 3 texts"),
-    (np.zeros((2, 800)), "a dog", {}, UsageError, "one string but audio holds 2 clips"),
-    (np.zeros((2, 800)), ["a", ""], {}, UsageError, "text[1] is empty"),
-    (np.zeros((2, 800)), ["a", 3], {}, UsageError, "text[1] must be a string"),
-    (np.zeros((2, 800)), ["a", "b"], {"lengths": [800, 801]}, UsageError, "lengths[1] = 801 is out of range"),
-    (np.zeros((2, 800)), ["a", "b"], {"lengths": [0, 5]}, UsageError, "lengths[0] = 0 is out of range"),
-    (np.zeros((2, 800)), ["a", "b"], {"lengths": [5]}, UsageError, "one length per clip"),
-    ([np.zeros(800)], ["a"], {"lengths": [5]}, UsageError, "lengths applies to a (B, T) batch"),
-    (np.zeros((2, 2, 800)), ["a", "b"], {}, UsageError, "(B, T) batch or a list"),
-    (np.zeros(800), ["a"], {}, UsageError, "one clip, not a batch"),
-    (np.zeros((0, 800)), [], {}, UsageError, "empty batch"),
-    ([], [], {}, UsageError, "empty batch"),
-    ([np.zeros((800, 2))], ["a"], {}, AudioError, "must be 1-D"),
-    (np.zeros((1, 800), dtype=np.int64), ["a"], {}, AudioError, "not PCM"),
-    (np.zeros((1, 800), dtype=bool), ["a"], {}, AudioError, "got dtype bool"),
-    (np.full((1, 800), np.nan, dtype=np.float32), ["a"], {}, AudioError, "audio[0]: contains NaN"),
-    (np.full((1, 800), 1e300), ["a"], {}, AudioError, "audio[0]: contains NaN or inf samples (the first at sample 0)"),
-    (np.full((1, 800), 30000.0, dtype=np.float32), ["a"], {}, AudioError, "audio[0]: samples out of range"),
-    (np.zeros((1, 800)), ["a"], {"sample_rate": 0}, UsageError, "sample_rate must be a positive"),
-    (np.zeros((1, 800)), ["a"], {"sample_rate": 16000.5}, UsageError, "sample_rate must be a positive"),
-    (np.zeros((1, 1)), ["a"], {"sample_rate": 48000}, AudioError, "audio[0]: too short"),
-])
+@pytest.mark.parametrize(
+    "audio, text, kwargs, error, words",
+    [
+        (np.zeros((2, 800)), ["a", "b", "c"], {}, UsageError, "2 clips but 3 texts"),
+        (np.zeros((2, 800)), "a dog", {}, UsageError, "one string but audio holds 2 clips"),
+        (np.zeros((2, 800)), ["a", ""], {}, UsageError, "text[1] is empty"),
+        (np.zeros((2, 800)), ["a", 3], {}, UsageError, "text[1] must be a string"),
+        (np.zeros((2, 800)), ["a", "b"], {"lengths": [800, 801]}, UsageError, "lengths[1] = 801 is out of range"),
+        (np.zeros((2, 800)), ["a", "b"], {"lengths": [0, 5]}, UsageError, "lengths[0] = 0 is out of range"),
+        (np.zeros((2, 800)), ["a", "b"], {"lengths": [5]}, UsageError, "one length per clip"),
+        ([np.zeros(800)], ["a"], {"lengths": [5]}, UsageError, "lengths applies to a (B, T) batch"),
+        (np.zeros((2, 2, 800)), ["a", "b"], {}, UsageError, "(B, T) batch or a list"),
+        (np.zeros(800), ["a"], {}, UsageError, "one clip, not a batch"),
+        (np.zeros((0, 800)), [], {}, UsageError, "empty batch"),
+        ([], [], {}, UsageError, "empty batch"),
+        ([np.zeros((800, 2))], ["a"], {}, AudioError, "must be 1-D"),
+        (np.zeros((1, 800), dtype=np.int64), ["a"], {}, AudioError, "not PCM"),
+        (np.zeros((1, 800), dtype=bool), ["a"], {}, AudioError, "got dtype bool"),
+        (np.full((1, 800), np.nan, dtype=np.float32), ["a"], {}, AudioError, "audio[0]: contains NaN"),
+        (
+            np.full((1, 800), 1e300),
+            ["a"],
+            {},
+            AudioError,
+            "audio[0]: contains NaN or inf samples (the first at sample 0)",
+        ),
+        (np.full((1, 800), 30000.0, dtype=np.float32), ["a"], {}, AudioError, "audio[0]: samples out of range"),
+        (np.zeros((1, 800)), ["a"], {"sample_rate": 0}, UsageError, "sample_rate must be a positive"),
+        (np.zeros((1, 800)), ["a"], {"sample_rate": 16000.5}, UsageError, "sample_rate must be a positive"),
+        (np.zeros((1, 1)), ["a"], {"sample_rate": 48000}, AudioError, "audio[0]: too short"),
+    ],
+)
 def test_bad_input_is_a_clear_humanclap_error(tiny_unfused, audio, text, kwargs, error, words):
     kwargs = {"sample_rate": 16000, **kwargs}
     with pytest.raises(error) as info:
@@ -195,8 +223,9 @@ def test_array_file_reads_like_soundfile(tmp_path):
     with sf.SoundFile(str(tmp_path / "x.wav")) as real:
         assert (mem.samplerate, mem.frames, mem.format) == (real.samplerate, real.frames, real.format)
         for n in (100, 1000, 5000):
-            assert np.array_equal(mem.read(n, dtype="float32", always_2d=True),
-                                  real.read(n, dtype="float32", always_2d=True))
+            assert np.array_equal(
+                mem.read(n, dtype="float32", always_2d=True), real.read(n, dtype="float32", always_2d=True)
+            )
         assert mem.seek(37) == real.seek(37) and mem.tell() == real.tell()
         assert np.array_equal(mem.read(-1), real.read(-1, dtype="float32", always_2d=True))
 

@@ -122,8 +122,14 @@ def test_gradients_finite_for_every_combination():
     ids = torch.tensor([0, 0, 1, 1, 2, 2])
     for spec in ["wsce+mae", "mae", "wsce+mse", "mse+mae", "wsce+mse+mae", "wsce", "mse"]:
         raw_a.grad = raw_t.grad = None
-        out = HumanClapLoss(spec)(F.normalize(raw_a, dim=-1), F.normalize(raw_t, dim=-1), a,
-                                  logit_scale=torch.tensor(14.0), text_ids=ids, audio_ids=ids)
+        out = HumanClapLoss(spec)(
+            F.normalize(raw_a, dim=-1),
+            F.normalize(raw_t, dim=-1),
+            a,
+            logit_scale=torch.tensor(14.0),
+            text_ids=ids,
+            audio_ids=ids,
+        )
         assert set(out) == {"loss", *spec.split("+")}
         out["loss"].backward()
         assert torch.isfinite(raw_a.grad).all() and torch.isfinite(raw_t.grad).all()
@@ -135,8 +141,9 @@ def test_weighted_combination():
     assert float(out["loss"]) == pytest.approx(0.5 * float(out["wsce"]) + 2 * float(out["mae"]))
 
 
-@pytest.mark.parametrize("spec,weights", [("wsce+foo", None), ("mae+mae", None), ("", None),
-                                          ("wsce+mae", "1"), ("mae", "x"), ("mae", "-1")])
+@pytest.mark.parametrize(
+    "spec,weights", [("wsce+foo", None), ("mae+mae", None), ("", None), ("wsce+mae", "1"), ("mae", "x"), ("mae", "-1")]
+)
 def test_bad_specs_say_what_to_do(spec, weights):
     with pytest.raises(ValueError, match="loss|weight"):
         parse_loss_spec(spec, weights)

@@ -1,4 +1,5 @@
 """Metrics against scipy, the vectorised bootstrap against a plain loop, and summaries."""
+
 from __future__ import annotations
 
 import doctest
@@ -9,10 +10,18 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from humanclap.data import categories as categories; from humanclap.evaluation import metrics as metrics
+from humanclap.data import categories as categories
+from humanclap.evaluation import metrics as metrics
 from humanclap.evaluation.breakdowns import breakdowns
 from humanclap.evaluation.metrics import (
-    bootstrap_ci, bootstrap_distribution, evaluate_all, ktau, lcc, mse, paired_bootstrap, srcc,
+    bootstrap_ci,
+    bootstrap_distribution,
+    evaluate_all,
+    ktau,
+    lcc,
+    mse,
+    paired_bootstrap,
+    srcc,
     system_level,
 )
 
@@ -42,8 +51,7 @@ def test_point_estimates_equal_scipy_with_ties(name: str, n: int):
     assert metrics.METRICS[name](pred, target) == pytest.approx(expected, abs=1e-12)
     # The vectorised bootstrap code, evaluated on the identity "resample", too.
     ident = np.arange(n)[None, :]
-    value, ok = metrics._BATCHED[metrics.METRICS[name]](
-        pred, target, metrics._Resamples(ident, n))
+    value, ok = metrics._BATCHED[metrics.METRICS[name]](pred, target, metrics._Resamples(ident, n))
     assert ok[0] and value[0] == pytest.approx(expected, abs=1e-12)
 
 
@@ -53,8 +61,7 @@ def test_vectorised_bootstrap_equals_loop(name: str):
     fn = metrics.METRICS[name]
     fast, skipped_fast = bootstrap_distribution(fn, pred, target, n_boot=200, seed=3)
     # A lambda is not recognised as built-in, so this loops over the same resamples.
-    slow, skipped_slow = bootstrap_distribution(lambda p, t: fn(p, t), pred, target,
-                                                n_boot=200, seed=3)
+    slow, skipped_slow = bootstrap_distribution(lambda p, t: fn(p, t), pred, target, n_boot=200, seed=3)
     assert skipped_fast == skipped_slow
     np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-12)
 
@@ -67,16 +74,19 @@ def test_ktau_scipy_fallback_path(monkeypatch):
     np.testing.assert_allclose(matrix, looped, atol=1e-12)
 
 
-@pytest.mark.parametrize("pred, target, match", [
-    ([0.1, 0.2, 0.3], [0.1, 0.2], "differ in length"),
-    ([0.1, np.nan, 0.3], [0.1, 0.2, 0.3], "NaN/inf"),
-    ([0.1, np.inf, 0.3], [0.1, 0.2, 0.3], "NaN/inf"),
-    ([0.1, 0.2], [0.1, 0.2], "at least 3"),
-    ([0.5, 0.5, 0.5], [0.1, 0.2, 0.3], "pred is constant"),
-    ([0.1, 0.2, 0.3], [1, 1, 1], "target is constant"),
-    ([[0.1, 0.2, 0.3]], [[0.1, 0.2, 0.3]], "1-D"),
-    (["a", "b", "c"], [0.1, 0.2, 0.3], "numeric"),
-])
+@pytest.mark.parametrize(
+    "pred, target, match",
+    [
+        ([0.1, 0.2, 0.3], [0.1, 0.2], "differ in length"),
+        ([0.1, np.nan, 0.3], [0.1, 0.2, 0.3], "NaN/inf"),
+        ([0.1, np.inf, 0.3], [0.1, 0.2, 0.3], "NaN/inf"),
+        ([0.1, 0.2], [0.1, 0.2], "at least 3"),
+        ([0.5, 0.5, 0.5], [0.1, 0.2, 0.3], "pred is constant"),
+        ([0.1, 0.2, 0.3], [1, 1, 1], "target is constant"),
+        ([[0.1, 0.2, 0.3]], [[0.1, 0.2, 0.3]], "1-D"),
+        (["a", "b", "c"], [0.1, 0.2, 0.3], "numeric"),
+    ],
+)
 @pytest.mark.parametrize("fn", [srcc, lcc, ktau])
 def test_input_errors(fn, pred, target, match):
     with pytest.raises(ValueError, match=match):
@@ -141,7 +151,8 @@ def test_system_level():
     pred = np.repeat([0.1, 0.3, 0.2, 0.9], 5)
     assert system_level(pred, target, systems) == pytest.approx(0.8)
     assert system_level(pred, target, systems, metric=lcc) == pytest.approx(
-        stats.pearsonr([0.1, 0.3, 0.2, 0.9], [0.2, 0.4, 0.6, 0.8])[0])
+        stats.pearsonr([0.1, 0.3, 0.2, 0.9], [0.2, 0.4, 0.6, 0.8])[0]
+    )
     with pytest.raises(ValueError, match="at least 3"):
         system_level(pred[:10], target[:10], systems[:10])
 
@@ -161,23 +172,23 @@ def test_evaluate_all_keys_and_constant_group():
 
 
 def test_breakdowns():
-    texts = ["A dog barks", "A man speaks", "Rain falls", "A car engine idles",
-             "Birds chirp", "A woman talks"]
+    texts = ["A dog barks", "A man speaks", "Rain falls", "A car engine idles", "Birds chirp", "A woman talks"]
     systems = ["audiocaps", "tango2", "tango2", "audiocaps", "tango2", "audioldm"]
     rng = np.random.default_rng(0)
     n = 60
-    pairs = pd.DataFrame({
-        "text": [texts[i % 6] for i in range(n)],
-        "system": [systems[i % 6] for i in range(n)],
-        "natural": [systems[i % 6] == "audiocaps" for i in range(n)],
-        "human": rng.random(n),
-    })
+    pairs = pd.DataFrame(
+        {
+            "text": [texts[i % 6] for i in range(n)],
+            "system": [systems[i % 6] for i in range(n)],
+            "natural": [systems[i % 6] == "audiocaps" for i in range(n)],
+            "human": rng.random(n),
+        }
+    )
     pred = pairs["human"].to_numpy() + rng.normal(0, 0.1, n)
     out = breakdowns(pairs, pred, n_boot=100, seed=0)
     assert out["overall"] == evaluate_all(pred, pairs["human"], n_boot=100, seed=0)
     assert out["natural"]["n"] == 20 and out["synthesized"]["n"] == 40
-    assert {k for k in out if k.startswith("system:")} == {
-        "system:audiocaps", "system:audioldm", "system:tango2"}
+    assert {k for k in out if k.startswith("system:")} == {"system:audiocaps", "system:audioldm", "system:tango2"}
     assert out["category:animals"]["n"] == 20 and out["category:human"]["n"] == 20
     assert out["category:music"] == {"n": 0, "skipped": "fewer than 3 pairs"}
     small = breakdowns(pairs.iloc[:8], pred[:8], n_boot=20)
@@ -201,17 +212,25 @@ def test_bootstrap_speed_relate_sized():
 def test_categories_on_real_captions():
     cases = {
         "A man talks as an engine idles loudly": ["human", "vehicles"],
-        "A muffled steam engine running as a crowd of people talk followed by muffled "
-        "steam hissing": ["human", "vehicles"],
+        "A muffled steam engine running as a crowd of people talk followed by muffled steam hissing": [
+            "human",
+            "vehicles",
+        ],
         "Wind blows hard and waves crash": ["nature", "impacts"],
         "Compressed air spraying followed by a power tool buzzing": ["tools_machines"],
-        "A beep goes off and a gun is being fired several times":
-            ["alarms_signals", "impacts"],
-        "A bus engine accelerating followed by a bus horn honking while plastic clacks":
-            ["vehicles", "alarms_signals", "impacts"],
+        "A beep goes off and a gun is being fired several times": ["alarms_signals", "impacts"],
+        "A bus engine accelerating followed by a bus horn honking while plastic clacks": [
+            "vehicles",
+            "alarms_signals",
+            "impacts",
+        ],
         "A baby is crying and a person sneezes then another person speaks": ["human"],
-        "A band plays horn and string instruments while waves crash nearby":
-            ["nature", "music", "alarms_signals", "impacts"],
+        "A band plays horn and string instruments while waves crash nearby": [
+            "nature",
+            "music",
+            "alarms_signals",
+            "impacts",
+        ],
         "Continuous white noise": [],
     }
     for text, expected in cases.items():

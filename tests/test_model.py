@@ -14,8 +14,18 @@ from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
 from humanclap import CLAPScorer, ModelLoadError
 from humanclap.scoring.clap.scorer import TEXT_MAX_LENGTH
 
-TEXTS = ["a dog barks", "rain falls on a roof", "a bell rings", "music plays", "a siren wails",
-         "birds chirp", "a car horn honks", "people applaud", "water runs", "a woman speaks"]
+TEXTS = [
+    "a dog barks",
+    "rain falls on a roof",
+    "a bell rings",
+    "music plays",
+    "a siren wails",
+    "birds chirp",
+    "a car horn honks",
+    "people applaud",
+    "water runs",
+    "a woman speaks",
+]
 
 
 def reference_cosines(folder, waves, texts, fused):
@@ -24,8 +34,9 @@ def reference_cosines(folder, waves, texts, fused):
     tok = AutoTokenizer.from_pretrained(folder)
     fe = ClapFeatureExtractor.from_pretrained(folder)
     with torch.no_grad():
-        feats = fe(waves, sampling_rate=fe.sampling_rate, return_tensors="pt",
-                   truncation="fusion" if fused else "rand_trunc")
+        feats = fe(
+            waves, sampling_rate=fe.sampling_rate, return_tensors="pt", truncation="fusion" if fused else "rand_trunc"
+        )
         # clips are shorter than the window: LAION marks none as longer (the stock extractor
         # marks a random one when none is, which is the batch dependence we avoid)
         feats["is_longer"][:] = False

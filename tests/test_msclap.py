@@ -50,8 +50,10 @@ def test_pth_in_msclap_layout_round_trips(tmp_path, version):
     # msclap's module tree: the same top-level names and tower prefixes
     tower = "audio_encoder.base.htsat." if version == "2023" else "audio_encoder.base.conv_block1."
     assert any(k.startswith(tower) for k in keys) and "logit_scale" in keys
-    assert "audio_encoder.base.%sspectrogram_extractor.stft.conv_real.weight" % (
-        "htsat." if version == "2023" else "") in keys
+    assert (
+        "audio_encoder.base.%sspectrogram_extractor.stft.conv_real.weight" % ("htsat." if version == "2023" else "")
+        in keys
+    )
     save_pth(model, tmp_path / "w.pth")
     raw = torch.load(tmp_path / "w.pth", weights_only=True)
     assert set(raw["model"]) == keys and infer_version(raw["model"]) == version
@@ -138,8 +140,20 @@ def test_conv_stft_equals_torch_stft():
     """torchlibrosa's conv-STFT is a periodic-Hann, centred, reflect-padded STFT."""
     x = torch.from_numpy(noise_clip(0.2, RATE, seed=5))[None]
     power = Spectrogram(1024, 320)(x)[0, 0]
-    ref = torch.stft(x.double(), 1024, 320, window=torch.hann_window(1024, periodic=True, dtype=torch.float64),
-                     center=True, pad_mode="reflect", return_complex=True).abs().pow(2)[0].T
+    ref = (
+        torch.stft(
+            x.double(),
+            1024,
+            320,
+            window=torch.hann_window(1024, periodic=True, dtype=torch.float64),
+            center=True,
+            pad_mode="reflect",
+            return_complex=True,
+        )
+        .abs()
+        .pow(2)[0]
+        .T
+    )
     assert power.shape == ref.shape
     np.testing.assert_allclose(power.double().numpy(), ref.numpy(), rtol=1e-3, atol=1e-4 * float(ref.max()))
 
@@ -162,7 +176,7 @@ def test_scorer_protocol_and_preprocessing(scorer, tmp_path):
     s_wave = scorer.load(short)
     feats, longer = scorer.features(s_wave)  # tiled as msclap, then cut
     assert not longer and feats.shape == (window,)
-    assert np.array_equal(feats[: len(s_wave)], s_wave) and np.array_equal(feats[len(s_wave): 2 * len(s_wave)], s_wave)
+    assert np.array_equal(feats[: len(s_wave)], s_wave) and np.array_equal(feats[len(s_wave) : 2 * len(s_wave)], s_wave)
     wave = scorer.load(long)
     feats, longer = scorer.features(wave)
     start = (len(wave) - window) // 2
@@ -249,12 +263,14 @@ def test_score_cli_with_a_tiny_msclap(tmp_path, capsys, as_pth):
     model = build_tiny_msclap(tmp_path / "m", "2023", seed=3, pth=as_pth)
     wavs = [write_wav(tmp_path / f"a{i}.wav", noise_clip(0.5 + i, RATE, seed=i), RATE) for i in range(3)]
     manifest = tmp_path / "pairs.csv"
-    manifest.write_text("audio,text\n" + "".join(f"{w},a dog barks {i}\n" for i, w in enumerate(wavs))
-                        + f"{tmp_path / 'missing.wav'},rain\n")
+    manifest.write_text(
+        "audio,text\n"
+        + "".join(f"{w},a dog barks {i}\n" for i, w in enumerate(wavs))
+        + f"{tmp_path / 'missing.wav'},rain\n"
+    )
     before = manifest.read_bytes()
     out = tmp_path / "scores.jsonl"
-    code = main(["score", str(manifest), "--model", str(model), "-o", str(out), "--device", "cpu",
-                 "--batch-size", "2"])
+    code = main(["score", str(manifest), "--model", str(model), "-o", str(out), "--device", "cpu", "--batch-size", "2"])
     cap = capsys.readouterr()
     assert code == 1, cap.err  # one row failed: the missing file
     assert manifest.read_bytes() == before
@@ -334,8 +350,9 @@ def test_the_fft_stfts_log_mel_differs_from_the_convolutions_only_near_the_floor
 
     spec, mel = Spectrogram(1024, 320), LogmelFilterBank(44100, 1024, 64, 50, 14000)
     t = np.arange(3 * RATE) / RATE
-    chirp = torch.tensor(0.5 * np.sin(2 * np.pi * (50 * t + (14000 - 50) / (2 * t[-1]) * t ** 2)),
-                         dtype=torch.float32)[None]
+    chirp = torch.tensor(0.5 * np.sin(2 * np.pi * (50 * t + (14000 - 50) / (2 * t[-1]) * t**2)), dtype=torch.float32)[
+        None
+    ]
     stft = spec.stft
     assert stft.uses_fft()
     fast = log_mel(spec, mel, chirp)

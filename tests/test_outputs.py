@@ -13,8 +13,17 @@ import pytest
 
 from humanclap.errors import UsageError
 from humanclap.io import atomic_dir
-from humanclap.outputs import (LOCK, MARKER, OutputLocked, claim_folder, describe_differences,
-                               file_lock_path, identity_differences, output_lock, read_marker)
+from humanclap.outputs import (
+    LOCK,
+    MARKER,
+    OutputLocked,
+    claim_folder,
+    describe_differences,
+    file_lock_path,
+    identity_differences,
+    output_lock,
+    read_marker,
+)
 
 
 def test_new_and_empty_folders_are_claimed_and_marked(tmp_path):
@@ -108,8 +117,10 @@ def test_file_lock_beside_an_output(tmp_path):
     out = tmp_path / "scores.csv"
     lock = file_lock_path(out)
     assert lock.name == ".scores.csv.lock"
-    code = ("import sys, time; from pathlib import Path; from humanclap.outputs import output_lock\n"
-            "with output_lock(Path(sys.argv[1]), 'x'):\n    print('held', flush=True); time.sleep(30)")
+    code = (
+        "import sys, time; from pathlib import Path; from humanclap.outputs import output_lock\n"
+        "with output_lock(Path(sys.argv[1]), 'x'):\n    print('held', flush=True); time.sleep(30)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code, str(lock)], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "held"
@@ -139,8 +150,7 @@ def test_atomic_dir_never_touches_a_users_dot_old(tmp_path):
 
 def test_identity_differences_name_each_field():
     then = {"model": {"revision": "abc", "dtype": "fp32"}, "data": {"sha256": "1" * 64}}
-    now = {"model": {"revision": "abd", "dtype": "fp32"}, "data": {"sha256": "1" * 64,
-                                                                   "audio_root": "/x"}}
+    now = {"model": {"revision": "abd", "dtype": "fp32"}, "data": {"sha256": "1" * 64, "audio_root": "/x"}}
     diffs = identity_differences(then, now)
     assert diffs == [("data.audio_root", None, "/x"), ("model.revision", "abc", "abd")]
     text = describe_differences(diffs)

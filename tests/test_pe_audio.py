@@ -81,8 +81,12 @@ def test_embeddings_and_logit_are_pe_audio_models_own(pe):
     enc = pe.feature_extractor([wave], sampling_rate=RATE, return_tensors="pt")
     tok = pe.tokenizer(["a dog barks"], return_tensors="pt")
     with torch.no_grad():
-        out = pe.model(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"],
-                       input_values=enc["input_values"], padding_mask=enc["padding_mask"])
+        out = pe.model(
+            input_ids=tok["input_ids"],
+            attention_mask=tok["attention_mask"],
+            input_values=enc["input_values"],
+            padding_mask=enc["padding_mask"],
+        )
     ours = pe.audio_head_outputs([pe.features(wave)])[0]
     assert np.array_equal(ours, out.audio_embeds[0].numpy())
     assert np.abs(pe.text_head_outputs(["a dog barks"])[0] - out.text_audio_embeds[0].numpy()).max() < 1e-6
@@ -166,6 +170,13 @@ def test_incomplete_or_mismatched_folders_are_refused(tiny_pe, tmp_path, damage)
     else:
         cfg = json.loads((folder / "preprocessor_config.json").read_text())
         (folder / "preprocessor_config.json").write_text(json.dumps({**cfg, "hop_length": 321}))
-    with pytest.raises(ModelLoadError, match={"tokenizer": "tokenizer", "extractor": "preprocessor_config",
-                                              "weights": "model.safetensors", "hop": "hop_length"}[damage]):
+    with pytest.raises(
+        ModelLoadError,
+        match={
+            "tokenizer": "tokenizer",
+            "extractor": "preprocessor_config",
+            "weights": "model.safetensors",
+            "hop": "hop_length",
+        }[damage],
+    ):
         load_scorer(str(folder), device="cpu")

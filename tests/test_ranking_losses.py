@@ -7,9 +7,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from humanclap.training.losses import (CLIPPED_MSE_TAU, LISTNET_TEMPERATURE, PAIRWISE_MARGIN,
-                                       HumanClapLoss, clipped_mse, listnet, pairwise,
-                                       parse_loss_spec)
+from humanclap.training.losses import (
+    CLIPPED_MSE_TAU,
+    LISTNET_TEMPERATURE,
+    PAIRWISE_MARGIN,
+    HumanClapLoss,
+    clipped_mse,
+    listnet,
+    pairwise,
+    parse_loss_spec,
+)
 
 
 def batch(n: int, seed: int, d: int = 4):
@@ -20,13 +27,11 @@ def batch(n: int, seed: int, d: int = 4):
 
 
 def preds(e_a, e_t, clip):
-    return [max(float(e_a[i] @ e_t[i]), 0.0) if clip else float(e_a[i] @ e_t[i])
-            for i in range(len(e_a))]
+    return [max(float(e_a[i] @ e_t[i]), 0.0) if clip else float(e_a[i] @ e_t[i]) for i in range(len(e_a))]
 
 
 def ref_pairwise(p, t, margin, delta):
-    hinges = [max(0.0, margin - (p[i] - p[j])) for i in range(len(p)) for j in range(len(p))
-              if t[i] - t[j] > delta]
+    hinges = [max(0.0, margin - (p[i] - p[j])) for i in range(len(p)) for j in range(len(p)) if t[i] - t[j] > delta]
     return sum(hinges) / len(hinges) if hinges else 0.0
 
 
@@ -35,9 +40,10 @@ def ref_listnet(p, t, temp):
         return 0.0
     zt = sum(math.exp(x / temp) for x in t)
     zp = sum(math.exp(x / temp) for x in p)
-    return sum(math.exp(ti / temp) / zt * (math.log(math.exp(ti / temp) / zt)
-                                           - math.log(math.exp(pi / temp) / zp))
-               for ti, pi in zip(t, p))
+    return sum(
+        math.exp(ti / temp) / zt * (math.log(math.exp(ti / temp) / zt) - math.log(math.exp(pi / temp) / zp))
+        for ti, pi in zip(t, p)
+    )
 
 
 def ref_clipped_mse(p, t, tau):
@@ -54,11 +60,9 @@ def test_terms_match_float64_loops(seed, clip):
         got = pairwise(e_a, e_t, a, margin, delta, clip=clip)
         assert float(got) == pytest.approx(ref_pairwise(p, t, margin, delta), abs=1e-12)
     for temp in (LISTNET_TEMPERATURE, 0.1, 1.0):
-        assert float(listnet(e_a, e_t, a, temp, clip=clip)) == pytest.approx(
-            ref_listnet(p, t, temp), abs=1e-12)
+        assert float(listnet(e_a, e_t, a, temp, clip=clip)) == pytest.approx(ref_listnet(p, t, temp), abs=1e-12)
     for tau in (CLIPPED_MSE_TAU, 0.0, 0.3):
-        assert float(clipped_mse(e_a, e_t, a, tau, clip=clip)) == pytest.approx(
-            ref_clipped_mse(p, t, tau), abs=1e-12)
+        assert float(clipped_mse(e_a, e_t, a, tau, clip=clip)) == pytest.approx(ref_clipped_mse(p, t, tau), abs=1e-12)
 
 
 def test_by_hand():
@@ -73,8 +77,13 @@ def test_by_hand():
     assert float(clipped_mse(e_a, e_t, a, tau=0.15)) == pytest.approx((0.09 + 0.04) / 3)
     # listnet: predictions equal to targets up to a shift cost nothing
     e = torch.eye(3, dtype=torch.float64)
-    assert float(listnet(e, e * torch.tensor([[0.9], [0.5], [0.2]], dtype=torch.float64),
-                         torch.tensor([1.0, 0.6, 0.3], dtype=torch.float64))) == pytest.approx(0, abs=1e-15)
+    assert float(
+        listnet(
+            e,
+            e * torch.tensor([[0.9], [0.5], [0.2]], dtype=torch.float64),
+            torch.tensor([1.0, 0.6, 0.3], dtype=torch.float64),
+        )
+    ) == pytest.approx(0, abs=1e-15)
 
 
 @pytest.mark.parametrize("n", [1, 6])
@@ -101,8 +110,14 @@ def test_gradients_finite_in_every_combination():
     ids = torch.tensor([0, 0, 1, 1, 2, 2])
     for spec in ["wsce+mae+0.5*pairwise", "listnet", "clipped-mse+pairwise", "mae+listnet+2*clipped-mse"]:
         raw_a.grad = raw_t.grad = None
-        out = HumanClapLoss(spec)(F.normalize(raw_a, dim=-1), F.normalize(raw_t, dim=-1), a,
-                                  logit_scale=torch.tensor(14.0), text_ids=ids, audio_ids=ids)
+        out = HumanClapLoss(spec)(
+            F.normalize(raw_a, dim=-1),
+            F.normalize(raw_t, dim=-1),
+            a,
+            logit_scale=torch.tensor(14.0),
+            text_ids=ids,
+            audio_ids=ids,
+        )
         out["loss"].backward()
         assert torch.isfinite(raw_a.grad).all() and torch.isfinite(raw_t.grad).all()
         assert raw_a.grad.abs().sum() > 0
@@ -110,33 +125,41 @@ def test_gradients_finite_in_every_combination():
 
 def test_module_weights_inline_terms_and_passes_settings():
     e_a, e_t, a = batch(8, 7)
-    loss = HumanClapLoss("mae+0.5*pairwise+2*clipped-mse+listnet", margin=0.2, delta=0.05, tau=0.1,
-                         listnet_temperature=0.3)
+    loss = HumanClapLoss(
+        "mae+0.5*pairwise+2*clipped-mse+listnet", margin=0.2, delta=0.05, tau=0.1, listnet_temperature=0.3
+    )
     out = loss(e_a, e_t, a)
     assert float(out["pairwise"]) == float(pairwise(e_a, e_t, a, 0.2, 0.05))
     assert float(out["clipped-mse"]) == float(clipped_mse(e_a, e_t, a, 0.1))
     assert float(out["listnet"]) == float(listnet(e_a, e_t, a, 0.3))
-    assert float(out["loss"]) == pytest.approx(float(out["mae"]) + 0.5 * float(out["pairwise"])
-                                               + 2 * float(out["clipped-mse"]) + float(out["listnet"]))
+    assert float(out["loss"]) == pytest.approx(
+        float(out["mae"]) + 0.5 * float(out["pairwise"]) + 2 * float(out["clipped-mse"]) + float(out["listnet"])
+    )
 
 
-@pytest.mark.parametrize("spec,weights,expected", [
-    ("wsce+mae+0.5*pairwise", None, {"wsce": 1.0, "mae": 1.0, "pairwise": 0.5}),
-    ("2*wsce + 1e+0*mae", None, {"wsce": 2.0, "mae": 1.0}),
-    ("WSCE+MAE", "0.5,2", {"wsce": 0.5, "mae": 2.0}),  # the old form, unchanged
-    ("listnet+clipped-mse", "", {"listnet": 1.0, "clipped-mse": 1.0}),
-])
+@pytest.mark.parametrize(
+    "spec,weights,expected",
+    [
+        ("wsce+mae+0.5*pairwise", None, {"wsce": 1.0, "mae": 1.0, "pairwise": 0.5}),
+        ("2*wsce + 1e+0*mae", None, {"wsce": 2.0, "mae": 1.0}),
+        ("WSCE+MAE", "0.5,2", {"wsce": 0.5, "mae": 2.0}),  # the old form, unchanged
+        ("listnet+clipped-mse", "", {"listnet": 1.0, "clipped-mse": 1.0}),
+    ],
+)
 def test_parse_inline_weights(spec, weights, expected):
     assert parse_loss_spec(spec, weights) == expected
 
 
-@pytest.mark.parametrize("spec,weights,match", [
-    ("wsce+0.5*mae", "1,1", "inline .* not both"),
-    ("x*mae", None, "WEIGHT\\*TERM"),
-    ("0.5*foo", None, "not understood"),
-    ("-1*mae", None, ">= 0"),
-    ("0.5*mae+mae", None, "twice"),
-])
+@pytest.mark.parametrize(
+    "spec,weights,match",
+    [
+        ("wsce+0.5*mae", "1,1", "inline .* not both"),
+        ("x*mae", None, "WEIGHT\\*TERM"),
+        ("0.5*foo", None, "not understood"),
+        ("-1*mae", None, ">= 0"),
+        ("0.5*mae+mae", None, "twice"),
+    ],
+)
 def test_parse_refusals(spec, weights, match):
     with pytest.raises(ValueError, match=match):
         parse_loss_spec(spec, weights)

@@ -6,6 +6,7 @@ The expected counts below were computed independently of the loader, twice: with
 counting distinct (wavname, text). They match the dataset README's statistics
 (2,862 train pairs / 9,963 train ratings; 2,598 / 7,797 for validation + test).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,19 +26,27 @@ pytestmark = pytest.mark.skipif(
 PAIRS_PER_SPLIT = {"train": 2862, "validation": 1287, "test": 1311}
 RATINGS_PER_SPLIT = {"train": 9963, "validation": 3897, "test": 3900}
 PAIRS_PER_SPLIT_SYSTEM = {
-    ("train", "audiocaps"): 954, ("train", "audioldm"): 479, ("train", "audioldm2"): 475,
-    ("train", "tango"): 475, ("train", "tango2"): 479,
-    ("validation", "audiocaps"): 429, ("validation", "audioldm"): 216,
-    ("validation", "audioldm2"): 213, ("validation", "tango"): 213,
+    ("train", "audiocaps"): 954,
+    ("train", "audioldm"): 479,
+    ("train", "audioldm2"): 475,
+    ("train", "tango"): 475,
+    ("train", "tango2"): 479,
+    ("validation", "audiocaps"): 429,
+    ("validation", "audioldm"): 216,
+    ("validation", "audioldm2"): 213,
+    ("validation", "tango"): 213,
     ("validation", "tango2"): 216,
-    ("test", "audiocaps"): 437, ("test", "audioldm"): 221, ("test", "audioldm2"): 216,
-    ("test", "tango"): 216, ("test", "tango2"): 221,
+    ("test", "audiocaps"): 437,
+    ("test", "audioldm"): 221,
+    ("test", "audioldm2"): 216,
+    ("test", "tango"): 216,
+    ("test", "tango2"): 221,
 }
-PAIRS_PER_SYSTEM = {"audiocaps": 1820, "audioldm": 916, "audioldm2": 904, "tango": 904,
-                    "tango2": 916}
-EXAMPLE = ("/tango/test/102816.wav",
-           "A group of people screaming and laughing as firecrackers ignite then explode "
-           "followed by a muffled explosion")
+PAIRS_PER_SYSTEM = {"audiocaps": 1820, "audioldm": 916, "audioldm2": 904, "tango": 904, "tango2": 916}
+EXAMPLE = (
+    "/tango/test/102816.wav",
+    "A group of people screaming and laughing as firecrackers ignite then explode followed by a muffled explosion",
+)
 
 
 @pytest.fixture(scope="module")

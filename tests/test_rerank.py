@@ -54,16 +54,23 @@ def test_selection_gain_cis_match_a_plain_bootstrap_loop():
 
 def write_candidates(path: Path, rating: bool = True, failed: set = frozenset()) -> Path:
     """3 prompts x 3 candidates; prompt 1 has a score tie broken by cosine."""
-    rows = [("p0", "a0", 0.2, 0.2, 3), ("p0", "a1", 0.9, 0.9, 8), ("p0", "a2", 0.5, 0.5, 9),
-            ("p1", "b0", 0.0, -0.3, 2), ("p1", "b1", 0.0, -0.1, 6), ("p1", "b2", 0.0, -0.1, 4),
-            ("p2", "c0", 0.7, 0.7, 7), ("p2", "c1", 0.6, 0.6, 1), ("p2", "c2", 0.1, 0.1, 5)]
+    rows = [
+        ("p0", "a0", 0.2, 0.2, 3),
+        ("p0", "a1", 0.9, 0.9, 8),
+        ("p0", "a2", 0.5, 0.5, 9),
+        ("p1", "b0", 0.0, -0.3, 2),
+        ("p1", "b1", 0.0, -0.1, 6),
+        ("p1", "b2", 0.0, -0.1, 4),
+        ("p2", "c0", 0.7, 0.7, 7),
+        ("p2", "c1", 0.6, 0.6, 1),
+        ("p2", "c2", 0.1, 0.1, 5),
+    ]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["text", "audio", "clapscore", "cosine", "error"] + (["rating"] if rating else []))
         for text, audio, score, cos, r in rows:
             err = "corrupt file" if audio in failed else ""
-            w.writerow([text, audio, "" if err else score, "" if err else cos, err]
-                       + ([r] if rating else []))
+            w.writerow([text, audio, "" if err else score, "" if err else cos, err] + ([r] if rating else []))
     return path
 
 
@@ -73,7 +80,10 @@ def test_rerank_picks_writes_and_measures_the_gain(tmp_path, capsys):
     assert main(["rerank", str(src), "-o", str(out), "--n-boot", "200"]) == 0
     picks = list(csv.DictReader(open(out)))
     assert [(r["text"], r["audio"], r["rank_in_prompt"]) for r in picks] == [
-        ("p0", "a1", "1"), ("p1", "b1", "1"), ("p2", "c0", "1")]
+        ("p0", "a1", "1"),
+        ("p1", "b1", "1"),
+        ("p2", "c0", "1"),
+    ]
     meta = json.loads(sidecar_path(out).read_text())
     g = meta["selection_gain"]
     assert g["metric"]["mean"] == pytest.approx((8 + 6 + 7) / 3)

@@ -17,18 +17,31 @@ import pytest
 from conftest import noise_clip, write_wav
 from test_score_cli import humanclap
 
-from humanclap.scoring.parts import merge_parts, parse_shard, part_path, part_range
+from humanclap.scoring.parts import parse_shard, part_path, part_range
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
-       "TOKENIZERS_PARALLELISM": "false"}
+ENV = {
+    **os.environ,
+    "HF_HUB_OFFLINE": "1",
+    "PYTHONUNBUFFERED": "1",
+    "OMP_NUM_THREADS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
 
 
 def torchrun(*args, wait: bool = True, timeout: int = 240):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "humanclap.cli", *map(str, args)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "humanclap.cli",
+        *map(str, args),
+    ]
     if not wait:
-        return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=timeout)
 
 
@@ -87,8 +100,7 @@ def test_shards_then_merge_equal_one_process(data, tiny_unfused, single, tmp_pat
     data_before = data.read_bytes()
     out = tmp_path / f"m.{fmt}"
     for k in range(3):
-        res = humanclap("score", data, "--model", tiny_unfused, "-o", out, "--shard", f"{k}/3",
-                        "--batch-size", "2")
+        res = humanclap("score", data, "--model", tiny_unfused, "-o", out, "--shard", f"{k}/3", "--batch-size", "2")
         assert res.returncode in (0, 1), res.stderr
         assert f"humanclap merge {out}" in res.stderr
     assert not out.exists()  # a shard writes its part only
@@ -113,8 +125,7 @@ def test_shards_then_merge_equal_one_process(data, tiny_unfused, single, tmp_pat
     assert res.returncode == 2 and "--overwrite" in res.stderr and out.read_bytes() == before
 
 
-def test_merge_refuses_missing_foreign_incomplete_and_overlapping_parts(data, tiny_unfused, tiny_fused,
-                                                                        tmp_path):
+def test_merge_refuses_missing_foreign_incomplete_and_overlapping_parts(data, tiny_unfused, tiny_fused, tmp_path):
     out = tmp_path / "m.csv"
     for k in range(3):
         humanclap("score", data, "--model", tiny_unfused, "-o", out, "--shard", f"{k}/3")
@@ -200,8 +211,9 @@ def _rank_pid(launcher: int, rank: int, deadline: float) -> int:
 
 def test_kill_one_rank_then_resume_gives_the_same_bytes(data, tiny_unfused, single, tmp_path):
     out = tmp_path / "k.jsonl"
-    proc = torchrun("score", data, "--model", tiny_unfused, "-o", out, "--device", "cpu",
-                    "--batch-size", "1", wait=False)
+    proc = torchrun(
+        "score", data, "--model", tiny_unfused, "-o", out, "--device", "cpu", "--batch-size", "1", wait=False
+    )
     deadline = time.time() + 120
     pid = _rank_pid(proc.pid, 1, deadline)
     part = part_path(out, 1, 2)  # rows 13..26
@@ -213,8 +225,9 @@ def test_kill_one_rank_then_resume_gives_the_same_bytes(data, tiny_unfused, sing
     kept = part.read_text().count("\n")
     assert 2 <= kept < 14, kept  # killed mid-part
     assert not out.exists()
-    res = torchrun("score", data, "--model", tiny_unfused, "-o", out, "--device", "cpu",
-                   "--batch-size", "1", "--resume")
+    res = torchrun(
+        "score", data, "--model", tiny_unfused, "-o", out, "--device", "cpu", "--batch-size", "1", "--resume"
+    )
     assert res.returncode == 1, res.stderr[-3000:]
     assert "resumed after" in res.stderr
     assert out.read_bytes() == single["jsonl"].read_bytes()
@@ -224,8 +237,19 @@ def test_torchrun_evaluate_equals_one_process(tiny_unfused, tmp_path):
     from test_train import make_rated_manifest
 
     rated = make_rated_manifest(tmp_path / "data", levels=6, clips=2)
-    common = ["--model", tiny_unfused, "--data", rated, "--split", "all", "--device", "cpu",
-              "--n-boot", "50", "--no-plots"]
+    common = [
+        "--model",
+        tiny_unfused,
+        "--data",
+        rated,
+        "--split",
+        "all",
+        "--device",
+        "cpu",
+        "--n-boot",
+        "50",
+        "--no-plots",
+    ]
     one = humanclap("evaluate", *common, "-o", tmp_path / "one")
     assert one.returncode == 0, one.stderr
     two = torchrun("evaluate", *common, "-o", tmp_path / "two")

@@ -103,8 +103,7 @@ def test_welford_summary_equals_the_two_pass_numbers():
 
 
 @pytest.mark.parametrize("fmt,lookahead", [("csv", 256), ("jsonl", 256), ("csv", 6)])
-def test_streaming_resume_is_byte_identical_with_evictions(scorer, tiny_unfused, tmp_path,
-                                                           monkeypatch, fmt, lookahead):
+def test_streaming_resume_is_byte_identical_with_evictions(scorer, tiny_unfused, tmp_path, monkeypatch, fmt, lookahead):
     # lookahead 256: one block of texts larger than the text LRU (16); 6: blocks of two
     # 4-row steps, so the resume cuts land inside and between blocks
     from humanclap.scoring import job as job_mod
@@ -113,8 +112,10 @@ def test_streaming_resume_is_byte_identical_with_evictions(scorer, tiny_unfused,
     m = manifest(tmp_path, 30, files=7)
     before = m.read_bytes()
     full = tmp_path / f"full.{fmt}"
-    assert main(["score", str(m), "--model", str(tiny_unfused), "--device", "cpu", "-o", str(full),
-                 "--batch-size", "4"]) == 0
+    assert (
+        main(["score", str(m), "--model", str(tiny_unfused), "--device", "cpu", "-o", str(full), "--batch-size", "4"])
+        == 0
+    )
     data = full.read_bytes()
     ends = [i + 1 for i, b in enumerate(data) if b == ord("\n")]
     part = tmp_path / f"part.{fmt}"
@@ -140,16 +141,14 @@ def test_select_scores_only_the_chosen_rows(scorer, tmp_path):
     parts = []
     for k in range(3):
         part = tmp_path / f"part{k}.jsonl"
-        summary = ScoreJob(scorer, batch_size=3).run(m, part, progress=False,
-                                                      select=lambda i, k=k: i % 3 == k)
+        summary = ScoreJob(scorer, batch_size=3).run(m, part, progress=False, select=lambda i, k=k: i % 3 == k)
         assert part.read_bytes() == b"".join(lines[k::3])
         assert summary.rows == summary.scored == len(lines[k::3])
         assert json.loads(Path(f"{part}.meta.json").read_text())["rows"] == len(lines[k::3])
         parts.append(part.read_bytes())
     part = tmp_path / "part1.jsonl"
     part.write_bytes(parts[1][: len(lines[1]) + 7])  # one row and a cut one
-    summary = ScoreJob(scorer, batch_size=3).run(m, part, resume=True, progress=False,
-                                                  select=lambda i: i % 3 == 1)
+    summary = ScoreJob(scorer, batch_size=3).run(m, part, resume=True, progress=False, select=lambda i: i % 3 == 1)
     assert part.read_bytes() == parts[1] and summary.resumed == 1
 
 
@@ -158,9 +157,15 @@ def test_worker_crash_marks_its_row_and_the_others_score(tmp_path, tiny_unfused,
 
     write_wav(tmp_path / "crashme.wav", noise_clip(0.3, seed=99))  # a good file: the hook kills
     (tmp_path / "corrupt.wav").write_bytes(b"RIFF not really a wav")
-    m = manifest(tmp_path, 12, files=4, extra={
-        3: {"audio": "crashme.wav", "text": "a crash", "id": "3"},
-        7: {"audio": "corrupt.wav", "text": "a corrupt file", "id": "7"}})
+    m = manifest(
+        tmp_path,
+        12,
+        files=4,
+        extra={
+            3: {"audio": "crashme.wav", "text": "a crash", "id": "3"},
+            7: {"audio": "corrupt.wav", "text": "a corrupt file", "id": "7"},
+        },
+    )
     before = m.read_bytes()
     monkeypatch.setenv(CRASH_HOOK_ENV, "crashme")
     ref, out = tmp_path / "ref.csv", tmp_path / "out.csv"
@@ -199,8 +204,10 @@ def test_a_hanging_decoder_times_out_and_the_pool_goes_on(scorer, tmp_path, monk
     queued behind it (same pool, later batch) still decode, nothing hangs."""
     from humanclap.scoring.decode import HANG_HOOK_ENV, DecoderPool, featurizer_of
 
-    files = [str(write_wav(tmp_path / f"{n}.wav", noise_clip(0.3, seed=i)))
-             for i, n in enumerate(["a", "stuck", "b", "c", "d"])]
+    files = [
+        str(write_wav(tmp_path / f"{n}.wav", noise_clip(0.3, seed=i)))
+        for i, n in enumerate(["a", "stuck", "b", "c", "d"])
+    ]
     monkeypatch.setenv(HANG_HOOK_ENV, "stuck")
     with DecoderPool(featurizer_of(scorer), workers=2, timeout=8) as pool:
         got = list(pool.run([(0, files[:3]), (1, files[3:])]))

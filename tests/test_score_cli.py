@@ -31,8 +31,13 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 
 def humanclap_subprocess(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
     """The real entry point, ``python -m humanclap.cli``, in a new interpreter."""
-    return subprocess.run([sys.executable, "-m", "humanclap.cli", *map(str, args)],
-                          capture_output=True, text=True, env=ENV, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "humanclap.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=timeout,
+    )
 
 
 def humanclap(*args: str) -> SimpleNamespace:
@@ -111,8 +116,12 @@ def test_rows_keep_order_columns_and_errors(manifest, tiny_unfused, full_runs, t
 
 def test_exit_codes(manifest, tiny_unfused, tmp_path):
     good = tmp_path / "good.jsonl"
-    good.write_text("".join(json.dumps({"audio": str(manifest.parent / f"clips/c{i}.wav"), "text": "a dog", "k": i}) + "\n"
-                            for i in range(3)))
+    good.write_text(
+        "".join(
+            json.dumps({"audio": str(manifest.parent / f"clips/c{i}.wav"), "text": "a dog", "k": i}) + "\n"
+            for i in range(3)
+        )
+    )
     ok = humanclap_subprocess("score", good, "--model", tiny_unfused)
     assert ok.returncode == 0, ok.stderr
     lines = [json.loads(x) for x in ok.stdout.splitlines()]  # JSONL on stdout without -o
@@ -138,9 +147,24 @@ def test_exit_codes(manifest, tiny_unfused, tmp_path):
 def test_resume_after_kill_gives_the_same_file(manifest, tiny_unfused, full_runs, tmp_path):
     full = full_runs["jsonl"][0]
     part = tmp_path / "part.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "humanclap.cli", "score", str(manifest), "--model",
-                             str(tiny_unfused), "-o", str(part), "--batch-size", "2"],
-                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "humanclap.cli",
+            "score",
+            str(manifest),
+            "--model",
+            str(tiny_unfused),
+            "-o",
+            str(part),
+            "--batch-size",
+            "2",
+        ],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 60
     while time.time() < deadline and (not part.exists() or part.read_text().count("\n") < 4):
         time.sleep(0.01)

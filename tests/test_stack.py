@@ -13,8 +13,7 @@ import pytest
 from conftest import tiny_model_with_positive_cosines, write_manifest
 
 from humanclap.cli import main as cli_main
-from humanclap.evaluation.ridge import (ALPHA_GRID, best_alpha, cross_validate, fit_ridge,
-                                        kfold_indices)
+from humanclap.evaluation.ridge import ALPHA_GRID, best_alpha, cross_validate, fit_ridge, kfold_indices
 from humanclap.outputs import MARKER
 
 
@@ -69,23 +68,36 @@ def test_cv_folds_and_alpha_are_deterministic():
     m = cross_validate(X, y, k=5, seed=0, criterion="mse")
     assert m.best_alpha == min(m.rows, key=lambda r: (r["mean_mse"], -r["alpha"]))["alpha"]
     # ties go to the larger alpha, the simpler model
-    assert best_alpha([{"alpha": 0.1, "mean_srcc": 0.5}, {"alpha": 1.0, "mean_srcc": 0.5},
-                       {"alpha": 10.0, "mean_srcc": 0.4}], "srcc") == 1.0
+    assert (
+        best_alpha(
+            [{"alpha": 0.1, "mean_srcc": 0.5}, {"alpha": 1.0, "mean_srcc": 0.5}, {"alpha": 10.0, "mean_srcc": 0.4}],
+            "srcc",
+        )
+        == 1.0
+    )
 
 
 # -- refusals on real files ----------------------------------------------------------
-def _predictions(folder: Path, columns: dict[str, list[float]], pair_ids=None, human=None,
-                 split="train") -> Path:
+def _predictions(folder: Path, columns: dict[str, list[float]], pair_ids=None, human=None, split="train") -> Path:
     """A predictions.csv + metrics.json pair as evaluate writes them (hub-id members)."""
     n = len(next(iter(columns.values())))
     folder.mkdir(parents=True, exist_ok=True)
-    df = pd.DataFrame({"pair_id": pair_ids or [f"c{i}.wav|{i:08x}" for i in range(n)],
-                       "audio": [f"c{i}.wav" for i in range(n)], "text": ["t"] * n,
-                       "split": split, "human": human if human is not None else
-                       np.linspace(0, 1, n), **columns, "scored": True, "error": ""})
+    df = pd.DataFrame(
+        {
+            "pair_id": pair_ids or [f"c{i}.wav|{i:08x}" for i in range(n)],
+            "audio": [f"c{i}.wav" for i in range(n)],
+            "text": ["t"] * n,
+            "split": split,
+            "human": human if human is not None else np.linspace(0, 1, n),
+            **columns,
+            "scored": True,
+            "error": "",
+        }
+    )
     df.to_csv(folder / "predictions.csv", index=False)
-    models = [{"label": c, "column": c, "model_id": f"org/{c}", "revision": f"rev-{c}",
-               "source": "hub"} for c in columns]
+    models = [
+        {"label": c, "column": c, "model_id": f"org/{c}", "revision": f"rev-{c}", "source": "hub"} for c in columns
+    ]
     (folder / "metrics.json").write_text(json.dumps({"models": models}))
     return folder / "predictions.csv"
 
@@ -186,9 +198,15 @@ def rated(tmp_path_factory):
     root = tmp_path_factory.mktemp("stackdata")
     rng = np.random.default_rng(0)
     words = ["dog barks", "rain falls", "car engine", "bird sings", "door slams"]
-    rows = [{"audio": f"clips/{i}.wav", "text": f"a {words[i % 5]} {i % 4}",
-             "score": f"{rng.uniform(0, 10):.1f}", "split": "train" if i < 30 else "test"}
-            for i in range(45)]
+    rows = [
+        {
+            "audio": f"clips/{i}.wav",
+            "text": f"a {words[i % 5]} {i % 4}",
+            "score": f"{rng.uniform(0, 10):.1f}",
+            "split": "train" if i < 30 else "test",
+        }
+        for i in range(45)
+    ]
     manifest = write_manifest(root / "data", rows)
     audio = [str(root / "data" / r["audio"]) for r in rows[:12]]
     texts = [r["text"] for r in rows[:12]]
@@ -204,8 +222,7 @@ def _evaluate(argv, capsys) -> tuple[int, str]:
 def test_stack_end_to_end(rated, tmp_path, capsys, one_thread):
     manifest, (m0, m1) = rated
     train = tmp_path / "train_eval"
-    code, err = _evaluate(["--data", manifest, "--split", "train", "--model", m0, "--model", m1,
-                           "-o", train], capsys)
+    code, err = _evaluate(["--data", manifest, "--split", "train", "--model", m0, "--model", m1, "-o", train], capsys)
     assert code == 0, err
     stack = tmp_path / "my_stack"
     code, err = _stack([train / "predictions.csv", "-o", stack], capsys)
@@ -216,8 +233,7 @@ def test_stack_end_to_end(rated, tmp_path, capsys, one_thread):
     assert record["alpha"] in ALPHA_GRID
 
     test = tmp_path / "test_eval"
-    code, err = _evaluate(["--data", manifest, "--split", "test", "--model", stack, "-o", test],
-                          capsys)
+    code, err = _evaluate(["--data", manifest, "--split", "test", "--model", stack, "-o", test], capsys)
     assert code == 0, err
     metrics = json.loads((test / "metrics.json").read_text())
     assert [m["label"] for m in metrics["models"]] == ["clap-0", "clap-1", "my_stack"]
@@ -228,8 +244,12 @@ def test_stack_end_to_end(rated, tmp_path, capsys, one_thread):
     preds = pd.read_csv(test / "predictions.csv")
     assert len(preds) == 15 and set(preds["split"]) == {"test"}
     X = preds[["clap-0", "clap-1"]].to_numpy(float)
-    expected = np.clip(record["intercept"] + ((X - record["feature_mean"]) / record["feature_scale"])
-                       @ np.asarray(record["coef_standardised"]), 0, 1)
+    expected = np.clip(
+        record["intercept"]
+        + ((X - record["feature_mean"]) / record["feature_scale"]) @ np.asarray(record["coef_standardised"]),
+        0,
+        1,
+    )
     np.testing.assert_allclose(preds["my_stack"].to_numpy(float), expected, rtol=0, atol=1e-6)
     w, b = np.asarray(record["coef_raw"]), record["intercept_raw"]
     np.testing.assert_allclose(preds["my_stack"], np.clip(X @ w + b, 0, 1), rtol=0, atol=1e-6)
@@ -238,8 +258,25 @@ def test_stack_end_to_end(rated, tmp_path, capsys, one_thread):
 
     # a member also passed as --model is scored once, in its own place; --label names the stack
     both = tmp_path / "both_eval"
-    code, err = _evaluate(["--data", manifest, "--split", "test", "--model", m1, "--label", "B",
-                           "--model", stack, "--label", "stacked", "-o", both], capsys)
+    code, err = _evaluate(
+        [
+            "--data",
+            manifest,
+            "--split",
+            "test",
+            "--model",
+            m1,
+            "--label",
+            "B",
+            "--model",
+            stack,
+            "--label",
+            "stacked",
+            "-o",
+            both,
+        ],
+        capsys,
+    )
     assert code == 0, err
     labels = [m["label"] for m in json.loads((both / "metrics.json").read_text())["models"]]
     assert labels == ["B", "clap-0", "stacked"]
@@ -247,14 +284,12 @@ def test_stack_end_to_end(rated, tmp_path, capsys, one_thread):
     np.testing.assert_allclose(again["stacked"], preds["my_stack"], rtol=0, atol=1e-7)
 
     # evaluating on the pairs the stack was fitted on is refused before any scoring
-    code, err = _evaluate(["--data", manifest, "--split", "train", "--model", stack,
-                           "-o", tmp_path / "leak"], capsys)
+    code, err = _evaluate(["--data", manifest, "--split", "train", "--model", stack, "-o", tmp_path / "leak"], capsys)
     assert code == 2 and "used to fit the stack" in err and "--split test" in err
     assert not (tmp_path / "leak").exists()
 
     # a member whose weights changed since the stack was fitted is refused
     record["members"][1]["revision"] = "sha256:000000000000"
     (stack / "stack.json").write_text(json.dumps(record))
-    code, err = _evaluate(["--data", manifest, "--split", "test", "--model", stack,
-                           "-o", tmp_path / "stale"], capsys)
+    code, err = _evaluate(["--data", manifest, "--split", "test", "--model", stack, "-o", tmp_path / "stale"], capsys)
     assert code == 2 and "fit the stack again" in err and "sha256:000000000000" in err

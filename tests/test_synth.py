@@ -19,6 +19,7 @@ import pytest
 import soundfile as sf
 
 from humanclap.synth import dataset as synth
+from humanclap.synth.listeners import AUDIO_TYPE, perceive, realise
 from humanclap.synth.sounds import (
     CLIP_SAMPLES,
     EVENT_CLASSES,
@@ -31,13 +32,18 @@ from humanclap.synth.sounds import (
     Scene,
     render,
 )
-from humanclap.synth.listeners import AUDIO_TYPE, perceive, realise
 
 RELATE = Path(__file__).resolve().parents[2] / "shared" / "data" / "relate"
-needs_real = pytest.mark.skipif(not (RELATE / "scores" / "REL.csv").is_file(),
-                                reason=f"real RELATE metadata not found at {RELATE}")
-CSV_FILES = ["scores/REL.csv", "scores/IS.csv", "scores/OS.csv", "listener_attributes/REL.csv",
-             "listener_attributes/IS_and_OS.csv"]
+needs_real = pytest.mark.skipif(
+    not (RELATE / "scores" / "REL.csv").is_file(), reason=f"real RELATE metadata not found at {RELATE}"
+)
+CSV_FILES = [
+    "scores/REL.csv",
+    "scores/IS.csv",
+    "scores/OS.csv",
+    "listener_attributes/REL.csv",
+    "listener_attributes/IS_and_OS.csv",
+]
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +62,11 @@ def tiny_size(monkeypatch):
 
 def _digest(root: Path) -> dict[str, str]:
     """sha256 of every file except the summary (it records the wall time)."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != "synth_summary.json"}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "synth_summary.json"
+    }
 
 
 def _rel(root: Path) -> pd.DataFrame:
@@ -210,9 +219,9 @@ def test_cli_run_and_errors(tiny_size, tmp_path, capsys):
 
 def test_event_level_is_the_reference_level():
     clip = Clip((PlacedEvent("siren", 0.5, 2.0, 0.0, 1.0, 1.0),), "pink", -60.0, 0.0, Artefacts(), 1)
-    x = render(clip, NoiseBank(0))[8000:8000 + 32000]
+    x = render(clip, NoiseBank(0))[8000 : 8000 + 32000]
     frames = np.sort(np.mean(x[: len(x) // 160 * 160].reshape(-1, 160) ** 2, axis=1))
-    level = 10 * np.log10(np.mean(frames[len(frames) // 2:]))
+    level = 10 * np.log10(np.mean(frames[len(frames) // 2 :]))
     assert abs(level - REF_DBFS) < 1.0
 
 
@@ -222,7 +231,10 @@ def test_perceptual_model_follows_what_is_audible():
     rng = np.random.default_rng(0)
     good = [perceive(scene, realise(scene, "tango2", rng, 0)) for _ in range(200)]
     bad = [perceive(scene, realise(scene, "audioldm", rng, 0)) for _ in range(200)]
-    mean = lambda ps, f: float(np.mean([f(p) for p in ps]))
+
+    def mean(ps, f) -> float:
+        return float(np.mean([f(p) for p in ps]))
+
     assert mean(good, lambda p: p.latents()[0]) > mean(bad, lambda p: p.latents()[0]) + 1
     assert mean(good, lambda p: p.artefacts) < mean(bad, lambda p: p.artefacts)
     assert mean(good, lambda p: p.order) > mean(bad, lambda p: p.order)

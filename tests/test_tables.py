@@ -21,11 +21,14 @@ def _m(n, srcc, lcc, ktau, mse, ci=True):
     return d
 
 
-METRICS = {"LAION CLAP": {"overall": _m(15, 0.2801, 0.31, -0.1234, 0.0812)},
-           "Human-CLAP wSCE+MAE": {"overall": _m(15, 0.45678, None, 0.3333, float("nan"))},
-           "x|y": {"overall": _m(7, -0.5, 1.0, 0.0, 0.25, ci=False)}}
-EVALUATION = SimpleNamespace(labels=list(METRICS), metrics=METRICS, pairs=list(range(17)),
-                             scored=np.array([True] * 15 + [False] * 2), n_failed=2)
+METRICS = {
+    "LAION CLAP": {"overall": _m(15, 0.2801, 0.31, -0.1234, 0.0812)},
+    "Human-CLAP wSCE+MAE": {"overall": _m(15, 0.45678, None, 0.3333, float("nan"))},
+    "x|y": {"overall": _m(7, -0.5, 1.0, 0.0, 0.25, ci=False)},
+}
+EVALUATION = SimpleNamespace(
+    labels=list(METRICS), metrics=METRICS, pairs=list(range(17)), scored=np.array([True] * 15 + [False] * 2), n_failed=2
+)
 
 
 def test_summary_table_is_unchanged():
@@ -39,8 +42,10 @@ def test_summary_table_is_unchanged():
 
 
 def test_reproduce_table_is_unchanged():
-    rows = [{"label": label, "paper": PAPER_TABLE[label], "note": note} for label, note in
-            (("LAION CLAP", ""), ("MS CLAP", MSCLAP_NOT_RUN), ("Human-CLAP wSCE+MAE", ""))]
+    rows = [
+        {"label": label, "paper": PAPER_TABLE[label], "note": note}
+        for label, note in (("LAION CLAP", ""), ("MS CLAP", MSCLAP_NOT_RUN), ("Human-CLAP wSCE+MAE", ""))
+    ]
     assert ReproduceResult(EVALUATION, {}, rows).table().split("\n") == [
         "model                    n    SRCC  paper     LCC  paper    KTAU  paper     MSE  paper",
         "LAION CLAP              15   0.280  0.280   0.310      –  -0.123      –   0.081      –",
@@ -53,13 +58,38 @@ def test_reproduce_table_is_unchanged():
 
 def test_demo_table_is_unchanged():
     nat, syn = _m(5, 0.1, 0.2, 0.3, 0.4), _m(10, float("nan"), 0.2, 0.3, 0.4)
-    demo = DemoResult(output_dir="x", seed=3, size="small", claim_holds=False, rows=[
-        {"model": "base CLAP", "overall": _m(15, 0.2, 0.25, 0.1, 0.07), "natural": nat,
-         "synthesized": syn, "srcc_diff_vs_base": None, "srcc_p_vs_base": None},
-        {"model": "Human-CLAP (wSCE+MAE)", "overall": _m(15, 0.31234, -0.25, 0.1, 0.0651, ci=False),
-         "natural": nat, "synthesized": {}, "srcc_diff_vs_base": 0.11234, "srcc_p_vs_base": 0.0123},
-        {"model": "Human-CLAP (MAE)", "overall": {"n": 15, "srcc": None, "lcc": 0.1, "ktau": 0.2, "mse": 0.3},
-         "natural": nat, "synthesized": syn, "srcc_diff_vs_base": -0.05, "srcc_p_vs_base": 1.0}])
+    demo = DemoResult(
+        output_dir="x",
+        seed=3,
+        size="small",
+        claim_holds=False,
+        rows=[
+            {
+                "model": "base CLAP",
+                "overall": _m(15, 0.2, 0.25, 0.1, 0.07),
+                "natural": nat,
+                "synthesized": syn,
+                "srcc_diff_vs_base": None,
+                "srcc_p_vs_base": None,
+            },
+            {
+                "model": "Human-CLAP (wSCE+MAE)",
+                "overall": _m(15, 0.31234, -0.25, 0.1, 0.0651, ci=False),
+                "natural": nat,
+                "synthesized": {},
+                "srcc_diff_vs_base": 0.11234,
+                "srcc_p_vs_base": 0.0123,
+            },
+            {
+                "model": "Human-CLAP (MAE)",
+                "overall": {"n": 15, "srcc": None, "lcc": 0.1, "ktau": 0.2, "mse": 0.3},
+                "natural": nat,
+                "synthesized": syn,
+                "srcc_diff_vs_base": -0.05,
+                "srcc_p_vs_base": 1.0,
+            },
+        ],
+    )
     assert demo_table(demo).split("\n") == [
         "Test split of the synthetic RELATE (seed 3; simulated audio and listeners)",
         "model                    SRCC↑ [95% CI]           LCC↑  KTAU↑   MSE↓   SRCC nat. SRCC syn.   "
@@ -78,8 +108,16 @@ def test_demo_table_is_unchanged():
 
 def test_text_table_widths_and_free_text_rows():
     cols = [Column("name", align="<"), Column("v", 4, sep=" | ")]
-    out = text_table(cols, [["ab", "1"], ["a much longer note that spans"], ["abcdef", "22"]],
-                     title=["T"], rule="=", footer=["end"])
-    assert out.split("\n") == ["T", "name   |    v", "=" * 13, "ab     |    1",
-                               "a much longer note that spans", "abcdef |   22", "end"]
+    out = text_table(
+        cols, [["ab", "1"], ["a much longer note that spans"], ["abcdef", "22"]], title=["T"], rule="=", footer=["end"]
+    )
+    assert out.split("\n") == [
+        "T",
+        "name   |    v",
+        "=" * 13,
+        "ab     |    1",
+        "a much longer note that spans",
+        "abcdef |   22",
+        "end",
+    ]
     assert markdown_table(["a|b", "c"], [[1, "x|y"]]) == ["| a\\|b | c |", "|---|---|", "| 1 | x\\|y |"]

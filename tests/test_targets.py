@@ -11,23 +11,40 @@ import pytest
 
 from humanclap.data.rated import RatedPairs, pairs_from_averages
 from humanclap.errors import ConfigError
-from humanclap.training.targets import (MIN_SHARED_PAIRS, listener_agreement, screen_listeners,
-                                        standardise, training_targets)
+from humanclap.training.targets import (
+    MIN_SHARED_PAIRS,
+    listener_agreement,
+    screen_listeners,
+    standardise,
+    training_targets,
+)
 
 
 def rated_from(rows: list[tuple[str, str, float]], split_of=None) -> RatedPairs:
     """(pair_id, listener_id, score01) rows -> RatedPairs whose ``human`` is the raw mean."""
     ratings = pd.DataFrame(rows, columns=["pair_id", "listener_id", "score01"])
     human = ratings.groupby("pair_id", sort=False)["score01"].mean()
-    pairs = pd.DataFrame({"pair_id": human.index, "human": human.to_numpy(),
-                          "split": [(split_of or {}).get(p, "train") for p in human.index]})
+    pairs = pd.DataFrame(
+        {
+            "pair_id": human.index,
+            "human": human.to_numpy(),
+            "split": [(split_of or {}).get(p, "train") for p in human.index],
+        }
+    )
     return RatedPairs("t", pairs, ratings)
 
 
 def test_listener_z_by_hand():
     # listener A rates high (mean 0.8, std 0.1), B low (mean 0.2, std 0.1), C has one rating
-    rows = [("p1", "A", 0.9), ("p2", "A", 0.7), ("p1", "B", 0.3), ("p2", "B", 0.1),
-            ("p3", "A", 0.8), ("p3", "B", 0.2), ("p3", "C", 0.5)]
+    rows = [
+        ("p1", "A", 0.9),
+        ("p2", "A", 0.7),
+        ("p1", "B", 0.3),
+        ("p2", "B", 0.1),
+        ("p3", "A", 0.8),
+        ("p3", "B", 0.2),
+        ("p3", "C", 0.5),
+    ]
     got = training_targets(rated_from(rows), "train", "listener-z", min_ratings=2)
     scores = np.array([r[2] for r in rows])
     mu, sigma = scores.mean(), scores.std()  # the panel: all 7 training ratings
@@ -45,9 +62,16 @@ def test_listener_z_by_hand():
 
 
 def test_minimum_ratings_rule_and_constant_listeners_keep_raw_scores(caplog):
-    rows = [("p1", "A", 0.9), ("p2", "A", 0.7), ("p3", "A", 0.2),  # 3 ratings
-            ("p1", "B", 0.4), ("p2", "B", 0.6),                      # 2 ratings
-            ("p1", "K", 0.5), ("p2", "K", 0.5), ("p3", "K", 0.5)]    # 3 equal ratings
+    rows = [
+        ("p1", "A", 0.9),
+        ("p2", "A", 0.7),
+        ("p3", "A", 0.2),  # 3 ratings
+        ("p1", "B", 0.4),
+        ("p2", "B", 0.6),  # 2 ratings
+        ("p1", "K", 0.5),
+        ("p2", "K", 0.5),
+        ("p3", "K", 0.5),
+    ]  # 3 equal ratings
     ratings = rated_from(rows).ratings
     with caplog.at_level(logging.INFO, logger="humanclap.training.targets"):
         out, report = standardise(ratings, min_ratings=3)
@@ -85,11 +109,14 @@ def test_screening_drops_the_anti_correlated_listener():
     # independent check of one leave-one-out mean: 0001's others on p0
     p0 = ratings[ratings["pair_id"] == "p0"].set_index("listener_id")["score01"]
     from scipy.stats import spearmanr
+
     own = ratings[ratings["listener_id"] == "0001"].set_index("pair_id")["score01"]
-    others = {p: ratings[(ratings["pair_id"] == p) & (ratings["listener_id"] != "0001")]["score01"].mean()
-              for p in own.index}
+    others = {
+        p: ratings[(ratings["pair_id"] == p) & (ratings["listener_id"] != "0001")]["score01"].mean() for p in own.index
+    }
     assert agree.loc["0001", "agreement"] == pytest.approx(
-        spearmanr(own.to_numpy(), [others[p] for p in own.index])[0], abs=1e-12)
+        spearmanr(own.to_numpy(), [others[p] for p in own.index])[0], abs=1e-12
+    )
     assert p0.drop("0001").mean() == pytest.approx(others["p0"])
 
     kept, report = screen_listeners(ratings, 0.0)
@@ -104,8 +131,9 @@ def test_screening_drops_the_anti_correlated_listener():
 def test_screening_then_targets_and_pairs_left_without_ratings():
     ratings = anti_table()
     ratings.loc[len(ratings)] = ("only9", "0009", 0.3)  # a pair only the dropped listener rated
-    rated = RatedPairs("t", pd.DataFrame({"pair_id": list(dict.fromkeys(ratings["pair_id"])),
-                                          "human": 0.0, "split": "train"}), ratings)
+    rated = RatedPairs(
+        "t", pd.DataFrame({"pair_id": list(dict.fromkeys(ratings["pair_id"])), "human": 0.0, "split": "train"}), ratings
+    )
     got = training_targets(rated, "train", "mean", screen=0.0)
     assert "only9" not in got.values.index and got.report["pairs_without_ratings"] == 1
     kept = ratings[ratings["listener_id"] != "0009"]
@@ -126,8 +154,18 @@ def test_mean_targets_are_the_raw_human_means_and_other_splits_are_untouched():
 
 @pytest.mark.parametrize("kind,screen", [("listener-z", None), ("mean", 0.0)])
 def test_data_without_listener_ids_is_refused(kind, screen):
-    info = pd.DataFrame({"pair_id": ["a", "b"], "wavname": "", "audio": "", "audio_exists": False,
-                         "text": "", "system": "", "natural": np.nan, "split": "train"})
+    info = pd.DataFrame(
+        {
+            "pair_id": ["a", "b"],
+            "wavname": "",
+            "audio": "",
+            "audio_exists": False,
+            "text": "",
+            "system": "",
+            "natural": np.nan,
+            "split": "train",
+        }
+    )
     averages = pairs_from_averages("xacle", info, np.array([0.2, 0.4]))
     with pytest.raises(ConfigError, match="per-listener ratings.*per-pair averages only"):
         training_targets(averages, "train", kind, screen, data_name="xacle:X")
@@ -147,8 +185,7 @@ def test_real_relate_listener_z_and_screening():
     assert r["train_pairs"] == 2862 and r["train_ratings"] == 9963
     assert ((got.values >= 0) & (got.values <= 1)).all()
     assert len(got.values) + r["pairs_without_ratings"] == 2862
-    assert all(isinstance(d["listener_id"], str) and len(d["listener_id"]) == 4
-               for d in r["screening"]["dropped"])
+    assert all(isinstance(d["listener_id"], str) and len(d["listener_id"]) == 4 for d in r["screening"]["dropped"])
     assert all(d["agreement"] < 0 for d in r["screening"]["dropped"])
     # z-scored targets still follow the raw means closely (same pairs, same listeners)
     train = rated.pairs[rated.pairs["split"] == "train"].set_index("pair_id")["human"]

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from humanclap.recipes.tiny import build_tiny_clap, init_weights, tiny_clap_config
+from humanclap.recipes.tiny import init_weights, tiny_clap_config
 
 # sha256 (first 16 hex digits) of every saved tensor, by sorted name, of build_tiny_clap(seed=0):
 # equal on transformers 5.24 + numpy 2.4 and transformers 4.57.6 + numpy 1.26.4 (torch 2.13).

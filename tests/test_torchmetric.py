@@ -23,8 +23,16 @@ from humanclap.errors import MissingExtraError
 
 pytest.importorskip("torchmetrics")
 
-TEXTS = ["a dog barks", "rain falls on a tin roof", "a bell rings twice", "music plays", "wind howls",
-         "a car passes by", "birds sing", "a door slams"]
+TEXTS = [
+    "a dog barks",
+    "rain falls on a tin roof",
+    "a bell rings twice",
+    "music plays",
+    "wind howls",
+    "a car passes by",
+    "birds sing",
+    "a door slams",
+]
 
 
 def clips(n: int = 8) -> list[np.ndarray]:
@@ -90,8 +98,9 @@ def test_ddp_two_gloo_processes_equal_one_process(tiny_unfused, tmp_path, one_th
     from humanclap.scoring.inmemory import get_scorer
 
     get_scorer(str(tiny_unfused), device="cpu")
-    mp.start_processes(_ddp_rank, args=(2, _free_port(), str(tiny_unfused), str(tmp_path)), nprocs=2,
-                       join=True, start_method="fork")
+    mp.start_processes(
+        _ddp_rank, args=(2, _free_port(), str(tiny_unfused), str(tmp_path)), nprocs=2, join=True, start_method="fork"
+    )
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     single = humanclap.HumanCLAPScore(str(tiny_unfused), device="cpu")
     single.update(clips(), TEXTS, 22050)
@@ -106,16 +115,19 @@ def test_ddp_two_gloo_processes_equal_one_process(tiny_unfused, tmp_path, one_th
 
 
 def test_without_torchmetrics_humanclap_imports_and_the_metric_says_what_to_install():
-    code = ("import sys; sys.modules['torchmetrics'] = None\n"
-            "import humanclap\n"
-            "from humanclap import clap_score, protocol, HumanCLAPScore\n"
-            "from humanclap.errors import MissingExtraError\n"
-            "try:\n"
-            "    humanclap.HumanCLAPScore('any-model')\n"
-            "except MissingExtraError as exc:\n"
-            "    print('refused:', exc)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    code = (
+        "import sys; sys.modules['torchmetrics'] = None\n"
+        "import humanclap\n"
+        "from humanclap import clap_score, protocol, HumanCLAPScore\n"
+        "from humanclap.errors import MissingExtraError\n"
+        "try:\n"
+        "    humanclap.HumanCLAPScore('any-model')\n"
+        "except MissingExtraError as exc:\n"
+        "    print('refused:', exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
     assert out.returncode == 0, out.stderr
     assert "refused:" in out.stdout and "humanclap[torchmetrics]" in out.stdout
     assert issubclass(MissingExtraError, humanclap.HumanclapError)

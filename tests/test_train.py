@@ -15,11 +15,15 @@ from safetensors.torch import load_file
 
 from humanclap.cli import main as cli_main
 from humanclap.errors import ConfigError
-from humanclap.training.trainer import train
 from humanclap.training.config import CONFIG_DIR, TrainConfig, add_config_arguments, flag
+from humanclap.training.trainer import train
 
-TEXTS = ["a dog barks while a man talks", "rain falls on a roof followed by thunder",
-         "a car horn honks then an engine revs", "birds chirp in the distance as wind blows"]
+TEXTS = [
+    "a dog barks while a man talks",
+    "rain falls on a roof followed by thunder",
+    "a car horn honks then an engine revs",
+    "birds chirp in the distance as wind blows",
+]
 
 
 def make_rated_manifest(root: Path, levels: int = 8, clips: int = 3) -> Path:
@@ -34,8 +38,14 @@ def make_rated_manifest(root: Path, levels: int = 8, clips: int = 3) -> Path:
             x = 0.3 * np.sin(2 * np.pi * freq * t) + 0.02 * rng.standard_normal(t.size)
             path = write_wav(root / "wav" / f"l{level}_{k}.wav", x.astype(np.float32))
             for j in (level % 4, (level + 1 + k) % 4):
-                rows.append({"audio": str(path), "text": TEXTS[j], "score": round(0.1 + 0.1 * level, 3),
-                             "split": "validation" if k == clips - 1 else "train"})
+                rows.append(
+                    {
+                        "audio": str(path),
+                        "text": TEXTS[j],
+                        "score": round(0.1 + 0.1 * level, 3),
+                        "split": "validation" if k == clips - 1 else "train",
+                    }
+                )
     manifest = root / "rated.csv"
     pd.DataFrame(rows).to_csv(manifest, index=False)
     return manifest
@@ -51,8 +61,18 @@ def rated(tmp_path_factory) -> Path:
 
 
 def config(model: Path, data: Path, out: Path, **kw) -> TrainConfig:
-    base = dict(model=str(model), data=str(data), output_dir=str(out), device="cpu", batch_size=8,
-                lr=1e-3, epochs=2, warmup_ratio=0.0, patience=0, loss="wsce+mae")
+    base = dict(
+        model=str(model),
+        data=str(data),
+        output_dir=str(out),
+        device="cpu",
+        batch_size=8,
+        lr=1e-3,
+        epochs=2,
+        warmup_ratio=0.0,
+        patience=0,
+        loss="wsce+mae",
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -69,8 +89,9 @@ def test_training_raises_validation_srcc_and_writes_a_standard_folder(tiny_unfus
     from humanclap.evaluation.metrics import srcc
 
     val = load_rated(str(rated)).split("validation").pairs
-    before = srcc(CLAPScorer.from_pretrained(str(tiny_unfused), device="cpu")
-                  .score(list(val.audio), list(val.text)), val.human)
+    before = srcc(
+        CLAPScorer.from_pretrained(str(tiny_unfused), device="cpu").score(list(val.audio), list(val.text)), val.human
+    )
     out = tmp_path / "run"
     result = train(config(tiny_unfused, rated, out, epochs=8, seed=1))
     assert result.best_val["srcc"] > max(0.5, before + 0.3), (before, result.history)
@@ -82,7 +103,8 @@ def test_training_raises_validation_srcc_and_writes_a_standard_folder(tiny_unfus
     assert all(torch.equal(model.state_dict()[k], v) for k, v in best.items())
     scorer = CLAPScorer.from_pretrained(str(out), device="cpu")
     assert srcc(scorer.score(list(val.audio), list(val.text)), val.human) == pytest.approx(
-        result.best_val["srcc"], abs=1e-6)
+        result.best_val["srcc"], abs=1e-6
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["best_epoch"] == result.best_epoch
     assert TrainConfig.load(out / "training_config.json").lr == 1e-3
@@ -107,6 +129,7 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tiny_unfused, rated, tm
     assert resumed.weights_digest == full.weights_digest
     a, b = weights(tmp_path / "full"), weights(tmp_path / "cut")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
     def epochs(run):
         return [(r["train"], r["val"]) for r in map(json.loads, (tmp_path / run / "metrics.jsonl").open())]
 
@@ -168,8 +191,14 @@ def test_fused_model_trains_on_long_and_short_clips(tiny_fused, tmp_path):
         seconds = 1.5 if i < 4 else 0.7
         path = write_wav(tmp_path / f"f{i}.wav", (0.1 * rng.standard_normal(int(16000 * seconds))).astype(np.float32))
         for j in (0, 1):
-            rows.append({"audio": str(path), "text": TEXTS[(i + j) % 4], "score": (i % 4) / 4,
-                         "split": "train" if i % 4 else "validation"})
+            rows.append(
+                {
+                    "audio": str(path),
+                    "text": TEXTS[(i + j) % 4],
+                    "score": (i % 4) / 4,
+                    "split": "train" if i % 4 else "validation",
+                }
+            )
     pd.DataFrame(rows).to_csv(tmp_path / "fused.csv", index=False)
     out = tmp_path / "fused"
     result = train(config(tiny_fused, tmp_path / "fused.csv", out, epochs=1))
@@ -181,9 +210,30 @@ def test_fused_model_trains_on_long_and_short_clips(tiny_fused, tmp_path):
 def test_nan_stops_training_with_exit_1_and_keeps_the_last_checkpoint(tiny_unfused, rated, tmp_path, capsys):
     out = tmp_path / "nan"
     # one step per epoch; warm-up keeps epochs 1-2 at lr 0 and 1/2 * 1e30 then blows the weights up
-    code = cli_main(["train", "--model", str(tiny_unfused), "--data", str(rated), "--output-dir", str(out),
-                     "--device", "cpu", "--batch-size", "32", "--epochs", "4", "--warmup-ratio", "0.5",
-                     "--lr", "1e30", "--patience", "0", "--no-progress"])
+    code = cli_main(
+        [
+            "train",
+            "--model",
+            str(tiny_unfused),
+            "--data",
+            str(rated),
+            "--output-dir",
+            str(out),
+            "--device",
+            "cpu",
+            "--batch-size",
+            "32",
+            "--epochs",
+            "4",
+            "--warmup-ratio",
+            "0.5",
+            "--lr",
+            "1e30",
+            "--patience",
+            "0",
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1, err
     assert "diverged" in err and "epoch 3" in err and "checkpoints/last" in err
@@ -209,9 +259,28 @@ def test_cli_usage_errors_exit_2(tiny_unfused, rated, tmp_path, capsys):
 
 
 def test_cli_trains_and_refuses_to_overwrite_without_resume(tiny_unfused, rated, tmp_path, capsys):
-    args = ["train", "--config", "mae", "--model", str(tiny_unfused), "--data", str(rated),
-            "--output-dir", str(tmp_path / "cli"), "--device", "cpu", "--epochs", "1",
-            "--batch-size", "8", "--train-params", "projections", "--seed", "3", "--no-progress"]
+    args = [
+        "train",
+        "--config",
+        "mae",
+        "--model",
+        str(tiny_unfused),
+        "--data",
+        str(rated),
+        "--output-dir",
+        str(tmp_path / "cli"),
+        "--device",
+        "cpu",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--train-params",
+        "projections",
+        "--seed",
+        "3",
+        "--no-progress",
+    ]
     assert cli_main(args) == 0
     err = capsys.readouterr().err
     assert "best epoch: 1 of 1" in err and "cached towers: text, audio" in err
@@ -243,8 +312,15 @@ def test_shipped_configs_and_flags():
 
 
 def test_config_round_trip(tmp_path):
-    cfg = TrainConfig(data="x.csv", output_dir="o", loss="wsce+mse", loss_weights="1,0.5", temperature="0.07",
-                      lora_targets=["query"], progress=False)
+    cfg = TrainConfig(
+        data="x.csv",
+        output_dir="o",
+        loss="wsce+mse",
+        loss_weights="1,0.5",
+        temperature="0.07",
+        lora_targets=["query"],
+        progress=False,
+    )
     for suffix in (".yaml", ".json"):
         cfg.save(tmp_path / f"c{suffix}")
         assert TrainConfig.load(tmp_path / f"c{suffix}") == cfg
@@ -257,13 +333,36 @@ def test_train_state_keeps_the_checkpoint_keys_and_writes_strict_json(tmp_path):
     from humanclap.training.state import TrainState
 
     # the keys of trainer_state.json from before TrainState: old checkpoints stay readable
-    assert list(TrainState().to_dict()) == ["epoch", "global_step", "best_epoch", "best_srcc", "best_val",
-                                            "best_test", "bad_epochs", "history", "stopped_early", "finished"]
+    assert list(TrainState().to_dict()) == [
+        "epoch",
+        "global_step",
+        "best_epoch",
+        "best_srcc",
+        "best_val",
+        "best_test",
+        "bad_epochs",
+        "history",
+        "stopped_early",
+        "finished",
+    ]
     nan = float("nan")
-    record = {"epoch": 1, "step": 2, "lr": 0.5, "train": {"loss": 1.0, "mae": nan},
-              "val": {"srcc": nan, "mse": 0.1}, "best": True, "seconds": 0.1}
-    state = TrainState(epoch=1, global_step=2, best_epoch=1, best_val={"srcc": nan, "mse": 0.1},
-                       best_test={"srcc": nan}, history=[record])
+    record = {
+        "epoch": 1,
+        "step": 2,
+        "lr": 0.5,
+        "train": {"loss": 1.0, "mae": nan},
+        "val": {"srcc": nan, "mse": 0.1},
+        "best": True,
+        "seconds": 0.1,
+    }
+    state = TrainState(
+        epoch=1,
+        global_step=2,
+        best_epoch=1,
+        best_val={"srcc": nan, "mse": 0.1},
+        best_test={"srcc": nan},
+        history=[record],
+    )
     layer = torch.nn.Linear(2, 2)
     cfg = TrainConfig(data="x.csv", output_dir="o", epochs=2)
     opt = torch.optim.AdamW(layer.parameters(), lr=1e-3)
@@ -271,8 +370,9 @@ def test_train_state_keeps_the_checkpoint_keys_and_writes_strict_json(tmp_path):
     layer(torch.ones(1, 2)).sum().backward()
     opt.step()
     sched.step()
-    save_training_state(tmp_path, {"w": layer.weight.detach()}, opt, sched,
-                        {**state.to_dict(), "config": cfg.to_dict()})
+    save_training_state(
+        tmp_path, {"w": layer.weight.detach()}, opt, sched, {**state.to_dict(), "config": cfg.to_dict()}
+    )
 
     def no_constants(name):
         raise AssertionError(f"{name} in trainer_state.json: not strict JSON")

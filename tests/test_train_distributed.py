@@ -21,8 +21,8 @@ import torch
 from safetensors.torch import load_file
 from test_train import make_rated_manifest
 
-from humanclap.training.trainer import train
 from humanclap.training.config import TrainConfig
+from humanclap.training.trainer import train
 
 DRIVER = """
 import json, os, sys, torch
@@ -41,17 +41,43 @@ with open(os.path.join(sys.argv[2], f"rank{rank}.json"), "w") as fh:
 def test_two_processes_equal_one_process_with_the_same_global_batch(tiny_unfused, tmp_path):
     rated = make_rated_manifest(tmp_path / "data")
     # dropout off: dropout masks are drawn per process, so they cannot match one process
-    common = dict(model=str(tiny_unfused), data=str(rated), device="cpu", batch_size=8, lr=1e-3,
-                  epochs=2, warmup_ratio=0.0, patience=0, loss="wsce+mae", dropout=False,
-                  train_params="all", progress=False, seed=1)
+    common = dict(
+        model=str(tiny_unfused),
+        data=str(rated),
+        device="cpu",
+        batch_size=8,
+        lr=1e-3,
+        epochs=2,
+        warmup_ratio=0.0,
+        patience=0,
+        loss="wsce+mae",
+        dropout=False,
+        train_params="all",
+        progress=False,
+        seed=1,
+    )
     cfg = TrainConfig(output_dir=str(tmp_path / "two"), **common)
     cfg.save(tmp_path / "cfg.yaml")
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-                           "2", str(driver), str(tmp_path / "cfg.yaml"), str(tmp_path)],
-                          env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            str(driver),
+            str(tmp_path / "cfg.yaml"),
+            str(tmp_path),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["world_size"] == 2 and ranks[0]["digest"] == ranks[1]["digest"]
@@ -74,7 +100,6 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(tiny_unfused
     for k in ("srcc", "lcc", "ktau", "mse"):
         assert abs(ranks[0]["best_val"][k] - single.best_val[k]) <= 1e-4
     assert json.loads((tmp_path / "two/metrics.json").read_text())["world_size"] == 2
-
 
 
 MSCLAP_DRIVER = """
@@ -103,18 +128,44 @@ def test_msclap_two_processes_equal_one_process(tmp_path):
     names, singles = [], {}
     for version in ("2022", "2023"):
         base = positive_base(tmp_path / f"base{version}", version, rated)
-        common = dict(model=str(base), data=str(rated), device="cpu", batch_size=8, lr=1e-3, epochs=2,
-                      warmup_ratio=0.0, patience=0, loss="wsce+mae", dropout=False, train_params="all",
-                      progress=False, seed=1)
+        common = dict(
+            model=str(base),
+            data=str(rated),
+            device="cpu",
+            batch_size=8,
+            lr=1e-3,
+            epochs=2,
+            warmup_ratio=0.0,
+            patience=0,
+            loss="wsce+mae",
+            dropout=False,
+            train_params="all",
+            progress=False,
+            seed=1,
+        )
         TrainConfig(output_dir=str(tmp_path / f"two{version}"), **common).save(tmp_path / f"v{version}.yaml")
         names.append(f"v{version}")
         singles[version] = (base, TrainConfig(output_dir=str(tmp_path / f"one{version}"), **common))
     driver = tmp_path / "driver.py"
     driver.write_text(MSCLAP_DRIVER)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-                           "2", str(driver), str(tmp_path), *names], env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            str(driver),
+            str(tmp_path),
+            *names,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     before = torch.get_num_threads()
     torch.set_num_threads(1)

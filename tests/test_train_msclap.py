@@ -65,8 +65,19 @@ def base(request, tmp_path_factory, rated) -> Path:
 
 
 def config(model, data: Path, out: Path, **kw) -> TrainConfig:
-    base_kw = dict(model=str(model), data=str(data), output_dir=str(out), device="cpu", batch_size=8,
-                   lr=1e-3, epochs=2, warmup_ratio=0.0, patience=0, loss="wsce+mae", progress=False)
+    base_kw = dict(
+        model=str(model),
+        data=str(data),
+        output_dir=str(out),
+        device="cpu",
+        batch_size=8,
+        lr=1e-3,
+        epochs=2,
+        warmup_ratio=0.0,
+        patience=0,
+        loss="wsce+mae",
+        progress=False,
+    )
     base_kw.update(kw)
     return TrainConfig(**base_kw)
 
@@ -121,8 +132,27 @@ def test_trains_and_its_folder_scores_exactly_like_the_trainer(base, rated, tmp_
     # the tiny model's scores lie within 1e-3 of each other, where a 1e-8 rounding
     # difference can swap two ranks)
     report = tmp_path / "eval"
-    assert cli_main(["evaluate", "--model", str(out), "--data", str(rated), "--split", "validation",
-                     "-o", str(report), "--device", "cpu", "--n-boot", "0", "--no-plots"]) == 0
+    assert (
+        cli_main(
+            [
+                "evaluate",
+                "--model",
+                str(out),
+                "--data",
+                str(rated),
+                "--split",
+                "validation",
+                "-o",
+                str(report),
+                "--device",
+                "cpu",
+                "--n-boot",
+                "0",
+                "--no-plots",
+            ]
+        )
+        == 0
+    )
     pred = pd.read_csv(report / "predictions.csv")
     ours = dict(zip(zip(val.audio, val.text), in_memory))
     diff = max(abs(r.run - ours[(r.audio, r.text)]) for r in pred.itertuples())
@@ -176,17 +206,18 @@ def test_cached_towers_give_the_same_model_as_the_uncached_path(base, rated, tmp
     assert diff <= 1e-6, diff  # measured: 0 on CPU (same kernels, same inputs)
     start = weights(base)
     changed = [k for k in a if not torch.equal(a[k], start[k])]
-    assert changed and all(k.startswith(("audio_encoder.projection.", "caption_encoder.projection."))
-                           for k in changed), changed
+    assert changed and all(
+        k.startswith(("audio_encoder.projection.", "caption_encoder.projection.")) for k in changed
+    ), changed
 
 
 @pytest.mark.parametrize("train_params", ["all", "audio", "text", "projections", "lora"])
-def test_every_trained_parameter_gets_a_gradient_and_the_front_end_stays_fixed(base, rated, tmp_path,
-                                                                              train_params):
+def test_every_trained_parameter_gets_a_gradient_and_the_front_end_stays_fixed(base, rated, tmp_path, train_params):
     # What DistributedDataParallel relies on without find_unused_parameters: every trained
     # parameter receives a gradient at every step.
-    trainer = Trainer(config(base, rated, tmp_path / "run", train_params=train_params, epochs=1,
-                             train_logit_scale=True))
+    trainer = Trainer(
+        config(base, rated, tmp_path / "run", train_params=train_params, epochs=1, train_logit_scale=True)
+    )
     towers = trainer.parts.tower.towers
     assert isinstance(towers, MSClapTowers) and not towers.find_unused_parameters(train_params)
     batch = trainer.start_epoch(1)[0]
@@ -195,16 +226,24 @@ def test_every_trained_parameter_gets_a_gradient_and_the_front_end_stays_fixed(b
     parts = trained_parts(trainer.cfg)
     for part in ("text_tower", "audio_tower", "text_projection", "audio_projection"):
         assert getattr(towers, part).training == parts[part], part
-    assert all(not m.training for m in trainer.parts.tower.clap.modules()
-               if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
+    assert all(
+        not m.training
+        for m in trainer.parts.tower.clap.modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+    )
     trainer.step(batch)
     named = dict(trainer.parts.trained.named_parameters())
     trained = [n for n, p in named.items() if p.requires_grad]
-    assert trained and all(named[n].grad is not None for n in trained), \
-        [n for n in trained if named[n].grad is None]
+    assert trained and all(named[n].grad is not None for n in trained), [n for n in trained if named[n].grad is None]
     assert any(n.endswith("logit_scale") for n in trained)
-    fixed = [n for n in named if any(part in n for part in ("spectrogram_extractor", "logmel_extractor",
-                                                            "fc_audioset", "tscam_conv", ".head.", "pooler"))]
+    fixed = [
+        n
+        for n in named
+        if any(
+            part in n
+            for part in ("spectrogram_extractor", "logmel_extractor", "fc_audioset", "tscam_conv", ".head.", "pooler")
+        )
+    ]
     assert fixed and not any(named[n].requires_grad for n in fixed)
 
 
@@ -215,15 +254,34 @@ def test_lora_adapts_each_familys_attention_and_merges_into_a_plain_folder(base,
     assert not any("lora" in k for k in saved)
     start = weights(base)
     changed = {k for k in saved if not torch.equal(saved[k], start[k])}
-    wanted = {"2023": ("caption_encoder.base.h.0.attn.c_attn.weight", "attn.qkv.weight"),
-              "2022": ("attention.self.query.weight", "audio_encoder.base.fc1.weight")}[version_of(base)]
+    wanted = {
+        "2023": ("caption_encoder.base.h.0.attn.c_attn.weight", "attn.qkv.weight"),
+        "2022": ("attention.self.query.weight", "audio_encoder.base.fc1.weight"),
+    }[version_of(base)]
     assert all(any(k.endswith(w) for k in changed) for w in wanted), sorted(changed)
     MSClapModel.from_pretrained(out)  # a plain MS CLAP folder: no missing/unexpected keys
 
     # targets that miss a tower: refused, naming what works
-    args = ["train", "--model", str(base), "--data", str(rated), "--output-dir", str(tmp_path / "bad"),
-            "--device", "cpu", "--batch-size", "8", "--epochs", "1", "--train-params", "lora",
-            "--lora-targets", "c_attn", "--no-progress"]
+    args = [
+        "train",
+        "--model",
+        str(base),
+        "--data",
+        str(rated),
+        "--output-dir",
+        str(tmp_path / "bad"),
+        "--device",
+        "cpu",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "1",
+        "--train-params",
+        "lora",
+        "--lora-targets",
+        "c_attn",
+        "--no-progress",
+    ]
     assert cli_main(args) == 2
     err = capsys.readouterr().err
     missing = "audio tower" if version_of(base) == "2023" else "text and audio tower"
@@ -234,6 +292,7 @@ def test_lora_adapts_each_familys_attention_and_merges_into_a_plain_folder(base,
 def fake_hub_cache(cache: Path, version: str, model: MSClapModel, tokenizer_folder: Path) -> None:
     """Put a tiny model where ``msclap-<version>`` is looked up offline: microsoft/msclap's
     ``CLAP_weights_<version>.pth`` and its tokenizer repo in a Hugging Face cache layout."""
+
     def snapshot(repo: str) -> Path:
         folder = cache / f"models--{repo.replace('/', '--')}"
         (folder / "refs").mkdir(parents=True, exist_ok=True)
@@ -268,14 +327,31 @@ def test_cli_trains_msclap_by_name_and_from_a_pth(rated, tmp_path, monkeypatch, 
     for f in base.iterdir():
         if f.name.startswith("tokenizer") or f.name in ("vocab.txt", "vocab.json", "merges.txt"):
             shutil.copy(f, pth.parent / f.name)
-    common = ["--data", str(rated), "--device", "cpu", "--batch-size", "8", "--epochs", "1", "--lr", "1e-3",
-              "--train-params", "projections", "--seed", "3", "--no-progress"]
+    common = [
+        "--data",
+        str(rated),
+        "--device",
+        "cpu",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "1",
+        "--lr",
+        "1e-3",
+        "--train-params",
+        "projections",
+        "--seed",
+        "3",
+        "--no-progress",
+    ]
     by_name = tmp_path / "by_name"
     assert cli_main(["train", "--model", f"msclap-{version}", "--output-dir", str(by_name), *common]) == 0
     err = capsys.readouterr().err
     assert "best epoch: 1 of 1" in err and "an MS CLAP folder" in err, err
-    assert json.loads((by_name / "metrics.json").read_text())["base_model"]["model_id"] == \
-        f"microsoft/msclap/CLAP_weights_{version}.pth"
+    assert (
+        json.loads((by_name / "metrics.json").read_text())["base_model"]["model_id"]
+        == f"microsoft/msclap/CLAP_weights_{version}.pth"
+    )
     before = {f.name: sha(f) for f in pth.parent.iterdir()}
     from_pth = tmp_path / "from_pth"
     assert cli_main(["train", "--model", str(pth), "--output-dir", str(from_pth), *common]) == 0
@@ -285,15 +361,28 @@ def test_cli_trains_msclap_by_name_and_from_a_pth(rated, tmp_path, monkeypatch, 
     assert all(torch.equal(a[k], b[k]) for k in a)
     scores = tmp_path / "s.jsonl"
     manifest = tmp_path / "one.csv"
-    pd.DataFrame({"audio": [load_rated(str(rated)).pairs.audio[0]], "text": ["a dog barks"]}).to_csv(manifest, index=False)
+    pd.DataFrame({"audio": [load_rated(str(rated)).pairs.audio[0]], "text": ["a dog barks"]}).to_csv(
+        manifest, index=False
+    )
     assert cli_main(["score", str(manifest), "--model", str(from_pth), "-o", str(scores), "--device", "cpu"]) == 0
     capsys.readouterr()
 
 
 def test_output_folders_that_are_not_the_runs_own_are_refused(tiny_unfused, rated, tmp_path, capsys):
     base = positive_base(tmp_path / "base", "2023", rated)
-    args = ["--data", str(rated), "--device", "cpu", "--batch-size", "8", "--epochs", "1",
-            "--train-params", "projections", "--no-progress"]
+    args = [
+        "--data",
+        str(rated),
+        "--device",
+        "cpu",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "1",
+        "--train-params",
+        "projections",
+        "--no-progress",
+    ]
 
     def refused(model, out, *extra) -> str:
         before = {p: sha(p) for p in Path(out).rglob("*") if p.is_file()}

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -18,10 +17,13 @@ from humanclap.cli import main as cli_main
 from humanclap.data import load_rated
 from humanclap.scoring.pe_audio import pe_audio_available
 
-pytestmark = [pytest.mark.usefixtures("one_thread"),
-              pytest.mark.skipif(not pe_audio_available(),
-                                 reason="PE-Audio needs transformers >= 5.0 (transformers.models.pe_audio); "
-                                        "this stack lacks it")]
+pytestmark = [
+    pytest.mark.usefixtures("one_thread"),
+    pytest.mark.skipif(
+        not pe_audio_available(),
+        reason="PE-Audio needs transformers >= 5.0 (transformers.models.pe_audio); this stack lacks it",
+    ),
+]
 COMMON = ["--device", "cpu", "--batch-size", "8", "--epochs", "1", "--lr", "1e-3", "--seed", "3", "--no-progress"]
 
 
@@ -51,8 +53,23 @@ def test_cli_trains_pe_audio_and_scores_the_exported_folder(base, rated, tmp_pat
     from transformers import PeAudioModel
 
     out = tmp_path / "run"
-    assert cli_main(["train", "--model", str(base), "--data", str(rated), "--output-dir", str(out),
-                     "--train-params", "all", *COMMON]) == 0
+    assert (
+        cli_main(
+            [
+                "train",
+                "--model",
+                str(base),
+                "--data",
+                str(rated),
+                "--output-dir",
+                str(out),
+                "--train-params",
+                "all",
+                *COMMON,
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "a PE-Audio folder" in err, err
     assert json.loads((out / "config.json").read_text())["model_type"] == "pe_audio"
@@ -81,18 +98,53 @@ def test_cli_trains_pe_audio_and_scores_the_exported_folder(base, rated, tmp_pat
 
 def test_lora_defaults_adapt_both_towers_and_merge_into_a_plain_folder(base, rated, tmp_path, capsys):
     out = tmp_path / "lora"
-    assert cli_main(["train", "--model", str(base), "--data", str(rated), "--output-dir", str(out),
-                     "--train-params", "lora", *COMMON]) == 0
+    assert (
+        cli_main(
+            [
+                "train",
+                "--model",
+                str(base),
+                "--data",
+                str(rated),
+                "--output-dir",
+                str(out),
+                "--train-params",
+                "lora",
+                *COMMON,
+            ]
+        )
+        == 0
+    )
     after = load_file(str(out / "model.safetensors"))
     assert set(after) == set(load_file(str(base / "model.safetensors")))  # merged: no adapter keys
     before = load_file(str(base / "model.safetensors"))
-    assert not torch.equal(before["text_model.layers.0.attn.Wqkv.weight"], after["text_model.layers.0.attn.Wqkv.weight"])
-    assert not torch.equal(before["audio_encoder.layers.0.self_attn.q_proj.weight"],
-                           after["audio_encoder.layers.0.self_attn.q_proj.weight"])
+    assert not torch.equal(
+        before["text_model.layers.0.attn.Wqkv.weight"], after["text_model.layers.0.attn.Wqkv.weight"]
+    )
+    assert not torch.equal(
+        before["audio_encoder.layers.0.self_attn.q_proj.weight"],
+        after["audio_encoder.layers.0.self_attn.q_proj.weight"],
+    )
     capsys.readouterr()
 
 
 def test_train_logit_scale_is_refused_with_the_reason(base, rated, tmp_path, capsys):
-    assert cli_main(["train", "--model", str(base), "--data", str(rated), "--output-dir", str(tmp_path / "x"),
-                     "--train-params", "projections", "--train-logit-scale", *COMMON]) == 2
+    assert (
+        cli_main(
+            [
+                "train",
+                "--model",
+                str(base),
+                "--data",
+                str(rated),
+                "--output-dir",
+                str(tmp_path / "x"),
+                "--train-params",
+                "projections",
+                "--train-logit-scale",
+                *COMMON,
+            ]
+        )
+        == 2
+    )
     assert "does not apply to PE-Audio" in capsys.readouterr().err

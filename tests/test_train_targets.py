@@ -53,10 +53,33 @@ def test_train_listener_z_screening_pairwise_evaluates_on_raw_means(tiny_unfused
     manifest = listener_manifest(tmp_path / "data")
     out = tmp_path / "run"
     with caplog.at_level(logging.INFO):
-        code = cli_main(["train", "--model", str(tiny_unfused), "--data", str(manifest), "--output-dir", str(out),
-                         "--device", "cpu", "--epochs", "1", "--batch-size", "4", "--lr", "1e-3",
-                         "--warmup-ratio", "0", "--targets", "listener-z", "--screen-listeners", "0.0",
-                         "--loss", "wsce+mae+0.5*pairwise"])
+        code = cli_main(
+            [
+                "train",
+                "--model",
+                str(tiny_unfused),
+                "--data",
+                str(manifest),
+                "--output-dir",
+                str(out),
+                "--device",
+                "cpu",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "4",
+                "--lr",
+                "1e-3",
+                "--warmup-ratio",
+                "0",
+                "--targets",
+                "listener-z",
+                "--screen-listeners",
+                "0.0",
+                "--loss",
+                "wsce+mae+0.5*pairwise",
+            ]
+        )
     assert code == 0
     assert "keep their raw scores" in caplog.text and "0005" in caplog.text
     metrics = json.loads((out / "metrics.json").read_text())
@@ -85,8 +108,23 @@ def test_listener_z_without_listener_ids_is_a_usage_error(tiny_unfused, tmp_path
     manifest = listener_manifest(tmp_path / "data")
     df = pd.read_csv(manifest).drop(columns="listener_id")
     df.to_csv(manifest, index=False)
-    code = cli_main(["train", "--model", str(tiny_unfused), "--data", str(manifest), "--output-dir",
-                     str(tmp_path / "o"), "--device", "cpu", "--targets", "listener-z", "--batch-size", "4"])
+    code = cli_main(
+        [
+            "train",
+            "--model",
+            str(tiny_unfused),
+            "--data",
+            str(manifest),
+            "--output-dir",
+            str(tmp_path / "o"),
+            "--device",
+            "cpu",
+            "--targets",
+            "listener-z",
+            "--batch-size",
+            "4",
+        ]
+    )
     assert code == 2 and "per-listener ratings" in capsys.readouterr().err
 
 
@@ -94,15 +132,33 @@ def test_new_fields_flags_and_defaults():
     parser = argparse.ArgumentParser()
     parser.add_argument("--config")
     add_config_arguments(parser)
-    args = parser.parse_args(["--data", "d", "--output-dir", "o", "--screen-listeners", "0.2",
-                              "--targets", "listener-z", "--pairwise-margin", "0.1", "--loss", "mae+listnet"])
+    args = parser.parse_args(
+        [
+            "--data",
+            "d",
+            "--output-dir",
+            "o",
+            "--screen-listeners",
+            "0.2",
+            "--targets",
+            "listener-z",
+            "--pairwise-margin",
+            "0.1",
+            "--loss",
+            "mae+listnet",
+        ]
+    )
     cfg = config_from_args(args).validate()
     assert cfg.screen_listeners == 0.2 and isinstance(cfg.screen_listeners, float)
     assert (cfg.targets, cfg.pairwise_margin, cfg.min_listener_ratings) == ("listener-z", 0.1, 5)
     # the defaults are the loss module's constants
     d = TrainConfig()
     assert (d.pairwise_margin, d.pairwise_delta, d.listnet_temperature, d.clipped_mse_tau) == (
-        losses.PAIRWISE_MARGIN, losses.PAIRWISE_DELTA, losses.LISTNET_TEMPERATURE, losses.CLIPPED_MSE_TAU)
+        losses.PAIRWISE_MARGIN,
+        losses.PAIRWISE_DELTA,
+        losses.LISTNET_TEMPERATURE,
+        losses.CLIPPED_MSE_TAU,
+    )
     assert d.targets == "mean" and d.screen_listeners is None
     # every shipped config stays valid
     for path in CONFIG_DIR.glob("*.yaml"):
@@ -110,14 +166,26 @@ def test_new_fields_flags_and_defaults():
 
 
 def test_yaml_round_trip_and_refusals(tmp_path):
-    cfg = TrainConfig(data="d", output_dir="o", targets="listener-z", screen_listeners=0.1,
-                      loss="wsce+mae+0.5*pairwise", clipped_mse_tau=0.2)
+    cfg = TrainConfig(
+        data="d",
+        output_dir="o",
+        targets="listener-z",
+        screen_listeners=0.1,
+        loss="wsce+mae+0.5*pairwise",
+        clipped_mse_tau=0.2,
+    )
     cfg.save(tmp_path / "c.yaml")
     back = TrainConfig.load(tmp_path / "c.yaml").validate()
     assert back.to_dict() == cfg.to_dict()
-    bad = [dict(targets="z"), dict(screen_listeners=1.5), dict(min_listener_ratings=1),
-           dict(listnet_temperature=0.0), dict(pairwise_margin=-0.1), dict(clipped_mse_tau=float("inf")),
-           dict(loss="wsce+0.5*mae", loss_weights="1,1")]
+    bad = [
+        dict(targets="z"),
+        dict(screen_listeners=1.5),
+        dict(min_listener_ratings=1),
+        dict(listnet_temperature=0.0),
+        dict(pairwise_margin=-0.1),
+        dict(clipped_mse_tau=float("inf")),
+        dict(loss="wsce+0.5*mae", loss_weights="1,1"),
+    ]
     for kw in bad:
         with pytest.raises(ConfigError):
             TrainConfig(data="d", output_dir="o", **kw).validate()

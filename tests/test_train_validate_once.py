@@ -41,16 +41,41 @@ def counts(monkeypatch) -> dict[str, int]:
 
 
 def test_a_cli_train_run_validates_once_and_parses_the_loss_once(tiny_unfused, rated, tmp_path, counts):
-    args = ["train", "--model", str(tiny_unfused), "--data", str(rated), "--output-dir",
-            str(tmp_path / "run"), "--device", "cpu", "--epochs", "1", "--batch-size", "8",
-            "--train-params", "projections", "--loss", "wsce+mae+0.5*pairwise", "--no-progress"]
+    args = [
+        "train",
+        "--model",
+        str(tiny_unfused),
+        "--data",
+        str(rated),
+        "--output-dir",
+        str(tmp_path / "run"),
+        "--device",
+        "cpu",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--train-params",
+        "projections",
+        "--loss",
+        "wsce+mae+0.5*pairwise",
+        "--no-progress",
+    ]
     assert cli_main(args) == 0
     assert counts == {"validate": 1, "parse_loss_spec": 1}
 
 
 def test_fine_tune_of_an_unvalidated_config_validates_it_once(tiny_unfused, rated, tmp_path, counts):
-    cfg = config(tiny_unfused, rated, tmp_path / "api", train_params="projections", epochs=1,
-                 val_split="", test_split="", progress=False)
+    cfg = config(
+        tiny_unfused,
+        rated,
+        tmp_path / "api",
+        train_params="projections",
+        epochs=1,
+        val_split="",
+        test_split="",
+        progress=False,
+    )
     fine_tune(cfg)
     assert counts == {"validate": 1, "parse_loss_spec": 1}
 
@@ -78,8 +103,7 @@ def test_the_private_copy_keeps_the_validation_and_is_independent():
 def test_the_loss_takes_parsed_terms_checked_like_the_string():
     parsed = losses.parse_loss_spec("wsce+mae+0.5*pairwise")
     assert losses.HumanClapLoss(parsed).weights == parsed
-    for bad, match in (({"wsce": 1.0, "foo": 1.0}, "foo"), ({}, "not understood"),
-                       ({"mae": float("nan")}, "finite")):
+    for bad, match in (({"wsce": 1.0, "foo": 1.0}, "foo"), ({}, "not understood"), ({"mae": float("nan")}, "finite")):
         with pytest.raises(ValueError, match=match):
             losses.HumanClapLoss(bad)
     with pytest.raises(ValueError, match="already carry"):

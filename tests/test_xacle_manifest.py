@@ -1,4 +1,5 @@
 """XACLE layout and generic CSV/JSONL manifests, on small files written here."""
+
 from __future__ import annotations
 
 import json
@@ -21,13 +22,17 @@ def _write(path: Path, text: str) -> Path:
 @pytest.fixture
 def xacle_dir(tmp_path: Path) -> Path:
     meta = tmp_path / "meta_data"
-    _write(meta / "train.csv", "wav_file_name,text,score,listener_id\n"
-           "a.wav,A dog barks,10,007\na.wav,A dog barks,6,012\n"
-           'b.wav,"Rain, then thunder",0,007\n')
-    _write(meta / "train_average.csv", "wav_file_name,text,average_score\n"
-           "a.wav,A dog barks,8\nb.wav,\"Rain, then thunder\",0\n")
-    _write(meta / "validation_average.csv", "wav_file_name,text,average_score\n"
-           "c.wav,A bell rings,5.5\n")
+    _write(
+        meta / "train.csv",
+        "wav_file_name,text,score,listener_id\n"
+        "a.wav,A dog barks,10,007\na.wav,A dog barks,6,012\n"
+        'b.wav,"Rain, then thunder",0,007\n',
+    )
+    _write(
+        meta / "train_average.csv",
+        "wav_file_name,text,average_score\na.wav,A dog barks,8\nb.wav,\"Rain, then thunder\",0\n",
+    )
+    _write(meta / "validation_average.csv", "wav_file_name,text,average_score\nc.wav,A bell rings,5.5\n")
     _write(meta / "test_average.csv", "wav_file_name,text\nd.wav,Silence\n")  # blind
     _write(tmp_path / "wav" / "train" / "a.wav", "x")
     return tmp_path
@@ -56,20 +61,21 @@ def test_xacle_listener_and_average_files(xacle_dir: Path):
 def test_xacle_errors(tmp_path: Path):
     with pytest.raises(DatasetError, match="meta_data"):
         load_rated(f"xacle:{tmp_path}")
-    _write(tmp_path / "meta_data" / "train.csv", "wav_file_name,text,score,listener_id\n"
-           "a.wav,x,11,1\n")
+    _write(tmp_path / "meta_data" / "train.csv", "wav_file_name,text,score,listener_id\na.wav,x,11,1\n")
     with pytest.raises(DatasetError, match="outside"):
         load_rated(f"xacle:{tmp_path}")
 
 
 def test_manifest_csv_averages_rows_and_rescales(tmp_path: Path, caplog):
     _write(tmp_path / "audio" / "one.wav", "x")
-    path = _write(tmp_path / "ratings.csv",
-                  "audio,text,score,listener_id,system,split\n"
-                  "audio/one.wav,A cat meows,8,0001,mysys,test\n"
-                  "audio/one.wav,A cat meows,4,0002,,test\n"
-                  "/nowhere/two.wav,None,0,0001,other,test\n"
-                  "audio/one.wav,NA,10,0003,mysys,train\n")
+    path = _write(
+        tmp_path / "ratings.csv",
+        "audio,text,score,listener_id,system,split\n"
+        "audio/one.wav,A cat meows,8,0001,mysys,test\n"
+        "audio/one.wav,A cat meows,4,0002,,test\n"
+        "/nowhere/two.wav,None,0,0001,other,test\n"
+        "audio/one.wav,NA,10,0003,mysys,train\n",
+    )
     with caplog.at_level(logging.INFO, logger="humanclap.data.manifest"):
         data = load_rated(str(path))
     assert "0-10" in caplog.text
@@ -85,9 +91,10 @@ def test_manifest_csv_averages_rows_and_rescales(tmp_path: Path, caplog):
 
 
 def test_manifest_jsonl_audio_root_and_scales(tmp_path: Path):
-    rows = [{"audio": "x.wav", "text": "wind", "score": 0.25, "listener_id": 7,
-             "natural": True},
-            {"audio": "x.wav", "text": "wind", "score": 0.75}]
+    rows = [
+        {"audio": "x.wav", "text": "wind", "score": 0.25, "listener_id": 7, "natural": True},
+        {"audio": "x.wav", "text": "wind", "score": 0.75},
+    ]
     path = _write(tmp_path / "m.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
     _write(tmp_path / "wavs" / "x.wav", "x")
     data = load_rated(str(path), audio_root=str(tmp_path / "wavs"))
@@ -99,17 +106,19 @@ def test_manifest_jsonl_audio_root_and_scales(tmp_path: Path):
     _write(tmp_path / "mos.csv", "audio,text,score\nx.wav,a,1\nx.wav,b,5\nx.wav,c,4\n")
     mos = load_manifest(tmp_path / "mos.csv", score_scale="1-5").pairs
     assert list(mos["human"]) == [0.0, 1.0, 0.75]
-    assert list(load_manifest(tmp_path / "mos.csv", score_scale=(0, 5)).pairs["human"]) == [
-        0.2, 1.0, 0.8]
+    assert list(load_manifest(tmp_path / "mos.csv", score_scale=(0, 5)).pairs["human"]) == [0.2, 1.0, 0.8]
 
 
-@pytest.mark.parametrize("content, match", [
-    ("audio,text\nx.wav,a\n", "missing column"),
-    ("audio,text,score\nx.wav,a,high\n", "non-numeric"),
-    ("audio,text,score\nx.wav,a,20\n", "outside"),
-    ("audio,text,score\n,a,1\n", "empty 'audio'"),
-    ("audio,text,score,split\nx.wav,a,1,train\nx.wav,a,2,test\n", "disagree"),
-])
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ("audio,text\nx.wav,a\n", "missing column"),
+        ("audio,text,score\nx.wav,a,high\n", "non-numeric"),
+        ("audio,text,score\nx.wav,a,20\n", "outside"),
+        ("audio,text,score\n,a,1\n", "empty 'audio'"),
+        ("audio,text,score,split\nx.wav,a,1,train\nx.wav,a,2,test\n", "disagree"),
+    ],
+)
 def test_manifest_errors(tmp_path: Path, content: str, match: str):
     path = _write(tmp_path / "bad.csv", content)
     with pytest.raises(DatasetError, match=match):

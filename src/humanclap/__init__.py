@@ -49,17 +49,24 @@ __all__ = [*_EXPORTS, "__version__"]
 if TYPE_CHECKING:
     from humanclap.data import RatedPairs, load_rated
     from humanclap.defaults import DEFAULT_MODEL
-    from humanclap.errors import (AudioError, ConfigError, DatasetError, HumanclapError,
-                                  ModelLoadError, TrainingError, UsageError)
+    from humanclap.errors import (
+        AudioError,
+        ConfigError,
+        DatasetError,
+        HumanclapError,
+        ModelLoadError,
+        TrainingError,
+        UsageError,
+    )
     from humanclap.evaluation.evaluate import EvaluationResult, evaluate_models
     from humanclap.evaluation.report import write_report
-    from humanclap.scoring.audio import load_audio
     from humanclap.evaluation.torchmetric import HumanCLAPScore
+    from humanclap.scoring.audio import load_audio
+    from humanclap.scoring.clap.scorer import CLAPScorer
     from humanclap.scoring.clapscore import clapscore
     from humanclap.scoring.inmemory import clap_score, protocol
     from humanclap.scoring.loader import load_scorer
     from humanclap.scoring.msclap import MSClapScorer
-    from humanclap.scoring.clap.scorer import CLAPScorer
     from humanclap.training.config import TrainConfig
     from humanclap.training.result import TrainResult
     from humanclap.training.trainer import fine_tune

@@ -21,8 +21,9 @@ EXIT_ROWS_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERNAL = 3
 
-REPORT_BUGS = ("this is a bug in humanclap, not in your input: please report it with the "
-               "command line and the traceback above")
+REPORT_BUGS = (
+    "this is a bug in humanclap, not in your input: please report it with the command line and the traceback above"
+)
 
 
 class HumanclapError(Exception):

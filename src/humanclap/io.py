@@ -43,8 +43,7 @@ def table_format(path: str | Path, what: str = "manifest") -> str:
     """``"csv"`` or ``"jsonl"`` from a file name; :class:`UsageError` for anything else."""
     fmt = TABLE_FORMATS.get(Path(path).suffix.lower())
     if fmt is None:
-        raise UsageError(f"{what} {path} must end in .csv, .jsonl, .ndjson or .json "
-                         "(JSON Lines: one object per line)")
+        raise UsageError(f"{what} {path} must end in .csv, .jsonl, .ndjson or .json (JSON Lines: one object per line)")
     return fmt
 
 
@@ -75,8 +74,7 @@ def read_table(path: str | Path, what: str = "manifest") -> Table:
     return Table(path, columns, rows)
 
 
-def iter_rows(path: Path, fmt: str, columns: list[str], what: str = "manifest"
-              ) -> Iterator[dict[str, Any]]:
+def iter_rows(path: Path, fmt: str, columns: list[str], what: str = "manifest") -> Iterator[dict[str, Any]]:
     """Yield the rows of a table one at a time; ``columns`` is filled as they are seen."""
     try:
         # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first column.
@@ -84,8 +82,9 @@ def iter_rows(path: Path, fmt: str, columns: list[str], what: str = "manifest"
         with open(path, newline=newline, encoding="utf-8-sig") as f:
             yield from reader(f, path, columns, what)
     except UnicodeDecodeError as exc:
-        raise UsageError(f"{what} {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
-                         "save it as UTF-8") from None
+        raise UsageError(
+            f"{what} {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8"
+        ) from None
     except OSError as exc:
         raise UsageError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
 
@@ -98,9 +97,11 @@ def _csv_rows(f, path: Path, columns: list[str], what: str) -> Iterator[dict[str
             return
         dupes = sorted({c for c in header if header.count(c) > 1})
         if dupes:
-            raise UsageError(f"{what} {path}, line {reader.line_num}: duplicate column name(s) "
-                             f"{dupes}; each column "
-                             "needs a distinct name")
+            raise UsageError(
+                f"{what} {path}, line {reader.line_num}: duplicate column name(s) "
+                f"{dupes}; each column "
+                "needs a distinct name"
+            )
         columns.extend(header)
         for fields in reader:
             if not fields:  # a blank line
@@ -108,7 +109,8 @@ def _csv_rows(f, path: Path, columns: list[str], what: str) -> Iterator[dict[str
             if len(fields) != len(header):
                 raise UsageError(
                     f"{what} {path}, line {reader.line_num}: {len(fields)} fields where the header "
-                    f"has {len(header)}; quote cells that contain commas (\"a, b\")")
+                    f"has {len(header)}; quote cells that contain commas (\"a, b\")"
+                )
             yield dict(zip(header, fields))
     except csv.Error as exc:
         raise UsageError(f"{what} {path}, line {reader.line_num}: not valid CSV ({exc})") from None
@@ -125,12 +127,13 @@ def _jsonl_rows(f, path: Path, columns: list[str], what: str) -> Iterator[dict[s
             hint = ""
             if lineno == 1 and line.lstrip().startswith("["):
                 hint = ": the file looks like one JSON array; write one JSON object per line"
-            raise UsageError(f"{what} {path}, line {lineno}: not valid JSON ({exc.msg}){hint}"
-                             ) from None
+            raise UsageError(f"{what} {path}, line {lineno}: not valid JSON ({exc.msg}){hint}") from None
         if not isinstance(row, dict):
             kind = "a JSON array" if isinstance(row, list) else type(row).__name__
-            raise UsageError(f"{what} {path}, line {lineno}: {kind} where a JSON object is "
-                             "expected (JSON Lines: one object per line)")
+            raise UsageError(
+                f"{what} {path}, line {lineno}: {kind} where a JSON object is "
+                "expected (JSON Lines: one object per line)"
+            )
         for key in row:
             if key not in seen:
                 seen.add(key)
@@ -194,8 +197,10 @@ def check_audio_root(audio_root: str | Path | None) -> None:
     root = Path(audio_root).expanduser()
     if not root.is_dir():
         what = "a file" if root.exists() else "missing"
-        raise UsageError(f"--audio-root {audio_root} is {what}, not a folder; pass the folder that "
-                         "the manifest's relative audio paths start from")
+        raise UsageError(
+            f"--audio-root {audio_root} is {what}, not a folder; pass the folder that "
+            "the manifest's relative audio paths start from"
+        )
 
 
 def _temp_beside(path: Path) -> Path:

@@ -67,16 +67,19 @@ def output_lock(lock_file: Path, what: str) -> Iterator[None]:
         try:
             fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise UsageError(f"cannot create the lock {lock_file} for {what}: "
-                             f"{exc.strerror or exc}; choose another output") from None
+            raise UsageError(
+                f"cannot create the lock {lock_file} for {what}: {exc.strerror or exc}; choose another output"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(fd)
             if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise OutputLocked(f"{what} is being written by another humanclap run (it holds "
-                                   f"{lock_file}); wait for that run to finish, or choose "
-                                   "another output") from None
+                raise OutputLocked(
+                    f"{what} is being written by another humanclap run (it holds "
+                    f"{lock_file}); wait for that run to finish, or choose "
+                    "another output"
+                ) from None
             raise
         try:
             same = os.stat(lock_file).st_ino == os.fstat(fd).st_ino
@@ -160,8 +163,10 @@ class RunFolder:
         self.save()
 
     def save(self) -> None:
-        write_json(self.folder / MARKER, {"command": self.command, "humanclap_version": __version__,
-                                          "identity": self.identity, "files": self.files})
+        write_json(
+            self.folder / MARKER,
+            {"command": self.command, "humanclap_version": __version__, "identity": self.identity, "files": self.files},
+        )
 
     def remove_own(self) -> None:
         """Delete what the marker says this command wrote here (its earlier run), nothing
@@ -184,9 +189,13 @@ class RunFolder:
         self.save()
 
 
-def check_folder(folder: Path, command: str, what: str = "--output-dir",
-                 error: type[HumanclapError] = UsageError,
-                 accept: Iterable[str] = ()) -> dict[str, Any] | None:
+def check_folder(
+    folder: Path,
+    command: str,
+    what: str = "--output-dir",
+    error: type[HumanclapError] = UsageError,
+    accept: Iterable[str] = (),
+) -> dict[str, Any] | None:
     """Refuse ``folder`` unless it is new, empty, or holds an earlier run of ``command`` (or
     of one of ``accept``); return that run's marker. Creates nothing: safe before any work."""
     if folder.exists() and not folder.is_dir():
@@ -197,24 +206,33 @@ def check_folder(folder: Path, command: str, what: str = "--output-dir",
     if marker is not None:
         if marker["command"] == command or marker["command"] in set(accept):
             return marker
-        raise error(f"{what} {folder} holds a humanclap {marker['command']} run, not a "
-                    f"{command} run; choose a new or empty folder")
+        raise error(
+            f"{what} {folder} holds a humanclap {marker['command']} run, not a "
+            f"{command} run; choose a new or empty folder"
+        )
     try:
         foreign = _foreign(folder)
     except OSError as exc:
-        raise error(f"cannot read {what} {folder}: {exc.strerror or exc}; choose another "
-                    "folder") from None
+        raise error(f"cannot read {what} {folder}: {exc.strerror or exc}; choose another folder") from None
     if foreign:
-        raise error(f"{what} {folder} is not empty and holds no humanclap {command} run (it has "
-                    f"{_listing(folder)}); humanclap never writes over files it did not create: "
-                    "choose a new or empty folder")
+        raise error(
+            f"{what} {folder} is not empty and holds no humanclap {command} run (it has "
+            f"{_listing(folder)}); humanclap never writes over files it did not create: "
+            "choose a new or empty folder"
+        )
     return None
 
 
 @contextmanager
-def claim_folder(folder: str | Path, command: str, *, overwrite: bool = False,
-                 what: str = "--output-dir", error: type[HumanclapError] = UsageError,
-                 accept: Iterable[str] = ()) -> Iterator[RunFolder]:
+def claim_folder(
+    folder: str | Path,
+    command: str,
+    *,
+    overwrite: bool = False,
+    what: str = "--output-dir",
+    error: type[HumanclapError] = UsageError,
+    accept: Iterable[str] = (),
+) -> Iterator[RunFolder]:
     """Claim ``folder`` for a run of ``command`` for the duration of the ``with`` block: it
     must be new, empty or hold an earlier run of the same command (:func:`check_folder`),
     and it is locked (a second run is refused). With ``overwrite``, the earlier run's own
@@ -225,14 +243,19 @@ def claim_folder(folder: str | Path, command: str, *, overwrite: bool = False,
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise error(f"cannot create the output folder {folder} ({what}): {exc.strerror or exc}; "
-                    "choose another folder") from None
+        raise error(
+            f"cannot create the output folder {folder} ({what}): {exc.strerror or exc}; choose another folder"
+        ) from None
     with output_lock(folder / LOCK, f"{what} {folder}"):
         # Looked at again under the lock: another run may have claimed it in between.
         previous = check_folder(folder, command, what, error, accept)
-        run = RunFolder(folder, command, previous,
-                        files=list((previous or {}).get("files") or []),
-                        identity=(previous or {}).get("identity"))
+        run = RunFolder(
+            folder,
+            command,
+            previous,
+            files=list((previous or {}).get("files") or []),
+            identity=(previous or {}).get("identity"),
+        )
         if overwrite and previous is not None:
             run.remove_own()
             run.previous = None
@@ -250,8 +273,7 @@ def _flatten(record: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: record}
 
 
-def identity_differences(then: Mapping[str, Any] | None, now: Mapping[str, Any]
-                         ) -> list[tuple[str, Any, Any]]:
+def identity_differences(then: Mapping[str, Any] | None, now: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
     """``(field, then, now)`` for every field of two identity records that differs; a field
     missing on one side counts as a difference (``None`` on that side)."""
     a = _flatten(json.loads(json.dumps(json_safe(dict(then or {})))))

@@ -49,39 +49,61 @@ examples:
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "compare", help="rank TTA systems on shared prompts (CIs, paired tests, tiers)",
+        "compare",
+        help="rank TTA systems on shared prompts (CIs, paired tests, tiers)",
         description="Compare systems by CLAPScore on the same prompts: means with bootstrap CIs, "
-                    "paired bootstrap tests (Holm-corrected), win rates and a tiered ranking.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "paired bootstrap tests (Holm-corrected), win rates and a tiered ranking.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="score files (.csv/.jsonl), or manifests with --model")
-    p.add_argument("-o", "--output-dir", required=True, metavar="D",
-                   help="folder for the outputs: new, empty, or an earlier compare run's "
-                        "(replaced only with --overwrite)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the earlier compare run in --output-dir (only the files it wrote)")
-    p.add_argument("--model", metavar="M",
-                   help="score the INPUT manifests with this model first (hub id, folder, "
-                        "msclap-2023, ...); without it INPUTs are score files")
-    p.add_argument("--audio-root", metavar="DIR",
-                   help="with --model: folder that relative audio paths start from")
-    p.add_argument("--score-column", default="clapscore",
-                   help="column of the score files to compare (default clapscore; e.g. cosine)")
-    p.add_argument("--n-boot", type=int, default=10_000,
-                   help="bootstrap resamples (default 10000: the smallest p is 2/(n+1), and Holm "
-                        "multiplies it by up to the number of pairs; 0 = no CIs and no p)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="score files (.csv/.jsonl), or manifests with --model")
+    p.add_argument(
+        "-o",
+        "--output-dir",
+        required=True,
+        metavar="D",
+        help="folder for the outputs: new, empty, or an earlier compare run's (replaced only with --overwrite)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the earlier compare run in --output-dir (only the files it wrote)",
+    )
+    p.add_argument(
+        "--model",
+        metavar="M",
+        help="score the INPUT manifests with this model first (hub id, folder, "
+        "msclap-2023, ...); without it INPUTs are score files",
+    )
+    p.add_argument("--audio-root", metavar="DIR", help="with --model: folder that relative audio paths start from")
+    p.add_argument(
+        "--score-column",
+        default="clapscore",
+        help="column of the score files to compare (default clapscore; e.g. cosine)",
+    )
+    p.add_argument(
+        "--n-boot",
+        type=int,
+        default=10_000,
+        help="bootstrap resamples (default 10000: the smallest p is 2/(n+1), and Holm "
+        "multiplies it by up to the number of pairs; 0 = no CIs and no p)",
+    )
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0; recorded)")
-    p.add_argument("--alpha", type=float, default=0.05,
-                   help="significance level for the tiers (default 0.05)")
-    p.add_argument("--intersect", action="store_true",
-                   help="compare on the prompts every system has (default: refuse when they differ)")
-    p.add_argument("--drop-failed", action="store_true",
-                   help="leave out the prompts of failed rows for every system (exit 1)")
-    p.add_argument("--average-duplicates", action="store_true",
-                   help="average several rows of one system and prompt (default: refuse)")
-    flags.add_plots(p, help="write forest.png and win_rates.png (default on; --no-plots skips "
-                            "matplotlib)")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level for the tiers (default 0.05)")
+    p.add_argument(
+        "--intersect",
+        action="store_true",
+        help="compare on the prompts every system has (default: refuse when they differ)",
+    )
+    p.add_argument(
+        "--drop-failed", action="store_true", help="leave out the prompts of failed rows for every system (exit 1)"
+    )
+    p.add_argument(
+        "--average-duplicates",
+        action="store_true",
+        help="average several rows of one system and prompt (default: refuse)",
+    )
+    flags.add_plots(p, help="write forest.png and win_rates.png (default on; --no-plots skips matplotlib)")
     flags.add_batch_size(p)
     flags.add_device(p)
     flags.add_dtype(p)
@@ -92,6 +114,7 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     # lazy: keeps numpy, scipy, soundfile, soxr out of `humanclap --help`
     from humanclap.evaluation.compare_report import summary_text
+
     # lazy: keeps numpy, scipy, soundfile, soxr out of `humanclap --help`
     from humanclap.evaluation.compare_workflow import run_compare
 
@@ -99,11 +122,24 @@ def run(args: argparse.Namespace) -> int:
         check_audio_root(args.audio_root)
         flags.check_compute(args.device, args.dtype)
     result_run = run_compare(
-        args.inputs, args.output_dir, model=args.model, audio_root=args.audio_root,
-        score_column=args.score_column, n_boot=args.n_boot, seed=args.seed, alpha=args.alpha,
-        intersect=args.intersect, drop_failed=args.drop_failed,
-        average_duplicates=args.average_duplicates, plots=args.plots, overwrite=args.overwrite,
-        batch_size=args.batch_size, device=args.device, dtype=args.dtype, progress=args.progress)
+        args.inputs,
+        args.output_dir,
+        model=args.model,
+        audio_root=args.audio_root,
+        score_column=args.score_column,
+        n_boot=args.n_boot,
+        seed=args.seed,
+        alpha=args.alpha,
+        intersect=args.intersect,
+        drop_failed=args.drop_failed,
+        average_duplicates=args.average_duplicates,
+        plots=args.plots,
+        overwrite=args.overwrite,
+        batch_size=args.batch_size,
+        device=args.device,
+        dtype=args.dtype,
+        progress=args.progress,
+    )
     result = result_run.result
     print(summary_text(result))
     for note in result.notes:

@@ -25,19 +25,28 @@ example:
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "convert", help="convert a LAION-CLAP .pt checkpoint into a transformers folder",
+        "convert",
+        help="convert a LAION-CLAP .pt checkpoint into a transformers folder",
         description="Convert a laion_clap .pt checkpoint (e.g. 630k-audioset-best.pt, "
-                    "music_audioset_epoch_15_esc_90.14.pt) into a transformers CLAP folder.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "music_audioset_epoch_15_esc_90.14.pt) into a transformers CLAP folder.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("checkpoint", metavar="CKPT.pt", help="laion_clap checkpoint (read with weights_only)")
     p.add_argument("out_dir", metavar="OUT_DIR", help="new (or empty) folder for the converted model")
     p.add_argument("--arch", help="audio tower: HTSAT-tiny or HTSAT-base (default: inferred from the weights)")
-    p.add_argument("--fusion", action=argparse.BooleanOptionalAction, default=None,
-                   help="fused (feature fusion for long clips) or not (default: inferred from the weights)")
+    p.add_argument(
+        "--fusion",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="fused (feature fusion for long clips) or not (default: inferred from the weights)",
+    )
     p.add_argument("--text", default="roberta", help="text tower (default roberta, the only one LAION released)")
-    p.add_argument("--tokenizer", metavar="DIR", help="folder with the roberta-base tokenizer files "
-                   "(default: roberta-base from the local Hugging Face cache)")
+    p.add_argument(
+        "--tokenizer",
+        metavar="DIR",
+        help="folder with the roberta-base tokenizer files (default: roberta-base from the local Hugging Face cache)",
+    )
     p.set_defaults(func=run)
 
 
@@ -45,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     # lazy: keeps torch out of `humanclap --help`
     from humanclap.scoring.clap.laion_convert import convert_laion_checkpoint
 
-    report = convert_laion_checkpoint(args.checkpoint, args.out_dir, arch=args.arch, fusion=args.fusion,
-                                      text=args.text, tokenizer_dir=args.tokenizer)
+    report = convert_laion_checkpoint(
+        args.checkpoint, args.out_dir, arch=args.arch, fusion=args.fusion, text=args.text, tokenizer_dir=args.tokenizer
+    )
     print(f"{report.text_summary()}\nwrote {args.out_dir}", file=sys.stderr)
     return 0

@@ -29,22 +29,33 @@ holds something else, a demo run of another seed/size/base, or another run in pr
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "demo", help="offline end-to-end demo on synthetic data (CPU, about 8 min on 2 cores)",
+        "demo",
+        help="offline end-to-end demo on synthetic data (CPU, about 8 min on 2 cores)",
         description="Run the whole Human-CLAP pipeline offline on a synthetic RELATE-style dataset.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--output-dir", "-o", default="humanclap_demo", help="working folder (default ./humanclap_demo)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data, the listeners and fine-tuning (default 0)")
-    p.add_argument("--size", choices=["small", "default"], default="default",
-                   help="default: RELATE-sized, ~5,700 rated pairs (about 8 min); small: ~350 pairs (a quick smoke run)")
+    p.add_argument(
+        "--size",
+        choices=["small", "default"],
+        default="default",
+        help="default: RELATE-sized, ~5,700 rated pairs (about 8 min); small: ~350 pairs (a quick smoke run)",
+    )
     p.add_argument("--base", help="base CLAP folder (default: the small pretrained base shipped with humanclap)")
     flags.add_n_boot(p, help="bootstrap resamples for CIs and p-values (default 1000)")
-    p.add_argument("--rebuild-base", metavar="DIR",
-                   help="instead of the demo: rerun the recipe of the shipped base model into DIR "
-                        "(synthetic pretraining corpus, tokenizer, contrastive pretraining)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an earlier demo (or --rebuild-base) run in the folder: deletes only "
-                        "the files that run wrote")
+    p.add_argument(
+        "--rebuild-base",
+        metavar="DIR",
+        help="instead of the demo: rerun the recipe of the shipped base model into DIR "
+        "(synthetic pretraining corpus, tokenizer, contrastive pretraining)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier demo (or --rebuild-base) run in the folder: deletes only the files that run wrote",
+    )
     flags.add_progress(p)
     p.set_defaults(func=run)
 
@@ -61,6 +72,14 @@ def run(args: argparse.Namespace) -> int:
 
     # The table and the claim's verdict are printed by run_demo as it finishes; whether the
     # claim holds is a finding of the demo, not a failure of the command, so the exit code is 0.
-    run_demo(args.output_dir, seed=args.seed, size=args.size, base=args.base, n_boot=args.n_boot,
-             printer=say, progress=args.progress, overwrite=args.overwrite)
+    run_demo(
+        args.output_dir,
+        seed=args.seed,
+        size=args.size,
+        base=args.base,
+        n_boot=args.n_boot,
+        printer=say,
+        progress=args.progress,
+        overwrite=args.overwrite,
+    )
     return 0

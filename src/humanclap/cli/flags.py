@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 
 # The last lines of every command's "exit codes:" epilog: 3 and 130 mean the same for all.
-EXIT_CODES_TAIL = ("3 internal error (a bug in humanclap: the traceback is printed, please\n"
-                   "report it); 130 interrupted (Ctrl-C); 141 the reader of stdout went away\n"
-                   "(`| head`): output stops there, silently")
+EXIT_CODES_TAIL = (
+    "3 internal error (a bug in humanclap: the traceback is printed, please\n"
+    "report it); 130 interrupted (Ctrl-C); 141 the reader of stdout went away\n"
+    "(`| head`): output stops there, silently"
+)
 
 
 def add_device(p: argparse.ArgumentParser) -> None:
@@ -27,8 +29,7 @@ def add_batch_size(p: argparse.ArgumentParser, help: str = "clips per forward pa
     p.add_argument("--batch-size", type=int, default=8, help=help)
 
 
-def add_n_boot(p: argparse.ArgumentParser,
-               help: str = "bootstrap resamples for CIs (default 1000)") -> None:
+def add_n_boot(p: argparse.ArgumentParser, help: str = "bootstrap resamples for CIs (default 1000)") -> None:
     p.add_argument("--n-boot", type=int, default=1000, help=help)
 
 
@@ -36,8 +37,9 @@ def add_plots(p: argparse.ArgumentParser, help: str = "write the PNG plots (defa
     p.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True, help=help)
 
 
-def add_progress(p: argparse.ArgumentParser,
-                 help: str = "progress bars (default: on when stderr is a terminal)") -> None:
+def add_progress(
+    p: argparse.ArgumentParser, help: str = "progress bars (default: on when stderr is a terminal)"
+) -> None:
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help=help)
 
 

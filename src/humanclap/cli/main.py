@@ -17,8 +17,19 @@ log = logging.getLogger("humanclap.cli")
 
 # Each module exposes add_parser(subparsers) and run(args) -> 0 or 1; it raises HumanclapError
 # for what the user can fix and run_command below turns that into the exit code.
-COMMANDS = ("score", "evaluate", "train", "reproduce", "synth", "demo", "convert", "merge", "compare",
-            "rerank", "stack")
+COMMANDS = (
+    "score",
+    "evaluate",
+    "train",
+    "reproduce",
+    "synth",
+    "demo",
+    "convert",
+    "merge",
+    "compare",
+    "rerank",
+    "stack",
+)
 # The reader of stdout went away (`humanclap score m.csv | head -1`): 128 + SIGPIPE, the
 # status a shell shows for any tool that SIGPIPE stopped (`yes | head -1`). Not 0 (the
 # output is incomplete), not 1 (no row failed) nor 3 (no bug): `set -o pipefail` scripts
@@ -30,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="humanclap",
         description="Human-aligned text-audio relevance scoring (Human-CLAP): score clips against "
-                    "texts, evaluate metrics against listeners, fine-tune on your own ratings.",
+        "texts, evaluate metrics against listeners, fine-tune on your own ratings.",
     )
     parser.add_argument("--version", action="version", version=f"humanclap {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -64,8 +75,7 @@ def run_command(args: argparse.Namespace) -> int:
         return 130
     except Exception as exc:  # noqa: BLE001 -- everything else is a bug, reported as one
         traceback.print_exc()
-        print(f"{prefix}: internal error: {type(exc).__name__}: {exc}; {REPORT_BUGS}",
-              file=sys.stderr)
+        print(f"{prefix}: internal error: {type(exc).__name__}: {exc}; {REPORT_BUGS}", file=sys.stderr)
         return EXIT_INTERNAL
 
 
@@ -88,8 +98,11 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE

@@ -32,15 +32,17 @@ example:
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "merge", help="join the parts of a split score run (--shard K/N) into one output",
+        "merge",
+        help="join the parts of a split score run (--shard K/N) into one output",
         description="Join OUT.part-K-of-N files into the one row-aligned OUT.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("output", metavar="OUT", help="the output the parts belong to (.csv or .jsonl)")
-    p.add_argument("--parts", nargs="+", metavar="P",
-                   help="the part files (default: every OUT.part-K-of-N file beside OUT)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing non-empty OUT")
+    p.add_argument(
+        "--parts", nargs="+", metavar="P", help="the part files (default: every OUT.part-K-of-N file beside OUT)"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty OUT")
     p.set_defaults(func=run)
 
 

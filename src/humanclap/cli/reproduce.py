@@ -37,34 +37,56 @@ examples:
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "reproduce", help="reproduce the paper's RELATE-test table (LAION CLAP, MS CLAP, Human-CLAP)",
+        "reproduce",
+        help="reproduce the paper's RELATE-test table (LAION CLAP, MS CLAP, Human-CLAP)",
         description="Train (or fetch) the Human-CLAP variants and score them with LAION CLAP and "
-                    "MS CLAP on the RELATE test split, beside the published numbers.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "MS CLAP on the RELATE test split, beside the published numbers.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--relate", required=True, metavar="DIR", help="RELATE folder holding scores/REL.csv")
-    p.add_argument("-o", "--output-dir", required=True, metavar="D",
-                   help="models/<variant>/ and report/ are written here; rerun to continue")
-    p.add_argument("--audio-root", metavar="DIR",
-                   help="RELATE_wave folder (or its parent), if not next to the RELATE folder")
-    p.add_argument("--official", action="store_true",
-                   help="score the released sarulab-speech/human-clap-* checkpoints (no training)")
+    p.add_argument(
+        "-o",
+        "--output-dir",
+        required=True,
+        metavar="D",
+        help="models/<variant>/ and report/ are written here; rerun to continue",
+    )
+    p.add_argument(
+        "--audio-root", metavar="DIR", help="RELATE_wave folder (or its parent), if not next to the RELATE folder"
+    )
+    p.add_argument(
+        "--official",
+        action="store_true",
+        help="score the released sarulab-speech/human-clap-* checkpoints (no training)",
+    )
     flags.add_device(p)
-    flags.add_batch_size(p, help="clips per forward pass when scoring (default 8); the training batch "
-                                 "stays the config's, since wSCE's negatives depend on it")
+    flags.add_batch_size(
+        p,
+        help="clips per forward pass when scoring (default 8); the training batch "
+        "stays the config's, since wSCE's negatives depend on it",
+    )
     flags.add_n_boot(p)
     p.add_argument("--seed", type=int, default=0, help="seed of training and of the bootstrap (default 0)")
-    p.add_argument("--base", metavar="MODEL",
-                   help="base checkpoint to fine-tune (default: the config's, laion/clap-htsat-fused)")
-    p.add_argument("--epochs", type=int, metavar="N",
-                   help="override the configs' epochs (for smoke runs)")
-    p.add_argument("--laion", default="laion/clap-htsat-unfused", metavar="MODEL",
-                   help="checkpoint of the LAION CLAP row (default laion/clap-htsat-unfused); a "
-                        "local folder where the Hub cannot be reached")
-    p.add_argument("--msclap", default="msclap-2023", metavar="MODEL",
-                   help="checkpoint of the MS CLAP row: msclap-2023 (default; msclap's default "
-                        "release), msclap-2022, or a local msclap .pth with its tokenizer files "
-                        "beside it where the Hub cannot be reached")
+    p.add_argument(
+        "--base", metavar="MODEL", help="base checkpoint to fine-tune (default: the config's, laion/clap-htsat-fused)"
+    )
+    p.add_argument("--epochs", type=int, metavar="N", help="override the configs' epochs (for smoke runs)")
+    p.add_argument(
+        "--laion",
+        default="laion/clap-htsat-unfused",
+        metavar="MODEL",
+        help="checkpoint of the LAION CLAP row (default laion/clap-htsat-unfused); a "
+        "local folder where the Hub cannot be reached",
+    )
+    p.add_argument(
+        "--msclap",
+        default="msclap-2023",
+        metavar="MODEL",
+        help="checkpoint of the MS CLAP row: msclap-2023 (default; msclap's default "
+        "release), msclap-2022, or a local msclap .pth with its tokenizer files "
+        "beside it where the Hub cannot be reached",
+    )
     flags.add_plots(p)
     flags.add_progress(p)
     p.set_defaults(func=run)
@@ -75,15 +97,29 @@ def run(args: argparse.Namespace) -> int:
 
     flags.check_compute(args.device)
     cfg = ReproduceConfig(
-        relate=args.relate, output_dir=args.output_dir, audio_root=args.audio_root,
-        official=args.official, device=args.device, batch_size=args.batch_size,
-        n_boot=args.n_boot, seed=args.seed, base=args.base, epochs=args.epochs,
-        laion=args.laion, msclap=args.msclap, plots=args.plots, progress=args.progress)
+        relate=args.relate,
+        output_dir=args.output_dir,
+        audio_root=args.audio_root,
+        official=args.official,
+        device=args.device,
+        batch_size=args.batch_size,
+        n_boot=args.n_boot,
+        seed=args.seed,
+        base=args.base,
+        epochs=args.epochs,
+        laion=args.laion,
+        msclap=args.msclap,
+        plots=args.plots,
+        progress=args.progress,
+    )
     result = reproduce(cfg)  # TrainingError (a diverged run) exits 1 through cli.main
     print(result.table())
     print(f"wrote {result.files['report'].parent}", file=sys.stderr)
     if result.n_failed:
-        print(f"humanclap reproduce: {result.n_failed} of {len(result.evaluation.pairs)} test pairs "
-              "could not be scored (see the error column of report/predictions.csv)", file=sys.stderr)
+        print(
+            f"humanclap reproduce: {result.n_failed} of {len(result.evaluation.pairs)} test pairs "
+            "could not be scored (see the error column of report/predictions.csv)",
+            file=sys.stderr,
+        )
         return 1
     return 0

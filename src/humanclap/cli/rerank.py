@@ -34,21 +34,31 @@ example:
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "rerank", help="best of N: keep the top-k clips per prompt by score",
+        "rerank",
+        help="best of N: keep the top-k clips per prompt by score",
         description="Keep the k best-scoring candidate clips of each prompt (ties: higher "
-                    "cosine, then input order); with ratings, the selection gain over a random pick.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "cosine, then input order); with ratings, the selection gain over a random pick.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("input", help="score file (.csv/.jsonl) with several candidates per prompt")
     p.add_argument("-o", "--output", required=True, help="output manifest (.csv or .jsonl)")
     p.add_argument("-k", type=int, default=1, help="candidates kept per prompt (default 1)")
-    p.add_argument("--score-column", default="clapscore",
-                   help="column to rank by, higher is better (default clapscore)")
-    p.add_argument("--n-boot", type=int, default=10_000,
-                   help="bootstrap resamples for the selection gain's CIs (default 10000; 0 = none)")
+    p.add_argument(
+        "--score-column", default="clapscore", help="column to rank by, higher is better (default clapscore)"
+    )
+    p.add_argument(
+        "--n-boot",
+        type=int,
+        default=10_000,
+        help="bootstrap resamples for the selection gain's CIs (default 10000; 0 = none)",
+    )
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an earlier rerank output at -o (never a file rerank did not write)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier rerank output at -o (never a file rerank did not write)",
+    )
     p.set_defaults(func=run)
 
 
@@ -60,24 +70,39 @@ def gain_text(gain: dict) -> str:
         ci = "" if g["ci_low"] is None else f" [{g['ci_low']:.3f}, {g['ci_high']:.3f}]"
         return f"  {name:<22} {g['mean']:.3f}{ci}"
 
-    return "\n".join([f"selection gain ({gain['rating_column']}, top-{gain['k']}, "
-                      f"{gain['n_prompts']} prompts, 95% CI):",
-                      row("metric's pick", "metric"), row("random pick", "random"),
-                      row("oracle pick", "oracle"), row("metric - random", "metric_minus_random"),
-                      row("oracle - metric", "oracle_minus_metric"),
-                      row("share of oracle gain", "captured")])
+    return "\n".join(
+        [
+            f"selection gain ({gain['rating_column']}, top-{gain['k']}, {gain['n_prompts']} prompts, 95% CI):",
+            row("metric's pick", "metric"),
+            row("random pick", "random"),
+            row("oracle pick", "oracle"),
+            row("metric - random", "metric_minus_random"),
+            row("oracle - metric", "oracle_minus_metric"),
+            row("share of oracle gain", "captured"),
+        ]
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     # lazy: keeps numpy, scipy, soundfile, soxr out of `humanclap --help`
     from humanclap.evaluation.rerank import run_rerank
 
-    result = run_rerank(args.input, args.output, args.k, score_column=args.score_column,
-                        n_boot=args.n_boot, seed=args.seed, overwrite=args.overwrite)
+    result = run_rerank(
+        args.input,
+        args.output,
+        args.k,
+        score_column=args.score_column,
+        n_boot=args.n_boot,
+        seed=args.seed,
+        overwrite=args.overwrite,
+    )
     if result.gain is not None:
         print(gain_text(result.gain))
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
-    print(f"picked {result.n_picked} of {result.n_rows} rows for {result.n_prompts} prompts: "
-          f"{result.output} (and {result.output.name}.rerank.json)", file=sys.stderr)
+    print(
+        f"picked {result.n_picked} of {result.n_rows} rows for {result.n_prompts} prompts: "
+        f"{result.output} (and {result.output.name}.rerank.json)",
+        file=sys.stderr,
+    )
     return 1 if result.n_failed else 0

@@ -57,40 +57,65 @@ example:
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "score", help="score audio clips against texts (CLAPScore)",
+        "score",
+        help="score audio clips against texts (CLAPScore)",
         description="Score each (audio, text) row of MANIFEST with a human-aligned CLAPScore.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("manifest", help=".csv or .jsonl with columns audio (path) and text; other columns pass through")
-    p.add_argument("--model", default=DEFAULT_MODEL,
-                   help="hub id or local checkpoint folder (every transformers CLAP), msclap-2023, "
-                        f"msclap-2022, or a local msclap .pth (default: {DEFAULT_MODEL})")
-    p.add_argument("--msclap-version", choices=("2022", "2023"),
-                   help="release of an msclap .pth given as --model (default: read from its keys)")
+    p.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help="hub id or local checkpoint folder (every transformers CLAP), msclap-2023, "
+        f"msclap-2022, or a local msclap .pth (default: {DEFAULT_MODEL})",
+    )
+    p.add_argument(
+        "--msclap-version",
+        choices=("2022", "2023"),
+        help="release of an msclap .pth given as --model (default: read from its keys)",
+    )
     p.add_argument("-o", "--output", help="output .csv or .jsonl (default: JSONL on stdout)")
     p.add_argument("--audio-root", help="folder that relative audio paths start from (default: the manifest's folder)")
-    flags.add_batch_size(p, help="rows prepared and written per step (default 8, at most "
-                         f"{MAX_BATCH_SIZE}); scores do not depend on it")
+    flags.add_batch_size(
+        p, help=f"rows prepared and written per step (default 8, at most {MAX_BATCH_SIZE}); scores do not depend on it"
+    )
     flags.add_device(p)
     flags.add_dtype(p, help="compute precision; bf16/fp16 are faster on GPUs that support them (default fp32)")
-    p.add_argument("--cache", metavar="DIR", help="keep embeddings in DIR, keyed by model revision, "
-                   "preprocessing and file content; re-scoring the same files is then nearly free")
-    p.add_argument("--resume", action="store_true",
-                   help="keep the rows already in -o OUT and score the rest (see resume below)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing non-empty -o OUT (without it, such a file is refused)")
-    p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="decoder processes (decode + resample + features) feeding the model in "
-                   "order; 0 decodes in the main process (a background thread on a GPU, in turn with "
-                   "the model on a CPU, whose forwards use every core). "
-                   "Default: on a GPU min(4, cores-1), on a CPU 0 up to 4 cores, else cores/4 (at "
-                   "most 4). Allowed: up to 4 per core (at least 8). A worker that dies (a codec crash, the OOM "
-                   "killer) is replaced and its file decoded again; a file that kills its worker "
-                   "3 times gets an error row; the others score")
+    p.add_argument(
+        "--cache",
+        metavar="DIR",
+        help="keep embeddings in DIR, keyed by model revision, "
+        "preprocessing and file content; re-scoring the same files is then nearly free",
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="keep the rows already in -o OUT and score the rest (see resume below)"
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing non-empty -o OUT (without it, such a file is refused)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="decoder processes (decode + resample + features) feeding the model in "
+        "order; 0 decodes in the main process (a background thread on a GPU, in turn with "
+        "the model on a CPU, whose forwards use every core). "
+        "Default: on a GPU min(4, cores-1), on a CPU 0 up to 4 cores, else cores/4 (at "
+        "most 4). Allowed: up to 4 per core (at least 8). A worker that dies (a codec crash, the OOM "
+        "killer) is replaced and its file decoded again; a file that kills its worker "
+        "3 times gets an error row; the others score",
+    )
     flags.add_progress(p, help="progress bar (default: on when stderr is a terminal)")
-    p.add_argument("--shard", metavar="K/N",
-                   help="score only part K (from 0) of N contiguous blocks of rows into "
-                        "OUT.part-K-of-N.EXT; join the parts with `humanclap merge OUT`")
+    p.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="score only part K (from 0) of N contiguous blocks of rows into "
+        "OUT.part-K-of-N.EXT; join the parts with `humanclap merge OUT`",
+    )
     p.set_defaults(func=run)
 
 
@@ -98,15 +123,30 @@ def run(args: argparse.Namespace) -> int:
     # lazy: keeps torch out of `humanclap --help`
     from humanclap.scoring.workflow import run_score  # lazy: `humanclap --help` loads no torch
 
-    run = run_score(args.manifest, args.output, model=args.model, msclap_version=args.msclap_version,
-                    audio_root=args.audio_root, batch_size=args.batch_size, device=args.device,
-                    dtype=args.dtype, cache=args.cache, workers=args.workers, resume=args.resume,
-                    overwrite=args.overwrite, shard=args.shard, progress=args.progress)
+    run = run_score(
+        args.manifest,
+        args.output,
+        model=args.model,
+        msclap_version=args.msclap_version,
+        audio_root=args.audio_root,
+        batch_size=args.batch_size,
+        device=args.device,
+        dtype=args.dtype,
+        cache=args.cache,
+        workers=args.workers,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        shard=args.shard,
+        progress=args.progress,
+    )
     text = run.summary.text()
     if run.rank:  # torchrun: rank 0 prints the merged run, the others their part
         text = "\n".join(f"rank {run.rank}: {line}" for line in text.splitlines())
     print(text, file=sys.stderr)
     if run.part and run.rank is None:
-        print(f"wrote part {run.part[0]} of {run.part[1]}: {run.written}; when every part is done: "
-              f"humanclap merge {run.output}", file=sys.stderr)
+        print(
+            f"wrote part {run.part[0]} of {run.part[1]}: {run.written}; when every part is done: "
+            f"humanclap merge {run.output}",
+            file=sys.stderr,
+        )
     return run.exit_code

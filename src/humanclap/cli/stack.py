@@ -35,39 +35,63 @@ folds, test-split pairs, an output folder that holds anything else);
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "stack", help="fit a ridge on several models' scores (a stacked metric for evaluate)",
+        "stack",
+        help="fit a ridge on several models' scores (a stacked metric for evaluate)",
         description="Fit a ridge regression of the human score on several models' CLAPScores "
-                    "over the training pairs, alpha by k-fold cross-validation; `evaluate "
-                    "--model OUTPUT_DIR` then reports the stacked score beside its members.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "over the training pairs, alpha by k-fold cross-validation; `evaluate "
+        "--model OUTPUT_DIR` then reports the stacked score beside its members.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("predictions", nargs="+", metavar="PRED.csv",
-                   help="predictions.csv of humanclap evaluate --split train (one or several)")
-    p.add_argument("-o", "--output-dir", required=True, metavar="D",
-                   help="folder for stack.json: new, empty, or an earlier stack run's (replaced "
-                        "only with --overwrite)")
-    p.add_argument("--member", action="append", metavar="LABEL",
-                   help="use only these models (label or column; repeat; default every model "
-                        "of the files)")
+    p.add_argument(
+        "predictions",
+        nargs="+",
+        metavar="PRED.csv",
+        help="predictions.csv of humanclap evaluate --split train (one or several)",
+    )
+    p.add_argument(
+        "-o",
+        "--output-dir",
+        required=True,
+        metavar="D",
+        help="folder for stack.json: new, empty, or an earlier stack run's (replaced only with --overwrite)",
+    )
+    p.add_argument(
+        "--member",
+        action="append",
+        metavar="LABEL",
+        help="use only these models (label or column; repeat; default every model of the files)",
+    )
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the fold assignment (default 0)")
-    p.add_argument("--criterion", default="srcc", choices=["srcc", "mse"],
-                   help="held-out criterion that picks alpha (default srcc)")
-    p.add_argument("--alpha", type=float, default=None,
-                   help="a fixed ridge alpha (per pair) instead of cross-validation")
-    p.add_argument("--drop-failed", action="store_true",
-                   help="fit on the pairs every member scored (default: refuse failed pairs)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the earlier stack run in --output-dir (only the files it wrote)")
+    p.add_argument(
+        "--criterion",
+        default="srcc",
+        choices=["srcc", "mse"],
+        help="held-out criterion that picks alpha (default srcc)",
+    )
+    p.add_argument(
+        "--alpha", type=float, default=None, help="a fixed ridge alpha (per pair) instead of cross-validation"
+    )
+    p.add_argument(
+        "--drop-failed", action="store_true", help="fit on the pairs every member scored (default: refuse failed pairs)"
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the earlier stack run in --output-dir (only the files it wrote)",
+    )
     p.set_defaults(func=run)
 
 
 def summary(result) -> str:
     w, b = result.fit.raw_coef()
-    lines = [f"stack of {len(result.members)} members on {result.n_pairs} training pairs, "
-             f"alpha {result.fit.alpha:g}" + (" (given)" if result.cv is None else
-                                                f" ({result.cv['k']}-fold CV, {result.cv['criterion'].upper()})"),
-             f"  {'member':<24} {'weight':>9} {'std. weight':>11}"]
+    lines = [
+        f"stack of {len(result.members)} members on {result.n_pairs} training pairs, "
+        f"alpha {result.fit.alpha:g}"
+        + (" (given)" if result.cv is None else f" ({result.cv['k']}-fold CV, {result.cv['criterion'].upper()})"),
+        f"  {'member':<24} {'weight':>9} {'std. weight':>11}",
+    ]
     for member, raw, std in zip(result.members, w, result.fit.coef):
         lines.append(f"  {member.label:<24} {raw:9.4f} {std:11.4f}")
     lines.append(f"  {'intercept':<24} {b:9.4f}")
@@ -83,9 +107,17 @@ def run(args: argparse.Namespace) -> int:
     # lazy: keeps numpy, pandas, scipy, soundfile, soxr out of `humanclap --help`
     from humanclap.evaluation.stack import fit_stack
 
-    result = fit_stack(args.predictions, args.output_dir, folds=args.folds, seed=args.seed,
-                       criterion=args.criterion, alpha=args.alpha, drop_failed=args.drop_failed,
-                       select=args.member, overwrite=args.overwrite)
+    result = fit_stack(
+        args.predictions,
+        args.output_dir,
+        folds=args.folds,
+        seed=args.seed,
+        criterion=args.criterion,
+        alpha=args.alpha,
+        drop_failed=args.drop_failed,
+        select=args.member,
+        overwrite=args.overwrite,
+    )
     print(summary(result))
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)

@@ -54,9 +54,11 @@ examples:
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "train", help="fine-tune a CLAP model on human ratings (Human-CLAP)",
+        "train",
+        help="fine-tune a CLAP model on human ratings (Human-CLAP)",
         description="Fine-tune CLAP so that its CLAPScore follows human relevance ratings.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", metavar="FILE", help="YAML/JSON config file or shipped config name")
     add_config_arguments(p)

@@ -3,6 +3,7 @@
 >>> data = load_rated("relate:/data/RELATE", audio_root="/data/RELATE_wave")  # doctest: +SKIP
 >>> test = data.split("test")                                                 # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import os
@@ -14,16 +15,15 @@ from humanclap.data.relate import load_relate
 from humanclap.data.xacle import load_xacle
 from humanclap.io import TABLE_FORMATS
 
-__all__ = ["DatasetError", "RatedPairs", "load_manifest", "load_rated", "load_relate",
-           "load_xacle"]
+__all__ = ["DatasetError", "RatedPairs", "load_manifest", "load_rated", "load_relate", "load_xacle"]
 
-_SPEC_HELP = ("Use relate:DIR (DIR holds scores/REL.csv), xacle:DIR (DIR holds meta_data/) "
-              "or the path of a .csv / .jsonl manifest with columns audio,text,score.")
+_SPEC_HELP = (
+    "Use relate:DIR (DIR holds scores/REL.csv), xacle:DIR (DIR holds meta_data/) "
+    "or the path of a .csv / .jsonl manifest with columns audio,text,score."
+)
 
 
-def load_rated(
-    spec: str | os.PathLike, audio_root: str | None = None, score_scale: ScoreScale = "auto"
-) -> RatedPairs:
+def load_rated(spec: str | os.PathLike, audio_root: str | None = None, score_scale: ScoreScale = "auto") -> RatedPairs:
     """Load a rated dataset from a spec string.
 
     ``relate:DIR``, ``xacle:DIR``, or a manifest path ending in ``.csv`` / ``.jsonl``

@@ -19,6 +19,7 @@ treats anything larger as 0-10 (divided by 10, logged). Pass ``score_scale=(low,
 (or ``high`` alone, meaning ``(0, high)``; or a string "1-5" / "10") for another scale:
 scores map to ``(score - low) / (high - low)``.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,14 @@ import numpy as np
 import pandas as pd
 
 from humanclap.data.rated import (
-    DatasetError, RatedPairs, build_rated_pairs, check_range, exists_column, make_pair_id,
-    require_columns, to_scores,
+    DatasetError,
+    RatedPairs,
+    build_rated_pairs,
+    check_range,
+    exists_column,
+    make_pair_id,
+    require_columns,
+    to_scores,
 )
 from humanclap.errors import UsageError
 from humanclap.io import read_table, resolve_path
@@ -52,8 +59,7 @@ def load_manifest(
     scale = parse_score_scale(score_scale)  # a bad scale fails before any reading
     path = Path(path).expanduser().resolve()
     if not path.is_file():
-        raise DatasetError(f"manifest not found: {path}. Pass a .csv or .jsonl file with "
-                           f"columns {REQUIRED}.")
+        raise DatasetError(f"manifest not found: {path}. Pass a .csv or .jsonl file with columns {REQUIRED}.")
     df = _read_table(path)
     require_columns(df, REQUIRED, path)
     if df.empty:
@@ -61,21 +67,24 @@ def load_manifest(
     for col in ("audio", "text"):
         empty = df[col].str.strip() == ""
         if empty.any():
-            raise DatasetError(f"{path}: empty {col!r} in data row "
-                               f"{int(np.flatnonzero(empty)[0]) + 1}; every row needs one.")
+            raise DatasetError(
+                f"{path}: empty {col!r} in data row {int(np.flatnonzero(empty)[0]) + 1}; every row needs one."
+            )
 
     raw = to_scores(df["score"], path, "score")
     low, high = _scale(raw, scale, path)
     check_range(raw, low, high, path, "score")
     keys = ["wavname", "text"]
-    rows = pd.DataFrame({
-        "wavname": df["audio"], "text": df["text"],
-        "listener_id": df["listener_id"] if "listener_id" in df else "",
-        "score01": (raw - low) / (high - low),
-    })
+    rows = pd.DataFrame(
+        {
+            "wavname": df["audio"],
+            "text": df["text"],
+            "listener_id": df["listener_id"] if "listener_id" in df else "",
+            "score01": (raw - low) / (high - low),
+        }
+    )
 
-    info = df.rename(columns={"audio": "wavname"}).drop_duplicates(keys)[keys].reset_index(
-        drop=True)
+    info = df.rename(columns={"audio": "wavname"}).drop_duplicates(keys)[keys].reset_index(drop=True)
     for col, default in (("system", ""), ("split", "all"), ("natural", "")):
         if col in df:
             info = info.merge(_per_pair(df, col, default, path), on=keys, how="left")
@@ -87,17 +96,21 @@ def load_manifest(
     base = Path(audio_root).expanduser().resolve() if audio_root else path.parent
     info["audio"] = [str(resolve_path(a, base).resolve()) for a in info["wavname"]]
     info["audio_exists"] = exists_column(info["audio"])
-    info["pair_id"] = [make_pair_id(a.rsplit(".", 1)[0], t)
-                       for a, t in zip(info["wavname"], info["text"])]
+    info["pair_id"] = [make_pair_id(a.rsplit(".", 1)[0], t) for a, t in zip(info["wavname"], info["text"])]
     n_missing = int((~info["audio_exists"]).sum())
     if n_missing:
-        log.warning("manifest %s: %d of %d pairs have no audio file (resolved against %s)",
-                    path.name, n_missing, len(info), base)
+        log.warning(
+            "manifest %s: %d of %d pairs have no audio file (resolved against %s)",
+            path.name,
+            n_missing,
+            len(info),
+            base,
+        )
     return build_rated_pairs("manifest", rows, keys, info)
 
 
 def parse_score_scale(spec: ScoreScale) -> str | tuple[float, float]:
-    """"auto", a number ``high`` (-> (0, high)), "low-high" / (low, high) -> (low, high)."""
+    """ "auto", a number ``high`` (-> (0, high)), "low-high" / (low, high) -> (low, high)."""
     if isinstance(spec, str):
         s = spec.strip().lower()
         if s == "auto":
@@ -109,8 +122,9 @@ def parse_score_scale(spec: ScoreScale) -> str | tuple[float, float]:
             else:
                 spec = float(s)
         except ValueError:
-            raise DatasetError(f"score_scale {spec!r} not understood; use 'auto', a maximum "
-                               "such as '10', or a range such as '1-5'.") from None
+            raise DatasetError(
+                f"score_scale {spec!r} not understood; use 'auto', a maximum such as '10', or a range such as '1-5'."
+            ) from None
     if isinstance(spec, (int, float)):
         spec = (0.0, float(spec))
     low, high = (float(v) for v in spec)
@@ -119,13 +133,16 @@ def parse_score_scale(spec: ScoreScale) -> str | tuple[float, float]:
     return low, high
 
 
-def _scale(raw: np.ndarray, parsed: str | tuple[float, float], path: Path
-           ) -> tuple[float, float]:
+def _scale(raw: np.ndarray, parsed: str | tuple[float, float], path: Path) -> tuple[float, float]:
     if parsed != "auto":
         return parsed  # type: ignore[return-value]
     if raw.max() > 1:
-        log.info("manifest %s: max score %g > 1, so scores are read as 0-10 and divided by "
-                 "10 (pass score_scale to override)", path.name, raw.max())
+        log.info(
+            "manifest %s: max score %g > 1, so scores are read as 0-10 and divided by "
+            "10 (pass score_scale to override)",
+            path.name,
+            raw.max(),
+        )
         return 0.0, 10.0
     return 0.0, 1.0
 
@@ -177,7 +194,8 @@ def _record(row: dict[str, Any]) -> dict[str, str]:
 def _pair_problems(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """The first ``input_error`` of each pair's rows ("" when none has one)."""
     first = df.groupby([df["audio"], df["text"]], sort=False)["input_error"].agg(
-        lambda errors: next((e for e in errors if e), ""))
+        lambda errors: next((e for e in errors if e), "")
+    )
     return first.reset_index().rename(columns={"audio": "wavname"})[[*keys, "input_error"]]
 
 
@@ -189,8 +207,9 @@ def _per_pair(df: pd.DataFrame, col: str, default: str, path: Path) -> pd.DataFr
     n_values = grouped.nunique()
     if (n_values > 1).any():
         audio, text = n_values[n_values > 1].index[0]
-        raise DatasetError(f"{path}: rows for ({audio!r}, {text!r}) disagree on {col!r}; "
-                           "all ratings of one pair must share it.")
+        raise DatasetError(
+            f"{path}: rows for ({audio!r}, {text!r}) disagree on {col!r}; all ratings of one pair must share it."
+        )
     out = grouped.first().fillna(default).rename(col).reset_index()
     return out.rename(columns={"audio": "wavname"})
 

@@ -24,9 +24,8 @@ aggregation rules (0-1 scale, population std, counts) live in one place.
 ``ratings`` columns: ``pair_id``, ``listener_id`` (str), ``score01`` (0-1), plus listener
 attribute columns where the dataset has them.
 """
-from __future__ import annotations
 
-from humanclap.errors import DatasetError
+from __future__ import annotations
 
 import hashlib
 import os
@@ -36,13 +35,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from humanclap.errors import DatasetError
+
 PAIR_COLUMNS = [
-    "pair_id", "wavname", "audio", "audio_exists", "text", "system", "natural", "split",
-    "human", "human_std", "n_ratings",
+    "pair_id",
+    "wavname",
+    "audio",
+    "audio_exists",
+    "text",
+    "system",
+    "natural",
+    "split",
+    "human",
+    "human_std",
+    "n_ratings",
 ]
 RATING_COLUMNS = ["pair_id", "listener_id", "score01"]
-
-
 
 
 @dataclass
@@ -57,23 +65,23 @@ class RatedPairs:
         return len(self.pairs)
 
     def __repr__(self) -> str:  # the default would print both DataFrames
-        return (f"RatedPairs(name={self.name!r}, pairs={len(self.pairs)}, "
-                f"ratings={len(self.ratings)}, splits={self.splits})")
+        return (
+            f"RatedPairs(name={self.name!r}, pairs={len(self.pairs)}, "
+            f"ratings={len(self.ratings)}, splits={self.splits})"
+        )
 
     @property
     def splits(self) -> list[str]:
         """Split names present: train, validation, test first, then others as they appear."""
         names = list(pd.unique(self.pairs["split"]))
         order = ["train", "validation", "test"]
-        return sorted(names, key=lambda s: (order.index(s) if s in order else 3,
-                                            names.index(s)))
+        return sorted(names, key=lambda s: (order.index(s) if s in order else 3, names.index(s)))
 
     def split(self, name: str) -> "RatedPairs":
         """The subset whose ``pairs.split == name``; ratings are filtered to those pairs."""
         if name not in self.splits:
             raise DatasetError(
-                f"{self.name}: no split {name!r}; available splits: {self.splits}. "
-                "Pass one of these names."
+                f"{self.name}: no split {name!r}; available splits: {self.splits}. Pass one of these names."
             )
         pairs = self.pairs[self.pairs["split"] == name].reset_index(drop=True)
         keep = self.ratings["pair_id"].isin(set(pairs["pair_id"]))
@@ -97,8 +105,7 @@ def require_columns(df: pd.DataFrame, needed: list[str], path: Path | str) -> No
     missing = [c for c in needed if c not in df.columns]
     if missing:
         raise DatasetError(
-            f"{path}: missing column(s) {missing}; found {list(df.columns)}. "
-            f"The file needs at least {needed}."
+            f"{path}: missing column(s) {missing}; found {list(df.columns)}. The file needs at least {needed}."
         )
 
 
@@ -146,13 +153,15 @@ def build_rated_pairs(
     aggregates (its order is kept). ``attributes`` (optional) is joined on ``listener_id``.
     """
     grouped = rows.groupby(keys, sort=False)["score01"]
-    agg = pd.DataFrame({
-        # rounded so that equal rating sets give bit-equal means (0.2, not 0.19999999999999998):
-        # ties in the human score must stay ties for SRCC/KTAU
-        "human": grouped.mean().round(12),
-        "human_std": grouped.std(ddof=0),  # population std: defined (0) for one rating
-        "n_ratings": grouped.size(),
-    }).reset_index()
+    agg = pd.DataFrame(
+        {
+            # rounded so that equal rating sets give bit-equal means (0.2, not 0.19999999999999998):
+            # ties in the human score must stay ties for SRCC/KTAU
+            "human": grouped.mean().round(12),
+            "human_std": grouped.std(ddof=0),  # population std: defined (0) for one rating
+            "n_ratings": grouped.size(),
+        }
+    ).reset_index()
     pairs = pair_info.merge(agg, on=keys, how="left", validate="one_to_one")
     pairs["n_ratings"] = pairs["n_ratings"].fillna(0).astype(int)
     extra = [c for c in pairs.columns if c not in PAIR_COLUMNS]
@@ -174,11 +183,13 @@ def pairs_from_averages(name: str, pair_info: pd.DataFrame, human: np.ndarray) -
     pairs["human_std"] = np.nan
     pairs["n_ratings"] = 0
     pairs = pairs[PAIR_COLUMNS].reset_index(drop=True)
-    ratings = pd.DataFrame({
-        "pair_id": pd.Series(dtype=str),
-        "listener_id": pd.Series(dtype=str),
-        "score01": pd.Series(dtype=float),
-    })
+    ratings = pd.DataFrame(
+        {
+            "pair_id": pd.Series(dtype=str),
+            "listener_id": pd.Series(dtype=str),
+            "score01": pd.Series(dtype=float),
+        }
+    )
     return RatedPairs(name, pairs, ratings)
 
 

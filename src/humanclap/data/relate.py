@@ -23,6 +23,7 @@ Decisions (each checked against the real CSVs):
   (wavname, text), NaN where the pair has none. Those files carry no screening column,
   so only their anchor rows are dropped: unlike REL they include every listener.
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,30 +32,43 @@ from pathlib import Path
 import pandas as pd
 
 from humanclap.data.rated import (
-    DatasetError, RatedPairs, build_rated_pairs, check_range, exists_column, make_pair_id,
-    read_csv_str, require_columns, require_file, to_scores,
+    DatasetError,
+    RatedPairs,
+    build_rated_pairs,
+    check_range,
+    exists_column,
+    make_pair_id,
+    read_csv_str,
+    require_columns,
+    require_file,
+    to_scores,
 )
 
 log = logging.getLogger(__name__)
 
 SYSTEMS = ("audiocaps", "audioldm", "audioldm2", "tango", "tango2")
-REL_COLUMNS = ["wavname", "text", "score", "listener_id", "audio type", "anchor label",
-               "in RELATE dataset"]
+REL_COLUMNS = ["wavname", "text", "score", "listener_id", "audio type", "anchor label", "in RELATE dataset"]
 ASPECT_COLUMNS = ["wavname", "text", "score", "anchor label"]
 # Questionnaire (dataset README): answers are option numbers from 1 (leftmost option),
 # except the three country questions, which are names.
 ATTRIBUTE_NAMES = {
-    "question1": "age", "question2": "gender", "question3": "nationality",
-    "question4": "birthplace", "question5": "residence", "question6": "n_past_tests",
-    "question7": "last_test", "question8": "repeats", "question9": "device",
-    "question10": "environment", "question11": "difficulty", "question12": "audio_expert",
+    "question1": "age",
+    "question2": "gender",
+    "question3": "nationality",
+    "question4": "birthplace",
+    "question5": "residence",
+    "question6": "n_past_tests",
+    "question7": "last_test",
+    "question8": "repeats",
+    "question9": "device",
+    "question10": "environment",
+    "question11": "difficulty",
+    "question12": "audio_expert",
 }
 _COUNTRY_ATTRIBUTES = {"nationality", "birthplace", "residence"}
 
 
-def load_relate(
-    root: str | Path, audio_root: str | Path | None = None, drop_anchors: bool = True
-) -> RatedPairs:
+def load_relate(root: str | Path, audio_root: str | Path | None = None, drop_anchors: bool = True) -> RatedPairs:
     """Load RELATE's REL ratings (plus IS/OS means and listener attributes if present).
 
     ``audio_root`` may be the ``RELATE_wave`` folder or its parent; by default
@@ -63,8 +77,7 @@ def load_relate(
     """
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
-        raise DatasetError(f"RELATE folder not found: {root}. Pass relate:DIR where DIR "
-                           "holds scores/REL.csv.")
+        raise DatasetError(f"RELATE folder not found: {root}. Pass relate:DIR where DIR holds scores/REL.csv.")
     rel_path = require_file(root / "scores" / "REL.csv", "RELATE scores/REL.csv")
     rel = read_csv_str(rel_path)
     require_columns(rel, REL_COLUMNS, rel_path)
@@ -82,37 +95,37 @@ def load_relate(
 
     scores = to_scores(rel["score"], rel_path, "score")
     check_range(scores, 0, 10, rel_path, "score")
-    rows = pd.DataFrame({
-        "wavname": rel["wavname"], "text": rel["text"],
-        "listener_id": rel["listener_id"].astype(str), "score01": scores / 10.0,
-    })
+    rows = pd.DataFrame(
+        {
+            "wavname": rel["wavname"],
+            "text": rel["text"],
+            "listener_id": rel["listener_id"].astype(str),
+            "score01": scores / 10.0,
+        }
+    )
 
     keys = ["wavname", "text"]
     splits_per_pair = rel.groupby(keys, sort=False)["in RELATE dataset"].nunique()
     if (splits_per_pair > 1).any():
         bad = splits_per_pair[splits_per_pair > 1].index[0]
-        raise DatasetError(f"{rel_path}: pair {bad} is in several splits; the file is "
-                           "inconsistent.")
+        raise DatasetError(f"{rel_path}: pair {bad} is in several splits; the file is inconsistent.")
     info = rel.drop_duplicates(keys)[keys + ["audio type", "in RELATE dataset"]]
     info = info.rename(columns={"audio type": "audio_type", "in RELATE dataset": "split"})
     info = info.reset_index(drop=True)
     info["split"] = info["split"].str.strip().str.lower()
     info["system"] = info["wavname"].map(_system_of)
     info["natural"] = info["audio_type"].str.strip().str.lower() == "natural"
-    info["pair_id"] = [make_pair_id(w.rsplit(".", 1)[0], t)
-                       for w, t in zip(info["wavname"], info["text"])]
+    info["pair_id"] = [make_pair_id(w.rsplit(".", 1)[0], t) for w, t in zip(info["wavname"], info["text"])]
 
     base = _audio_base(root, audio_root)
     info["audio"] = [str(base / w.lstrip("/")) for w in info["wavname"]]
     info["audio_exists"] = exists_column(info["audio"])
     n_missing = int((~info["audio_exists"]).sum())
     if n_missing:
-        log.warning("RELATE: %d of %d pairs have no audio file under %s", n_missing,
-                    len(info), base)
+        log.warning("RELATE: %d of %d pairs have no audio file under %s", n_missing, len(info), base)
 
     for aspect in ("IS", "OS"):
-        info[f"{aspect.lower()}_score"] = _aspect_means(root / "scores" / f"{aspect}.csv",
-                                                        info[keys])
+        info[f"{aspect.lower()}_score"] = _aspect_means(root / "scores" / f"{aspect}.csv", info[keys])
     attributes = _listener_attributes(root / "listener_attributes" / "REL.csv")
     return build_rated_pairs("relate", rows, keys, info, attributes)
 
@@ -133,8 +146,11 @@ def _audio_base(root: Path, audio_root: str | Path | None) -> Path:
         if any((c / s).is_dir() for s in SYSTEMS):
             return c
     if audio_root is not None:
-        log.warning("RELATE: %s holds none of the system folders %s; pass the RELATE_wave "
-                    "folder as audio_root", candidates[0], list(SYSTEMS))
+        log.warning(
+            "RELATE: %s holds none of the system folders %s; pass the RELATE_wave folder as audio_root",
+            candidates[0],
+            list(SYSTEMS),
+        )
     return candidates[0]
 
 
@@ -148,11 +164,14 @@ def _aspect_means(path: Path, pair_keys: pd.DataFrame) -> pd.Series:
     df = df[df["anchor label"].str.strip().str.lower() != "true"]
     scores = to_scores(df["score"], path, "score")
     check_range(scores, 0, 10, path, "score")
-    means = (pd.DataFrame({"wavname": df["wavname"].to_numpy(), "text": df["text"].to_numpy(),
-                           "s": scores / 10.0})
-             .groupby(["wavname", "text"], sort=False)["s"].mean().rename("mean").reset_index())
-    return pair_keys.merge(means, on=["wavname", "text"], how="left")["mean"].set_axis(
-        pair_keys.index)
+    means = (
+        pd.DataFrame({"wavname": df["wavname"].to_numpy(), "text": df["text"].to_numpy(), "s": scores / 10.0})
+        .groupby(["wavname", "text"], sort=False)["s"]
+        .mean()
+        .rename("mean")
+        .reset_index()
+    )
+    return pair_keys.merge(means, on=["wavname", "text"], how="left")["mean"].set_axis(pair_keys.index)
 
 
 def _listener_attributes(path: Path) -> pd.DataFrame | None:

@@ -17,6 +17,7 @@ listeners behind an average is unknown). A split whose files carry no scores (th
 test set) is skipped with a log message. XACLE names no generating system, so
 ``system`` is "" and ``natural`` is NaN.
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,8 +27,17 @@ import numpy as np
 import pandas as pd
 
 from humanclap.data.rated import (
-    PAIR_COLUMNS, DatasetError, RatedPairs, build_rated_pairs, check_range, exists_column,
-    make_pair_id, pairs_from_averages, read_csv_str, require_columns, to_scores,
+    PAIR_COLUMNS,
+    DatasetError,
+    RatedPairs,
+    build_rated_pairs,
+    check_range,
+    exists_column,
+    make_pair_id,
+    pairs_from_averages,
+    read_csv_str,
+    require_columns,
+    to_scores,
 )
 
 log = logging.getLogger(__name__)
@@ -35,9 +45,11 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")
 KEYS = ["wav_file_name", "text"]
 # The dataset README's column names -> the challenge baseline's (which this module uses).
-COLUMN_ALIASES = {"wave_file_name": "wav_file_name",
-                  "average_semantic_alignement_score": "average_score",
-                  "average_semantic_alignment_score": "average_score"}
+COLUMN_ALIASES = {
+    "wave_file_name": "wav_file_name",
+    "average_semantic_alignement_score": "average_score",
+    "average_semantic_alignment_score": "average_score",
+}
 
 
 def read_xacle_csv(path: Path) -> pd.DataFrame:
@@ -48,8 +60,12 @@ def read_xacle_csv(path: Path) -> pd.DataFrame:
     if clash:
         raise DatasetError(f"{path}: has both {sorted(found)} and {clash}; keep one naming")
     if found:
-        log.info("XACLE: %s uses the dataset README's column names %s (read as %s)",
-                 path, sorted(found), sorted(found.values()))
+        log.info(
+            "XACLE: %s uses the dataset README's column names %s (read as %s)",
+            path,
+            sorted(found),
+            sorted(found.values()),
+        )
         df = df.rename(columns=found)
     return df
 
@@ -63,22 +79,24 @@ def load_xacle(root: str | Path, audio_root: str | Path | None = None) -> RatedP
     root = Path(root).expanduser().resolve()
     meta = root / "meta_data"
     if not meta.is_dir():
-        raise DatasetError(f"XACLE folder {root} has no meta_data/ subfolder. Pass xacle:DIR "
-                           "where DIR holds meta_data/{train,validation}.csv.")
+        raise DatasetError(
+            f"XACLE folder {root} has no meta_data/ subfolder. Pass xacle:DIR "
+            "where DIR holds meta_data/{train,validation}.csv."
+        )
     base = Path(audio_root).expanduser().resolve() if audio_root else root / "wav"
 
     parts = [p for split in SPLITS if (p := _load_split(meta, split, base)) is not None]
     if not parts:
-        raise DatasetError(f"{meta}: no rated split found; expected train.csv / "
-                           "validation.csv (score, listener_id) or *_average.csv "
-                           "(average_score).")
+        raise DatasetError(
+            f"{meta}: no rated split found; expected train.csv / "
+            "validation.csv (score, listener_id) or *_average.csv "
+            "(average_score)."
+        )
     pairs = pd.concat([p.pairs[PAIR_COLUMNS] for p in parts], ignore_index=True)
-    ratings = pd.concat([p.ratings for p in parts if len(p.ratings)] or [parts[0].ratings],
-                        ignore_index=True)
+    ratings = pd.concat([p.ratings for p in parts if len(p.ratings)] or [parts[0].ratings], ignore_index=True)
     n_missing = int((~pairs["audio_exists"]).sum())
     if n_missing:
-        log.warning("XACLE: %d of %d pairs have no audio file under %s", n_missing,
-                    len(pairs), base)
+        log.warning("XACLE: %d of %d pairs have no audio file under %s", n_missing, len(pairs), base)
     return RatedPairs("xacle", pairs, ratings)
 
 
@@ -90,27 +108,32 @@ def _load_split(meta: Path, split: str, base: Path) -> RatedPairs | None:
             require_columns(df, KEYS, listener_path)
             scores = to_scores(df["score"], listener_path, "score")
             check_range(scores, 0, 10, listener_path, "score")
-            rows = pd.DataFrame({"wav_file_name": df["wav_file_name"], "text": df["text"],
-                                 "listener_id": df["listener_id"].astype(str),
-                                 "score01": scores / 10.0})
+            rows = pd.DataFrame(
+                {
+                    "wav_file_name": df["wav_file_name"],
+                    "text": df["text"],
+                    "listener_id": df["listener_id"].astype(str),
+                    "score01": scores / 10.0,
+                }
+            )
             return build_rated_pairs("xacle", rows, KEYS, _pair_info(df, split, base))
-        log.info("XACLE: %s has no score/listener_id columns; trying %s", listener_path,
-                 average_path.name)
+        log.info("XACLE: %s has no score/listener_id columns; trying %s", listener_path, average_path.name)
     if average_path.is_file():
         df = read_xacle_csv(average_path)
         if "average_score" in df.columns:
             require_columns(df, KEYS, average_path)
             if df.duplicated(KEYS).any():
-                raise DatasetError(f"{average_path}: a (wav_file_name, text) pair appears "
-                                   "twice; an average file needs one row per pair.")
+                raise DatasetError(
+                    f"{average_path}: a (wav_file_name, text) pair appears "
+                    "twice; an average file needs one row per pair."
+                )
             scores = to_scores(df["average_score"], average_path, "average_score")
             check_range(scores, 0, 10, average_path, "average_score")
             info = _pair_info(df, split, base)
             means = df[KEYS].assign(h=scores / 10.0)
             human = info[KEYS].merge(means, on=KEYS, how="left")["h"]
             return pairs_from_averages("xacle", info, human.to_numpy(dtype=float))
-        log.info("XACLE: %s has no average_score column (blind split); skipped",
-                 average_path)
+        log.info("XACLE: %s has no average_score column (blind split); skipped", average_path)
     return None
 
 
@@ -122,8 +145,10 @@ def _pair_info(df: pd.DataFrame, split: str, base: Path) -> pd.DataFrame:
     info["system"] = ""
     info["natural"] = pd.Series(np.nan, index=info.index, dtype=object)
     info["split"] = split
-    info["pair_id"] = [make_pair_id(f"{split}/{w.strip('/').rsplit('.', 1)[0]}", t)
-                       for w, t in zip(info["wav_file_name"], info["text"])]
+    info["pair_id"] = [
+        make_pair_id(f"{split}/{w.strip('/').rsplit('.', 1)[0]}", t)
+        for w, t in zip(info["wav_file_name"], info["text"])
+    ]
     return info
 
 

@@ -5,6 +5,7 @@ The groups are read from a ``RatedPairs.pairs`` frame (rows aligned with the
 predictions); the numbers come from the array functions of
 :mod:`humanclap.evaluation.metrics`.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -42,9 +43,16 @@ def subset_mask(pairs: Any, name: str) -> np.ndarray:
     return natural if name == "natural" else synthesized
 
 
-def breakdowns(pairs: Any, pred: ArrayLike, n_boot: int = 1000, seed: int = 0,
-               level: float = 0.95, target: str = "human", min_n: int = MIN_PAIRS,
-               categories: bool = True) -> dict[str, dict[str, Any]]:
+def breakdowns(
+    pairs: Any,
+    pred: ArrayLike,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    target: str = "human",
+    min_n: int = MIN_PAIRS,
+    categories: bool = True,
+) -> dict[str, dict[str, Any]]:
     """:func:`~humanclap.evaluation.metrics.evaluate_all` overall and per group of ``pairs``
     (a RatedPairs.pairs frame, rows aligned with ``pred``): ``overall``, ``natural``,
     ``synthesized`` (where ``natural`` is known), ``system:<name>``, ``category:<name>``
@@ -54,8 +62,10 @@ def breakdowns(pairs: Any, pred: ArrayLike, n_boot: int = 1000, seed: int = 0,
     """
     p = as_1d(pred, "pred")
     if len(p) != len(pairs):
-        raise UsageError(f"breakdowns: {len(p)} predictions for {len(pairs)} pairs; pass one"
-                         " prediction per row of pairs, in the same order.")
+        raise UsageError(
+            f"breakdowns: {len(p)} predictions for {len(pairs)} pairs; pass one"
+            " prediction per row of pairs, in the same order."
+        )
     t_all = np.asarray(pairs[target], dtype=np.float64)
     known = np.isfinite(t_all)
     groups: dict[str, np.ndarray] = {"overall": subset_mask(pairs, "overall")}
@@ -77,8 +87,7 @@ def breakdowns(pairs: Any, pred: ArrayLike, n_boot: int = 1000, seed: int = 0,
         if n < min_n:
             out[name] = {"n": n, "skipped": f"fewer than {min_n} pairs"}
         else:
-            out[name] = evaluate_all(p[mask], t_all[mask], n_boot=n_boot, seed=seed,
-                                     level=level)
+            out[name] = evaluate_all(p[mask], t_all[mask], n_boot=n_boot, seed=seed, level=level)
     return out
 
 
@@ -91,15 +100,26 @@ def system_level_summary(pairs: Any, pred: np.ndarray) -> dict[str, Any]:
     human = pairs["human"].to_numpy(float)
     known = systems != ""
     names = sorted(set(systems[known]))
-    out: dict[str, Any] = {"n_systems": len(names), "means": {
-        s: {"pred": float(pred[systems == s].mean()), "human": float(human[systems == s].mean()),
-            "n": int((systems == s).sum())} for s in names}}
+    out: dict[str, Any] = {
+        "n_systems": len(names),
+        "means": {
+            s: {
+                "pred": float(pred[systems == s].mean()),
+                "human": float(human[systems == s].mean()),
+                "n": int((systems == s).sum()),
+            }
+            for s in names
+        },
+    }
     if len(names) < MIN_PAIRS:
         # One note, not three copies of "srcc needs at least 3 pairs": the count that is
         # short here is systems (with at least one scored pair), not pairs.
-        out.update(srcc=None, lcc=None, ktau=None, notes=[
-            f"fewer than {MIN_PAIRS} systems with scored pairs ({len(names)}): no system-level "
-            "correlation"])
+        out.update(
+            srcc=None,
+            lcc=None,
+            ktau=None,
+            notes=[f"fewer than {MIN_PAIRS} systems with scored pairs ({len(names)}): no system-level correlation"],
+        )
         return out
     for name, metric in (("srcc", srcc), ("lcc", lcc), ("ktau", ktau)):
         try:

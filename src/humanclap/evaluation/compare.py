@@ -30,8 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from humanclap.errors import EXIT_ROWS_FAILED, HumanclapError, UsageError
-from humanclap.evaluation.compare_stats import (SystemComparison, compare_matrix,
-                                                ranking_agreement)
+from humanclap.evaluation.compare_stats import SystemComparison, compare_matrix, ranking_agreement
 from humanclap.evaluation.metrics import check_n_boot
 from humanclap.io import read_table
 from humanclap.scoring.summary import recorded_protocol
@@ -71,8 +70,9 @@ def parse_number(value: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def read_scored(path: str | Path, score_column: str = "clapscore", what: str = "input",
-                default_system: str | None = None) -> tuple[list[Row], dict[str, Any]]:
+def read_scored(
+    path: str | Path, score_column: str = "clapscore", what: str = "input", default_system: str | None = None
+) -> tuple[list[Row], dict[str, Any]]:
     """The rows of one score file as :class:`Row`, and what was found (prompt key, system
     source, rating column). Without a ``system`` column every row's system is
     ``default_system`` (default: the file's stem). Raises :class:`UsageError` for a file
@@ -83,13 +83,18 @@ def read_scored(path: str | Path, score_column: str = "clapscore", what: str = "
     if not table.rows:
         raise UsageError(f"{what} {path} has no rows")
     if score_column not in cols:
-        hint = ("pass --model M to score it, or a score file of `humanclap score`"
-                if {"audio", "text"} <= cols else "pass a score file of `humanclap score`")
+        hint = (
+            "pass --model M to score it, or a score file of `humanclap score`"
+            if {"audio", "text"} <= cols
+            else "pass a score file of `humanclap score`"
+        )
         raise UsageError(f"{what} {path} has no {score_column} column: {hint}")
     key = "prompt_id" if "prompt_id" in cols else "text" if "text" in cols else None
     if key is None:
-        raise UsageError(f"{what} {path} has neither prompt_id nor text: each row needs the "
-                         "prompt it answers, so that systems are compared on the same prompts")
+        raise UsageError(
+            f"{what} {path} has neither prompt_id nor text: each row needs the "
+            "prompt it answers, so that systems are compared on the same prompts"
+        )
     rating_col = next((c for c in RATING_COLUMNS if c in cols), None)
     system_col = "system" if "system" in cols else None
     rows = []
@@ -103,19 +108,37 @@ def read_scored(path: str | Path, score_column: str = "clapscore", what: str = "
         if rating_col is not None:
             rating = parse_number(rec.get(rating_col))
             if rating is None:
-                raise UsageError(f"{what} {path}, {line}: {rating_col} {rec.get(rating_col)!r} is "
-                                 f"not a number; every row needs a rating when the column is "
-                                 f"there (or drop the {rating_col} column)")
+                raise UsageError(
+                    f"{what} {path}, {line}: {rating_col} {rec.get(rating_col)!r} is "
+                    f"not a number; every row needs a rating when the column is "
+                    f"there (or drop the {rating_col} column)"
+                )
         system = str(rec.get("system")) if system_col else default_system or Path(path).stem
         if system_col and not system.strip():
             raise UsageError(f"{what} {path}, {line}: empty system; name the system of every row")
         prompt = rec.get(key)
         if prompt is None or str(prompt) == "":
             raise UsageError(f"{what} {path}, {line}: empty {key}; every row needs its prompt")
-        rows.append(Row(system, str(prompt), None if error else value, rating, line, error,
-                        parse_number(rec.get("cosine")), i, rec))
-    info = {"path": str(path), "rows": len(rows), "prompt_key": key, "rating_column": rating_col,
-            "system": "system column" if system_col else default_system or Path(path).stem}
+        rows.append(
+            Row(
+                system,
+                str(prompt),
+                None if error else value,
+                rating,
+                line,
+                error,
+                parse_number(rec.get("cosine")),
+                i,
+                rec,
+            )
+        )
+    info = {
+        "path": str(path),
+        "rows": len(rows),
+        "prompt_key": key,
+        "rating_column": rating_col,
+        "system": "system column" if system_col else default_system or Path(path).stem,
+    }
     return rows, info
 
 
@@ -136,8 +159,9 @@ def _listing(items: Sequence[str], limit: int = 3) -> str:
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
-def build_table(rows: list[Row], *, drop_failed: bool = False, average_duplicates: bool = False,
-                intersect: bool = False) -> SystemTable:
+def build_table(
+    rows: list[Row], *, drop_failed: bool = False, average_duplicates: bool = False, intersect: bool = False
+) -> SystemTable:
     """Group rows into the ``(systems, prompts)`` matrix by the rules of the module docstring
     (systems and prompts sorted, so that row order never changes a result)."""
     notes: list[str] = []
@@ -149,53 +173,67 @@ def build_table(rows: list[Row], *, drop_failed: bool = False, average_duplicate
             raise RowsFailedError(
                 f"{len(failed)} of {len(rows)} rows failed to score (first: {first.where}, system "
                 f"{first.system!r}: {first.error}); fix them and score again, or pass "
-                "--drop-failed to leave their prompts out for every system")
+                "--drop-failed to leave their prompts out for every system"
+            )
         bad = {r.prompt for r in failed}
         dropped.update(failed_rows=len(failed), prompts_with_failures=len(bad))
         rows = [r for r in rows if r.prompt not in bad]
-        notes.append(f"--drop-failed: {len(failed)} failed rows; their {len(bad)} prompts were "
-                     "left out for every system")
+        notes.append(
+            f"--drop-failed: {len(failed)} failed rows; their {len(bad)} prompts were left out for every system"
+        )
     cells: dict[tuple[str, str], list[Row]] = defaultdict(list)
     for r in rows:
         cells[(r.system, r.prompt)].append(r)
     dupes = [(k, v) for k, v in cells.items() if len(v) > 1]
     if dupes and not average_duplicates:
         (system, prompt), group = dupes[0]
-        raise UsageError(f"{len(dupes)} (system, prompt) pairs have several rows (first: system "
-                         f"{system!r}, prompt {prompt!r} at {', '.join(r.where for r in group[:3])}); "
-                         "pass --average-duplicates to average them (several clips per prompt, or "
-                         "one row per listener), or keep one row each")
+        raise UsageError(
+            f"{len(dupes)} (system, prompt) pairs have several rows (first: system "
+            f"{system!r}, prompt {prompt!r} at {', '.join(r.where for r in group[:3])}); "
+            "pass --average-duplicates to average them (several clips per prompt, or "
+            "one row per listener), or keep one row each"
+        )
     if dupes:
-        notes.append(f"--average-duplicates: {len(dupes)} (system, prompt) pairs had several rows; "
-                     "their scores (and ratings) were averaged")
+        notes.append(
+            f"--average-duplicates: {len(dupes)} (system, prompt) pairs had several rows; "
+            "their scores (and ratings) were averaged"
+        )
     systems = sorted({s for s, _ in cells})
     if len(systems) < 2:
-        raise UsageError(f"only one system ({_listing(systems)}); compare needs at least two: add a "
-                         "system column, or pass one score file per system")
+        raise UsageError(
+            f"only one system ({_listing(systems)}); compare needs at least two: add a "
+            "system column, or pass one score file per system"
+        )
     per_system = {s: {p for (t, p) in cells if t == s} for s in systems}
     union = set().union(*per_system.values())
     shared = set.intersection(*per_system.values())
     if shared != union:
         missing = [f"{s!r} lacks {len(union - ps)}" for s, ps in per_system.items() if union - ps]
         if not intersect:
-            raise UsageError(f"the systems do not share the same prompts: {len(union - shared)} of "
-                             f"{len(union)} prompts are missing from at least one system "
-                             f"({'; '.join(missing[:4])}); a comparison needs the same prompts for "
-                             f"every system: score the missing ones, or pass --intersect to "
-                             f"compare on the {len(shared)} shared prompts only")
+            raise UsageError(
+                f"the systems do not share the same prompts: {len(union - shared)} of "
+                f"{len(union)} prompts are missing from at least one system "
+                f"({'; '.join(missing[:4])}); a comparison needs the same prompts for "
+                f"every system: score the missing ones, or pass --intersect to "
+                f"compare on the {len(shared)} shared prompts only"
+            )
         if not shared:
-            raise UsageError("--intersect: the systems share no prompt at all; check the prompt "
-                             "key (prompt_id, else text) of each file")
+            raise UsageError(
+                "--intersect: the systems share no prompt at all; check the prompt "
+                "key (prompt_id, else text) of each file"
+            )
         dropped["prompts_not_shared"] = len(union - shared)
-        notes.append(f"--intersect: {len(union - shared)} of {len(union)} prompts are not scored "
-                     f"for every system and were dropped; {len(shared)} remain")
+        notes.append(
+            f"--intersect: {len(union - shared)} of {len(union)} prompts are not scored "
+            f"for every system and were dropped; {len(shared)} remain"
+        )
     prompts = sorted(shared)
-    values = np.array([[np.mean([r.value for r in cells[(s, p)]]) for p in prompts]
-                       for s in systems], dtype=np.float64)
+    values = np.array([[np.mean([r.value for r in cells[(s, p)]]) for p in prompts] for s in systems], dtype=np.float64)
     ratings = None
     if all(r.rating is not None for r in rows):
-        ratings = np.array([[np.mean([r.rating for r in cells[(s, p)]]) for p in prompts]
-                            for s in systems], dtype=np.float64)
+        ratings = np.array(
+            [[np.mean([r.rating for r in cells[(s, p)]]) for p in prompts] for s in systems], dtype=np.float64
+        )
     return SystemTable(systems, prompts, values, ratings, dropped, notes)
 
 
@@ -219,11 +257,19 @@ class CompareResult:
         return self.table.notes + self.metric.notes + (self.agreement or {}).get("notes", [])
 
 
-def compare_tables(paths: Sequence[str | Path], *, score_column: str = "clapscore",
-                   default_systems: Sequence[str | None] | None = None,
-                   n_boot: int = 10_000, seed: int = 0, level: float = 0.95, alpha: float = 0.05,
-                   drop_failed: bool = False, average_duplicates: bool = False,
-                   intersect: bool = False) -> CompareResult:
+def compare_tables(
+    paths: Sequence[str | Path],
+    *,
+    score_column: str = "clapscore",
+    default_systems: Sequence[str | None] | None = None,
+    n_boot: int = 10_000,
+    seed: int = 0,
+    level: float = 0.95,
+    alpha: float = 0.05,
+    drop_failed: bool = False,
+    average_duplicates: bool = False,
+    intersect: bool = False,
+) -> CompareResult:
     """Read score files and compare their systems (see the module docstring); no files are
     written. ``default_systems[k]``: the system of file k when it has no system column.
     Raises :class:`UsageError` (exit 2) or :class:`RowsFailedError` (exit 1)."""
@@ -233,24 +279,30 @@ def compare_tables(paths: Sequence[str | Path], *, score_column: str = "clapscor
     rows: list[Row] = []
     infos = []
     for k, path in enumerate(paths):
-        got, info = read_scored(path, score_column,
-                                default_system=default_systems[k] if default_systems else None)
+        got, info = read_scored(path, score_column, default_system=default_systems[k] if default_systems else None)
         rows += got
         infos.append(info)
     keys = {i["prompt_key"] for i in infos}
     if len(keys) > 1:
-        raise UsageError("some inputs name prompts by prompt_id and others by text; give every "
-                         "input a prompt_id column (or none)")
+        raise UsageError(
+            "some inputs name prompts by prompt_id and others by text; give every input a prompt_id column (or none)"
+        )
     rated = [i["rating_column"] is not None for i in infos]
     if any(rated) and not all(rated):
-        raise UsageError("some inputs have human ratings (score/rating) and others do not; rate "
-                         "every system or drop the rating column")
-    table = build_table(rows, drop_failed=drop_failed, average_duplicates=average_duplicates,
-                        intersect=intersect)
+        raise UsageError(
+            "some inputs have human ratings (score/rating) and others do not; rate "
+            "every system or drop the rating column"
+        )
+    table = build_table(rows, drop_failed=drop_failed, average_duplicates=average_duplicates, intersect=intersect)
     metric = compare_matrix(table.values, table.systems, n_boot, seed, level, alpha)
-    result = CompareResult(table, metric, inputs=infos, score_column=score_column,
-                           n_failed=table.dropped["failed_rows"],
-                           protocols=list(dict.fromkeys(p for p in map(recorded_protocol, paths) if p)))
+    result = CompareResult(
+        table,
+        metric,
+        inputs=infos,
+        score_column=score_column,
+        n_failed=table.dropped["failed_rows"],
+        protocols=list(dict.fromkeys(p for p in map(recorded_protocol, paths) if p)),
+    )
     if table.ratings is not None:  # the same resamples: the two rankings are paired too
         result.listeners = compare_matrix(table.ratings, table.systems, n_boot, seed, level, alpha)
         by_name = {s["system"]: s["mean"] for s in result.listeners.systems}

@@ -26,12 +26,14 @@ from humanclap.evaluation.metrics import ktau, srcc
 ROUNDING = 1e-12  # relative size below which a resampled difference is floating-point noise
 RESAMPLE_CHUNK = 1000  # resamples drawn per step: memory stays chunk x prompts, same draws
 
-TIER_RULE = ("Systems are ranked by mean (ties by name). Tier 1 starts at the top system; "
-             "going down the ranking, a system joins the current tier while its Holm-adjusted "
-             "p-value against the tier's top system is >= alpha (not significantly different, "
-             "or undefined); the first system that differs significantly from the tier's top "
-             "starts the next tier, and the rule repeats from it. Tiers are contiguous in the "
-             "ranking.")
+TIER_RULE = (
+    "Systems are ranked by mean (ties by name). Tier 1 starts at the top system; "
+    "going down the ranking, a system joins the current tier while its Holm-adjusted "
+    "p-value against the tier's top system is >= alpha (not significantly different, "
+    "or undefined); the first system that differs significantly from the tier's top "
+    "starts the next tier, and the rule repeats from it. Tiers are contiguous in the "
+    "ranking."
+)
 
 
 def chunk_rows(n: int) -> int:
@@ -72,8 +74,10 @@ def bootstrap_means(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
     (:func:`resample_counts`); ``values`` is ``(systems, prompts)``."""
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 2 or counts.ndim != 2 or values.shape[1] != counts.shape[1]:
-        raise ValueError(f"values {values.shape} and counts {counts.shape} must share the prompt "
-                         "axis: values (systems, prompts), counts (n_boot, prompts).")
+        raise ValueError(
+            f"values {values.shape} and counts {counts.shape} must share the prompt "
+            "axis: values (systems, prompts), counts (n_boot, prompts)."
+        )
     return counts @ values.T / values.shape[1]
 
 
@@ -82,8 +86,7 @@ def seeded_bootstrap_means(values: np.ndarray, n_boot: int, seed: int) -> np.nda
     chunk: the whole count matrix is never held (100,000 prompts x 10,000 resamples would
     be 8 GB)."""
     values = np.asarray(values, dtype=np.float64)
-    return np.concatenate([bootstrap_means(values, c)
-                           for c in iter_resample_counts(values.shape[1], n_boot, seed)])
+    return np.concatenate([bootstrap_means(values, c) for c in iter_resample_counts(values.shape[1], n_boot, seed)])
 
 
 def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
@@ -156,8 +159,9 @@ def ranking_order(means: Sequence[float], names: Sequence[str]) -> list[int]:
     return sorted(range(len(names)), key=lambda i: (-float(f"{float(means[i]):.12g}"), str(names[i])))
 
 
-def assign_tiers(order: Sequence[int], adjusted: dict[tuple[int, int], float | None],
-                 alpha: float = 0.05) -> dict[int, int]:
+def assign_tiers(
+    order: Sequence[int], adjusted: dict[tuple[int, int], float | None], alpha: float = 0.05
+) -> dict[int, int]:
     """Tier (1, 2, ...) of each system by :data:`TIER_RULE`. ``order``: the ranking
     (:func:`ranking_order`); ``adjusted[(i, j)]`` (either order): the Holm-adjusted p of the
     pair, None when undefined (then the two share a tier)."""
@@ -171,8 +175,7 @@ def assign_tiers(order: Sequence[int], adjusted: dict[tuple[int, int], float | N
     return tiers
 
 
-def ranking_agreement(metric_means: Sequence[float], human_means: Sequence[float]
-                      ) -> dict[str, Any]:
+def ranking_agreement(metric_means: Sequence[float], human_means: Sequence[float]) -> dict[str, Any]:
     """How well a metric's system ranking agrees with the listeners': system-level SRCC and
     Kendall tau-b (:mod:`humanclap.evaluation.metrics`; None with a note when undefined:
     fewer than 3 systems or a constant input), and the pairwise ranking accuracy: over the
@@ -230,8 +233,14 @@ class SystemComparison:
         return out
 
 
-def compare_matrix(values: np.ndarray, names: Sequence[str], n_boot: int = 10_000, seed: int = 0,
-                   level: float = 0.95, alpha: float = 0.05) -> SystemComparison:
+def compare_matrix(
+    values: np.ndarray,
+    names: Sequence[str],
+    n_boot: int = 10_000,
+    seed: int = 0,
+    level: float = 0.95,
+    alpha: float = 0.05,
+) -> SystemComparison:
     """Compare the systems whose scores are the rows of ``values`` (``(systems, prompts)``,
     the same prompts in the same columns): means with CIs, every pair's paired difference,
     bootstrap p (Holm-adjusted), win rates, the ranking and its tiers.
@@ -243,8 +252,9 @@ def compare_matrix(values: np.ndarray, names: Sequence[str], n_boot: int = 10_00
     """
     v = np.asarray(values, dtype=np.float64)
     if v.ndim != 2 or v.shape[0] != len(names):
-        raise ValueError(f"values must be (systems, prompts) with one row per name; got shape "
-                         f"{v.shape} for {len(names)} names.")
+        raise ValueError(
+            f"values must be (systems, prompts) with one row per name; got shape {v.shape} for {len(names)} names."
+        )
     if v.shape[1] < 1 or not np.all(np.isfinite(v)):
         raise ValueError("values must hold at least one prompt and only finite numbers.")
     s_n, p_n = v.shape
@@ -254,8 +264,9 @@ def compare_matrix(values: np.ndarray, names: Sequence[str], n_boot: int = 10_00
     if p_n > 1 and n_boot > 0:
         boot = seeded_bootstrap_means(v, n_boot, seed)
     elif p_n == 1:
-        res.notes.append("one prompt only: no confidence interval and no p-value (a bootstrap "
-                         "over one prompt has no spread)")
+        res.notes.append(
+            "one prompt only: no confidence interval and no p-value (a bootstrap over one prompt has no spread)"
+        )
     else:
         res.notes.append("n_boot = 0: no confidence intervals and no p-values")
     scale = max(1.0, float(np.abs(v).max()))
@@ -266,10 +277,16 @@ def compare_matrix(values: np.ndarray, names: Sequence[str], n_boot: int = 10_00
     raw: dict[tuple[int, int], float | None] = {}
     pair_rows = []
     for x, i in enumerate(order):
-        for j in order[x + 1:]:
+        for j in order[x + 1 :]:
             d = v[i] - v[j]
-            row: dict[str, Any] = {"a": res.names[i], "b": res.names[j], "diff": float(d.mean()),
-                                   "ci_low": None, "ci_high": None, "p": None}
+            row: dict[str, Any] = {
+                "a": res.names[i],
+                "b": res.names[j],
+                "diff": float(d.mean()),
+                "ci_low": None,
+                "ci_high": None,
+                "p": None,
+            }
             if boot is not None:
                 bd = boot[:, i] - boot[:, j]
                 # A resample whose difference is 0 in exact arithmetic comes out as +-1e-17
@@ -290,13 +307,22 @@ def compare_matrix(values: np.ndarray, names: Sequence[str], n_boot: int = 10_00
         res.pairs.append(row)
     tiers = assign_tiers(order, adjusted, alpha)
     for rank, i in enumerate(order, 1):
-        res.systems.append({"system": res.names[i], "rank": rank, "tier": tiers[i],
-                            "mean": float(means[i]), "n_prompts": p_n,
-                            "ci_low": None if low is None else float(low[i]),
-                            "ci_high": None if high is None else float(high[i])})
+        res.systems.append(
+            {
+                "system": res.names[i],
+                "rank": rank,
+                "tier": tiers[i],
+                "mean": float(means[i]),
+                "n_prompts": p_n,
+                "ci_low": None if low is None else float(low[i]),
+                "ci_high": None if high is None else float(high[i]),
+            }
+        )
     w = win_rate_matrix(v)
     res.win_rates = [[float(w[i, j]) for j in order] for i in order]
     if boot is not None and len(pair_rows) > 1 and 2 / (n_boot + 1) * len(pair_rows) >= alpha:
-        res.notes.append(f"with {n_boot} resamples the smallest p is {2 / (n_boot + 1):.2g}; Holm "
-                         f"over {len(pair_rows)} pairs cannot go below alpha {alpha}: raise --n-boot")
+        res.notes.append(
+            f"with {n_boot} resamples the smallest p is {2 / (n_boot + 1):.2g}; Holm "
+            f"over {len(pair_rows)} pairs cannot go below alpha {alpha}: raise --n-boot"
+        )
     return res

@@ -46,18 +46,31 @@ def check_compare_folder(out: Path, overwrite: bool, inputs: Sequence[str | Path
     for path in inputs:
         p = Path(path).expanduser().resolve()
         if p == root or root in p.parents:
-            raise UsageError(f"input {path} lies in the output folder {out}; choose another "
-                             "--output-dir (compare never writes where its input is)")
+            raise UsageError(
+                f"input {path} lies in the output folder {out}; choose another "
+                "--output-dir (compare never writes where its input is)"
+            )
     previous = check_folder(out, "compare", "--output-dir")
     if previous is not None and previous.get("files") and not overwrite:
         names = ", ".join(previous["files"][:4]) + (" ..." if len(previous["files"]) > 4 else "")
-        raise UsageError(f"--output-dir {out} holds an earlier compare run ({names}); pass "
-                         "--overwrite to replace it (only the files that run wrote are deleted), "
-                         "or choose another --output-dir")
+        raise UsageError(
+            f"--output-dir {out} holds an earlier compare run ({names}); pass "
+            "--overwrite to replace it (only the files that run wrote are deleted), "
+            "or choose another --output-dir"
+        )
 
 
-def score_inputs(run_folder, inputs: Sequence[str | Path], model: str, *, audio_root: str | None,
-                 batch_size: int, device: str, dtype: str, progress: bool | None) -> list[Path]:
+def score_inputs(
+    run_folder,
+    inputs: Sequence[str | Path],
+    model: str,
+    *,
+    audio_root: str | None,
+    batch_size: int,
+    device: str,
+    dtype: str,
+    progress: bool | None,
+) -> list[Path]:
     """Score each manifest with ``model`` into the run folder (one score file each)."""
 
     scorer = load_scorer(model, device=device, dtype=dtype)
@@ -81,18 +94,33 @@ def check_manifests(inputs: Sequence[str | Path]) -> None:
         if Path(path).is_file():  # the first row tells (scan_manifest names other problems)
             next(iter_rows(Path(path), table_format(path), columns), None)
         if "clapscore" in columns:
-            raise UsageError(f"{path} already has a clapscore column (a score file): drop --model "
-                             "to compare its scores, or pass the manifest it was scored from")
+            raise UsageError(
+                f"{path} already has a clapscore column (a score file): drop --model "
+                "to compare its scores, or pass the manifest it was scored from"
+            )
         scan_manifest(path)
 
 
-def run_compare(inputs: Sequence[str | Path], output_dir: str | Path, *, model: str | None = None,
-                audio_root: str | None = None, score_column: str = "clapscore",
-                n_boot: int = 10_000, seed: int = 0, alpha: float = 0.05,
-                intersect: bool = False, drop_failed: bool = False,
-                average_duplicates: bool = False, plots: bool = True, overwrite: bool = False,
-                batch_size: int = 8, device: str = "auto", dtype: str = "fp32",
-                progress: bool | None = None) -> CompareRun:
+def run_compare(
+    inputs: Sequence[str | Path],
+    output_dir: str | Path,
+    *,
+    model: str | None = None,
+    audio_root: str | None = None,
+    score_column: str = "clapscore",
+    n_boot: int = 10_000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    intersect: bool = False,
+    drop_failed: bool = False,
+    average_duplicates: bool = False,
+    plots: bool = True,
+    overwrite: bool = False,
+    batch_size: int = 8,
+    device: str = "auto",
+    dtype: str = "fp32",
+    progress: bool | None = None,
+) -> CompareRun:
     """Compare the systems of ``inputs`` (score files, or manifests scored with ``model``)
     and write compare.json, compare.csv, pairs.csv, report.md and the plots into
     ``output_dir``. Raises ``UsageError`` (exit 2) for bad input and ``RowsFailedError``
@@ -107,13 +135,18 @@ def run_compare(inputs: Sequence[str | Path], output_dir: str | Path, *, model: 
     if not 0 < alpha < 1:
         raise UsageError(f"--alpha must be between 0 and 1 (e.g. 0.05); got {alpha}")
     if model is not None and score_column != "clapscore":
-        raise UsageError("--score-column picks a column of score files; with --model the score "
-                         "is clapscore")
+        raise UsageError("--score-column picks a column of score files; with --model the score is clapscore")
     out = Path(output_dir)
     check_compare_folder(out, overwrite, inputs)
-    options = dict(score_column=score_column, n_boot=n_boot, seed=seed, alpha=alpha,
-                   drop_failed=drop_failed, average_duplicates=average_duplicates,
-                   intersect=intersect)
+    options = dict(
+        score_column=score_column,
+        n_boot=n_boot,
+        seed=seed,
+        alpha=alpha,
+        drop_failed=drop_failed,
+        average_duplicates=average_duplicates,
+        intersect=intersect,
+    )
     if model is None:  # everything is computed before the folder is touched
         result = compare_tables(inputs, **options)
         with claim_folder(out, "compare", overwrite=overwrite) as run:
@@ -121,16 +154,24 @@ def run_compare(inputs: Sequence[str | Path], output_dir: str | Path, *, model: 
         return CompareRun(result, out, files)
     check_manifests(inputs)
     with claim_folder(out, "compare", overwrite=overwrite) as run:
-        scored = score_inputs(run, inputs, model, audio_root=audio_root, batch_size=batch_size,
-                              device=device, dtype=dtype, progress=progress)
+        scored = score_inputs(
+            run,
+            inputs,
+            model,
+            audio_root=audio_root,
+            batch_size=batch_size,
+            device=device,
+            dtype=dtype,
+            progress=progress,
+        )
         # A manifest without a system column names its system after its own file, not after
         # the score file written here.
         try:
-            result = compare_tables(scored, default_systems=[Path(p).stem for p in inputs],
-                                    **options)
+            result = compare_tables(scored, default_systems=[Path(p).stem for p in inputs], **options)
         except RowsFailedError as exc:
-            raise RowsFailedError(f"{exc} (the scores are kept in {out}: "
-                                  f"{', '.join(p.name for p in scored)})") from None
+            raise RowsFailedError(
+                f"{exc} (the scores are kept in {out}: {', '.join(p.name for p in scored)})"
+            ) from None
         result.model = model
         result.inputs = [{**info, "manifest": str(src)} for info, src in zip(result.inputs, inputs)]
         files = write_compare(result, out, plots=plots, record=run.record)

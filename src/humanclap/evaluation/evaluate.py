@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from humanclap.data import RatedPairs
-from humanclap.errors import ModelLoadError, UsageError
+from humanclap.errors import UsageError
 from humanclap.evaluation import metrics as M
 from humanclap.evaluation.breakdowns import breakdowns, subset_mask, system_level_summary
 from humanclap.io import json_safe
@@ -49,10 +49,22 @@ METRIC_NAMES = ("srcc", "lcc", "ktau", "mse")
 # the per-system ones are too small for a difference to mean much.
 PAIRED_BREAKDOWNS = ("overall", "natural", "synthesized")
 # predictions.csv keeps these pair columns (those the dataset has), then one per model.
-PAIR_OUTPUT_COLUMNS = ("pair_id", "wavname", "audio", "text", "system", "natural", "split",
-                       "human", "human_std", "n_ratings")
-MSE_NOTE = ("MSE is on the 0-1 scale: human ratings are rescaled to 0-1 (RELATE and XACLE "
-            "scores 0-10 divided by 10) and CLAPScore = max(cos, 0) lies in [0, 1].")
+PAIR_OUTPUT_COLUMNS = (
+    "pair_id",
+    "wavname",
+    "audio",
+    "text",
+    "system",
+    "natural",
+    "split",
+    "human",
+    "human_std",
+    "n_ratings",
+)
+MSE_NOTE = (
+    "MSE is on the 0-1 scale: human ratings are rescaled to 0-1 (RELATE and XACLE "
+    "scores 0-10 divided by 10) and CLAPScore = max(cos, 0) lies in [0, 1]."
+)
 
 
 @dataclass
@@ -109,10 +121,14 @@ class EvaluationResult:
         if ok == 0:
             errs = [e for e in self.errors() if e]
             example = f"; first error: {errs[0]}" if errs else ""
-            return (f"no pair could be scored: all {n} pairs failed{example}. No metric was "
-                    "computed; fix the audio paths (--audio-root) or the texts and run again")
-        return (f"only {ok} of {n} pairs could be scored; SRCC, LCC, KTAU and MSE need at least "
-                f"{M.MIN_PAIRS}, so no metric was computed")
+            return (
+                f"no pair could be scored: all {n} pairs failed{example}. No metric was "
+                "computed; fix the audio paths (--audio-root) or the texts and run again"
+            )
+        return (
+            f"only {ok} of {n} pairs could be scored; SRCC, LCC, KTAU and MSE need at least "
+            f"{M.MIN_PAIRS}, so no metric was computed"
+        )
 
     def errors(self) -> list[str]:
         """Per pair: why it was left out ("" when every model scored it). A message shared
@@ -140,9 +156,15 @@ class EvaluationResult:
         """The pairs left out of the metrics, with the reason."""
         key = "wavname" if "wavname" in self.pairs.columns else "audio"
         errs = self.errors()
-        return [{"pair_id": str(self.pairs["pair_id"].iat[i]), key: str(self.pairs[key].iat[i]),
-                 "text": str(self.pairs["text"].iat[i]), "error": errs[i]}
-                for i in np.flatnonzero(~self.scored)]
+        return [
+            {
+                "pair_id": str(self.pairs["pair_id"].iat[i]),
+                key: str(self.pairs[key].iat[i]),
+                "text": str(self.pairs["text"].iat[i]),
+                "error": errs[i],
+            }
+            for i in np.flatnonzero(~self.scored)
+        ]
 
     def to_json(self) -> dict[str, Any]:
         """The content of metrics.json (NaN turned into null).
@@ -153,15 +175,28 @@ class EvaluationResult:
         file of a normal run is unchanged.)"""
         none_scored = self.n_scored == 0
         out = {
-            "dataset": self.dataset, "data_spec": self.data_spec, "split": self.split,
-            "n_pairs": len(self.pairs), "n_scored": self.n_scored,
-            "n_failed": self.n_failed, "failed": self.failed(),
-            "seed": self.seed, "n_boot": self.n_boot, "note": MSE_NOTE,
-            "models": [{"label": r.label, "column": r.column, **r.info, "counts": r.counts,
-                        **({"protocol": r.protocol} if r.protocol else {})} for r in self.runs],
+            "dataset": self.dataset,
+            "data_spec": self.data_spec,
+            "split": self.split,
+            "n_pairs": len(self.pairs),
+            "n_scored": self.n_scored,
+            "n_failed": self.n_failed,
+            "failed": self.failed(),
+            "seed": self.seed,
+            "n_boot": self.n_boot,
+            "note": MSE_NOTE,
+            "models": [
+                {
+                    "label": r.label,
+                    "column": r.column,
+                    **r.info,
+                    "counts": r.counts,
+                    **({"protocol": r.protocol} if r.protocol else {}),
+                }
+                for r in self.runs
+            ],
             "metrics": None if none_scored else self.metrics,
-            "paired_vs_first": None if none_scored else {"reference": self.labels[0],
-                                                         "by_model": self.paired},
+            "paired_vs_first": None if none_scored else {"reference": self.labels[0], "by_model": self.paired},
             "system_level": None if none_scored else self.system_level,
             "paper": self.paper,
         }
@@ -171,9 +206,15 @@ class EvaluationResult:
 
 
 # -- scoring -------------------------------------------------------------------------
-def score_pairs(scorer: Scorer, audio: Sequence[str], texts: Sequence[str],
-                batch_size: int = 8, progress: bool | None = None, dist: DistInfo | None = None,
-                problems: Sequence[str] | None = None) -> tuple[np.ndarray, list[str], dict[str, int]]:
+def score_pairs(
+    scorer: Scorer,
+    audio: Sequence[str],
+    texts: Sequence[str],
+    batch_size: int = 8,
+    progress: bool | None = None,
+    dist: DistInfo | None = None,
+    problems: Sequence[str] | None = None,
+) -> tuple[np.ndarray, list[str], dict[str, int]]:
     """CLAPScore of each ``(audio[i], texts[i])`` pair with one embedding per unique item.
 
     The embedding work is the :class:`EmbeddingEngine`'s, the same as ``humanclap score``'s,
@@ -186,8 +227,7 @@ def score_pairs(scorer: Scorer, audio: Sequence[str], texts: Sequence[str],
     decoding (a manifest's ``input_error``), left out with that message and never embedded.
     """
     if len(audio) != len(texts):
-        raise UsageError(f"audio and texts must pair up: {len(audio)} vs {len(texts)}; pass one "
-                         "text per audio item")
+        raise UsageError(f"audio and texts must pair up: {len(audio)} vs {len(texts)}; pass one text per audio item")
     paths = [str(a) for a in audio]
     texts = [t if isinstance(t, str) else "" for t in texts]
     errors = [str(p or "") for p in problems] if problems is not None else [""] * len(paths)
@@ -240,8 +280,7 @@ def check_labels(labels: Sequence[str]) -> None:
         if not isinstance(label, str) or not label.strip():
             raise UsageError(f"empty --label {label!r}: give each model a visible name")
         if any(ord(c) < 32 or ord(c) == 127 for c in label):
-            raise UsageError(f"--label {label!r} holds a control character (line break, tab, "
-                             "...): use a one-line name")
+            raise UsageError(f"--label {label!r} holds a control character (line break, tab, ...): use a one-line name")
 
 
 def check_model_spec(model: str) -> None:
@@ -302,18 +341,21 @@ def evaluate_models(
     n_boot, seed = M.check_n_boot(n_boot), M.check_count(seed, "seed")
     for m in models:
         if not (_to_load(m) or isinstance(m, Scorer)):
-            raise UsageError(f"model {m!r} is neither a hub id or checkpoint folder nor a loaded "
-                             "scorer: pass e.g. 'laion/clap-htsat-unfused', a folder written by "
-                             "save_pretrained, or a CLAPScorer")
+            raise UsageError(
+                f"model {m!r} is neither a hub id or checkpoint folder nor a loaded "
+                "scorer: pass e.g. 'laion/clap-htsat-unfused', a folder written by "
+                "save_pretrained, or a CLAPScorer"
+            )
     if not isinstance(data, RatedPairs):
-        raise UsageError(f"data must be a RatedPairs, got {type(data).__name__}: load it with "
-                         "humanclap.data.load_rated('relate:DIR' or a manifest path), or call "
-                         "run_evaluation(spec, ...) with the spec")
+        raise UsageError(
+            f"data must be a RatedPairs, got {type(data).__name__}: load it with "
+            "humanclap.data.load_rated('relate:DIR' or a manifest path), or call "
+            "run_evaluation(spec, ...) with the spec"
+        )
     pairs = data.pairs.reset_index(drop=True)
     ids = [str(m) if _to_load(m) else m.info.model_id for m in models]
     labels = unique_names(list(labels) if labels is not None else [short_name(i) for i in ids])
-    columns = unique_names([short_name(lbl) for lbl in labels],
-                           reserved=[*PAIR_OUTPUT_COLUMNS, "scored", "error"])
+    columns = unique_names([short_name(lbl) for lbl in labels], reserved=[*PAIR_OUTPUT_COLUMNS, "scored", "error"])
 
     # a manifest row whose audio/text was not a string (data.manifest): never scored
     problems = pairs["input_error"].tolist() if "input_error" in pairs else None
@@ -324,11 +366,18 @@ def evaluate_models(
         else:
             scorer = spec
         log.info("scoring %d pairs with %s (%s)", len(pairs), label, scorer.info.model_id)
-        scores, errors, counts = score_pairs(scorer, pairs["audio"].tolist(),
-                                             pairs["text"].tolist(), batch_size=batch_size,
-                                             progress=progress, dist=dist, problems=problems)
-        runs.append(ModelRun(label, column, scorer.info.as_dict(), scores, errors, counts,
-                             protocol=scorer_protocol(scorer)))
+        scores, errors, counts = score_pairs(
+            scorer,
+            pairs["audio"].tolist(),
+            pairs["text"].tolist(),
+            batch_size=batch_size,
+            progress=progress,
+            dist=dist,
+            problems=problems,
+        )
+        runs.append(
+            ModelRun(label, column, scorer.info.as_dict(), scores, errors, counts, protocol=scorer_protocol(scorer))
+        )
         if _to_load(spec):
             del scorer  # free the weights before the next model is loaded
     for make_run in derived:
@@ -336,8 +385,16 @@ def evaluate_models(
 
     scored = np.logical_and.reduce([np.isfinite(r.scores) for r in runs])
     result = EvaluationResult(
-        dataset=data.name, pairs=pairs, runs=runs, scored=scored, metrics={}, paired={},
-        system_level={}, n_boot=n_boot, seed=seed, data_spec=data_spec,
+        dataset=data.name,
+        pairs=pairs,
+        runs=runs,
+        scored=scored,
+        metrics={},
+        paired={},
+        system_level={},
+        n_boot=n_boot,
+        seed=seed,
+        data_spec=data_spec,
         split=",".join(map(str, pd.unique(pairs["split"]))) if "split" in pairs else "",
         paper=paper,
     )
@@ -360,8 +417,7 @@ def compute_metrics(result: EvaluationResult) -> None:
         result.metrics[run.label] = breakdowns(sub, pred, n_boot=result.n_boot, seed=result.seed)
         overall = result.metrics[run.label]["overall"]
         if "skipped" in overall:  # too few pairs: say "null", not just leave the keys out
-            overall.update({name: None for name in METRIC_NAMES},
-                           **{f"{name}_ci": None for name in METRIC_NAMES})
+            overall.update({name: None for name in METRIC_NAMES}, **{f"{name}_ci": None for name in METRIC_NAMES})
         result.system_level[run.label] = system_level_summary(sub, pred)
         if k == 0:
             continue
@@ -371,25 +427,24 @@ def compute_metrics(result: EvaluationResult) -> None:
             note = f"fewer than {M.MIN_PAIRS} scored pairs"
             result.paired[run.label]["overall"] = {
                 metric: {"diff": None, "low": None, "high": None, "p_value": None, "note": note}
-                for metric in METRIC_NAMES}
+                for metric in METRIC_NAMES
+            }
             continue
         for name in PAIRED_BREAKDOWNS:
             sel = subset_mask(sub, name)
             if sel.sum() >= M.MIN_PAIRS:
                 result.paired[run.label][name] = {
-                    metric: _paired(getattr(M, metric), pred[sel], ref[sel], target[sel],
-                                    result.n_boot, result.seed)
-                    for metric in METRIC_NAMES}
+                    metric: _paired(getattr(M, metric), pred[sel], ref[sel], target[sel], result.n_boot, result.seed)
+                    for metric in METRIC_NAMES
+                }
 
 
-def _paired(fn, pred: np.ndarray, ref: np.ndarray, target: np.ndarray, n_boot: int,
-            seed: int) -> dict[str, Any]:
+def _paired(fn, pred: np.ndarray, ref: np.ndarray, target: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:
     """Paired bootstrap of ``fn(pred) - fn(ref)``; a metric undefined on these pairs
     (constant input) gives a note instead of a number."""
     try:
         if n_boot == 0:  # no resamples asked for: the difference alone
-            return {"diff": fn(pred, target) - fn(ref, target), "low": None, "high": None,
-                    "p_value": None}
+            return {"diff": fn(pred, target) - fn(ref, target), "low": None, "high": None, "p_value": None}
         return M.paired_bootstrap(fn, pred, ref, target, n_boot=n_boot, seed=seed)
     except ValueError as exc:
         return {"diff": None, "low": None, "high": None, "p_value": None, "note": str(exc)}

@@ -11,6 +11,7 @@ function is looped over the very same resamples.
 MSE is meant for predictions and targets on the 0-1 scale (CLAPScore and the rescaled
 human mean): on RELATE, 0-10 scores would give a number 100x larger than the paper's.
 """
+
 from __future__ import annotations
 
 import logging
@@ -50,8 +51,9 @@ def check_n_boot(n_boot: Any) -> int:
     if n_boot < 0:
         raise UsageError("--n-boot must be 0 or more (0 = no bootstrap CIs)")
     if n_boot > MAX_N_BOOT:
-        raise UsageError(f"--n-boot {n_boot} is too large: at most {MAX_N_BOOT} resamples (the "
-                         "CIs do not get better beyond that)")
+        raise UsageError(
+            f"--n-boot {n_boot} is too large: at most {MAX_N_BOOT} resamples (the CIs do not get better beyond that)"
+        )
     return n_boot
 
 
@@ -68,8 +70,9 @@ def as_1d(x: Any, name: str) -> np.ndarray:
     if hasattr(x, "detach"):  # a torch tensor, without importing torch here
         x = x.detach().cpu().numpy()
     if isinstance(x, (str, bytes)):  # numpy would read it as a 0-d string array
-        raise UsageError(f"{name} must be an array of numbers, got the string {x!r:.80}; read the "
-                         "file or column into an array first")
+        raise UsageError(
+            f"{name} must be an array of numbers, got the string {x!r:.80}; read the file or column into an array first"
+        )
     if isinstance(x, Iterator):  # a generator: numpy would make a 0-d object array of it
         x = list(x)
     try:
@@ -77,29 +80,32 @@ def as_1d(x: Any, name: str) -> np.ndarray:
     except (TypeError, ValueError):
         raise UsageError(f"{name} must be numeric; got {type(x).__name__}.") from None
     if arr.ndim != 1:
-        raise UsageError(f"{name} must be 1-D (one value per pair); got shape {arr.shape}. "
-                         "Flatten it first.")
+        raise UsageError(f"{name} must be 1-D (one value per pair); got shape {arr.shape}. Flatten it first.")
     bad = ~np.isfinite(arr)
     if bad.any():
-        raise UsageError(f"{name} has {int(bad.sum())} NaN/inf value(s) (first at index "
-                         f"{int(np.flatnonzero(bad)[0])}); drop or fix those pairs first.")
+        raise UsageError(
+            f"{name} has {int(bad.sum())} NaN/inf value(s) (first at index "
+            f"{int(np.flatnonzero(bad)[0])}); drop or fix those pairs first."
+        )
     return arr
 
 
-def _check(pred: ArrayLike, target: ArrayLike, metric: str, correlation: bool = True
-           ) -> tuple[np.ndarray, np.ndarray]:
+def _check(pred: ArrayLike, target: ArrayLike, metric: str, correlation: bool = True) -> tuple[np.ndarray, np.ndarray]:
     p, t = as_1d(pred, "pred"), as_1d(target, "target")
     if len(p) != len(t):
-        raise UsageError(f"{metric}: pred and target differ in length ({len(p)} vs {len(t)});"
-                         " pass one prediction per rated pair.")
+        raise UsageError(
+            f"{metric}: pred and target differ in length ({len(p)} vs {len(t)}); pass one prediction per rated pair."
+        )
     need = MIN_PAIRS if correlation else 1
     if len(p) < need:
         raise UsageError(f"{metric} needs at least {need} pairs; got {len(p)}.")
     if correlation:
         for name, arr in (("pred", p), ("target", t)):
             if arr.min() == arr.max():
-                raise UsageError(f"{metric} is undefined: {name} is constant ({arr[0]:g}); a "
-                                 "correlation needs variation in both inputs.")
+                raise UsageError(
+                    f"{metric} is undefined: {name} is constant ({arr[0]:g}); a "
+                    "correlation needs variation in both inputs."
+                )
     return p, t
 
 
@@ -148,14 +154,14 @@ def mse(pred: ArrayLike, target: ArrayLike) -> float:
 
 # ---- bootstrap: every built-in metric over all resamples at once --------------------
 
+
 class _Resamples:
     """Resample counts ``w`` (n_boot x n) and per-input tie groups, shared by metrics."""
 
     def __init__(self, idx: np.ndarray, n: int):
         b = idx.shape[0]
         offsets = (np.arange(b, dtype=np.int64) * n)[:, None]
-        self.w = np.bincount((idx + offsets).ravel(), minlength=b * n).reshape(b, n).astype(
-            np.float64)
+        self.w = np.bincount((idx + offsets).ravel(), minlength=b * n).reshape(b, n).astype(np.float64)
         self._groups: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
 
     def groups(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -186,8 +192,9 @@ def _boot_srcc(p, t, r: _Resamples):
     # in every resample, so only sum w r_p r_t needs the per-item (B x n) pass.
     n_tot = r.w.sum(axis=1)
     (rank_p, sq_p), (rank_t, sq_t) = r.ranks(p), r.ranks(t)
-    cross = np.einsum("bi,bi,bi->b", r.w, np.take(rank_p, r.groups(p)[1], axis=1),
-                      np.take(rank_t, r.groups(t)[1], axis=1))
+    cross = np.einsum(
+        "bi,bi,bi->b", r.w, np.take(rank_p, r.groups(p)[1], axis=1), np.take(rank_t, r.groups(t)[1], axis=1)
+    )
     mean_sq = ((n_tot + 1) / 2) ** 2
     cov, vp, vt = cross / n_tot - mean_sq, sq_p / n_tot - mean_sq, sq_t / n_tot - mean_sq
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -200,7 +207,7 @@ def _boot_lcc(p, t, r: _Resamples):
     w, n_tot = r.w, r.w.sum(axis=1)
     ma, mb = w @ a / n_tot, w @ b / n_tot
     cov = w @ (a * b) / n_tot - ma * mb
-    va, vb = w @ (a * a) / n_tot - ma ** 2, w @ (b * b) / n_tot - mb ** 2
+    va, vb = w @ (a * a) / n_tot - ma**2, w @ (b * b) / n_tot - mb**2
     with np.errstate(invalid="ignore", divide="ignore"):
         rho = np.clip(cov / np.sqrt(va * vb), -1.0, 1.0)
     return rho, r.varies(p) & r.varies(t)
@@ -249,8 +256,9 @@ def _draw(n: int, n_boot: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
 
 
-def _boot_values(metric_fn: MetricFn, p: np.ndarray, t: np.ndarray, idx: np.ndarray,
-                 res: _Resamples | None) -> tuple[np.ndarray, np.ndarray]:
+def _boot_values(
+    metric_fn: MetricFn, p: np.ndarray, t: np.ndarray, idx: np.ndarray, res: _Resamples | None
+) -> tuple[np.ndarray, np.ndarray]:
     """(value per resample, usable mask) for one metric on the resamples ``idx``."""
     if metric_fn in _BATCHED:
         return _BATCHED[metric_fn](p, t, res if res is not None else _Resamples(idx, len(p)))
@@ -263,12 +271,12 @@ def _boot_values(metric_fn: MetricFn, p: np.ndarray, t: np.ndarray, idx: np.ndar
     return values, ok & np.isfinite(values)
 
 
-def bootstrap_distribution(metric_fn: MetricFn, pred: ArrayLike, target: ArrayLike,
-                           n_boot: int = 1000, seed: int = 0) -> tuple[np.ndarray, int]:
+def bootstrap_distribution(
+    metric_fn: MetricFn, pred: ArrayLike, target: ArrayLike, n_boot: int = 1000, seed: int = 0
+) -> tuple[np.ndarray, int]:
     """Metric values on ``n_boot`` resamples of the pairs, and how many resamples were
     skipped as degenerate (an input constant within the resample)."""
-    p, t = _check(pred, target, getattr(metric_fn, "__name__", "metric"),
-                  correlation=metric_fn in (srcc, lcc, ktau))
+    p, t = _check(pred, target, getattr(metric_fn, "__name__", "metric"), correlation=metric_fn in (srcc, lcc, ktau))
     idx = _draw(len(p), n_boot, seed)
     values, ok = _boot_values(metric_fn, p, t, idx, None)
     return values[ok], int((~ok).sum())
@@ -283,8 +291,9 @@ def _interval(values: np.ndarray, level: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def bootstrap_ci(metric_fn: MetricFn, pred: ArrayLike, target: ArrayLike, n_boot: int = 1000,
-                 seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+def bootstrap_ci(
+    metric_fn: MetricFn, pred: ArrayLike, target: ArrayLike, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile bootstrap interval of ``metric_fn(pred, target)``, resampling pairs.
 
     Degenerate resamples are skipped (logged); (nan, nan) if all are. Same seed, same
@@ -297,10 +306,16 @@ def bootstrap_ci(metric_fn: MetricFn, pred: ArrayLike, target: ArrayLike, n_boot
     return _interval(values, level)
 
 
-def paired_bootstrap(metric_fn: MetricFn, pred_a: ArrayLike, pred_b: ArrayLike,
-                     target: ArrayLike, n_boot: int = 1000, seed: int = 0,
-                     level: float = 0.95, higher_is_better: bool | None = None
-                     ) -> dict[str, Any]:
+def paired_bootstrap(
+    metric_fn: MetricFn,
+    pred_a: ArrayLike,
+    pred_b: ArrayLike,
+    target: ArrayLike,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    higher_is_better: bool | None = None,
+) -> dict[str, Any]:
     """Is system A better than B? Both are scored on the same resamples of the pairs.
 
     ``diff = metric(a) - metric(b)`` on all pairs, ``low``/``high`` its percentile
@@ -310,11 +325,12 @@ def paired_bootstrap(metric_fn: MetricFn, pred_a: ArrayLike, pred_b: ArrayLike,
     ``higher_is_better`` (default: False for :func:`mse`, True otherwise) only sets
     ``a_better``: for MSE a negative ``diff`` means A is better.
     """
-    pa, pb, t = (as_1d(x, n) for x, n in ((pred_a, "pred_a"), (pred_b, "pred_b"),
-                                           (target, "target")))
+    pa, pb, t = (as_1d(x, n) for x, n in ((pred_a, "pred_a"), (pred_b, "pred_b"), (target, "target")))
     if not len(pa) == len(pb) == len(t):
-        raise UsageError(f"pred_a, pred_b and target differ in length ({len(pa)}, {len(pb)},"
-                         f" {len(t)}); score both systems on the same pairs.")
+        raise UsageError(
+            f"pred_a, pred_b and target differ in length ({len(pa)}, {len(pb)},"
+            f" {len(t)}); score both systems on the same pairs."
+        )
     if higher_is_better is None:
         higher_is_better = metric_fn is not mse
     check_count(n_boot, "n_boot", 1), check_count(seed, "seed"), check_level(level)
@@ -328,25 +344,32 @@ def paired_bootstrap(metric_fn: MetricFn, pred_a: ArrayLike, pred_b: ArrayLike,
     m = len(d)
     p_value = min(1.0, 2 * min((np.sum(d <= 0) + 1) / (m + 1), (np.sum(d >= 0) + 1) / (m + 1)))
     low, high = _interval(d, level)
-    return {"diff": diff, "low": low, "high": high, "p_value": float(p_value),
-            "a_better": bool(diff > 0 if higher_is_better else diff < 0),
-            "higher_is_better": higher_is_better, "n_boot_used": m,
-            "n_boot_skipped": int((~ok).sum())}
+    return {
+        "diff": diff,
+        "low": low,
+        "high": high,
+        "p_value": float(p_value),
+        "a_better": bool(diff > 0 if higher_is_better else diff < 0),
+        "higher_is_better": higher_is_better,
+        "n_boot_used": m,
+        "n_boot_skipped": int((~ok).sum()),
+    }
 
 
 # ---- summaries ----------------------------------------------------------------------
 
-def system_level(pred: ArrayLike, target: ArrayLike, systems: Sequence[str],
-                 metric: MetricFn = srcc) -> float:
+
+def system_level(pred: ArrayLike, target: ArrayLike, systems: Sequence[str], metric: MetricFn = srcc) -> float:
     """``metric`` between per-system means of pred and target (needs >= 3 systems)."""
     p, t = _check(pred, target, "system_level", correlation=False)
     if isinstance(systems, (str, bytes)) or systems is None:
-        raise UsageError(f"system_level: systems must be one label per pair, got {type(systems).__name__}; "
-                         "pass a list of system labels")
+        raise UsageError(
+            f"system_level: systems must be one label per pair, got {type(systems).__name__}; "
+            "pass a list of system labels"
+        )
     s = np.asarray(list(systems), dtype=object)
     if len(s) != len(p):
-        raise UsageError(f"system_level: {len(s)} system labels for {len(p)} pairs; pass one "
-                         "label per pair.")
+        raise UsageError(f"system_level: {len(s)} system labels for {len(p)} pairs; pass one label per pair.")
     names, inverse = np.unique(s.astype(str), return_inverse=True)
     counts = np.bincount(inverse)
     return metric(np.bincount(inverse, p) / counts, np.bincount(inverse, t) / counts)
@@ -355,8 +378,9 @@ def system_level(pred: ArrayLike, target: ArrayLike, systems: Sequence[str],
 METRICS: dict[str, MetricFn] = {"srcc": srcc, "lcc": lcc, "ktau": ktau, "mse": mse}
 
 
-def evaluate_all(pred: ArrayLike, target: ArrayLike, n_boot: int = 1000, seed: int = 0,
-                 level: float = 0.95) -> dict[str, Any]:
+def evaluate_all(
+    pred: ArrayLike, target: ArrayLike, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict[str, Any]:
     """``n``, ``srcc``, ``lcc``, ``ktau``, ``mse`` and ``<name>_ci`` = [low, high] from
     one shared set of ``n_boot`` resamples (``n_boot=0``: no intervals, ``_ci`` None).
 

@@ -21,8 +21,9 @@ ARROWS = {"srcc": "SRCC↑", "lcc": "LCC↑", "ktau": "KTAU↑", "mse": "MSE↓"
 MAX_LISTED_FAILURES = 50  # the report lists this many; predictions.csv has them all
 
 
-def write_report(result: EvaluationResult, output_dir: str | Path, plots: bool = True,
-                 record: Callable[[str], None] | None = None) -> dict[str, Path]:
+def write_report(
+    result: EvaluationResult, output_dir: str | Path, plots: bool = True, record: Callable[[str], None] | None = None
+) -> dict[str, Path]:
     """Write predictions.csv, metrics.json, report.md and the plots; returns name -> path.
 
     ``record(name)`` is called before each file is written (the output contract's
@@ -33,8 +34,9 @@ def write_report(result: EvaluationResult, output_dir: str | Path, plots: bool =
     files: dict[str, Path] = {}
     preds = result.predictions()  # %.9g below: float32 scores round-trip exactly
     record("predictions.csv")
-    files["predictions"] = atomic_write(out / "predictions.csv",
-                                        lambda p: preds.to_csv(p, index=False, float_format="%.9g"))
+    files["predictions"] = atomic_write(
+        out / "predictions.csv", lambda p: preds.to_csv(p, index=False, float_format="%.9g")
+    )
     record("metrics.json")
     files["metrics"] = write_json(out / "metrics.json", result.to_json())
     if plots and result.scored.any():  # nothing scored: an empty scatter would only mislead
@@ -47,11 +49,15 @@ def write_report(result: EvaluationResult, output_dir: str | Path, plots: bool =
 def summary_table(result: EvaluationResult) -> str:
     """Plain-text table of the overall metrics (printed at the end of a CLI run)."""
     columns = [Column("model", align="<"), Column("n", 6), *(Column(k.upper(), 6) for k in METRIC_NAMES)]
-    rows = [[lbl, str(m["n"]), *(fmt(m.get(k)) for k in METRIC_NAMES)]
-            for lbl, m in ((lbl, result.metrics[lbl]["overall"]) for lbl in result.labels)]
-    footer = [f"{len(result.pairs)} pairs, {int(result.scored.sum())} scored, "
-              f"{result.n_failed} left out (missing/unreadable audio or empty text); "
-              "MSE on the 0-1 scale"]
+    rows = [
+        [lbl, str(m["n"]), *(fmt(m.get(k)) for k in METRIC_NAMES)]
+        for lbl, m in ((lbl, result.metrics[lbl]["overall"]) for lbl in result.labels)
+    ]
+    footer = [
+        f"{len(result.pairs)} pairs, {int(result.scored.sum())} scored, "
+        f"{result.n_failed} left out (missing/unreadable audio or empty text); "
+        "MSE on the 0-1 scale"
+    ]
     reason = getattr(result, "reason", None)  # duck-typed results (tests, recipes) may lack it
     if reason is not None:
         footer.append(reason)
@@ -59,6 +65,7 @@ def summary_table(result: EvaluationResult) -> str:
 
 
 # -- formatting ----------------------------------------------------------------------
+
 
 def fmt_ci(m: dict, key: str) -> str:
     value = fmt(m.get(key))
@@ -90,8 +97,7 @@ def overall_table(result: EvaluationResult) -> list[str]:
         rows.append(row)
     for lbl, p in paper.items():  # published rows we did not evaluate
         if lbl not in result.metrics:
-            rows.append([f"{lbl} (paper only)", "–",
-                         *chain.from_iterable((" ", fmt(p.get(k))) for k in METRIC_NAMES)])
+            rows.append([f"{lbl} (paper only)", "–", *chain.from_iterable((" ", fmt(p.get(k))) for k in METRIC_NAMES)])
     return markdown_table(header, rows)
 
 
@@ -101,21 +107,20 @@ def subset_table(result: EvaluationResult, names: list[str]) -> list[str]:
         for lbl in result.labels:
             m = result.metrics[lbl].get(name)
             if m:
-                rows.append([name.split(":", 1)[-1], lbl, str(m.get("n", ""))]
-                            + [fmt_ci(m, k) for k in METRIC_NAMES])
+                rows.append([name.split(":", 1)[-1], lbl, str(m.get("n", ""))] + [fmt_ci(m, k) for k in METRIC_NAMES])
     return markdown_table(["subset", "model", "n"] + [ARROWS[k] for k in METRIC_NAMES], rows)
 
 
 def wide_table(result: EvaluationResult, names: list[str], first: str) -> list[str]:
     """Rows are subsets (systems, categories), columns SRCC [CI] and MSE per model."""
-    header = [first, "n", *chain.from_iterable((f"{lbl} SRCC↑", f"{lbl} MSE↓")
-                                               for lbl in result.labels)]
+    header = [first, "n", *chain.from_iterable((f"{lbl} SRCC↑", f"{lbl} MSE↓") for lbl in result.labels)]
     rows = []
     for name in names:
         ms = [result.metrics[lbl].get(name, {}) for lbl in result.labels]
         n = next((m.get("n") for m in ms if m), "")
-        rows.append([name.split(":", 1)[-1], str(n),
-                     *chain.from_iterable((fmt_ci(m, "srcc"), fmt(m.get("mse"))) for m in ms)])
+        rows.append(
+            [name.split(":", 1)[-1], str(n), *chain.from_iterable((fmt_ci(m, "srcc"), fmt(m.get("mse"))) for m in ms)]
+        )
     return markdown_table(header, rows)
 
 
@@ -126,8 +131,9 @@ def paired_table(result: EvaluationResult) -> list[str]:
             cells = []
             for k in METRIC_NAMES:
                 d = per_metric.get(k, {})
-                cells.append(f"{fmt(d.get('diff'), 3)} [{fmt(d.get('low'))}, {fmt(d.get('high'))}] "
-                             f"p={fmt(d.get('p_value'), 3)}")
+                cells.append(
+                    f"{fmt(d.get('diff'), 3)} [{fmt(d.get('low'))}, {fmt(d.get('high'))}] p={fmt(d.get('p_value'), 3)}"
+                )
             rows.append([lbl, subset] + cells)
     return markdown_table(["model", "subset"] + [f"Δ{ARROWS[k]}" for k in METRIC_NAMES], rows)
 
@@ -136,7 +142,10 @@ def system_level_table(result: EvaluationResult) -> list[str]:
     keys: dict[str, None] = {}
     for d in result.system_level.values():
         keys.update((k, None) for k, v in d.items() if _is_number(v))
-    cell = lambda v: fmt(v) if isinstance(v, float) else ("–" if v is None else str(v))
+
+    def cell(v) -> str:
+        return fmt(v) if isinstance(v, float) else ("–" if v is None else str(v))
+
     rows = [[lbl] + [cell(d.get(k)) for k in keys] for lbl, d in result.system_level.items()]
     return markdown_table(["model", *keys], rows)
 
@@ -151,19 +160,28 @@ def markdown(result: EvaluationResult, files: dict[str, Path] | None = None) -> 
     n, ok = len(result.pairs), int(result.scored.sum())
     reason = getattr(result, "reason", None)
     lines = [
-        "# Human-CLAP evaluation report", "",
-        (f"* Data: `{result.data_spec or result.dataset}` ({result.dataset}), split "
-         f"`{result.split or 'all'}`: {n} pairs, {ok} scored, **{n - ok} left out** "
-         "(missing/unreadable audio or empty text; listed below)."),
-        (f"* 95 % confidence intervals: percentile bootstrap over pairs, {result.n_boot} "
-         f"resamples, seed {result.seed}." if result.n_boot else
-         "* No confidence intervals (run with n_boot = 0)."),
-        f"* {MSE_NOTE} In short: **MSE on the 0–1 scale**.", "",
+        "# Human-CLAP evaluation report",
+        "",
+        (
+            f"* Data: `{result.data_spec or result.dataset}` ({result.dataset}), split "
+            f"`{result.split or 'all'}`: {n} pairs, {ok} scored, **{n - ok} left out** "
+            "(missing/unreadable audio or empty text; listed below)."
+        ),
+        (
+            f"* 95 % confidence intervals: percentile bootstrap over pairs, {result.n_boot} "
+            f"resamples, seed {result.seed}."
+            if result.n_boot
+            else "* No confidence intervals (run with n_boot = 0)."
+        ),
+        f"* {MSE_NOTE} In short: **MSE on the 0–1 scale**.",
+        "",
         *([f"**No metric computed**: {reason}.", ""] if reason else []),
-        "## Models", "",
-        *markdown_table(["label", "column", "model id", "revision"],
-                [[r.label, r.column, r.info.get("model_id", ""), r.info.get("revision", "")]
-                 for r in result.runs]),
+        "## Models",
+        "",
+        *markdown_table(
+            ["label", "column", "model id", "revision"],
+            [[r.label, r.column, r.info.get("model_id", ""), r.info.get("revision", "")] for r in result.runs],
+        ),
         *protocol_lines([(r.label, r.protocol) for r in result.runs]),
     ]
     if ok:  # with no scored pair every metric table would be a grid of dashes
@@ -172,11 +190,14 @@ def markdown(result: EvaluationResult, files: dict[str, Path] | None = None) -> 
     lines += ["", f"## Pairs left out ({len(failed)})", ""]
     if failed:
         key = "wavname" if "wavname" in failed[0] else "audio"
-        lines += markdown_table([key, "text", "error"], [[f[key], f["text"], f["error"]]
-                                                 for f in failed[:MAX_LISTED_FAILURES]])
+        lines += markdown_table(
+            [key, "text", "error"], [[f[key], f["text"], f["error"]] for f in failed[:MAX_LISTED_FAILURES]]
+        )
         if len(failed) > MAX_LISTED_FAILURES:
-            lines += ["", (f"… and {len(failed) - MAX_LISTED_FAILURES} more: see the `error` "
-                           "column of predictions.csv.")]
+            lines += [
+                "",
+                (f"… and {len(failed) - MAX_LISTED_FAILURES} more: see the `error` column of predictions.csv."),
+            ]
     else:
         lines.append("None: every pair was scored by every model.")
     return "\n".join(lines) + "\n"
@@ -188,31 +209,52 @@ def protocol_lines(protocols: list[tuple[str, str]]) -> list[str]:
     known = [(label, line) for label, line in protocols if line]
     if not known:
         return []
-    return ["", "Protocol (one line per model, to cite with the numbers):", "",
-            *[f"* {label}: `{line}`" for label, line in known]]
+    return [
+        "",
+        "Protocol (one line per model, to cite with the numbers):",
+        "",
+        *[f"* {label}: `{line}`" for label, line in known],
+    ]
 
 
 def _metric_sections(result: EvaluationResult, files: dict[str, Path]) -> list[str]:
     """Overall, paired, subset, system and category tables and the plots of the report."""
     lines = ["", "## Overall", "", *overall_table(result)]
     if result.paper:
-        lines += ["", ("*(paper)* columns: published numbers, for comparison; ours are "
-                       "computed on the pairs scored here.")]
+        lines += [
+            "",
+            ("*(paper)* columns: published numbers, for comparison; ours are computed on the pairs scored here."),
+        ]
     if result.paired:
-        lines += ["", f"## Paired differences against {result.labels[0]}", "",
-                  ("Difference (model − reference) with a paired-bootstrap 95 % CI and "
-                   "two-sided p-value; for MSE a negative difference is better."), "",
-                  *paired_table(result)]
-    lines += ["", "## Natural vs synthesized", "",
-              *subset_table(result, [s for s in ("overall", "natural", "synthesized")
-                                     if s in _breakdown_names(result, "")])]
+        lines += [
+            "",
+            f"## Paired differences against {result.labels[0]}",
+            "",
+            (
+                "Difference (model − reference) with a paired-bootstrap 95 % CI and "
+                "two-sided p-value; for MSE a negative difference is better."
+            ),
+            "",
+            *paired_table(result),
+        ]
+    lines += [
+        "",
+        "## Natural vs synthesized",
+        "",
+        *subset_table(result, [s for s in ("overall", "natural", "synthesized") if s in _breakdown_names(result, "")]),
+    ]
     systems = _breakdown_names(result, "system:")
     if systems:
         lines += ["", "## Per system", "", *wide_table(result, systems, "system")]
     if result.system_level:
-        lines += ["", "## System level", "",
-                  "Correlation between per-system means of prediction and human score.", "",
-                  *system_level_table(result)]
+        lines += [
+            "",
+            "## System level",
+            "",
+            "Correlation between per-system means of prediction and human score.",
+            "",
+            *system_level_table(result),
+        ]
     categories = _breakdown_names(result, "category:")
     if categories:
         lines += ["", "## Per category", "", *wide_table(result, categories, "category")]
@@ -223,8 +265,7 @@ def _metric_sections(result: EvaluationResult, files: dict[str, Path]) -> list[s
 
 
 # -- plots ---------------------------------------------------------------------------
-def write_plots(result: EvaluationResult, out: Path,
-                record: Callable[[str], None] | None = None) -> dict[str, Path]:
+def write_plots(result: EvaluationResult, out: Path, record: Callable[[str], None] | None = None) -> dict[str, Path]:
     """Scatter per model, per-system SRCC bars, score histograms; returns name -> path."""
     # lazy: keeps matplotlib out of `import humanclap.evaluation.report`
     import matplotlib
@@ -255,16 +296,18 @@ def write_plots(result: EvaluationResult, out: Path,
             ax.scatter(human[sel], pred[sel], s=10, alpha=0.6, color=colours[s], label=s or "unknown")
         ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
         srcc = result.metrics[run.label]["overall"].get("srcc")
-        ax.set(xlabel="human score (0–1)", ylabel="CLAPScore", xlim=(-0.02, 1.02),
-               title=f"{run.label}: SRCC {fmt(srcc)}")
+        ax.set(
+            xlabel="human score (0–1)", ylabel="CLAPScore", xlim=(-0.02, 1.02), title=f"{run.label}: SRCC {fmt(srcc)}"
+        )
         if any(names):
             ax.legend(fontsize=7, markerscale=1.5, title="system", title_fontsize=7)
         save(fig, f"scatter_{run.column}")
 
     systems_bd = _breakdown_names(result, "system:")
     if systems_bd:
-        fig, ax = plt.subplots(figsize=(max(5.0, 0.4 * len(systems_bd) * (1 + len(result.runs))), 4),
-                               layout="constrained")
+        fig, ax = plt.subplots(
+            figsize=(max(5.0, 0.4 * len(systems_bd) * (1 + len(result.runs))), 4), layout="constrained"
+        )
         width = 0.8 / len(result.runs)
         x = np.arange(len(systems_bd))
         for k, run in enumerate(result.runs):
@@ -273,12 +316,11 @@ def write_plots(result: EvaluationResult, out: Path,
                 m = result.metrics[run.label].get(name, {})
                 v = m.get("srcc")
                 v = float(v) if v is not None and np.isfinite(v) else np.nan
-                lo, hi = (m.get("srcc_ci") or (np.nan, np.nan))
+                lo, hi = m.get("srcc_ci") or (np.nan, np.nan)
                 vals.append(v)
                 err[0].append(v - lo if np.isfinite(v) and lo is not None and np.isfinite(lo) else 0)
                 err[1].append(hi - v if np.isfinite(v) and hi is not None and np.isfinite(hi) else 0)
-            ax.bar(x + (k - (len(result.runs) - 1) / 2) * width, vals, width, yerr=err,
-                   capsize=3, label=run.label)
+            ax.bar(x + (k - (len(result.runs) - 1) / 2) * width, vals, width, yerr=err, capsize=3, label=run.label)
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_xticks(x, [s.split(":", 1)[1] for s in systems_bd], rotation=30, ha="right")
         ax.set(ylabel="SRCC (95 % CI)", title="Per-system SRCC")

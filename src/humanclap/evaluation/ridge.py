@@ -28,7 +28,7 @@ from humanclap.evaluation.metrics import MIN_PAIRS, mse, srcc
 
 # Half-decades from 1e-4 to 1e2, per pair, on standardised features: from almost plain
 # least squares to a model that keeps only the direction of each member's correlation.
-ALPHA_GRID = tuple(float(10.0 ** e) for e in np.arange(-4.0, 2.01, 0.5))
+ALPHA_GRID = tuple(float(10.0**e) for e in np.arange(-4.0, 2.01, 0.5))
 CRITERIA = ("srcc", "mse")
 TIE = 1e-12  # criterion values closer than this are a tie (floating-point noise)
 
@@ -106,13 +106,25 @@ class CrossValidation:
     best_alpha: float
 
     def as_dict(self) -> dict:
-        return {"criterion": self.criterion, "k": self.k, "seed": self.seed,
-                "best_alpha": self.best_alpha, "rows": self.rows}
+        return {
+            "criterion": self.criterion,
+            "k": self.k,
+            "seed": self.seed,
+            "best_alpha": self.best_alpha,
+            "rows": self.rows,
+        }
 
 
-def cross_validate(X: np.ndarray, y: np.ndarray, *, k: int = 5, seed: int = 0,
-                   criterion: str = "srcc", alphas: Sequence[float] = ALPHA_GRID,
-                   clip: tuple[float, float] | None = (0.0, 1.0)) -> CrossValidation:
+def cross_validate(
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    k: int = 5,
+    seed: int = 0,
+    criterion: str = "srcc",
+    alphas: Sequence[float] = ALPHA_GRID,
+    clip: tuple[float, float] | None = (0.0, 1.0),
+) -> CrossValidation:
     """Held-out SRCC and MSE of every alpha on the same ``k`` folds; the best alpha by
     ``criterion`` (see the module docstring). Held-out predictions are clipped to ``clip``
     as the stacked scorer's are. Each held-out fold needs ``MIN_PAIRS`` pairs."""
@@ -122,8 +134,10 @@ def cross_validate(X: np.ndarray, y: np.ndarray, *, k: int = 5, seed: int = 0,
     y = np.asarray(y, dtype=np.float64)
     folds = kfold_indices(len(y), k, seed)
     if min(len(f) for f in folds) < MIN_PAIRS:
-        raise ValueError(f"{k}-fold cross-validation of {len(y)} pairs leaves a fold of "
-                         f"{min(len(f) for f in folds)} pairs; each needs {MIN_PAIRS}")
+        raise ValueError(
+            f"{k}-fold cross-validation of {len(y)} pairs leaves a fold of "
+            f"{min(len(f) for f in folds)} pairs; each needs {MIN_PAIRS}"
+        )
     rows = []
     for alpha in alphas:
         fold_srcc, fold_mse = [], []
@@ -134,8 +148,15 @@ def cross_validate(X: np.ndarray, y: np.ndarray, *, k: int = 5, seed: int = 0,
                 pred = np.clip(pred, *clip)
             fold_srcc.append(_criterion("srcc", pred, y[held]))
             fold_mse.append(_criterion("mse", pred, y[held]))
-        rows.append({"alpha": float(alpha), "mean_srcc": _nanmean(fold_srcc),
-                     "mean_mse": _nanmean(fold_mse), "fold_srcc": fold_srcc, "fold_mse": fold_mse})
+        rows.append(
+            {
+                "alpha": float(alpha),
+                "mean_srcc": _nanmean(fold_srcc),
+                "mean_mse": _nanmean(fold_mse),
+                "fold_srcc": fold_srcc,
+                "fold_mse": fold_mse,
+            }
+        )
     return CrossValidation(criterion, k, seed, rows, best_alpha(rows, criterion))
 
 
@@ -148,10 +169,10 @@ def best_alpha(rows: list[dict], criterion: str) -> float:
     """The alpha with the best mean criterion (SRCC highest, MSE lowest); among values
     within :data:`TIE` of the best, the largest alpha. Undefined means never win."""
     sign = 1.0 if criterion == "srcc" else -1.0
-    scored = [(sign * r[f"mean_{criterion}"], r["alpha"]) for r in rows
-              if np.isfinite(r[f"mean_{criterion}"])]
+    scored = [(sign * r[f"mean_{criterion}"], r["alpha"]) for r in rows if np.isfinite(r[f"mean_{criterion}"])]
     if not scored:
-        raise ValueError(f"no alpha has a defined held-out {criterion.upper()} (every fold's "
-                         "predictions or targets are constant)")
+        raise ValueError(
+            f"no alpha has a defined held-out {criterion.upper()} (every fold's predictions or targets are constant)"
+        )
     top = max(v for v, _ in scored)
     return max(a for v, a in scored if v >= top - TIE)

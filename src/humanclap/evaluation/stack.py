@@ -31,8 +31,8 @@ import pandas as pd
 
 from humanclap.errors import UsageError
 from humanclap.evaluation.evaluate import PAIR_OUTPUT_COLUMNS, unique_names
-from humanclap.evaluation.ridge import ALPHA_GRID, CRITERIA, RidgeFit, cross_validate, fit_ridge
 from humanclap.evaluation.metrics import MIN_PAIRS
+from humanclap.evaluation.ridge import ALPHA_GRID, CRITERIA, RidgeFit, cross_validate, fit_ridge
 from humanclap.io import atomic_write, read_table, table_digest, write_json
 from humanclap.outputs import check_folder, claim_folder
 
@@ -78,20 +78,23 @@ def _read_predictions(path: Path) -> tuple[pd.DataFrame, list[dict]]:
     df = pd.DataFrame(table.rows, columns=table.columns)
     for col in ("pair_id", "human"):
         if col not in df.columns:
-            raise UsageError(f"{path} has no {col!r} column: pass a predictions.csv written by "
-                             "humanclap evaluate")
+            raise UsageError(f"{path} has no {col!r} column: pass a predictions.csv written by humanclap evaluate")
     meta = path.with_name("metrics.json")
     try:
         models = json.loads(meta.read_text(encoding="utf-8"))["models"]
     except (OSError, ValueError, KeyError, TypeError):
-        raise UsageError(f"{path}: no readable metrics.json beside it (it names the model behind "
-                         "each score column); pass a predictions.csv in the folder humanclap "
-                         "evaluate wrote, with its metrics.json") from None
+        raise UsageError(
+            f"{path}: no readable metrics.json beside it (it names the model behind "
+            "each score column); pass a predictions.csv in the folder humanclap "
+            "evaluate wrote, with its metrics.json"
+        ) from None
     for m in models:
         if m.get("column") not in df.columns:
-            raise UsageError(f"{path}: member {m.get('label')!r} (column {m.get('column')!r}, "
-                             f"listed in {meta}) is missing from the table; was the file edited? "
-                             "Run humanclap evaluate again")
+            raise UsageError(
+                f"{path}: member {m.get('label')!r} (column {m.get('column')!r}, "
+                f"listed in {meta}) is missing from the table; was the file edited? "
+                "Run humanclap evaluate again"
+            )
     return df, models
 
 
@@ -102,10 +105,12 @@ def _member_spec(model_id: str, source: str, path: Path) -> str:
     if p.exists():
         return str(p.resolve())
     if source == "local":
-        raise UsageError(f"member model {model_id!r} (from {path.with_name('metrics.json')}) is "
-                         "missing: a stack re-scores its members at evaluate time, so each must "
-                         "still be loadable. Run stack from the folder evaluate was run in, or "
-                         "evaluate again with an absolute --model path")
+        raise UsageError(
+            f"member model {model_id!r} (from {path.with_name('metrics.json')}) is "
+            "missing: a stack re-scores its members at evaluate time, so each must "
+            "still be loadable. Run stack from the folder evaluate was run in, or "
+            "evaluate again with an absolute --model path"
+        )
     return model_id
 
 
@@ -116,26 +121,35 @@ def _same_pairs(ref: pd.DataFrame, df: pd.DataFrame, ref_path: Path, path: Path)
             why = "the same pairs in a different order"
         else:
             i = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-            why = (f"{len(a)} vs {len(b)} pairs, first difference at row {i + 1}: "
-                   f"{a[i] if i < len(a) else '(none)'!r} vs {b[i] if i < len(b) else '(none)'!r}")
-        raise UsageError(f"{path} and {ref_path} were scored on different pairs ({why}); a stack "
-                         "needs every member scored on the same pairs: evaluate every model with "
-                         "the same --data and --split, in one run or in several")
+            why = (
+                f"{len(a)} vs {len(b)} pairs, first difference at row {i + 1}: "
+                f"{a[i] if i < len(a) else '(none)'!r} vs {b[i] if i < len(b) else '(none)'!r}"
+            )
+        raise UsageError(
+            f"{path} and {ref_path} were scored on different pairs ({why}); a stack "
+            "needs every member scored on the same pairs: evaluate every model with "
+            "the same --data and --split, in one run or in several"
+        )
     ha = pd.to_numeric(ref["human"], errors="coerce").to_numpy(float)
     hb = pd.to_numeric(df["human"], errors="coerce").to_numpy(float)
     if not np.allclose(ha, hb, rtol=0, atol=1e-9, equal_nan=True):
-        raise UsageError(f"{path} and {ref_path} hold the same pairs with different human scores "
-                         "(another rating file or --score-scale?); evaluate both on the same data")
+        raise UsageError(
+            f"{path} and {ref_path} hold the same pairs with different human scores "
+            "(another rating file or --score-scale?); evaluate both on the same data"
+        )
 
 
-def collect_members(paths: Sequence[str | Path], select: Sequence[str] | None = None
-                    ) -> tuple[pd.DataFrame, list[Member], np.ndarray, list[str]]:
+def collect_members(
+    paths: Sequence[str | Path], select: Sequence[str] | None = None
+) -> tuple[pd.DataFrame, list[Member], np.ndarray, list[str]]:
     """``(pairs, members, X, notes)`` from training predictions: the pair columns of the first
     file, one member per score column (``select``: labels or columns to keep, in that
     order), X = their scores (n, members; NaN where a pair failed)."""
     if not paths:
-        raise UsageError("no predictions file given: pass the predictions.csv of humanclap "
-                         "evaluate --split train (one holding several models, or one per model)")
+        raise UsageError(
+            "no predictions file given: pass the predictions.csv of humanclap "
+            "evaluate --split train (one holding several models, or one per model)"
+        )
     notes: list[str] = []
     frames, found = [], []
     for raw in paths:
@@ -147,17 +161,21 @@ def collect_members(paths: Sequence[str | Path], select: Sequence[str] | None = 
         found += [(m, df, path) for m in models]
     pairs, first = frames[0]
     if "split" in pairs.columns and (pairs["split"] == "test").any():
-        raise UsageError(f"{first} holds pairs of the test split: a stack is fitted on training "
-                         "pairs and evaluated on the test split. Score the members with "
-                         "humanclap evaluate --split train and stack those predictions")
+        raise UsageError(
+            f"{first} holds pairs of the test split: a stack is fitted on training "
+            "pairs and evaluated on the test split. Score the members with "
+            "humanclap evaluate --split train and stack those predictions"
+        )
     if select:
         chosen = []
         for want in select:
             hit = [f for f in found if want in (f[0].get("label"), f[0].get("column"))]
             if not hit:
                 labels = ", ".join(str(f[0].get("label")) for f in found)
-                raise UsageError(f"--member {want!r} is in none of the predictions files (they "
-                                 f"hold {labels}); pass one of those labels")
+                raise UsageError(
+                    f"--member {want!r} is in none of the predictions files (they "
+                    f"hold {labels}); pass one of those labels"
+                )
             chosen.append(hit[0])
         found = chosen
     members, columns, seen = [], [], {}
@@ -168,30 +186,50 @@ def collect_members(paths: Sequence[str | Path], select: Sequence[str] | None = 
             notes.append(f"{m.get('label')} in {path} is the same model as {seen[key]}: used once")
             continue
         seen[key] = f"{m.get('label')} in {path}"
-        members.append(Member(str(m.get("label")), str(m["column"]), spec,
-                              str(m.get("revision", "")), str(m.get("source", "")), str(path)))
+        members.append(
+            Member(
+                str(m.get("label")),
+                str(m["column"]),
+                spec,
+                str(m.get("revision", "")),
+                str(m.get("source", "")),
+                str(path),
+            )
+        )
         columns.append(pd.to_numeric(df[m["column"]], errors="coerce").to_numpy(float))
     for member, label in zip(members, unique_names([m.label for m in members])):
         member.label = label
     if len(members) < 2:
-        raise UsageError(f"stacking needs at least 2 members, got {len(members)} "
-                         f"({', '.join(m.label for m in members) or 'none'}): a ridge on one score "
-                         "is a monotone rescaling of it (the same SRCC and KTAU); pass more "
-                         "models' predictions")
+        raise UsageError(
+            f"stacking needs at least 2 members, got {len(members)} "
+            f"({', '.join(m.label for m in members) or 'none'}): a ridge on one score "
+            "is a monotone rescaling of it (the same SRCC and KTAU); pass more "
+            "models' predictions"
+        )
     keep = [c for c in pairs.columns if c in PAIR_OUTPUT_COLUMNS]
     return pairs[keep].copy(), members, np.column_stack(columns), notes
 
 
 def pairs_fingerprint(pair_ids: Sequence[str], human: np.ndarray) -> str:
     """sha256 of the training pairs in order: their ids and human scores."""
-    return table_digest(["pair_id", "human"], ({"pair_id": str(p), "human": repr(float(h))}
-                                               for p, h in zip(pair_ids, human)))
+    return table_digest(
+        ["pair_id", "human"], ({"pair_id": str(p), "human": repr(float(h))} for p, h in zip(pair_ids, human))
+    )
 
 
 # -- fitting -------------------------------------------------------------------------
-def fit_stack(paths: Sequence[str | Path], output_dir: str | Path, *, folds: int = 5, seed: int = 0,
-              criterion: str = "srcc", alpha: float | None = None, drop_failed: bool = False,
-              select: Sequence[str] | None = None, overwrite: bool = False) -> StackResult:
+def fit_stack(
+    paths: Sequence[str | Path],
+    output_dir: str | Path,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    criterion: str = "srcc",
+    alpha: float | None = None,
+    drop_failed: bool = False,
+    select: Sequence[str] | None = None,
+    overwrite: bool = False,
+) -> StackResult:
     """Fit the stack and write ``stack.json`` and ``training_pairs.csv`` to ``output_dir``
     (new, empty, or an earlier stack run replaced with ``overwrite``)."""
     if criterion not in CRITERIA:
@@ -205,25 +243,31 @@ def fit_stack(paths: Sequence[str | Path], output_dir: str | Path, *, folds: int
     out = Path(output_dir)
     previous = check_folder(out, "stack", "--output-dir")
     if previous is not None and previous.get("files") and not overwrite:
-        raise UsageError(f"--output-dir {out} holds an earlier stack run; pass --overwrite to "
-                         "replace it (only the files that run wrote are deleted), or choose "
-                         "another --output-dir")
+        raise UsageError(
+            f"--output-dir {out} holds an earlier stack run; pass --overwrite to "
+            "replace it (only the files that run wrote are deleted), or choose "
+            "another --output-dir"
+        )
     pairs, members, X, notes = collect_members(paths, select)
     y = pd.to_numeric(pairs["human"], errors="coerce").to_numpy(float)
     failed = ~np.isfinite(X).all(axis=1) | ~np.isfinite(y)
     if failed.any() and not drop_failed:
         first = int(np.flatnonzero(failed)[0])
-        raise UsageError(f"{int(failed.sum())} of {len(y)} training pairs have no score from "
-                         f"every member (first: {pairs['pair_id'].iat[first]!r}); fix their audio "
-                         "and evaluate again, or pass --drop-failed to fit on the other pairs")
+        raise UsageError(
+            f"{int(failed.sum())} of {len(y)} training pairs have no score from "
+            f"every member (first: {pairs['pair_id'].iat[first]!r}); fix their audio "
+            "and evaluate again, or pass --drop-failed to fit on the other pairs"
+        )
     if failed.any():
         notes.append(f"{int(failed.sum())} pairs without a score from every member left out (--drop-failed)")
     pairs, X, y = pairs[~failed].reset_index(drop=True), X[~failed], y[~failed]
     need = folds * MIN_PAIRS
     if alpha is None and len(y) < need:
-        raise UsageError(f"{len(y)} training pairs are too few for {folds}-fold cross-validation: "
-                         f"each held-out fold needs {MIN_PAIRS} pairs for a correlation, so at "
-                         f"least {need}; pass more pairs or fewer --folds (or a fixed --alpha)")
+        raise UsageError(
+            f"{len(y)} training pairs are too few for {folds}-fold cross-validation: "
+            f"each held-out fold needs {MIN_PAIRS} pairs for a correlation, so at "
+            f"least {need}; pass more pairs or fewer --folds (or a fixed --alpha)"
+        )
     if len(y) < MIN_PAIRS:
         raise UsageError(f"{len(y)} training pairs are too few to fit a stack (at least {MIN_PAIRS})")
     constant = [m.label for m, sd in zip(members, X.std(axis=0)) if sd == 0]
@@ -237,35 +281,55 @@ def fit_stack(paths: Sequence[str | Path], output_dir: str | Path, *, folds: int
             raise UsageError(f"cross-validation failed: {exc}; check the training predictions") from None
         cv, alpha = result.as_dict(), result.best_alpha
     fit = fit_ridge(X, y, alpha)
-    record = stack_record(members, fit, cv, pairs, y, folds=folds, seed=seed, criterion=criterion,
-                          drop_failed=drop_failed, n_dropped=int(failed.sum()))
+    record = stack_record(
+        members,
+        fit,
+        cv,
+        pairs,
+        y,
+        folds=folds,
+        seed=seed,
+        criterion=criterion,
+        drop_failed=drop_failed,
+        n_dropped=int(failed.sum()),
+    )
     with claim_folder(out, "stack", overwrite=overwrite) as run:
-        run.set_identity({"model": {"members": [[m.model, m.revision] for m in members]},
-                          "data": record["training_pairs"],
-                          "settings": {k: record[k] for k in ("alpha", "criterion", "folds", "seed")}})
+        run.set_identity(
+            {
+                "model": {"members": [[m.model, m.revision] for m in members]},
+                "data": record["training_pairs"],
+                "settings": {k: record[k] for k in ("alpha", "criterion", "folds", "seed")},
+            }
+        )
         run.record(TRAINING_PAIRS)
         table = pairs.assign(**{m.column: X[:, j] for j, m in enumerate(members)})
-        atomic_write(out / TRAINING_PAIRS,
-                     lambda p: table.to_csv(p, index=False, float_format="%.17g"))
+        atomic_write(out / TRAINING_PAIRS, lambda p: table.to_csv(p, index=False, float_format="%.17g"))
         run.record(STACK_FILE)
         write_json(out / STACK_FILE, record)
     return StackResult(out, members, fit, cv, len(y), int(failed.sum()), notes)
 
 
-def stack_record(members: list[Member], fit: RidgeFit, cv: dict | None, pairs: pd.DataFrame,
-                 y: np.ndarray, **settings: Any) -> dict[str, Any]:
+def stack_record(
+    members: list[Member], fit: RidgeFit, cv: dict | None, pairs: pd.DataFrame, y: np.ndarray, **settings: Any
+) -> dict[str, Any]:
     """The content of stack.json."""
     raw_w, raw_b = fit.raw_coef()
     splits = sorted(map(str, pd.unique(pairs["split"]))) if "split" in pairs.columns else []
     return {
-        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
         "model": "ridge on the members' CLAPScores, standardised; prediction clipped to [0, 1]",
         "members": [m.as_dict() for m in members],
-        "alpha": fit.alpha, "alpha_grid": list(ALPHA_GRID) if cv is not None else None,
-        "feature_mean": fit.mean.tolist(), "feature_scale": fit.scale.tolist(),
-        "coef_standardised": fit.coef.tolist(), "intercept": fit.intercept,
-        "coef_raw": raw_w.tolist(), "intercept_raw": raw_b, "clip": list(CLIP),
-        "cv": cv, **settings,
-        "training_pairs": {"n": len(y), "splits": splits,
-                           "sha256": pairs_fingerprint(pairs["pair_id"].tolist(), y)},
+        "alpha": fit.alpha,
+        "alpha_grid": list(ALPHA_GRID) if cv is not None else None,
+        "feature_mean": fit.mean.tolist(),
+        "feature_scale": fit.scale.tolist(),
+        "coef_standardised": fit.coef.tolist(),
+        "intercept": fit.intercept,
+        "coef_raw": raw_w.tolist(),
+        "intercept_raw": raw_b,
+        "clip": list(CLIP),
+        "cv": cv,
+        **settings,
+        "training_pairs": {"n": len(y), "splits": splits, "sha256": pairs_fingerprint(pairs["pair_id"].tolist(), y)},
     }

@@ -42,9 +42,13 @@ class Stack:
     @property
     def fit(self) -> RidgeFit:
         r = self.record
-        return RidgeFit(coef=np.asarray(r["coef_standardised"], float), intercept=float(r["intercept"]),
-                        mean=np.asarray(r["feature_mean"], float),
-                        scale=np.asarray(r["feature_scale"], float), alpha=float(r["alpha"]))
+        return RidgeFit(
+            coef=np.asarray(r["coef_standardised"], float),
+            intercept=float(r["intercept"]),
+            mean=np.asarray(r["feature_mean"], float),
+            scale=np.asarray(r["feature_scale"], float),
+            alpha=float(r["alpha"]),
+        )
 
     def combine(self, scores: np.ndarray) -> np.ndarray:
         """The stacked score of each pair from its members' CLAPScores ``(n, members)``:
@@ -72,31 +76,39 @@ def load_stack(folder: str | Path) -> Stack:
     text = (folder / STACK_FILE).read_text(encoding="utf-8")
     record = json.loads(text)
     if record.get("format_version") != FORMAT_VERSION:
-        raise UsageError(f"{folder / STACK_FILE} has format version {record.get('format_version')}"
-                         f"; this humanclap reads version {FORMAT_VERSION}: fit the stack again")
+        raise UsageError(
+            f"{folder / STACK_FILE} has format version {record.get('format_version')}"
+            f"; this humanclap reads version {FORMAT_VERSION}: fit the stack again"
+        )
     record["_sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
     return Stack(folder, record)
 
 
-def stack_run(stack: Stack, member_runs: list[ModelRun], taken: list[ModelRun], label: str | None
-              ) -> ModelRun:
+def stack_run(stack: Stack, member_runs: list[ModelRun], taken: list[ModelRun], label: str | None) -> ModelRun:
     """The stacked run from its members' runs (in the stack's member order); ``taken``: the
     runs already there, whose labels and columns the new one must not reuse."""
     for member, run in zip(stack.members, member_runs):
         if member["revision"] and run.info.get("revision") != member["revision"]:
-            raise UsageError(f"stack {stack.folder}: member {member['label']} ({member['model']}) "
-                             f"now has revision {run.info.get('revision')}, the stack was fitted "
-                             f"on {member['revision']}; fit the stack again on the current model")
+            raise UsageError(
+                f"stack {stack.folder}: member {member['label']} ({member['model']}) "
+                f"now has revision {run.info.get('revision')}, the stack was fitted "
+                f"on {member['revision']}; fit the stack again on the current model"
+            )
     scores = np.column_stack([r.scores for r in member_runs])
-    errors = [next((f"{r.label}: {r.errors[i]}" for r in member_runs if r.errors[i]), "")
-              for i in range(len(scores))]
+    errors = [next((f"{r.label}: {r.errors[i]}" for r in member_runs if r.errors[i]), "") for i in range(len(scores))]
     name = unique_names([label or short_name(str(stack.folder))], [r.label for r in taken])[0]
-    column = unique_names([short_name(name)], [*PAIR_OUTPUT_COLUMNS, "scored", "error",
-                                               *(r.column for r in taken)])[0]
-    info = {"model_id": str(stack.folder), "revision": "sha256:" + stack.record["_sha256"][:12],
-            "source": "stack", "preprocessing": None,
-            "stack": {"members": [r.label for r in member_runs], "alpha": stack.record["alpha"],
-                      "clip": stack.record.get("clip", list(CLIP))}}
+    column = unique_names([short_name(name)], [*PAIR_OUTPUT_COLUMNS, "scored", "error", *(r.column for r in taken)])[0]
+    info = {
+        "model_id": str(stack.folder),
+        "revision": "sha256:" + stack.record["_sha256"][:12],
+        "source": "stack",
+        "preprocessing": None,
+        "stack": {
+            "members": [r.label for r in member_runs],
+            "alpha": stack.record["alpha"],
+            "clip": stack.record.get("clip", list(CLIP)),
+        },
+    }
     return ModelRun(name, column, info, stack.combine(scores), errors, {"pairs": len(scores)})
 
 
@@ -111,8 +123,10 @@ class StackPlan:
 
     @property
     def derived(self) -> list[Callable[[list[ModelRun]], ModelRun]]:
-        return [lambda runs, s=s, idx=idx, lbl=lbl: stack_run(s, [runs[i] for i in idx], runs, lbl)
-                for s, idx, lbl in self.stacks]
+        return [
+            lambda runs, s=s, idx=idx, lbl=lbl: stack_run(s, [runs[i] for i in idx], runs, lbl)
+            for s, idx, lbl in self.stacks
+        ]
 
     def check_pairs(self, pair_ids: Sequence[str]) -> None:
         """Refuse evaluating a stack on pairs it was fitted on."""
@@ -120,9 +134,11 @@ class StackPlan:
         for stack, _, _ in self.stacks:
             shared = ids & stack.training_pair_ids()
             if shared:
-                raise UsageError(f"{len(shared)} of the {len(ids)} pairs evaluated were used to fit "
-                                 f"the stack {stack.folder} (e.g. {sorted(shared)[0]!r}); evaluate "
-                                 "it on held-out pairs (--split test)")
+                raise UsageError(
+                    f"{len(shared)} of the {len(ids)} pairs evaluated were used to fit "
+                    f"the stack {stack.folder} (e.g. {sorted(shared)[0]!r}); evaluate "
+                    "it on held-out pairs (--split test)"
+                )
 
 
 def plan_stacks(models: Sequence[str], labels: Sequence[str] | None) -> StackPlan:

@@ -35,8 +35,14 @@ def fmt(x: Any, digits: int = 3) -> str:
     return MISSING if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
 
 
-def text_table(columns: Sequence[Column], rows: Sequence[Sequence[str]], *,
-               title: Sequence[str] = (), rule: str = "", footer: Sequence[str] = ()) -> str:
+def text_table(
+    columns: Sequence[Column],
+    rows: Sequence[Sequence[str]],
+    *,
+    title: Sequence[str] = (),
+    rule: str = "",
+    footer: Sequence[str] = (),
+) -> str:
     """Lay out ``rows`` (lists of cell strings) under the ``columns``' headers.
 
     ``title`` lines come first, then the header, then (when ``rule`` is a character) a
@@ -71,6 +77,7 @@ def text_table(columns: Sequence[Column], rows: Sequence[Sequence[str]], *,
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     """The lines of a Markdown table; ``|`` inside a cell is escaped (labels may hold one)."""
+
     def esc(s: Any) -> str:
         return str(s).replace("|", "\\|")
 

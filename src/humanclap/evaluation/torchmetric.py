@@ -40,8 +40,10 @@ try:
 except ImportError:
     HAVE_TORCHMETRICS = False
 
-EXTRA_MESSAGE = ("HumanCLAPScore needs torchmetrics, which is not installed: pip install "
-                 "'humanclap[torchmetrics]' (humanclap.clap_score works without it)")
+EXTRA_MESSAGE = (
+    "HumanCLAPScore needs torchmetrics, which is not installed: pip install "
+    "'humanclap[torchmetrics]' (humanclap.clap_score works without it)"
+)
 
 
 def mean_ci95(scores: Any) -> tuple[float, float, float]:
@@ -72,8 +74,7 @@ if HAVE_TORCHMETRICS:
         higher_is_better = True
         full_state_update = False
 
-        def __init__(self, model: Any = DEFAULT_MODEL, device: Any = None, dtype: str | None = None,
-                     **kwargs: Any):
+        def __init__(self, model: Any = DEFAULT_MODEL, device: Any = None, dtype: str | None = None, **kwargs: Any):
             super().__init__(**kwargs)
             self.model = model
             self.model_device = device
@@ -97,8 +98,12 @@ if HAVE_TORCHMETRICS:
             scores = dim_zero_cat(self.scores) if len(self.scores) else torch.zeros(0)
             mean, lo, hi = mean_ci95(scores.cpu().tolist())
             as_t = lambda v: torch.tensor(v, dtype=torch.float64, device=self.device)  # noqa: E731
-            return {"mean": as_t(mean), "ci95_low": as_t(lo), "ci95_high": as_t(hi),
-                    "count": torch.tensor(int(scores.numel()), device=self.device)}
+            return {
+                "mean": as_t(mean),
+                "ci95_low": as_t(lo),
+                "ci95_high": as_t(hi),
+                "count": torch.tensor(int(scores.numel()), device=self.device),
+            }
 
         @property
         def protocol(self) -> str:
@@ -112,4 +117,3 @@ else:
 
         def __init__(self, *args: Any, **kwargs: Any):
             raise MissingExtraError(EXTRA_MESSAGE)
-

@@ -15,17 +15,21 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from humanclap.scoring.inputs import check_batch_size
 from humanclap.data import load_rated
 from humanclap.defaults import DEFAULT_MODEL
 from humanclap.errors import DatasetError, UsageError
-from humanclap.evaluation.evaluate import (EvaluationResult, check_labels, check_model_spec,
-                                           evaluate_models, select_split)
+from humanclap.evaluation.evaluate import (
+    EvaluationResult,
+    check_labels,
+    check_model_spec,
+    evaluate_models,
+    select_split,
+)
 from humanclap.evaluation.metrics import check_count, check_n_boot
-from humanclap.scoring.inputs import label_list, model_list
 from humanclap.evaluation.report import write_report
 from humanclap.evaluation.stack_eval import plan_stacks
 from humanclap.outputs import RunFolder, check_folder, claim_folder
+from humanclap.scoring.inputs import check_batch_size, label_list, model_list
 
 
 @dataclass
@@ -56,9 +60,11 @@ def check_output_spares_input(data: str, output_dir: Path) -> None:
     target = path.resolve()
     # Only these can collide: a manifest is a .csv/.jsonl/.json table, never a PNG plot.
     if any((output_dir / name).resolve() == target for name in OUTPUT_FILES):
-        raise UsageError(f"--output-dir {output_dir} would overwrite the input {data} (evaluate "
-                         f"writes {', '.join(OUTPUT_FILES)} and PNG plots there); choose "
-                         "another --output-dir")
+        raise UsageError(
+            f"--output-dir {output_dir} would overwrite the input {data} (evaluate "
+            f"writes {', '.join(OUTPUT_FILES)} and PNG plots there); choose "
+            "another --output-dir"
+        )
 
 
 def run_evaluation(
@@ -121,11 +127,24 @@ def run_evaluation(
     with ExitStack() as stack:
         # The output contract: rank 0 (the one that writes) claims and locks the folder for
         # the whole run; --overwrite deletes only what an earlier evaluate run recorded there.
-        run = (stack.enter_context(claim_folder(out, "evaluate", overwrite=overwrite))
-               if env_info().is_main else None)
-        return _evaluate_into(run, models, pairs, split, out, labels=labels, batch_size=batch_size,
-                              device=device, dtype=dtype, n_boot=n_boot, seed=seed, data=data,
-                              progress=progress, plots=plots, derived=stacks.derived)
+        run = stack.enter_context(claim_folder(out, "evaluate", overwrite=overwrite)) if env_info().is_main else None
+        return _evaluate_into(
+            run,
+            models,
+            pairs,
+            split,
+            out,
+            labels=labels,
+            batch_size=batch_size,
+            device=device,
+            dtype=dtype,
+            n_boot=n_boot,
+            seed=seed,
+            data=data,
+            progress=progress,
+            plots=plots,
+            derived=stacks.derived,
+        )
 
 
 def check_evaluate_folder(out: Path, overwrite: bool) -> None:
@@ -134,14 +153,31 @@ def check_evaluate_folder(out: Path, overwrite: bool) -> None:
     previous = check_folder(out, "evaluate", "--output-dir")
     if previous is not None and previous.get("files") and not overwrite:
         names = ", ".join(previous["files"][:4]) + (" ..." if len(previous["files"]) > 4 else "")
-        raise UsageError(f"--output-dir {out} holds an earlier evaluate run ({names}); pass "
-                         "--overwrite to replace it (only the files that run wrote are deleted), "
-                         "or choose another --output-dir")
+        raise UsageError(
+            f"--output-dir {out} holds an earlier evaluate run ({names}); pass "
+            "--overwrite to replace it (only the files that run wrote are deleted), "
+            "or choose another --output-dir"
+        )
 
 
-def _evaluate_into(run: RunFolder | None, models: list[str], pairs, split: str, out: Path, *,
-                   labels, batch_size: int, device: str, dtype: str, n_boot: int, seed: int,
-                   data: str, progress: bool | None, plots: bool, derived=()) -> EvaluationRun:
+def _evaluate_into(
+    run: RunFolder | None,
+    models: list[str],
+    pairs,
+    split: str,
+    out: Path,
+    *,
+    labels,
+    batch_size: int,
+    device: str,
+    dtype: str,
+    n_boot: int,
+    seed: int,
+    data: str,
+    progress: bool | None,
+    plots: bool,
+    derived=(),
+) -> EvaluationRun:
     # Under torchrun every rank embeds its share of the unique texts and files (cuda:LOCAL_RANK
     # on GPUs); rank 0 alone writes the report. One process: no process group at all.
     # lazy: keeps torch out of `import humanclap.evaluation.workflow`
@@ -150,16 +186,27 @@ def _evaluate_into(run: RunFolder | None, models: list[str], pairs, split: str, 
     info = None
     if launched_distributed():
         # lazy: keeps torch out of `import humanclap.evaluation.workflow`
-        from humanclap.scoring.distributed import init_distributed, rank_device
         # lazy: keeps torch out of `import humanclap.evaluation.workflow`
         from humanclap.scoring.device import resolve_device
+        from humanclap.scoring.distributed import init_distributed, rank_device
 
         device = rank_device(device)
         info = init_distributed(resolve_device(device))
     try:
-        result = evaluate_models(models, pairs, labels=labels, batch_size=batch_size,
-                                 device=device, dtype=dtype, n_boot=n_boot, seed=seed,
-                                 data_spec=data, progress=progress, dist=info, derived=derived)
+        result = evaluate_models(
+            models,
+            pairs,
+            labels=labels,
+            batch_size=batch_size,
+            device=device,
+            dtype=dtype,
+            n_boot=n_boot,
+            seed=seed,
+            data_spec=data,
+            progress=progress,
+            dist=info,
+            derived=derived,
+        )
     finally:
         if info is not None:  # the embeddings are shared: no collective after this
             # lazy: keeps torch out of `import humanclap.evaluation.workflow`

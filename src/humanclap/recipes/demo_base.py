@@ -24,10 +24,10 @@ from typing import Callable
 
 # The recipe: every number that decides the shipped weights.
 RECIPE = {
-    "synth_seed": 0,            # pretraining corpus of `humanclap synth --seed 0 --size default`
-    "synth_size": "default",    # 3,000 natural (caption, audio) clips whose captions avoid the
-                                # 1,960 rated ones: changing synth.SIZES changes this corpus
-    "vocab_size": 1000,         # BPE vocabulary trained on the pretraining captions
+    "synth_seed": 0,  # pretraining corpus of `humanclap synth --seed 0 --size default`
+    "synth_size": "default",  # 3,000 natural (caption, audio) clips whose captions avoid the
+    # 1,960 rated ones: changing synth.SIZES changes this corpus
+    "vocab_size": 1000,  # BPE vocabulary trained on the pretraining captions
     "hidden_size": 64,
     "projection_dim": 64,
     "audio_depths": [2, 2],
@@ -50,9 +50,15 @@ def demo_feature_extractor():
     from transformers import ClapFeatureExtractor
 
     return ClapFeatureExtractor(
-        feature_size=64, sampling_rate=16000, hop_length=1024, max_length_s=4,
-        fft_window_size=2048, frequency_min=50, frequency_max=8000,
-        truncation="rand_trunc", padding="repeatpad",
+        feature_size=64,
+        sampling_rate=16000,
+        hop_length=1024,
+        max_length_s=4,
+        fft_window_size=2048,
+        frequency_min=50,
+        frequency_max=8000,
+        truncation="rand_trunc",
+        padding="repeatpad",
     )
 
 
@@ -65,20 +71,24 @@ def init_base(out_dir: Path, captions: list[str]) -> Path:
 
     tokenizer = train_tokenizer(captions, vocab_size=RECIPE["vocab_size"])
     torch.manual_seed(RECIPE["init_seed"])
-    config = tiny_clap_config(vocab_size=len(tokenizer), hidden_size=RECIPE["hidden_size"],
-                              projection_dim=RECIPE["projection_dim"],
-                              audio_depths=tuple(RECIPE["audio_depths"]))
+    config = tiny_clap_config(
+        vocab_size=len(tokenizer),
+        hidden_size=RECIPE["hidden_size"],
+        projection_dim=RECIPE["projection_dim"],
+        audio_depths=tuple(RECIPE["audio_depths"]),
+    )
     ClapModel(config).save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     demo_feature_extractor().save_pretrained(out_dir)
     return out_dir
 
 
-def pretrain_base(synth_dir: Path, work_dir: Path, out_dir: Path, epochs: int | None = None,
-                  printer: Callable[[str], None] = print) -> Path:
+def pretrain_base(
+    synth_dir: Path, work_dir: Path, out_dir: Path, epochs: int | None = None, printer: Callable[[str], None] = print
+) -> Path:
     """Pretrain the base on ``synth_dir``'s pretraining corpus; the result goes to ``out_dir``."""
-    from humanclap.training.trainer import train
     from humanclap.training.config import TrainConfig
+    from humanclap.training.trainer import train
 
     work_dir.mkdir(parents=True, exist_ok=True)
     rows = list(csv.DictReader(open(synth_dir / "pretrain" / "manifest.csv", encoding="utf-8")))
@@ -90,24 +100,35 @@ def pretrain_base(synth_dir: Path, work_dir: Path, out_dir: Path, epochs: int | 
             writer.writerow([str(synth_dir / "pretrain" / r["audio"]), r["text"], 1.0, "train"])
     init = init_base(work_dir / "init", [r["text"] for r in rows])
     cfg = TrainConfig(
-        model=str(init), data=str(manifest), output_dir=str(out_dir), loss="wsce",
-        val_split="", test_split=None, epochs=epochs or RECIPE["epochs"],
-        batch_size=RECIPE["batch_size"], lr=RECIPE["lr"], temperature=str(RECIPE["temperature"]),
-        warmup_ratio=RECIPE["warmup_ratio"], patience=0, dropout=False, device="cpu",
-        seed=RECIPE["init_seed"], progress=False,
+        model=str(init),
+        data=str(manifest),
+        output_dir=str(out_dir),
+        loss="wsce",
+        val_split="",
+        test_split=None,
+        epochs=epochs or RECIPE["epochs"],
+        batch_size=RECIPE["batch_size"],
+        lr=RECIPE["lr"],
+        temperature=str(RECIPE["temperature"]),
+        warmup_ratio=RECIPE["warmup_ratio"],
+        patience=0,
+        dropout=False,
+        device="cpu",
+        seed=RECIPE["init_seed"],
+        progress=False,
     )
     train(cfg, printer=printer)
     digest = hashlib.sha256((out_dir / "model.safetensors").read_bytes()).hexdigest()
-    (out_dir / "recipe.json").write_text(json.dumps({**RECIPE, "epochs": cfg.epochs,
-                                                     "model_sha256": digest}, indent=2) + "\n")
+    (out_dir / "recipe.json").write_text(
+        json.dumps({**RECIPE, "epochs": cfg.epochs, "model_sha256": digest}, indent=2) + "\n"
+    )
     return out_dir
 
 
 COMMAND = "demo --rebuild-base"  # the command name in the output marker
 
 
-def rebuild_base(out_dir: str | Path, printer: Callable[[str], None] = print,
-                 overwrite: bool = False) -> Path:
+def rebuild_base(out_dir: str | Path, printer: Callable[[str], None] = print, overwrite: bool = False) -> Path:
     """Rerun the whole recipe of the shipped base into ``out_dir`` (``humanclap demo
     --rebuild-base``): the pretraining corpus of ``synth`` into ``out_dir/synth``, the
     training work in ``out_dir/work`` and the model in ``out_dir/base``, which it returns.
@@ -123,9 +144,11 @@ def rebuild_base(out_dir: str | Path, printer: Callable[[str], None] = print,
     out = Path(out_dir)
     with claim_folder(out, COMMAND, overwrite=overwrite, what="--rebuild-base") as run:
         if run.previous is not None and run.files:
-            raise UsageError(f"--rebuild-base {out} holds an earlier rebuild of the base; pass "
-                             "--overwrite to redo it (only what it wrote is deleted), or choose "
-                             "a new folder")
+            raise UsageError(
+                f"--rebuild-base {out} holds an earlier rebuild of the base; pass "
+                "--overwrite to redo it (only what it wrote is deleted), or choose "
+                "a new folder"
+            )
         run.set_identity({"settings": dict(RECIPE)})
         run.record("synth", "work", "base")
         generate(out / "synth", seed=RECIPE["synth_seed"], size=RECIPE["synth_size"])

@@ -44,25 +44,42 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 300):
     return tok
 
 
-def tiny_clap_config(fused: bool = False, vocab_size: int = 300, projection_dim: int = 16,
-                     hidden_size: int = 32, audio_depths: tuple[int, ...] = (1, 1)):
+def tiny_clap_config(
+    fused: bool = False,
+    vocab_size: int = 300,
+    projection_dim: int = 16,
+    hidden_size: int = 32,
+    audio_depths: tuple[int, ...] = (1, 1),
+):
     """A ``ClapConfig`` a few hundred kB in size; 64 mel bins as every CLAP extractor uses."""
     from transformers import ClapAudioConfig, ClapConfig, ClapTextConfig
 
     text = ClapTextConfig(
-        vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=2,
-        num_attention_heads=2, intermediate_size=2 * hidden_size,
-        max_position_embeddings=80, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden_size,
+        max_position_embeddings=80,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
     )
     audio = ClapAudioConfig(
-        num_mel_bins=64, spec_size=64, window_size=4, patch_size=4, patch_stride=(4, 4),
-        hidden_size=hidden_size, patch_embeds_hidden_size=hidden_size // 2,
-        depths=list(audio_depths), num_attention_heads=[2] * len(audio_depths),
-        enable_fusion=fused, fusion_type="aff_2d" if fused else None,
+        num_mel_bins=64,
+        spec_size=64,
+        window_size=4,
+        patch_size=4,
+        patch_stride=(4, 4),
+        hidden_size=hidden_size,
+        patch_embeds_hidden_size=hidden_size // 2,
+        depths=list(audio_depths),
+        num_attention_heads=[2] * len(audio_depths),
+        enable_fusion=fused,
+        fusion_type="aff_2d" if fused else None,
         num_hidden_layers=len(audio_depths),
     )
-    return ClapConfig(text_config=text.to_dict(), audio_config=audio.to_dict(),
-                      projection_dim=projection_dim)
+    return ClapConfig(text_config=text.to_dict(), audio_config=audio.to_dict(), projection_dim=projection_dim)
 
 
 def tiny_feature_extractor(fused: bool = False, sampling_rate: int = 16000):
@@ -70,9 +87,14 @@ def tiny_feature_extractor(fused: bool = False, sampling_rate: int = 16000):
     from transformers import ClapFeatureExtractor
 
     return ClapFeatureExtractor(
-        feature_size=64, sampling_rate=sampling_rate, hop_length=sampling_rate // 62,
-        max_length_s=1, fft_window_size=512, frequency_min=50,
-        frequency_max=sampling_rate // 2, truncation="fusion" if fused else "rand_trunc",
+        feature_size=64,
+        sampling_rate=sampling_rate,
+        hop_length=sampling_rate // 62,
+        max_length_s=1,
+        fft_window_size=512,
+        frequency_min=50,
+        frequency_max=sampling_rate // 2,
+        truncation="fusion" if fused else "rand_trunc",
         padding="repeatpad",
     )
 
@@ -86,7 +108,7 @@ def _init_std(name: str, config) -> float:
     else:  # the projection heads: the joint config, as transformers does
         hidden = config.text_config.hidden_size
         layers = config.text_config.num_hidden_layers + len(config.audio_config.depths)
-    return hidden ** -0.5 * (2 * layers) ** -0.5 * config.initializer_factor
+    return hidden**-0.5 * (2 * layers) ** -0.5 * config.initializer_factor
 
 
 @torch.no_grad()
@@ -132,12 +154,14 @@ def init_weights(model, seed: int) -> None:
             for p in own.values():
                 p.fill_(math.log(config.logit_scale_init_value))
         else:
-            raise TypeError(f"init_weights: no rule for {prefix or 'the model'} "
-                            f"({type(module).__name__}: {sorted(own)})")
+            raise TypeError(
+                f"init_weights: no rule for {prefix or 'the model'} ({type(module).__name__}: {sorted(own)})"
+            )
 
 
-def build_tiny_clap(out_dir: str | Path, fused: bool = False, seed: int = 0,
-                    corpus: Iterable[str] = DEFAULT_CORPUS) -> Path:
+def build_tiny_clap(
+    out_dir: str | Path, fused: bool = False, seed: int = 0, corpus: Iterable[str] = DEFAULT_CORPUS
+) -> Path:
     """Write a tiny random CLAP checkpoint (model, tokenizer, feature extractor) to ``out_dir``."""
     from transformers import ClapModel
 

@@ -34,8 +34,10 @@ def train_msclap_tokenizer(version: str, texts: Iterable[str] = DEFAULT_CORPUS, 
             # the corpus, then single characters and their '##' continuations, so that any
             # lower-case text still tokenizes.
             words = sorted({w for t in texts for w in t.lower().split()})
-            chars = sorted({c for t in texts for c in t.lower() if not c.isspace()}
-                           | set(string.ascii_lowercase + string.digits + string.punctuation))
+            chars = sorted(
+                {c for t in texts for c in t.lower() if not c.isspace()}
+                | set(string.ascii_lowercase + string.digits + string.punctuation)
+            )
             vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *(f"##{c}" for c in chars)]
             vocab += [w for w in words if w not in vocab][: max(0, vocab_size - len(vocab))]
             Path(tmp, "vocab.txt").write_text("\n".join(vocab) + "\n")

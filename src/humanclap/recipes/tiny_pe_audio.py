@@ -34,30 +34,59 @@ def train_modernbert_tokenizer(texts: Iterable[str] = DEFAULT_CORPUS, vocab_size
     tok = Tokenizer(models.BPE(unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=1, special_tokens=SPECIALS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=1,
+        special_tokens=SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(list(texts), trainer=trainer)
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
-                                                       special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
-                                   pad_token="[PAD]", mask_token="[MASK]", model_max_length=512)
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        pad_token="[PAD]",
+        mask_token="[MASK]",
+        model_max_length=512,
+    )
 
 
 def tiny_pe_audio_config(tokenizer, hidden_size: int = 32, sampling_rate: int = 16000):
     """A ``PeAudioConfig`` of ~150 k parameters."""
     from transformers import PeAudioConfig
 
-    text = dict(model_type="modernbert", vocab_size=len(tokenizer), hidden_size=hidden_size,
-                intermediate_size=2 * hidden_size, num_hidden_layers=2, num_attention_heads=2,
-                max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
-                cls_token_id=tokenizer.cls_token_id, sep_token_id=tokenizer.sep_token_id,
-                bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
-                global_attn_every_n_layers=2, local_attention=16)
-    audio = dict(hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=2,
-                 num_attention_heads=2, head_dim=hidden_size // 2, max_position_embeddings=2048,
-                 dac_config=dict(encoder_hidden_size=4, downsampling_ratios=[2, 4, 5, 8], codebook_dim=8,
-                                 sampling_rate=sampling_rate))
+    text = dict(
+        model_type="modernbert",
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+        cls_token_id=tokenizer.cls_token_id,
+        sep_token_id=tokenizer.sep_token_id,
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+        global_attn_every_n_layers=2,
+        local_attention=16,
+    )
+    audio = dict(
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        head_dim=hidden_size // 2,
+        max_position_embeddings=2048,
+        dac_config=dict(
+            encoder_hidden_size=4, downsampling_ratios=[2, 4, 5, 8], codebook_dim=8, sampling_rate=sampling_rate
+        ),
+    )
     return PeAudioConfig(text_config=text, audio_config=audio)
 
 
@@ -77,6 +106,7 @@ def build_tiny_pe_audio(out_dir: str | Path, seed: int = 0, corpus: Iterable[str
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     hop = int(config.audio_config.dac_config.hop_length)
-    PeAudioFeatureExtractor(sampling_rate=int(config.audio_config.dac_config.sampling_rate),
-                            hop_length=hop).save_pretrained(out)
+    PeAudioFeatureExtractor(
+        sampling_rate=int(config.audio_config.dac_config.sampling_rate), hop_length=hop
+    ).save_pretrained(out)
     return out

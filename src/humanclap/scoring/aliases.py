@@ -45,9 +45,10 @@ NAMES = {
     # the name before MS CLAP could be trained; nothing documents or uses it: to remove
     "humanclap.training.model:export_hf_folder": "humanclap.training.model:export_model_folder",
     # the device/dtype helpers and CLAPScore under the old humanclap.scoring.scorer path
-    **{f"humanclap.scoring.clap.scorer:{n}": f"humanclap.scoring.device:{n}"
-       for n in ("DTYPES", "autocast", "check_dtype", "device_and_dtype", "device_numerics",
-                 "resolve_device")},
+    **{
+        f"humanclap.scoring.clap.scorer:{n}": f"humanclap.scoring.device:{n}"
+        for n in ("DTYPES", "autocast", "check_dtype", "device_and_dtype", "device_numerics", "resolve_device")
+    },
     "humanclap.scoring.clap.scorer:clapscore": "humanclap.scoring.clapscore:clapscore",
     "humanclap.scoring.clap.scorer:ModelInfo": "humanclap.scoring.protocol:ModelInfo",
 }

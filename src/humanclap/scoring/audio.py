@@ -20,7 +20,8 @@ Each clip is featurised on its own, so a clip's features never depend on its bat
 Hostile input is an ``AudioError`` for that item, never a crash or a NaN score: paths that
 are not readable files (``audio_file.check_audio_path``), malformed ``(array, rate)``
 items, clips with 0 samples at the model's rate, NaN/inf samples, samples beyond
-``MAX_ABS_SAMPLE``, integer arrays of a dtype with no PCM full scale and, as a backstop, features that come out non-finite.
+``MAX_ABS_SAMPLE``, integer arrays of a dtype with no PCM full scale and, as a backstop, features
+that come out non-finite.
 
 Memory: :func:`load_clip_features` reads a file in blocks (``audio_file``): an unfused
 model reads only the centre window of a long wav/flac; a fused one holds one mono copy at
@@ -56,8 +57,12 @@ AudioInput = Union[str, Path, "tuple[np.ndarray, int]"]
 MAX_ABS_SAMPLE = 100.0
 # Integer PCM dtypes: (offset, full scale) as libsndfile maps them to [-1, 1); uint8 is
 # unsigned 8-bit wav, centred on 128.
-PCM_SCALES = {np.dtype(np.int8): (0.0, 128.0), np.dtype(np.uint8): (128.0, 128.0),
-              np.dtype(np.int16): (0.0, 32768.0), np.dtype(np.int32): (0.0, 2.0 ** 31)}
+PCM_SCALES = {
+    np.dtype(np.int8): (0.0, 128.0),
+    np.dtype(np.uint8): (128.0, 128.0),
+    np.dtype(np.int16): (0.0, 32768.0),
+    np.dtype(np.int32): (0.0, 2.0**31),
+}
 # An array with more "channels" than this is almost surely (channels, samples), transposed.
 MAX_ARRAY_CHANNELS = 64
 # Frames of whole-clip mel computed per call in the fusion path: bounds the extractor's
@@ -94,8 +99,10 @@ def pcm_to_float(arr: np.ndarray, name: str) -> np.ndarray:
         offset, scale = PCM_SCALES[arr.dtype]
         # float64 first: int32 has more significant bits than float32 holds
         return ((arr.astype(np.float64) - offset) / scale).astype(np.float32)
-    raise AudioError(f"{name}: integer samples of dtype {arr.dtype} have no defined full scale; pass "
-                     "int16, int32 or uint8 PCM, or samples scaled to [-1, 1] as a float32 array")
+    raise AudioError(
+        f"{name}: integer samples of dtype {arr.dtype} have no defined full scale; pass "
+        "int16, int32 or uint8 PCM, or samples scaled to [-1, 1] as a float32 array"
+    )
 
 
 def _numeric_array(data, name: str) -> np.ndarray:
@@ -109,8 +116,9 @@ def _numeric_array(data, name: str) -> np.ndarray:
         return arr
     except (TypeError, ValueError):
         kind = str(getattr(data, "dtype", type(data).__name__))
-        raise AudioError(f"{name}: samples must be real numbers (integer PCM or float), got {kind}; "
-                         "pass a numeric numpy array") from None
+        raise AudioError(
+            f"{name}: samples must be real numbers (integer PCM or float), got {kind}; pass a numeric numpy array"
+        ) from None
 
 
 def _array_item(item) -> tuple[np.ndarray, int]:
@@ -131,8 +139,10 @@ def _array_item(item) -> tuple[np.ndarray, int]:
     if arr.shape[1] == 0:
         raise AudioError(f"{name}: array has 0 channels (shape {arr.shape}); pass (samples,) or (samples, channels)")
     if arr.shape[1] > MAX_ARRAY_CHANNELS:
-        raise AudioError(f"{name}: array of shape {arr.shape} has {arr.shape[1]} channels: it looks like "
-                         "(channels, samples); pass (samples, channels), e.g. array.T")
+        raise AudioError(
+            f"{name}: array of shape {arr.shape} has {arr.shape[1]} channels: it looks like "
+            "(channels, samples); pass (samples, channels), e.g. array.T"
+        )
     return arr, rate
 
 
@@ -154,8 +164,10 @@ def read_audio(item: AudioInput) -> tuple[np.ndarray, int]:
 
 def _too_short(name: str, frames: int, rate: int, target_rate: int) -> AudioError:
     need = -(-rate // (2 * target_rate))  # soxr rounds frames * target / rate half up
-    return AudioError(f"{name}: too short: {frames} samples at {rate} Hz = 0 samples at the model's rate "
-                      f"({target_rate} Hz); pass a clip of at least {need} samples at {rate} Hz")
+    return AudioError(
+        f"{name}: too short: {frames} samples at {rate} Hz = 0 samples at the model's rate "
+        f"({target_rate} Hz); pass a clip of at least {need} samples at {rate} Hz"
+    )
 
 
 def _file_mono(f, name: str, target_rate: int) -> np.ndarray:
@@ -325,8 +337,10 @@ def _deterministic_fusion_mel(extractor, waveform: np.ndarray) -> np.ndarray:
     starts = [int(r[len(r) // 2]) if len(r) else 0 for r in ranges]
     chunks = [mel[s : s + chunk_frames] for s in starts]
     shrink = torch.nn.functional.interpolate(
-        torch.from_numpy(mel)[None, None], size=[chunk_frames, mel.shape[1]],
-        mode="bilinear", align_corners=False,
+        torch.from_numpy(mel)[None, None],
+        size=[chunk_frames, mel.shape[1]],
+        mode="bilinear",
+        align_corners=False,
     )[0, 0].numpy()
     return np.stack([shrink, *chunks], axis=0)
 
@@ -343,9 +357,11 @@ def check_waveform(waveform: np.ndarray) -> None:
         raise AudioError("contains NaN or inf samples; fix or re-export the file")
     peak = max(-lo, hi)
     if peak > MAX_ABS_SAMPLE:
-        raise AudioError(f"samples out of range: max |x| = {peak:.3g}, expected [-1, 1] (refused above "
-                         f"{MAX_ABS_SAMPLE:g}); integer PCM stored as float peaks near 32767: divide it "
-                         "by 32768, or rescale the audio to [-1, 1]")
+        raise AudioError(
+            f"samples out of range: max |x| = {peak:.3g}, expected [-1, 1] (refused above "
+            f"{MAX_ABS_SAMPLE:g}); integer PCM stored as float peaks near 32767: divide it "
+            "by 32768, or rescale the audio to [-1, 1]"
+        )
 
 
 def _features(waveform: np.ndarray, extractor, fused: bool, window: int, longer: bool) -> np.ndarray:
@@ -375,8 +391,10 @@ def clip_features(waveform: np.ndarray, extractor, fused: bool) -> tuple[np.ndar
         feats = _features(waveform, extractor, fused, window, longer)
     if not np.isfinite(feats).all():
         peak = float(np.max(np.abs(waveform)))
-        raise AudioError(f"log-mel features are not finite (max |x| = {peak:.3g}, expected samples in "
-                         "[-1, 1]); rescale the audio to [-1, 1]")
+        raise AudioError(
+            f"log-mel features are not finite (max |x| = {peak:.3g}, expected samples in "
+            "[-1, 1]); rescale the audio to [-1, 1]"
+        )
     return feats, longer
 
 

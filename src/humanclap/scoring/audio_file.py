@@ -36,9 +36,32 @@ BLOCK_FRAMES = 1 << 16
 RESAMPLER_MARGIN_S = 0.1
 # Containers whose header frame count is exact and whose seeks are sample-accurate in
 # libsndfile. Lossy formats (OGG, MP3, OPUS) may estimate their length: they are streamed.
-EXACT_SEEK_FORMATS = frozenset({"WAV", "WAVEX", "W64", "RF64", "AIFF", "AU", "CAF", "FLAC", "NIST",
-                                "IRCAM", "SVX", "VOC", "PAF", "HTK", "SD2", "WVE", "MAT4", "MAT5",
-                                "PVF", "XI", "AVR", "MPC2K"})
+EXACT_SEEK_FORMATS = frozenset(
+    {
+        "WAV",
+        "WAVEX",
+        "W64",
+        "RF64",
+        "AIFF",
+        "AU",
+        "CAF",
+        "FLAC",
+        "NIST",
+        "IRCAM",
+        "SVX",
+        "VOC",
+        "PAF",
+        "HTK",
+        "SD2",
+        "WVE",
+        "MAT4",
+        "MAT5",
+        "PVF",
+        "XI",
+        "AVR",
+        "MPC2K",
+    }
+)
 
 
 def check_audio_path(item: str | os.PathLike) -> Path:
@@ -48,33 +71,38 @@ def check_audio_path(item: str | os.PathLike) -> Path:
         st = os.stat(path)
     except FileNotFoundError:
         if os.path.islink(path):
-            raise AudioError(f"{path}: broken symlink (it points to {os.readlink(path)!r}, which does "
-                             "not exist); fix the link or pass the real file") from None
+            raise AudioError(
+                f"{path}: broken symlink (it points to {os.readlink(path)!r}, which does "
+                "not exist); fix the link or pass the real file"
+            ) from None
         raise AudioError(f"{path}: {_not_found(path)}") from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise AudioError(f"{path}: symlink loop (the link resolves back to itself); "
-                             "point it at a real audio file") from None
+            raise AudioError(
+                f"{path}: symlink loop (the link resolves back to itself); point it at a real audio file"
+            ) from None
         if exc.errno == errno.ENOTDIR:
-            raise AudioError(f"{path}: file not found (a part of the path is a file, not a folder; "
-                             "check the path or --audio-root)") from None
+            raise AudioError(
+                f"{path}: file not found (a part of the path is a file, not a folder; check the path or --audio-root)"
+            ) from None
         if exc.errno == errno.EACCES:
-            raise AudioError(f"{path}: permission denied on a folder of the path; "
-                             "make the folders readable (chmod +x) for this user") from None
+            raise AudioError(
+                f"{path}: permission denied on a folder of the path; make the folders readable (chmod +x) for this user"
+            ) from None
         raise AudioError(f"{path}: cannot access the file ({exc.strerror}); check the path") from None
     if stat.S_ISDIR(st.st_mode):
         raise AudioError(f"{path}: is a directory, not an audio file; list the audio files themselves")
     if not stat.S_ISREG(st.st_mode):
-        raise AudioError(f"{path}: not a regular file (a FIFO, socket or device); "
-                         "pass a wav/flac/ogg file")
+        raise AudioError(f"{path}: not a regular file (a FIFO, socket or device); pass a wav/flac/ogg file")
     if not os.access(path, os.R_OK):
-        raise AudioError(f"{path}: permission denied: the file exists but this user cannot read it; "
-                         "fix its permissions (chmod a+r)")
+        raise AudioError(
+            f"{path}: permission denied: the file exists but this user cannot read it; fix its permissions (chmod a+r)"
+        )
     return path
 
 
 def _not_found(path: Path) -> str:
-    """"file not found ...", naming the path's other Unicode normal form when that exists:
+    """ "file not found ...", naming the path's other Unicode normal form when that exists:
     Linux file names are bytes, so a manifest written in NFC ("é" one code point) misses a
     file saved in NFD ("e" + a combining accent, as macOS tools write names) and vice versa.
     Two stats, and only for a non-ASCII path: no folder is listed."""
@@ -83,9 +111,11 @@ def _not_found(path: Path) -> str:
         for form in ("NFC", "NFD"):
             other = unicodedata.normalize(form, name)
             if other != name and os.path.lexists(other):
-                return (f"not found; a file named {Path(other).name!r} in {form} form exists: the manifest and "
-                        "the file name use different Unicode normalisation; rename the file or write its "
-                        f"name in {form} in the manifest")
+                return (
+                    f"not found; a file named {Path(other).name!r} in {form} form exists: the manifest and "
+                    "the file name use different Unicode normalisation; rename the file or write its "
+                    f"name in {form} in the manifest"
+                )
     return "file not found (check the path or --audio-root)"
 
 
@@ -94,8 +124,9 @@ def open_audio(path: Path) -> sf.SoundFile:
     try:
         return sf.SoundFile(str(path))
     except PermissionError:
-        raise AudioError(f"{path}: permission denied: the file exists but this user cannot read it; "
-                         "fix its permissions (chmod a+r)") from None
+        raise AudioError(
+            f"{path}: permission denied: the file exists but this user cannot read it; fix its permissions (chmod a+r)"
+        ) from None
     except Exception as exc:  # soundfile raises LibsndfileError, RuntimeError, ...
         raise AudioError(f"{path}: unreadable audio ({exc}); expected wav/flac/ogg") from None
 

@@ -38,19 +38,21 @@ def check_cache_folder(folder: str | Path) -> Path:
     read-only. Cheap and model-free, so a CLI can call it before loading a model."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
-        raise UsageError(f"--cache {folder}: is a file, not a folder; pass a folder (it is created "
-                         f"if missing) where {DB_NAME} can be kept")
+        raise UsageError(
+            f"--cache {folder}: is a file, not a folder; pass a folder (it is created "
+            f"if missing) where {DB_NAME} can be kept"
+        )
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"--cache {folder}: cannot create the folder ({exc.strerror}); pass a "
-                         "writable folder") from None
+        raise UsageError(
+            f"--cache {folder}: cannot create the folder ({exc.strerror}); pass a writable folder"
+        ) from None
     db = folder / DB_NAME
     if db.exists() and not db.is_file():
         raise UsageError(f"--cache {folder}: {db} is not a file; remove it or pass another folder")
     if not db.exists() and not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"--cache {folder}: the folder is not writable; pass a writable folder "
-                         "or fix its permissions")
+        raise UsageError(f"--cache {folder}: the folder is not writable; pass a writable folder or fix its permissions")
     conn = _connect(db)
     conn.close()
     return folder
@@ -76,8 +78,9 @@ def _connect(db: Path) -> sqlite3.Connection:
             what = "is read-only"
         else:
             what = f"cannot be used ({exc})"
-        raise UsageError(f"--cache: {db} {what}; delete it (the cache is rebuilt on the next run) "
-                         "or pass another folder") from None
+        raise UsageError(
+            f"--cache: {db} {what}; delete it (the cache is rebuilt on the next run) or pass another folder"
+        ) from None
     return conn
 
 
@@ -101,8 +104,9 @@ class EmbeddingCache:
     def _disable(self, exc: sqlite3.Error) -> None:
         # Called with the lock held. Scores stay right without the cache, only slower.
         self.disabled = f"{type(exc).__name__}: {exc}"
-        log.warning("embedding cache %s stopped working (%s); continuing without it",
-                    self.folder / DB_NAME, self.disabled)
+        log.warning(
+            "embedding cache %s stopped working (%s); continuing without it", self.folder / DB_NAME, self.disabled
+        )
         try:
             self._db.close()
         except sqlite3.Error:

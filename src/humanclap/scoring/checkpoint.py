@@ -40,20 +40,33 @@ from safetensors import safe_open
 
 from humanclap.errors import ModelLoadError
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 # Either a fast tokenizer file or the byte-level BPE pair a RoBERTa tokenizer is built from.
 TOKENIZER_FILE_SETS = (("tokenizer.json",), ("vocab.json", "merges.txt"))
-TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "vocab.txt", "tokenizer_config.json",
-                   "special_tokens_map.json", "added_tokens.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.json",
+    "merges.txt",
+    "vocab.txt",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+)
 EXTRACTOR_FILE = "preprocessor_config.json"
 # A frozen-feature score head saved beside a model (humanclap.scoring.head): not part of
 # the model's weights, so not of :func:`local_revision` (the head's scorer adds its own hash).
 HEAD_FILES = ("score_head.safetensors", "score_head.json")
-COMPLETE_FOLDER = ("a complete checkpoint folder holds config.json, model.safetensors (or "
-                   "pytorch_model.bin), the tokenizer (tokenizer.json, or vocab.json + merges.txt, "
-                   "with tokenizer_config.json) and preprocessor_config.json, as written by "
-                   "save_pretrained of the model, the tokenizer and the feature extractor")
+COMPLETE_FOLDER = (
+    "a complete checkpoint folder holds config.json, model.safetensors (or "
+    "pytorch_model.bin), the tokenizer (tokenizer.json, or vocab.json + merges.txt, "
+    "with tokenizer_config.json) and preprocessor_config.json, as written by "
+    "save_pretrained of the model, the tokenizer and the feature extractor"
+)
 # Buffers that a model computes from its config (arange / zeros / counters), so a checkpoint
 # written by another transformers version may lack or add them without changing a score.
 # Learned buffers (BatchNorm running_mean/var) are *not* here: missing, they are refused.
@@ -65,8 +78,12 @@ PROBE_TEXT = "a dog barks while rain falls"
 
 # Paths that exist but are not files. A FIFO blocks the reader until a writer comes (forever, in
 # a batch job) and a device never ends, so a model file of these kinds is never opened.
-SPECIAL_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
-                 (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+SPECIAL_KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 # What a loader (transformers, msclap's layout, ours) may open in a checkpoint folder: configs,
 # weights, tokenizer vocabularies and merges, sentencepiece models.
 MODEL_FILE_SUFFIXES = (".json", ".safetensors", ".bin", ".txt", ".model", ".pth", ".pt")
@@ -85,9 +102,11 @@ def check_regular_file(path: Path) -> None:
     """Refuse (``ModelLoadError``) a model file that is a FIFO, a device or a socket."""
     kind = special_kind(path)
     if kind is not None:
-        raise ModelLoadError(f"{path} is {kind}, not a file: a model file is read whole, and reading "
-                             f"this would block or never end. Replace it with the real file (copied "
-                             f"from the original checkpoint)")
+        raise ModelLoadError(
+            f"{path} is {kind}, not a file: a model file is read whole, and reading "
+            f"this would block or never end. Replace it with the real file (copied "
+            f"from the original checkpoint)"
+        )
 
 
 def check_model_files(folder: Path, names: tuple[str, ...] | None = None) -> None:
@@ -110,18 +129,22 @@ def pickle_refusal(path: Path | str, exc: Exception) -> ModelLoadError:
     path = bins[0] if len(bins) == 1 else path
     found = re.search(r"GLOBAL (\S+)|refused to load (\S+?):", str(exc))
     what = f" ({found[1] or found[2]})" if found else ""
-    return ModelLoadError(f"{path}: refused: the file holds code, not only tensors{what}, and humanclap "
-                          "never runs code from a model file. Use the model's safetensors file or the "
-                          "original release; if you wrote the file yourself, save only the weights "
-                          "(torch.save(model.state_dict(), path), or safetensors)")
+    return ModelLoadError(
+        f"{path}: refused: the file holds code, not only tensors{what}, and humanclap "
+        "never runs code from a model file. Use the model's safetensors file or the "
+        "original release; if you wrote the file yourself, save only the weights "
+        "(torch.save(model.state_dict(), path), or safetensors)"
+    )
 
 
 def _json_file(path: Path, what: str) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(f"{path}: the {what} is not readable JSON ({exc}); restore it from the "
-                             f"original checkpoint ({COMPLETE_FOLDER})") from None
+        raise ModelLoadError(
+            f"{path}: the {what} is not readable JSON ({exc}); restore it from the "
+            f"original checkpoint ({COMPLETE_FOLDER})"
+        ) from None
     if not isinstance(data, dict):
         raise ModelLoadError(f"{path}: the {what} must be a JSON object, not {type(data).__name__}")
     return data
@@ -132,9 +155,11 @@ def check_local_folder(folder: Path) -> None:
     check_model_files(folder)
     config = _json_file(folder / "config.json", "model config")
     if config.get("model_type") != "clap":
-        raise ModelLoadError(f"{folder / 'config.json'}: model_type is {config.get('model_type')!r}, "
-                             "not 'clap': this is not a CLAP checkpoint. Pass a CLAP checkpoint "
-                             "folder or a hub id like 'laion/clap-htsat-unfused'.")
+        raise ModelLoadError(
+            f"{folder / 'config.json'}: model_type is {config.get('model_type')!r}, "
+            "not 'clap': this is not a CLAP checkpoint. Pass a CLAP checkpoint "
+            "folder or a hub id like 'laion/clap-htsat-unfused'."
+        )
     weights = [name for name in WEIGHT_FILES if (folder / name).is_file()]
     if not weights:
         raise ModelLoadError(f"{folder}: no weights (none of {', '.join(WEIGHT_FILES)}); {COMPLETE_FOLDER}")
@@ -146,7 +171,8 @@ def check_local_folder(folder: Path) -> None:
             f"{folder}: the tokenizer is missing (no tokenizer.json, nor vocab.json + merges.txt"
             f"{'; present: ' + ', '.join(present) if present else ''}). Without it every text "
             f"would get the same embedding. Copy the tokenizer files from the base model "
-            f"(tokenizer.save_pretrained(folder)); {COMPLETE_FOLDER}")
+            f"(tokenizer.save_pretrained(folder)); {COMPLETE_FOLDER}"
+        )
     if (folder / EXTRACTOR_FILE).exists():
         _json_file(folder / EXTRACTOR_FILE, "feature extractor config")
 
@@ -160,8 +186,10 @@ def _check_safetensors(path: Path) -> None:
     except Exception as exc:  # SafetensorError (a bare Exception subclass) and OSError
         size = path.stat().st_size if path.exists() else 0
         what = "empty" if size == 0 else f"corrupt or truncated ({size} bytes)"
-        raise ModelLoadError(f"{path}: the weights file is {what} ({str(exc)[:160]}); restore it "
-                             f"from the original checkpoint or save the model again") from None
+        raise ModelLoadError(
+            f"{path}: the weights file is {what} ({str(exc)[:160]}); restore it "
+            f"from the original checkpoint or save the model again"
+        ) from None
 
 
 def check_loading_info(info: dict, source: str, model=None, folder: Path | None = None) -> None:
@@ -170,9 +198,11 @@ def check_loading_info(info: dict, source: str, model=None, folder: Path | None 
     headers give them where transformers 4.x reports the name alone)."""
     shapes = _mismatch_shapes(info, model, folder)
     problems = []
-    for kind, label in (("missing_keys", "missing from the weights (would be random)"),
-                        ("unexpected_keys", "in the weights but not in the model config"),
-                        ("mismatched_keys", "of the wrong shape for the model config")):
+    for kind, label in (
+        ("missing_keys", "missing from the weights (would be random)"),
+        ("unexpected_keys", "in the weights but not in the model config"),
+        ("mismatched_keys", "of the wrong shape for the model config"),
+    ):
         keys = sorted(_describe_key(k, shapes) for k in info.get(kind) or ())
         keys = [k for k in keys if not DERIVED_BUFFERS.search(k.split(":")[0])]
         if keys:
@@ -183,9 +213,11 @@ def check_loading_info(info: dict, source: str, model=None, folder: Path | None 
     if errors:
         problems.append("; ".join(errors)[:300])
     if problems:
-        raise ModelLoadError(f"{source}: the weights do not match the model config ({'; '.join(problems)}). "
-                             "The config.json and model.safetensors must come from the same checkpoint: "
-                             "restore the config.json that was saved with these weights.")
+        raise ModelLoadError(
+            f"{source}: the weights do not match the model config ({'; '.join(problems)}). "
+            "The config.json and model.safetensors must come from the same checkpoint: "
+            "restore the config.json that was saved with these weights."
+        )
 
 
 def _mismatch_shapes(info: dict, model, folder: Path | None) -> dict[str, tuple]:
@@ -227,15 +259,20 @@ def check_float_weights(file_dtypes: dict[str, tuple[str, bool]], model_state: d
     give numbers with exit 0. Tensors the model keeps as integers itself (``position_ids``,
     ``relative_position_index``, ``num_batches_tracked``) are compared with nothing: any
     dtype the model's own tensor has is what it takes."""
-    bad = [(k, label) for k, (label, is_float) in sorted(file_dtypes.items())
-           if not is_float and k in model_state and model_state[k].is_floating_point()]
+    bad = [
+        (k, label)
+        for k, (label, is_float) in sorted(file_dtypes.items())
+        if not is_float and k in model_state and model_state[k].is_floating_point()
+    ]
     if bad:
         name, label = bad[0]
         more = f" (and {len(bad) - 1} more tensors)" if len(bad) > 1 else ""
-        raise ModelLoadError(f"{source}: {name} is {label}{more}, but the model's {name} is floating point "
-                             f"({model_state[name].dtype}): weights must be floating point, and integer or "
-                             "bool values would be cast and scored as if they were weights. The file is "
-                             "damaged or belongs to another model; restore it from the original checkpoint")
+        raise ModelLoadError(
+            f"{source}: {name} is {label}{more}, but the model's {name} is floating point "
+            f"({model_state[name].dtype}): weights must be floating point, and integer or "
+            "bool values would be cast and scored as if they were weights. The file is "
+            "damaged or belongs to another model; restore it from the original checkpoint"
+        )
 
 
 def safetensors_dtypes(folder: Path) -> dict[str, tuple[str, bool]]:
@@ -256,11 +293,13 @@ def check_vocab_fits(tokenizer, rows: int, source: str, config_field: str) -> No
     with such a token would fail deep inside torch (an IndexError), blamed on no one."""
     ids = max(len(tokenizer), max(tokenizer.get_vocab().values(), default=-1) + 1)
     if ids > rows:
-        raise ModelLoadError(f"{source}: the tokenizer has {ids} tokens (ids 0..{ids - 1}), but the text "
-                             f"tower's embedding table has {rows} rows ({config_field}): a text with a token "
-                             f"id of {rows} or more cannot be embedded. The tokenizer and the model must come "
-                             "from the same checkpoint: restore its tokenizer files, or pass the tokenizer "
-                             "the model was trained with")
+        raise ModelLoadError(
+            f"{source}: the tokenizer has {ids} tokens (ids 0..{ids - 1}), but the text "
+            f"tower's embedding table has {rows} rows ({config_field}): a text with a token "
+            f"id of {rows} or more cannot be embedded. The tokenizer and the model must come "
+            "from the same checkpoint: restore its tokenizer files, or pass the tokenizer "
+            "the model was trained with"
+        )
 
 
 def check_loaded_clap(model, tokenizer, source: str, folder: Path | None) -> None:
@@ -278,12 +317,16 @@ def check_tokenizer(tokenizer, source: str) -> None:
     ids = tokenizer(PROBE_TEXT, add_special_tokens=False)["input_ids"]
     unk = getattr(tokenizer, "unk_token_id", None)
     if size < MIN_VOCAB or not ids or all(i == unk for i in ids):
-        raise ModelLoadError(f"{source}: the tokenizer is empty or broken ({size} tokens; {PROBE_TEXT!r} "
-                             f"-> {ids}); every text would get the same embedding. Restore the "
-                             f"tokenizer files; {COMPLETE_FOLDER}")
+        raise ModelLoadError(
+            f"{source}: the tokenizer is empty or broken ({size} tokens; {PROBE_TEXT!r} "
+            f"-> {ids}); every text would get the same embedding. Restore the "
+            f"tokenizer files; {COMPLETE_FOLDER}"
+        )
     if tokenizer.pad_token_id is None:
-        raise ModelLoadError(f"{source}: the tokenizer has no padding token, which fixed-length "
-                             "(77-token) text batches need; set pad_token in tokenizer_config.json")
+        raise ModelLoadError(
+            f"{source}: the tokenizer has no padding token, which fixed-length "
+            "(77-token) text batches need; set pad_token in tokenizer_config.json"
+        )
 
 
 # Extractor settings that must be positive numbers: a zero, negative or non-numeric one
@@ -298,13 +341,17 @@ def check_extractor(extractor, source: str, audio_config=None) -> None:
         value = getattr(extractor, name, None)
         # a float (16000.0) is refused too: the extractor pads with it and numpy needs ints
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ModelLoadError(f"{source}: {EXTRACTOR_FILE}: {name} is {value!r}, not a positive "
-                                 f"integer; restore the file; {COMPLETE_FOLDER}")
+            raise ModelLoadError(
+                f"{source}: {EXTRACTOR_FILE}: {name} is {value!r}, not a positive "
+                f"integer; restore the file; {COMPLETE_FOLDER}"
+            )
     low, high = getattr(extractor, "frequency_min", None), getattr(extractor, "frequency_max", None)
     if not (isinstance(low, (int, float)) and isinstance(high, (int, float)) and 0 <= low < high):
-        raise ModelLoadError(f"{source}: {EXTRACTOR_FILE}: frequency_min/frequency_max are "
-                             f"{low!r}/{high!r}, not a range 0 <= min < max; restore the file; "
-                             f"{COMPLETE_FOLDER}")
+        raise ModelLoadError(
+            f"{source}: {EXTRACTOR_FILE}: frequency_min/frequency_max are "
+            f"{low!r}/{high!r}, not a range 0 <= min < max; restore the file; "
+            f"{COMPLETE_FOLDER}"
+        )
     if audio_config is None:
         return
     # The HTSAT tower takes at most spec_size * (spec_size // mel bins) frames of exactly
@@ -312,10 +359,12 @@ def check_extractor(extractor, source: str, audio_config=None) -> None:
     mels, spec = int(audio_config.num_mel_bins), int(audio_config.spec_size)
     frames = int(extractor.nb_max_samples) // int(extractor.hop_length) + 1
     if int(extractor.feature_size) != mels or (mels <= spec and frames > spec * (spec // mels)):
-        raise ModelLoadError(f"{source}: {EXTRACTOR_FILE} does not fit the model: {frames} frames of "
-                             f"{extractor.feature_size} mels per window, the audio tower takes at most "
-                             f"{spec * max(spec // mels, 1)} frames of {mels} mels (config.json); the "
-                             f"extractor and the model must come from the same checkpoint")
+        raise ModelLoadError(
+            f"{source}: {EXTRACTOR_FILE} does not fit the model: {frames} frames of "
+            f"{extractor.feature_size} mels per window, the audio tower takes at most "
+            f"{spec * max(spec // mels, 1)} frames of {mels} mels (config.json); the "
+            f"extractor and the model must come from the same checkpoint"
+        )
 
 
 def local_revision(folder: Path) -> str:
@@ -323,9 +372,13 @@ def local_revision(folder: Path) -> str:
     weights, tokenizer files and the feature extractor config (not a score head's
     :data:`HEAD_FILES`: the head changes scores, not embeddings, and is hashed by its scorer)."""
     h = hashlib.sha256()
-    files = (sorted(f for f in folder.glob("*.safetensors") if f.name not in HEAD_FILES) + sorted(folder.glob("*.bin"))
-             + sorted(folder.glob("*.index.json")) + sorted(folder.glob("*.model"))
-             + [folder / name for name in ("config.json", *TOKENIZER_FILES, EXTRACTOR_FILE)])
+    files = (
+        sorted(f for f in folder.glob("*.safetensors") if f.name not in HEAD_FILES)
+        + sorted(folder.glob("*.bin"))
+        + sorted(folder.glob("*.index.json"))
+        + sorted(folder.glob("*.model"))
+        + [folder / name for name in ("config.json", *TOKENIZER_FILES, EXTRACTOR_FILE)]
+    )
     for f in files:
         if f.is_file():
             h.update(f.name.encode() + b"\0")

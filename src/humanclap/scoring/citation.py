@@ -33,8 +33,10 @@ __all__ = ["LONG_CLIP_RULES", "SHORT_CLIP_RULES", "protocol_line", "scorer_proto
 # Preprocessing.long_clip_rule -> words
 LONG_CLIP_RULES = {
     "centre-crop": "longer clips centre-cropped to the window",
-    "fusion-middle-chunks": ("longer clips fused (the whole clip's mel shrunk to the window, plus three "
-                             "window-long chunks from the middle of the front, middle and back thirds)"),
+    "fusion-middle-chunks": (
+        "longer clips fused (the whole clip's mel shrunk to the window, plus three "
+        "window-long chunks from the middle of the front, middle and back thirds)"
+    ),
 }
 # model family -> how a clip shorter than the window is filled (the family's own rule)
 SHORT_CLIP_RULES = {
@@ -51,8 +53,15 @@ def _family_of(model_id: str) -> str:
         return "laion"
 
 
-def protocol_line(info: ModelInfo | dict, *, raw_cosine: bool = False, dtype: str | None = None,
-                  family: str | None = None, version: str | None = None, score: str | None = None) -> str:
+def protocol_line(
+    info: ModelInfo | dict,
+    *,
+    raw_cosine: bool = False,
+    dtype: str | None = None,
+    family: str | None = None,
+    version: str | None = None,
+    score: str | None = None,
+) -> str:
     """One line naming the score, the model (id, source, revision, dtype) and the audio
     protocol (rate, window, short- and long-clip rules) of ``info``.
 
@@ -85,5 +94,10 @@ def scorer_protocol(scorer: Any, raw_cosine: bool = False) -> str:
 
     found = family_of_scorer(scorer)
     family = found.name if found is not None else "laion"
-    return protocol_line(scorer.info, raw_cosine=raw_cosine, dtype=getattr(scorer, "dtype", None), family=family,
-                         score=getattr(scorer, "score_definition", None))
+    return protocol_line(
+        scorer.info,
+        raw_cosine=raw_cosine,
+        dtype=getattr(scorer, "dtype", None),
+        family=family,
+        score=getattr(scorer, "score_definition", None),
+    )

@@ -25,7 +25,8 @@ concerned.
 Workers are started with ``forkserver`` (``spawn`` where there is none): forking a process
 that holds torch threads / CUDA state is unsafe. As with any ``spawn``/``forkserver`` pool, a
 Python *script* that starts a job with workers needs an ``if __name__ == "__main__":``
-guard; without it the workers cannot start and the run is refused with that hint. Each worker runs :func:`decode_file`, a plain
+guard; without it the workers cannot start and the run is refused with that hint. Each worker
+runs :func:`decode_file`, a plain
 function of a picklable *featurizer* (:func:`featurizer_of`), never the model.
 
 Test hooks: a path containing the value of ``HUMANCLAP_TEST_DECODER_CRASH`` (an environment
@@ -37,7 +38,6 @@ are read when a :class:`DecoderPool` is made, in the parent process.
 
 from __future__ import annotations
 
-import functools
 import multiprocessing
 import os
 import signal
@@ -51,7 +51,7 @@ from multiprocessing.connection import wait as wait_ready
 from typing import Any
 
 from humanclap.errors import AudioError, UsageError
-from humanclap.scoring.audio import audio_bytes_hash, load_clip_features
+from humanclap.scoring.audio import audio_bytes_hash
 from humanclap.scoring.families import family_of_scorer
 from humanclap.scoring.inputs import check_workers
 
@@ -96,8 +96,9 @@ def hook_markers() -> tuple[str, str, str]:
     return tuple(os.environ.get(env, "") for env in (CRASH_HOOK_ENV, KILL_HOOK_ENV, HANG_HOOK_ENV))
 
 
-def decode_file(featurizer: Callable[[str], tuple[Any, bool]], path: str, want_hash: bool,
-                hooks: tuple[str, ...] = ("", "", "")) -> Result:
+def decode_file(
+    featurizer: Callable[[str], tuple[Any, bool]], path: str, want_hash: bool, hooks: tuple[str, ...] = ("", "", "")
+) -> Result:
     """Worker body: the file's content hash (for the cache) and features, or its error."""
     crash, kill, hang = hooks
     if crash and crash in path:
@@ -145,8 +146,7 @@ def _context():
         ctx = multiprocessing.get_context("forkserver")
     except ValueError:
         return multiprocessing.get_context("spawn")
-    ctx.set_forkserver_preload(["humanclap.scoring.decode",
-                                "transformers.models.clap.feature_extraction_clap"])
+    ctx.set_forkserver_preload(["humanclap.scoring.decode", "transformers.models.clap.feature_extraction_clap"])
     return ctx
 
 
@@ -202,8 +202,14 @@ class DecoderPool:
     decoded, its result is ``("cached", vector)``. ``restarts``: workers replaced after
     they died or hung."""
 
-    def __init__(self, featurizer: Callable, workers: int, max_files: int = 64,
-                 timeout: float = DEFAULT_TIMEOUT_S, lookup: Callable[[str], Any] | None = None):
+    def __init__(
+        self,
+        featurizer: Callable,
+        workers: int,
+        max_files: int = 64,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        lookup: Callable[[str], Any] | None = None,
+    ):
         if workers < 1:
             raise ValueError(f"DecoderPool needs at least 1 worker, got {workers}")
         check_workers(workers)
@@ -234,8 +240,9 @@ class DecoderPool:
         if self._fatal is not None:
             raise self._fatal
         if self._thread is None:
-            self._thread = threading.Thread(target=self._manage, name="humanclap-decoders",
-                                            daemon=True)  # never keeps the interpreter alive
+            self._thread = threading.Thread(
+                target=self._manage, name="humanclap-decoders", daemon=True
+            )  # never keeps the interpreter alive
             self._thread.start()
         task = _Task(path, self.lookup is not None)
         with self._lock:
@@ -262,8 +269,7 @@ class DecoderPool:
                 if self._thread is None or not self._thread.is_alive():
                     if self._fatal is not None:
                         raise self._fatal from None  # it stopped as this file was queued
-                    raise RuntimeError("the decoder pool's manager thread ended with a file "
-                                       "still in flight") from None
+                    raise RuntimeError("the decoder pool's manager thread ended with a file still in flight") from None
 
     def close(self, kill: bool = False) -> None:
         """Stop the manager thread and the workers: politely, or (``kill``: after an error
@@ -332,8 +338,9 @@ class DecoderPool:
     def _spawn(self, ctx: Any) -> None:
         while len(self._live) < self.workers and not self._stop.is_set():
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=serve, args=(child, self.featurizer, self.hooks),
-                               name="humanclap-decoder", daemon=True)
+            proc = ctx.Process(
+                target=serve, args=(child, self.featurizer, self.hooks), name="humanclap-decoder", daemon=True
+            )
             try:
                 proc.start()
             except OSError as exc:
@@ -372,8 +379,7 @@ class DecoderPool:
         if self._wake_r in ready:
             while self._wake_r.poll():
                 self._wake_r.recv_bytes()
-        for w in {*(by_conn[r] for r in ready if r in by_conn),
-                  *(by_sentinel[r] for r in ready if r in by_sentinel)}:
+        for w in {*(by_conn[r] for r in ready if r in by_conn), *(by_sentinel[r] for r in ready if r in by_sentinel)}:
             self._read(w)
 
     def _read(self, w: _Worker) -> None:
@@ -449,17 +455,28 @@ class DecoderPool:
 
     # -- the errors -----------------------------------------------------------------------
     def _cannot_start(self, why: str) -> UsageError:
-        return UsageError(f"cannot start {self.workers} decoder worker process(es) ({why}); decode "
-                          "in the main process with --workers 0 (a Python script that starts a job "
-                          "with workers needs an `if __name__ == \"__main__\":` guard)")
+        return UsageError(
+            f"cannot start {self.workers} decoder worker process(es) ({why}); decode "
+            "in the main process with --workers 0 (a Python script that starts a job "
+            "with workers needs an `if __name__ == \"__main__\":` guard)"
+        )
 
     @staticmethod
     def _crashed(task: _Task, how: str) -> Result:
-        return ("err", AudioError(f"{task.path}: the decoder process crashed on this file "
-                                  f"{task.tries} times (last: {how}): a codec fault or out of "
-                                  "memory; check or re-export the file, or score it with "
-                                  "--workers 0"))
+        return (
+            "err",
+            AudioError(
+                f"{task.path}: the decoder process crashed on this file "
+                f"{task.tries} times (last: {how}): a codec fault or out of "
+                "memory; check or re-export the file, or score it with "
+                "--workers 0"
+            ),
+        )
 
     def _too_slow(self, path: str) -> Result:
-        return ("err", AudioError(f"{path}: decoding took longer than {self.timeout:.0f} s; check "
-                                  "the file (or score it with --workers 0)"))
+        return (
+            "err",
+            AudioError(
+                f"{path}: decoding took longer than {self.timeout:.0f} s; check the file (or score it with --workers 0)"
+            ),
+        )

@@ -14,8 +14,7 @@ import torch
 
 from humanclap.errors import UsageError
 
-__all__ = ["DEVICE_FORMS", "DTYPES", "autocast", "check_dtype", "device_and_dtype", "device_numerics",
-           "resolve_device"]
+__all__ = ["DEVICE_FORMS", "DTYPES", "autocast", "check_dtype", "device_and_dtype", "device_numerics", "resolve_device"]
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEVICE_FORMS = "auto, cpu, cuda, cuda:N (N = 0, 1, ...), mps"
@@ -48,15 +47,21 @@ def resolve_device(device: str = "auto") -> torch.device:
     kind, index = match.group(1), match.group(2)
     if kind == "cuda":
         if not torch.cuda.is_available():
-            raise UsageError(f"device {device!r} requested but CUDA is not available; use --device cpu "
-                             f"(or auto). Valid forms: {DEVICE_FORMS}")
+            raise UsageError(
+                f"device {device!r} requested but CUDA is not available; use --device cpu "
+                f"(or auto). Valid forms: {DEVICE_FORMS}"
+            )
         if index is not None and int(index) >= torch.cuda.device_count():
-            raise UsageError(f"device {device!r} requested but this machine has "
-                             f"{torch.cuda.device_count()} CUDA device(s) (cuda:0 .. "
-                             f"cuda:{torch.cuda.device_count() - 1})")
+            raise UsageError(
+                f"device {device!r} requested but this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s) (cuda:0 .. "
+                f"cuda:{torch.cuda.device_count() - 1})"
+            )
     if kind == "mps" and not has_mps:
-        raise UsageError(f"device {device!r} requested but MPS is not available; use --device cpu "
-                         f"(or auto). Valid forms: {DEVICE_FORMS}")
+        raise UsageError(
+            f"device {device!r} requested but MPS is not available; use --device cpu "
+            f"(or auto). Valid forms: {DEVICE_FORMS}"
+        )
     return torch.device(name)
 
 

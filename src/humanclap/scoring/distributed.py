@@ -10,9 +10,9 @@ score job, evaluation and training share it without importing upward.
 
 from __future__ import annotations
 
-from datetime import timedelta
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -46,8 +46,9 @@ def env_info() -> DistInfo:
     """Rank, world size and local rank from the launcher's environment (no process group)."""
     if not launched_distributed():
         return DistInfo()
-    return DistInfo(int(os.environ.get("RANK", "0")), int(os.environ["WORLD_SIZE"]),
-                    int(os.environ.get("LOCAL_RANK", "0")))
+    return DistInfo(
+        int(os.environ.get("RANK", "0")), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", "0"))
+    )
 
 
 def rank_device(device: str) -> str:
@@ -58,9 +59,11 @@ def rank_device(device: str) -> str:
     if torch.cuda.is_available():
         local, gpus = env_info().local_rank, torch.cuda.device_count()
         if local >= gpus:
-            raise UsageError(f"local rank {local} has no GPU of its own (this node has {gpus}): "
-                             f"start at most {gpus} processes per node (torchrun --nproc-per-node "
-                             f"{gpus}), or pass --device cpu")
+            raise UsageError(
+                f"local rank {local} has no GPU of its own (this node has {gpus}): "
+                f"start at most {gpus} processes per node (torchrun --nproc-per-node "
+                f"{gpus}), or pass --device cpu"
+            )
         return f"cuda:{local}"
     return "cpu" if device == "auto" else device
 
@@ -124,8 +127,7 @@ def gather_no_grad(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return torch.cat([o[: int(s.item())] for o, s in zip(out, sizes)], dim=0)
 
 
-def embed_shared(engine: Any, paths: list[str], texts: list[str], info: DistInfo,
-                 progress: bool | None = None) -> None:
+def embed_shared(engine: Any, paths: list[str], texts: list[str], info: DistInfo, progress: bool | None = None) -> None:
     """Fill ``engine`` (an :class:`~humanclap.scoring.engine.EmbeddingEngine`) with the
     embeddings of every unique text and file, each rank embedding one contiguous block of
     them, then all-gathering the results: every rank ends with what one process would have
@@ -135,11 +137,11 @@ def embed_shared(engine: Any, paths: list[str], texts: list[str], info: DistInfo
     unique_paths = list(dict.fromkeys(paths))
     mine_t = part_range(len(unique_texts), info.rank, info.world_size)
     mine_p = part_range(len(unique_paths), info.rank, info.world_size)
-    engine.embed_unique(unique_paths[mine_p.start:mine_p.stop],
-                        unique_texts[mine_t.start:mine_t.stop], progress=progress)
+    engine.embed_unique(
+        unique_paths[mine_p.start : mine_p.stop], unique_texts[mine_t.start : mine_t.stop], progress=progress
+    )
     # Errors travel as their messages: the same text a single process would report.
-    local = (engine.text_emb, engine.audio_emb,
-             {p: str(e) for p, e in engine.audio_err.items()}, engine.decoded)
+    local = (engine.text_emb, engine.audio_emb, {p: str(e) for p, e in engine.audio_err.items()}, engine.decoded)
     decoded = 0  # each rank decoded its own share: the run's count is their sum
     for text_emb, audio_emb, audio_err, n_decoded in all_gather_objects(local, info):
         engine.text_emb.update(text_emb)

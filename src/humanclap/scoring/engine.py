@@ -73,8 +73,10 @@ def features_of(scorer: Scorer, item: AudioInput) -> tuple[Any, bool]:
 
 def non_finite(what: str, value: float) -> str:
     """The row error of a NaN/inf cosine or score (it comes from the model or its dtype)."""
-    return (f"non-finite embedding ({what} = {value}): the model gave NaN/inf for this audio or "
-            "text; try --dtype fp32, else the checkpoint is broken")
+    return (
+        f"non-finite embedding ({what} = {value}): the model gave NaN/inf for this audio or "
+        "text; try --dtype fp32, else the checkpoint is broken"
+    )
 
 
 def unreadable(item: AudioInput, exc: Exception) -> AudioError:
@@ -101,11 +103,15 @@ def open_cache(folder: str | Path, scorer: Scorer) -> EmbeddingCache:
     info = scorer.info
     # numerics: what the bits depend on beyond model and preprocessing (device, torch,
     # fixed forward shapes); a scorer without the property is keyed by its device.
-    numerics = getattr(scorer, "numerics", None) or {"device": str(scorer.device),
-                                                      "audio_chunk": AUDIO_CHUNK}
-    key = {"model": info.model_id, "revision": info.revision, "dtype": scorer.dtype,
-           "preprocessing": info.as_dict()["preprocessing"], "text_max_length": TEXT_MAX_LENGTH,
-           "numerics": numerics}
+    numerics = getattr(scorer, "numerics", None) or {"device": str(scorer.device), "audio_chunk": AUDIO_CHUNK}
+    key = {
+        "model": info.model_id,
+        "revision": info.revision,
+        "dtype": scorer.dtype,
+        "preprocessing": info.as_dict()["preprocessing"],
+        "text_max_length": TEXT_MAX_LENGTH,
+        "numerics": numerics,
+    }
     return EmbeddingCache(folder, key)
 
 
@@ -143,9 +149,15 @@ class EmbeddingEngine:
     ``workers``: decoder processes (0: in this process, see the module docstring).
     """
 
-    def __init__(self, scorer: Scorer, batch_size: int = 8, cache: EmbeddingCache | None = None,
-                 text_capacity: int | None = None, audio_capacity: int | None = None,
-                 workers: int = 0):
+    def __init__(
+        self,
+        scorer: Scorer,
+        batch_size: int = 8,
+        cache: EmbeddingCache | None = None,
+        text_capacity: int | None = None,
+        audio_capacity: int | None = None,
+        workers: int = 0,
+    ):
         check_batch_size(batch_size)  # the one rule: 1 to MAX_BATCH_SIZE
         self.scorer = scorer
         self.batch_size = batch_size
@@ -238,13 +250,11 @@ class EmbeddingEngine:
                 errors[p] = v
         for i in range(0, len(to_embed), AUDIO_CHUNK):
             chunk = to_embed[i : i + AUDIO_CHUNK]
-            vecs = self.scorer.embed_features([(f, longer) for _, (f, longer, _) in chunk],
-                                              pad_to=AUDIO_CHUNK)
+            vecs = self.scorer.embed_features([(f, longer) for _, (f, longer, _) in chunk], pad_to=AUDIO_CHUNK)
             for (path, _), vec in zip(chunk, vecs):
                 done[path] = vec
             if self.cache:
-                self.cache.put_many({self.cache.key("audio", d): v
-                                     for (_, (_, _, d)), v in zip(chunk, vecs) if d})
+                self.cache.put_many({self.cache.key("audio", d): v for (_, (_, _, d)), v in zip(chunk, vecs) if d})
         with self._lock:
             for p in prep:  # in input order, so the LRU drops the oldest first
                 if p in done:
@@ -274,8 +284,7 @@ class EmbeddingEngine:
             lookup = lambda digest: cache.get(cache.key("audio", digest))  # noqa: E731
         # One batch decoding ahead, as the thread does (memory: --batch-size clips of
         # features), and enough files that every worker has some queued.
-        pool = DecoderPool(featurizer, self.workers, max_files=max(self.batch_size, 4 * self.workers),
-                           lookup=lookup)
+        pool = DecoderPool(featurizer, self.workers, max_files=max(self.batch_size, 4 * self.workers), lookup=lookup)
         with pool:
             for tag, results in pool.run((tag, self._new_files(paths)) for tag, paths in batches):
                 prep: BatchPrep = {}
@@ -317,8 +326,7 @@ class EmbeddingEngine:
                     return
                 tag = nxt[0]
 
-    def embed_unique(self, paths: Sequence[str], texts: Sequence[str],
-                     progress: bool | None = None) -> None:
+    def embed_unique(self, paths: Sequence[str], texts: Sequence[str], progress: bool | None = None) -> None:
         """Embed every unique text and decodable audio file once (no output rows).
 
         ``progress``: a bar on stderr (None: only when stderr is a terminal)."""
@@ -326,8 +334,13 @@ class EmbeddingEngine:
         self.embed_texts(texts)
         unique = list(dict.fromkeys(paths))
         batches = [unique[i : i + self.batch_size] for i in range(0, len(unique), self.batch_size)]
-        with tqdm(total=len(batches), desc="audio", unit="batch", file=sys.stderr,
-                  disable=not (sys.stderr.isatty() if progress is None else progress)) as bar:
+        with tqdm(
+            total=len(batches),
+            desc="audio",
+            unit="batch",
+            file=sys.stderr,
+            disable=not (sys.stderr.isatty() if progress is None else progress),
+        ) as bar:
             for _ in self.embed_audio_batches(batches):
                 bar.update(1)
 
@@ -355,5 +368,9 @@ class EmbeddingEngine:
 
     def counts(self) -> dict[str, int]:
         """Work done so far: texts embedded, audio files decoded, embedded and failed."""
-        return {"texts_embedded": len(self.text_emb), "audio_decoded": self.decoded,
-                "audio_embedded": len(self.audio_emb), "audio_failed": len(self.audio_err)}
+        return {
+            "texts_embedded": len(self.text_emb),
+            "audio_decoded": self.decoded,
+            "audio_embedded": len(self.audio_emb),
+            "audio_failed": len(self.audio_err),
+        }

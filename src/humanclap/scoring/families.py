@@ -34,8 +34,17 @@ from typing import Any, Callable
 from humanclap.errors import ModelLoadError, UsageError
 from humanclap.scoring.hub import is_local_path
 
-__all__ = ["FAMILIES", "Family", "family_named", "family_of_model", "family_of_scorer", "family_of_spec",
-           "folder_model_type", "precheck", "spec_forms"]
+__all__ = [
+    "FAMILIES",
+    "Family",
+    "family_named",
+    "family_of_model",
+    "family_of_scorer",
+    "family_of_spec",
+    "folder_model_type",
+    "precheck",
+    "spec_forms",
+]
 
 
 def _resolve(path: str) -> Any:
@@ -88,41 +97,59 @@ class Family:
 # load_scorer's options, and what a family that does not take one answers
 OPTION_REFUSALS = {
     "revision": "--revision applies to Hugging Face hub checkpoints, not to {title} ({spec})",
-    "msclap_version": ("--msclap-version and an MS CLAP tokenizer apply only to MS CLAP models "
-                       "(msclap-2022, msclap-2023, a .pth or an MS CLAP folder), not to {spec!r}"),
+    "msclap_version": (
+        "--msclap-version and an MS CLAP tokenizer apply only to MS CLAP models "
+        "(msclap-2022, msclap-2023, a .pth or an MS CLAP folder), not to {spec!r}"
+    ),
 }
 OPTION_REFUSALS["tokenizer"] = OPTION_REFUSALS["msclap_version"]
 
 FAMILIES: tuple[Family, ...] = (
     Family(
-        name="msclap", title="MS CLAP", package="humanclap.scoring.msclap",
+        name="msclap",
+        title="MS CLAP",
+        package="humanclap.scoring.msclap",
         forms="msclap-2022, msclap-2023, an msclap .pth or an MS CLAP folder",
-        ids=("msclap-2022", "msclap-2023"), suffixes=(".pth",), model_types=("msclap",),
+        ids=("msclap-2022", "msclap-2023"),
+        suffixes=(".pth",),
+        model_types=("msclap",),
         scorer="humanclap.scoring.msclap.scorer:MSClapScorer",
         options={"msclap_version": "version", "tokenizer": "tokenizer"},
         featurizer=None,  # the log-mel front end is inside the model: workers would only decode
-        model_classes=("MSClapModel",), towers="humanclap.training.towers:MSClapTowers",
+        model_classes=("MSClapModel",),
+        towers="humanclap.training.towers:MSClapTowers",
         export="MSClapModel.save_pretrained (config.json, model.safetensors) + tokenizer",
         export_model_type="msclap",
     ),
     Family(
-        name="pe_audio", title="PE-Audio", package="humanclap.scoring.pe_audio",
+        name="pe_audio",
+        title="PE-Audio",
+        package="humanclap.scoring.pe_audio",
         forms="a PE-Audio folder (config.json model_type pe_audio) or a hub id under facebook/pe-av-*",
-        model_types=("pe_audio", "pe_audio_video"), hub_prefixes=("facebook/pe-av-", "facebook/pe-a-frame-"),
-        scorer="humanclap.scoring.pe_audio.scorer:PeAudioScorer", options={"revision": "revision"},
+        model_types=("pe_audio", "pe_audio_video"),
+        hub_prefixes=("facebook/pe-av-", "facebook/pe-a-frame-"),
+        scorer="humanclap.scoring.pe_audio.scorer:PeAudioScorer",
+        options={"revision": "revision"},
         featurizer=None,  # raw waveforms: nothing for a worker to compute beyond the decode
         model_classes=("PeAudioModel", "PeAudioFrameLevelModel"),
         towers="humanclap.training.towers:PeAudioTowers",
-        export="save_pretrained of the model, tokenizer and PeAudioFeatureExtractor", export_model_type="pe_audio",
+        export="save_pretrained of the model, tokenizer and PeAudioFeatureExtractor",
+        export_model_type="pe_audio",
     ),
     Family(
-        name="laion", title="transformers CLAP", package="humanclap.scoring.clap",
+        name="laion",
+        title="transformers CLAP",
+        package="humanclap.scoring.clap",
         forms="a hub id like 'laion/clap-htsat-unfused' or a folder written by save_pretrained",
-        model_types=("clap",), fallback=True,
-        scorer="humanclap.scoring.clap.scorer:CLAPScorer", options={"revision": "revision"},
+        model_types=("clap",),
+        fallback=True,
+        scorer="humanclap.scoring.clap.scorer:CLAPScorer",
+        options={"revision": "revision"},
         featurizer="humanclap.scoring.clap.workers:featurizer",
-        model_classes=("ClapModel",), towers="humanclap.training.towers:ClapTowers",
-        export="save_pretrained of the model, tokenizer and ClapFeatureExtractor", export_model_type="clap",
+        model_classes=("ClapModel",),
+        towers="humanclap.training.towers:ClapTowers",
+        export="save_pretrained of the model, tokenizer and ClapFeatureExtractor",
+        export_model_type="clap",
     ),
 )
 

@@ -57,16 +57,23 @@ class ScoreHead(nn.Module):
     def __init__(self, dim: int, hidden: int = 256, dropout: float = 0.1):
         super().__init__()
         self.dim, self.hidden = int(dim), int(hidden)
-        self.net = nn.Sequential(nn.Linear(3 * self.dim + 1, self.hidden), nn.ReLU(), nn.Dropout(dropout),
-                                 nn.Linear(self.hidden, 1))
+        self.net = nn.Sequential(
+            nn.Linear(3 * self.dim + 1, self.hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(self.hidden, 1)
+        )
 
     def forward(self, audio_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
         return self.net(head_input(audio_emb, text_emb)).squeeze(-1)
 
     def describe(self) -> dict[str, Any]:
-        return {"format": FORMAT, "input_layout": INPUT_LAYOUT, "embedding_dim": self.dim,
-                "input_dim": 3 * self.dim + 1, "hidden": self.hidden, "activation": "relu",
-                "output": "raw score; clapscore = clip(output, 0, 1)"}
+        return {
+            "format": FORMAT,
+            "input_layout": INPUT_LAYOUT,
+            "embedding_dim": self.dim,
+            "input_dim": 3 * self.dim + 1,
+            "hidden": self.hidden,
+            "activation": "relu",
+            "output": "raw score; clapscore = clip(output, 0, 1)",
+        }
 
 
 def has_head(folder: str | Path) -> bool:
@@ -82,8 +89,7 @@ def save_head(head: ScoreHead, folder: Path, family: str, trained_from: dict[str
 
     state = {k: v.detach().cpu().float().contiguous() for k, v in head.state_dict().items()}
     save_file(state, str(folder / HEAD_WEIGHTS))
-    meta = {**head.describe(), "family": family, "base_revision": local_revision(folder),
-            "trained_from": trained_from}
+    meta = {**head.describe(), "family": family, "base_revision": local_revision(folder), "trained_from": trained_from}
     (folder / HEAD_CONFIG).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
 
@@ -101,9 +107,11 @@ def read_head(folder: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]
     folder = Path(folder)
     for name in HEAD_FILES:
         if not (folder / name).is_file():
-            raise ModelLoadError(f"{folder} holds half a score head ({name} is missing): restore both "
-                                 f"{' and '.join(HEAD_FILES)} from the training run, or remove both to "
-                                 "score with the plain cosine")
+            raise ModelLoadError(
+                f"{folder} holds half a score head ({name} is missing): restore both "
+                f"{' and '.join(HEAD_FILES)} from the training run, or remove both to "
+                "score with the plain cosine"
+            )
         check_regular_file(folder / name)
     try:
         meta = json.loads((folder / HEAD_CONFIG).read_text(encoding="utf-8"))
@@ -111,18 +119,28 @@ def read_head(folder: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]
 
         tensors = {k: v.astype(np.float64) for k, v in load_file(str(folder / HEAD_WEIGHTS)).items()}
     except Exception as exc:  # JSON, UTF-8 and safetensors errors alike: the file is unusable
-        raise ModelLoadError(f"{folder}: the score head cannot be read ({type(exc).__name__}: "
-                             f"{str(exc)[:200]}); restore {' and '.join(HEAD_FILES)} from the training run") from None
+        raise ModelLoadError(
+            f"{folder}: the score head cannot be read ({type(exc).__name__}: "
+            f"{str(exc)[:200]}); restore {' and '.join(HEAD_FILES)} from the training run"
+        ) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("input_layout") != INPUT_LAYOUT:
-        raise ModelLoadError(f"{folder / HEAD_CONFIG}: not a humanclap score head ({FORMAT}, input "
-                             f"{INPUT_LAYOUT}); restore it from the training run")
+        raise ModelLoadError(
+            f"{folder / HEAD_CONFIG}: not a humanclap score head ({FORMAT}, input "
+            f"{INPUT_LAYOUT}); restore it from the training run"
+        )
     dim, hidden = meta.get("embedding_dim"), meta.get("hidden")
-    shapes = {"net.0.weight": (hidden, 3 * dim + 1 if isinstance(dim, int) else None), "net.0.bias": (hidden,),
-              "net.3.weight": (1, hidden), "net.3.bias": (1,)}
+    shapes = {
+        "net.0.weight": (hidden, 3 * dim + 1 if isinstance(dim, int) else None),
+        "net.0.bias": (hidden,),
+        "net.3.weight": (1, hidden),
+        "net.3.bias": (1,),
+    }
     found = {k: tuple(v.shape) for k, v in tensors.items()}
     if found != shapes or not all(np.isfinite(v).all() for v in tensors.values()):
-        raise ModelLoadError(f"{folder / HEAD_WEIGHTS}: tensors {found} (or non-finite values) do not "
-                             f"match {HEAD_CONFIG} (expected {shapes}); the two files come from different runs")
+        raise ModelLoadError(
+            f"{folder / HEAD_WEIGHTS}: tensors {found} (or non-finite values) do not "
+            f"match {HEAD_CONFIG} (expected {shapes}); the two files come from different runs"
+        )
     return meta, tensors
 
 
@@ -144,16 +162,22 @@ class HeadScorer:
         family = family_of_scorer(base)
         found = local_revision(folder)
         if meta.get("base_revision") != found:
-            raise ModelLoadError(f"{folder / HEAD_CONFIG} was trained on the model revision "
-                                 f"{meta.get('base_revision')}, but the folder's weights are {found}: the "
-                                 "head does not belong to these embeddings. Restore the model files the "
-                                 f"head was trained with, or remove {' and '.join(HEAD_FILES)}")
+            raise ModelLoadError(
+                f"{folder / HEAD_CONFIG} was trained on the model revision "
+                f"{meta.get('base_revision')}, but the folder's weights are {found}: the "
+                "head does not belong to these embeddings. Restore the model files the "
+                f"head was trained with, or remove {' and '.join(HEAD_FILES)}"
+            )
         if family is not None and meta.get("family") != family.name:
-            raise ModelLoadError(f"{folder / HEAD_CONFIG} was trained on a {meta.get('family')} model, "
-                                 f"but the folder holds a {family.name} model; remove the head files")
+            raise ModelLoadError(
+                f"{folder / HEAD_CONFIG} was trained on a {meta.get('family')} model, "
+                f"but the folder holds a {family.name} model; remove the head files"
+            )
         if meta["embedding_dim"] != base.embedding_dim:
-            raise ModelLoadError(f"{folder / HEAD_CONFIG}: a head for {meta['embedding_dim']}-d embeddings, "
-                                 f"but the model's are {base.embedding_dim}-d; remove the head files")
+            raise ModelLoadError(
+                f"{folder / HEAD_CONFIG}: a head for {meta['embedding_dim']}-d embeddings, "
+                f"but the model's are {base.embedding_dim}-d; remove the head files"
+            )
         self.embedding_scorer = base
         self.head_config = meta
         self._w1, self._b1 = tensors["net.0.weight"], tensors["net.0.bias"]

@@ -48,12 +48,25 @@ from humanclap.scoring.citation import scorer_protocol
 from humanclap.scoring.engine import EmbeddingEngine
 from humanclap.scoring.loader import load_scorer
 
-__all__ = ["ArrayFile", "as_clips", "as_texts", "clap_score", "clear_scorer_cache", "clip_features", "get_scorer",
-           "protocol", "scorer_for"]
+__all__ = [
+    "ArrayFile",
+    "as_clips",
+    "as_texts",
+    "clap_score",
+    "clear_scorer_cache",
+    "clip_features",
+    "get_scorer",
+    "protocol",
+    "scorer_for",
+]
 
 # Integer PCM -> float as libsndfile reads it: (offset, scale); x_float = (x - offset) / scale.
-PCM_SCALE = {np.dtype(np.int8): (0, 2.0**7), np.dtype(np.uint8): (128, 2.0**7),
-             np.dtype(np.int16): (0, 2.0**15), np.dtype(np.int32): (0, 2.0**31)}
+PCM_SCALE = {
+    np.dtype(np.int8): (0, 2.0**7),
+    np.dtype(np.uint8): (128, 2.0**7),
+    np.dtype(np.int16): (0, 2.0**15),
+    np.dtype(np.int32): (0, 2.0**31),
+}
 
 # Clips featurised, then embedded, per step of clap_score: bounds the features held at once
 # (a multiple of AUDIO_CHUNK, so no forward pass is split differently; bits never depend on it).
@@ -118,15 +131,18 @@ def _as_float32(x: np.ndarray, name: str) -> np.ndarray:
             out = x.astype(np.float32, copy=False)
         if not np.isfinite(out).all():
             first = int(np.flatnonzero(~np.isfinite(out))[0])
-            raise AudioError(f"{name}: contains NaN or inf samples (the first at sample {first}); "
-                             "check what produced the audio")
+            raise AudioError(
+                f"{name}: contains NaN or inf samples (the first at sample {first}); check what produced the audio"
+            )
         return out
     if x.dtype in PCM_SCALE:
         offset, scale = PCM_SCALE[x.dtype]
         return ((x.astype(np.float32) - np.float32(offset)) / np.float32(scale)).astype(np.float32)
     if x.dtype.kind in "iu":
-        raise AudioError(f"{name}: integer samples of dtype {x.dtype} are not PCM (int8, uint8, int16 or "
-                         "int32); convert the audio to float in [-1, 1] (e.g. x / 32768 for 16-bit)")
+        raise AudioError(
+            f"{name}: integer samples of dtype {x.dtype} are not PCM (int8, uint8, int16 or "
+            "int32); convert the audio to float in [-1, 1] (e.g. x / 32768 for 16-bit)"
+        )
     raise AudioError(f"{name}: samples must be real numbers (float or integer PCM), got dtype {x.dtype}")
 
 
@@ -138,25 +154,33 @@ def as_clips(audio: Any, lengths: Any = None) -> list[np.ndarray]:
     """
     if isinstance(audio, (list, tuple)):
         if lengths is not None:
-            raise UsageError("lengths applies to a (B, T) batch; a list of clips carries its own lengths: "
-                             "drop lengths or pass the clips already cut")
+            raise UsageError(
+                "lengths applies to a (B, T) batch; a list of clips carries its own lengths: "
+                "drop lengths or pass the clips already cut"
+            )
         if not audio:
             raise UsageError("empty batch: pass at least one clip")
         clips = []
         for i, clip in enumerate(audio):
             arr = _to_numpy(clip)
             if arr.ndim != 1:
-                raise AudioError(f"audio[{i}]: each clip of a list must be 1-D (samples,), got shape "
-                                 f"{tuple(arr.shape)}; mix channels down first (e.g. clip.mean(0))")
+                raise AudioError(
+                    f"audio[{i}]: each clip of a list must be 1-D (samples,), got shape "
+                    f"{tuple(arr.shape)}; mix channels down first (e.g. clip.mean(0))"
+                )
             clips.append(_as_float32(arr, f"audio[{i}]"))
         return clips
     arr = _to_numpy(audio)
     if arr.ndim == 1:
-        raise UsageError(f"audio of shape {tuple(arr.shape)} is one clip, not a batch: pass a (B, T) batch "
-                         "(clip[None] for one clip) or a list of 1-D clips")
+        raise UsageError(
+            f"audio of shape {tuple(arr.shape)} is one clip, not a batch: pass a (B, T) batch "
+            "(clip[None] for one clip) or a list of 1-D clips"
+        )
     if arr.ndim != 2:
-        raise UsageError(f"audio must be a (B, T) batch or a list of 1-D clips, got shape {tuple(arr.shape)}; "
-                         "mix channels down first (e.g. audio.mean(1) for (B, C, T))")
+        raise UsageError(
+            f"audio must be a (B, T) batch or a list of 1-D clips, got shape {tuple(arr.shape)}; "
+            "mix channels down first (e.g. audio.mean(1) for (B, C, T))"
+        )
     if arr.shape[0] == 0:
         raise UsageError("empty batch: pass at least one clip")
     batch, total = arr.shape
@@ -165,16 +189,19 @@ def as_clips(audio: Any, lengths: Any = None) -> list[np.ndarray]:
     else:
         lens = _to_numpy(lengths)
         if lens.ndim != 1 or lens.shape[0] != batch:
-            raise UsageError(f"lengths must hold one length per clip: {batch} clips, lengths of shape "
-                             f"{tuple(lens.shape)}")
+            raise UsageError(
+                f"lengths must hold one length per clip: {batch} clips, lengths of shape {tuple(lens.shape)}"
+            )
         if lens.dtype.kind not in "iu" and not (lens.dtype.kind == "f" and np.all(lens == np.round(lens))):
             raise UsageError(f"lengths must be whole numbers of samples, got {lens.tolist()}")
         cuts = [int(n) for n in lens]
         bad = [(i, n) for i, n in enumerate(cuts) if not 1 <= n <= total]
         if bad:
             i, n = bad[0]
-            raise UsageError(f"lengths[{i}] = {n} is out of range: each length must be 1..{total} (the batch's "
-                             f"T); {len(bad)} of {batch} lengths are")
+            raise UsageError(
+                f"lengths[{i}] = {n} is out of range: each length must be 1..{total} (the batch's "
+                f"T); {len(bad)} of {batch} lengths are"
+            )
     return [_as_float32(arr[i, : cuts[i]], f"audio[{i}]") for i in range(batch)]
 
 
@@ -182,8 +209,10 @@ def as_texts(text: Any, batch: int) -> list[str]:
     """``text`` as ``batch`` non-empty strings (a bare string only when ``batch == 1``)."""
     if isinstance(text, str):
         if batch != 1:
-            raise UsageError(f"text is one string but audio holds {batch} clips: pass a list of {batch} texts "
-                             f"(the same caption for all: [text] * {batch})")
+            raise UsageError(
+                f"text is one string but audio holds {batch} clips: pass a list of {batch} texts "
+                f"(the same caption for all: [text] * {batch})"
+            )
         text = [text]
     if not isinstance(text, Sequence) and not hasattr(text, "__iter__"):
         raise UsageError(f"text must be a list of strings, got {type(text).__name__}")
@@ -216,8 +245,10 @@ def clip_features(scorer: Any, clip: np.ndarray, sample_rate: int, name: str) ->
     else:
         waveform, longer = read_mono(f, name, scorer.sampling_rate), False
         if waveform.shape[0] == 0:
-            raise AudioError(f"{name}: too short: {clip.shape[0]} samples at {sample_rate} Hz are 0 samples at "
-                             f"the model's rate ({scorer.sampling_rate} Hz); pass a longer clip")
+            raise AudioError(
+                f"{name}: too short: {clip.shape[0]} samples at {sample_rate} Hz are 0 samples at "
+                f"the model's rate ({scorer.sampling_rate} Hz); pass a longer clip"
+            )
     try:
         feats, is_longer = scorer.features(waveform)
     except AudioError as exc:
@@ -245,20 +276,25 @@ def get_scorer(model: Any = DEFAULT_MODEL, device: Any = None, dtype: str | None
     ``"fp32"``. A device or dtype that contradicts a loaded scorer is a UsageError."""
     if is_scorer(model):
         if dtype is not None and dtype != model.dtype:
-            raise UsageError(f"model is a scorer loaded in {model.dtype}, not {dtype}: load it in {dtype} "
-                             "or leave dtype unset")
+            raise UsageError(
+                f"model is a scorer loaded in {model.dtype}, not {dtype}: load it in {dtype} or leave dtype unset"
+            )
         if device is not None:
             # lazy: keeps torch out of `import humanclap.scoring.inmemory`
             from humanclap.scoring.device import resolve_device
 
             want = resolve_device(device) if isinstance(device, str) else device
             if str(want) != str(model.device):
-                raise UsageError(f"model is a scorer loaded on {model.device}, not on {want}: load it on "
-                                 f"{want} or leave device unset")
+                raise UsageError(
+                    f"model is a scorer loaded on {model.device}, not on {want}: load it on "
+                    f"{want} or leave device unset"
+                )
         return model
     if not isinstance(model, (str, Path)):
-        raise UsageError(f"model must be a model spec (hub id, folder, msclap-2023, .pth) or a loaded scorer "
-                         f"(humanclap.load_scorer), got {type(model).__name__}")
+        raise UsageError(
+            f"model must be a model spec (hub id, folder, msclap-2023, .pth) or a loaded scorer "
+            f"(humanclap.load_scorer), got {type(model).__name__}"
+        )
     # lazy: keeps torch out of `import humanclap.scoring.inmemory`
     from humanclap.scoring.device import resolve_device
 
@@ -294,8 +330,17 @@ def scorer_for(model: Any, audio: Any, device: Any = None, dtype: str | None = N
     return get_scorer(model, device, dtype)
 
 
-def clap_score(audio: Any, text: Any, sample_rate: int, model: Any = DEFAULT_MODEL, lengths: Any = None,
-               return_cosine: bool = False, *, device: Any = None, dtype: str | None = None) -> Any:
+def clap_score(
+    audio: Any,
+    text: Any,
+    sample_rate: int,
+    model: Any = DEFAULT_MODEL,
+    lengths: Any = None,
+    return_cosine: bool = False,
+    *,
+    device: Any = None,
+    dtype: str | None = None,
+) -> Any:
     """CLAPScore = max(cos, 0) of each (clip, text) pair, as a ``(B,)`` float32 tensor.
 
     ``audio``: a ``(B, T)`` tensor/array (``lengths``: the valid samples of each row) or a
@@ -334,8 +379,9 @@ def cosines_of(scorer: Any, clips: list[np.ndarray], texts: list[str], sample_ra
     return scores_of(scorer, clips, texts, sample_rate)[1]
 
 
-def scores_of(scorer: Any, clips: list[np.ndarray], texts: list[str], sample_rate: int
-              ) -> tuple[list[float], list[float]]:
+def scores_of(
+    scorer: Any, clips: list[np.ndarray], texts: list[str], sample_rate: int
+) -> tuple[list[float], list[float]]:
     """``(clapscores, cosines)`` of each (clip, text) pair through the scoring engine (the
     CLI's own bits and score, a score head's included): texts embedded once each, clips
     featurised and embedded ``CLIPS_PER_STEP`` at a time."""
@@ -355,8 +401,7 @@ def scores_of(scorer: Any, clips: list[np.ndarray], texts: list[str], sample_rat
     return scores, cosines
 
 
-def protocol(model: Any = DEFAULT_MODEL, device: Any = None, dtype: str | None = None,
-             raw_cosine: bool = False) -> str:
+def protocol(model: Any = DEFAULT_MODEL, device: Any = None, dtype: str | None = None, raw_cosine: bool = False) -> str:
     """The one-line description of the metric a paper can paste (see
     :func:`~humanclap.scoring.citation.scorer_protocol`), for a model spec or scorer.
 

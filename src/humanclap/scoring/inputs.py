@@ -37,20 +37,28 @@ def text_list(texts: Any, what: str = "texts") -> list[str]:
     """``texts`` as a list of strings, or a :class:`UsageError` saying what to pass."""
     if isinstance(texts, (str, bytes)):
         text = texts.decode("utf-8", "replace") if isinstance(texts, bytes) else texts
-        raise UsageError(f"{what} must be a list of strings, got a single string; pass a list of "
-                         f"texts: [{json.dumps(text[:60], ensure_ascii=False)}]")
+        raise UsageError(
+            f"{what} must be a list of strings, got a single string; pass a list of "
+            f"texts: [{json.dumps(text[:60], ensure_ascii=False)}]"
+        )
     out = _as_list(texts, what, "strings")
     for i, text in enumerate(out):
         if not isinstance(text, str):
-            raise UsageError(f"{what}[{i}] must be a string, got {type(text).__name__} {text!r:.60}; "
-                             "pass one string per text")
+            raise UsageError(
+                f"{what}[{i}] must be a string, got {type(text).__name__} {text!r:.60}; pass one string per text"
+            )
     return out
 
 
 def _looks_like_one_array_item(audio: Any) -> bool:
     """``(array, sample_rate)`` passed where a list of items belongs."""
-    return (isinstance(audio, tuple) and len(audio) == 2 and not isinstance(audio[0], (str, os.PathLike))
-            and isinstance(audio[1], numbers.Real) and not isinstance(audio[1], bool))
+    return (
+        isinstance(audio, tuple)
+        and len(audio) == 2
+        and not isinstance(audio[0], (str, os.PathLike))
+        and isinstance(audio[1], numbers.Real)
+        and not isinstance(audio[1], bool)
+    )
 
 
 def audio_list(audio: Any, what: str = "audio") -> list:
@@ -59,14 +67,18 @@ def audio_list(audio: Any, what: str = "audio") -> list:
     The items themselves (paths, ``(array, sample_rate)`` tuples) are checked where they
     are decoded, so a bad item is an ``AudioError`` naming it."""
     if isinstance(audio, (str, bytes, os.PathLike)):
-        raise UsageError(f"{what} must be a list of audio items, got a single path; pass a list of "
-                         f"audio items: [{str(audio)!r}]")
+        raise UsageError(
+            f"{what} must be a list of audio items, got a single path; pass a list of audio items: [{str(audio)!r}]"
+        )
     if _looks_like_one_array_item(audio):
-        raise UsageError(f"{what} must be a list of audio items, got one (array, sample_rate) tuple; "
-                         "pass a list of audio items: [(array, sample_rate)]")
+        raise UsageError(
+            f"{what} must be a list of audio items, got one (array, sample_rate) tuple; "
+            "pass a list of audio items: [(array, sample_rate)]"
+        )
     if isinstance(audio, np.ndarray):
-        raise UsageError(f"{what} must be a list of audio items, not one array of shape {audio.shape}; "
-                         "pass [(array, sample_rate)]")
+        raise UsageError(
+            f"{what} must be a list of audio items, not one array of shape {audio.shape}; pass [(array, sample_rate)]"
+        )
     return _as_list(audio, what, "audio items (paths or (array, sample_rate) tuples)")
 
 
@@ -74,8 +86,9 @@ def paired_lists(audio: Any, texts: Any) -> tuple[list, list[str]]:
     """``(audio, texts)`` as lists of equal length (one text per audio item)."""
     audio, texts = audio_list(audio), text_list(texts, "text")
     if len(audio) != len(texts):
-        raise UsageError(f"audio and text must pair up: {len(audio)} audio items vs {len(texts)} texts; "
-                         "pass one text per audio item")
+        raise UsageError(
+            f"audio and text must pair up: {len(audio)} audio items vs {len(texts)} texts; pass one text per audio item"
+        )
     return audio, texts
 
 
@@ -94,19 +107,22 @@ def model_list(models: Any) -> list:
 def label_list(labels: Any) -> list:
     """``labels`` as a list (one per model); one bare string is refused."""
     if isinstance(labels, str) or not isinstance(labels, Iterable):
-        raise UsageError(f"labels must be a list of strings, one per model, got {type(labels).__name__}; "
-                         f"pass a list of labels: [{str(labels)!r}]")
+        raise UsageError(
+            f"labels must be a list of strings, one per model, got {type(labels).__name__}; "
+            f"pass a list of labels: [{str(labels)!r}]"
+        )
     return list(labels)
 
 
 def check_batch_size(batch_size: int) -> None:
     """``--batch-size`` is rows per step: at least 1, at most :data:`MAX_BATCH_SIZE`."""
     if batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1 (rows prepared and written per step), "
-                         f"got {batch_size}")
+        raise UsageError(f"--batch-size must be at least 1 (rows prepared and written per step), got {batch_size}")
     if batch_size > MAX_BATCH_SIZE:
-        raise UsageError(f"--batch-size must be at most {MAX_BATCH_SIZE} (rows prepared and written "
-                         f"per step; a forward pass has a fixed internal size), got {batch_size}")
+        raise UsageError(
+            f"--batch-size must be at most {MAX_BATCH_SIZE} (rows prepared and written "
+            f"per step; a forward pass has a fixed internal size), got {batch_size}"
+        )
 
 
 # --workers: decoding is CPU work, so more processes than this only compete for the cores,
@@ -123,6 +139,8 @@ def check_workers(workers: int | None, cores: int | None = None) -> None:
     """Refuse a ``--workers`` outside 0..:func:`max_workers` (None: the default)."""
     bound = max_workers(cores)
     if workers is not None and not 0 <= workers <= bound:
-        raise UsageError(f"--workers must be 0 (decode in the main process) up to {bound} "
-                         f"({WORKERS_PER_CORE} per core, at least {MIN_WORKERS_BOUND}: this machine "
-                         f"has {cores or os.cpu_count() or 1} cores), got {workers}")
+        raise UsageError(
+            f"--workers must be 0 (decode in the main process) up to {bound} "
+            f"({WORKERS_PER_CORE} per core, at least {MIN_WORKERS_BOUND}: this machine "
+            f"has {cores or os.cpu_count() or 1} cores), got {workers}"
+        )

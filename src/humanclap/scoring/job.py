@@ -85,26 +85,35 @@ class ScoreJob:
     decoder processes (0: decode in this process: in one background thread on an
     accelerator, in turn with the forwards on a CPU)."""
 
-    def __init__(self, scorer: Scorer, batch_size: int = 8, cache_dir: str | None = None,
-                 workers: int = 0):
+    def __init__(self, scorer: Scorer, batch_size: int = 8, cache_dir: str | None = None, workers: int = 0):
         check_batch_size(batch_size)
         check_workers(workers)
         self.scorer = scorer
         self.batch_size = batch_size
         # No batch size for the engine's forward: its shape is its own, so that --batch-size
         # 1000 on 3 rows does not pad a forward to 1000 clips.
-        self.engine = EmbeddingEngine(scorer, batch_size=batch_size,
-                                      cache=open_cache(cache_dir, scorer) if cache_dir else None,
-                                      text_capacity=max(TEXT_LRU, 4 * batch_size),
-                                      audio_capacity=max(AUDIO_LRU, 4 * batch_size + 8 * workers),
-                                      workers=workers)
+        self.engine = EmbeddingEngine(
+            scorer,
+            batch_size=batch_size,
+            cache=open_cache(cache_dir, scorer) if cache_dir else None,
+            text_capacity=max(TEXT_LRU, 4 * batch_size),
+            audio_capacity=max(AUDIO_LRU, 4 * batch_size + 8 * workers),
+            workers=workers,
+        )
 
     # -- the job -----------------------------------------------------------------------
-    def run(self, manifest: str | Path, output: str | Path | None = None,
-            audio_root: str | Path | None = None, resume: bool = False,
-            progress: bool | None = None, overwrite: bool = False,
-            select: RowSelector | None = None,
-            part: tuple[int, int] | None = None, scan: ManifestScan | None = None) -> ScoreSummary:
+    def run(
+        self,
+        manifest: str | Path,
+        output: str | Path | None = None,
+        audio_root: str | Path | None = None,
+        resume: bool = False,
+        progress: bool | None = None,
+        overwrite: bool = False,
+        select: RowSelector | None = None,
+        part: tuple[int, int] | None = None,
+        scan: ManifestScan | None = None,
+    ) -> ScoreSummary:
         """Score every row of ``manifest`` into ``output`` (JSONL on stdout when None).
 
         An existing non-empty ``output`` is refused unless ``resume`` (keep its rows, after
@@ -136,9 +145,13 @@ class ScoreJob:
         n_rows = scan.rows if select is None else sum(1 for i in range(scan.rows) if select(i))
         out = None if output is None else Path(output)
         # Everything that can refuse the output runs before anything is opened for writing.
-        check_output(out, manifest, resume, overwrite,
-                     (None if row_problem(r) else str(resolve_path(r["audio"], root))
-                      for r in scan.iter_rows()))  # lazy: read only when OUT already exists
+        check_output(
+            out,
+            manifest,
+            resume,
+            overwrite,
+            (None if row_problem(r) else str(resolve_path(r["audio"], root)) for r in scan.iter_rows()),
+        )  # lazy: read only when OUT already exists
         if out is None:
             return self._run(scan, None, root, resume, progress, select, part, n_rows, start)
         make_parent(out)
@@ -148,24 +161,42 @@ class ScoreJob:
                 check_resume(out, columns, fingerprint, self.scorer, root)
             return self._run(scan, out, root, resume, progress, select, part, n_rows, start)
 
-    def _run(self, scan: ManifestScan, out: Path | None, root: Path, resume: bool,
-             progress: bool | None, select: RowSelector | None, part: tuple[int, int] | None,
-             n_rows: int, start: float) -> ScoreSummary:
+    def _run(
+        self,
+        scan: ManifestScan,
+        out: Path | None,
+        root: Path,
+        resume: bool,
+        progress: bool | None,
+        select: RowSelector | None,
+        part: tuple[int, int] | None,
+        n_rows: int,
+        start: float,
+    ) -> ScoreSummary:
         columns = scan.columns
-        summary = ScoreSummary(rows=n_rows, model_id=self.scorer.info.model_id,
-                               revision=self.scorer.info.revision, device=str(self.scorer.device),
-                               dtype=self.scorer.dtype)
+        summary = ScoreSummary(
+            rows=n_rows,
+            model_id=self.scorer.info.model_id,
+            revision=self.scorer.info.revision,
+            device=str(self.scorer.device),
+            dtype=self.scorer.dtype,
+        )
         rows = self._selected(scan.iter_rows(), select)
         try:
-            writer, done = open_output(out, (r for _, r in rows), columns, resume, summary.count) \
-                if out is not None else open_output(None, (), columns, resume)
+            writer, done = (
+                open_output(out, (r for _, r in rows), columns, resume, summary.count)
+                if out is not None
+                else open_output(None, (), columns, resume)
+            )
         except OSError as exc:  # e.g. permission denied, a symlink loop
-            raise UsageError(f"cannot open -o {out} for writing: {exc.strerror or exc}; choose "
-                             "another output path") from None
+            raise UsageError(
+                f"cannot open -o {out} for writing: {exc.strerror or exc}; choose another output path"
+            ) from None
         summary.resumed = done
         # the manifest's own row count (a selection's is the summary's "rows")
-        record = ScoreRecord.of_run(self.scorer, ManifestRecord.of_scan(scan, root),
-                                    part_record(scan.rows, *part) if part is not None else None)
+        record = ScoreRecord.of_run(
+            self.scorer, ManifestRecord.of_scan(scan, root), part_record(scan.rows, *part) if part is not None else None
+        )
         summary.protocol = record.protocol
         kept = done  # rows known to be in the output file (for the message on failure)
         try:
@@ -192,19 +223,31 @@ class ScoreJob:
         return summary
 
     @staticmethod
-    def _selected(rows: Iterator[dict[str, Any]], select: RowSelector | None
-                  ) -> Iterator[tuple[int, dict[str, Any]]]:
+    def _selected(rows: Iterator[dict[str, Any]], select: RowSelector | None) -> Iterator[tuple[int, dict[str, Any]]]:
         """``(manifest index, row)`` of the rows this job scores, as one shared iterator:
         resume consumes the rows done from it, scoring streams on from there."""
         return (ir for ir in enumerate(rows) if select is None or select(ir[0]))
 
-    def _score_rows(self, rows: Iterator[tuple[int, dict[str, Any]]], root: Path, first: int,
-                    total: int, writer, summary: ScoreSummary, progress: bool | None):
+    def _score_rows(
+        self,
+        rows: Iterator[tuple[int, dict[str, Any]]],
+        root: Path,
+        first: int,
+        total: int,
+        writer,
+        summary: ScoreSummary,
+        progress: bool | None,
+    ):
         """Score and write the rows after the ``first`` done; yields the rows in the file
         after each flush."""
         engine = self.engine
-        bar = tqdm(total=total - first, unit="row", desc="scoring", file=sys.stderr,
-                   disable=not (sys.stderr.isatty() if progress is None else progress))
+        bar = tqdm(
+            total=total - first,
+            unit="row",
+            desc="scoring",
+            file=sys.stderr,
+            disable=not (sys.stderr.isatty() if progress is None else progress),
+        )
 
         def prepared() -> Iterator[tuple[tuple[int, list, list[str]], list[str]]]:
             # Runs ahead of the writing by the batches the engine decodes in advance. Rows
@@ -216,8 +259,10 @@ class ScoreJob:
                 checked = [(row, row_problem(row)) for _, row in block]
                 texts = [row["text"] for row, problem in checked if not problem]
                 for step in chunks(iter(checked), written, self.batch_size):
-                    items = [(row, problem, None if problem else str(resolve_path(row["audio"], root)))
-                             for row, problem in step]
+                    items = [
+                        (row, problem, None if problem else str(resolve_path(row["audio"], root)))
+                        for row, problem in step
+                    ]
                     written += len(step)
                     yield (written, items, texts), [p for _, bad, p in items if not bad]
                     texts = []
@@ -247,5 +292,6 @@ def write_failed(output: Path | None, exc: OSError, kept: int) -> UsageError:
     if output is None:
         return UsageError(f"cannot write to standard output: {reason}")
     todo = "free space" if exc.errno == errno.ENOSPC else "fix that"
-    return UsageError(f"cannot write {output}: {reason}; the {kept} rows written so far are kept; "
-                      f"{todo} and rerun with --resume")
+    return UsageError(
+        f"cannot write {output}: {reason}; the {kept} rows written so far are kept; {todo} and rerun with --resume"
+    )

@@ -45,8 +45,15 @@ def _check_spec_files(path: Path) -> None:
         check_regular_file(path)
 
 
-def load_scorer(spec: str | Path = DEFAULT_MODEL, device: str = "auto", dtype: str = "fp32", *,
-                revision: str | None = None, msclap_version: str | None = None, tokenizer: Any = None):
+def load_scorer(
+    spec: str | Path = DEFAULT_MODEL,
+    device: str = "auto",
+    dtype: str = "fp32",
+    *,
+    revision: str | None = None,
+    msclap_version: str | None = None,
+    tokenizer: Any = None,
+):
     """Load a scorer of the right family for ``spec``.
 
     ``revision``: hub revision (transformers checkpoints only). ``msclap_version``:
@@ -57,8 +64,9 @@ def load_scorer(spec: str | Path = DEFAULT_MODEL, device: str = "auto", dtype: s
     not apply to the spec's family.
     """
     _check_spec_files(Path(spec))  # before anything of it is read: a FIFO would block
-    scorer = family_of_spec(spec).load(str(spec), device=device, dtype=dtype, revision=revision,
-                                       msclap_version=msclap_version, tokenizer=tokenizer)
+    scorer = family_of_spec(spec).load(
+        str(spec), device=device, dtype=dtype, revision=revision, msclap_version=msclap_version, tokenizer=tokenizer
+    )
     from humanclap.scoring.head import has_head
 
     if has_head(spec):

@@ -41,12 +41,19 @@ def _file_id(path: str | Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def check_output(output: str | Path | None, manifest: str | Path, resume: bool = False,
-                 overwrite: bool = False, audio_paths: Iterable[str | None] = ()) -> None:
+def check_output(
+    output: str | Path | None,
+    manifest: str | Path,
+    resume: bool = False,
+    overwrite: bool = False,
+    audio_paths: Iterable[str | None] = (),
+) -> None:
     """Refuse an ``-o`` that would destroy an input or cannot be written; see the module doc."""
     if resume and overwrite:
-        raise UsageError("--resume and --overwrite contradict each other: --resume keeps the rows "
-                         "already in -o OUT, --overwrite discards them; pass one of them")
+        raise UsageError(
+            "--resume and --overwrite contradict each other: --resume keeps the rows "
+            "already in -o OUT, --overwrite discards them; pass one of them"
+        )
     if output is None:
         return
     out = Path(output)
@@ -67,26 +74,34 @@ def check_output(output: str | Path | None, manifest: str | Path, resume: bool =
     written = {fid: path for path in (out, meta) if (fid := _file_id(path)) is not None}
     if written:
         if _file_id(manifest) in written:
-            raise UsageError(f"-o {out}: {written[_file_id(manifest)]} is the manifest {manifest} "
-                             "itself (the same file under another name); writing it would destroy "
-                             "the input; choose another output path")
+            raise UsageError(
+                f"-o {out}: {written[_file_id(manifest)]} is the manifest {manifest} "
+                "itself (the same file under another name); writing it would destroy "
+                "the input; choose another output path"
+            )
         # Only when OUT already exists (a new file cannot be one of them); streamed, one
         # stat per row, so a manifest of millions of rows is never held in memory.
         for audio in (p for p in audio_paths if p):
             if _file_id(audio) in written:
-                raise UsageError(f"-o {out}: {written[_file_id(audio)]} is the audio file {audio} "
-                                 "of the manifest; choose another output path")
+                raise UsageError(
+                    f"-o {out}: {written[_file_id(audio)]} is the audio file {audio} "
+                    "of the manifest; choose another output path"
+                )
 
     if out.is_file() and out.stat().st_size > 0 and not (resume or overwrite):
-        raise UsageError(f"-o {out} exists and is not empty; pass --overwrite to replace it, or "
-                         "--resume to keep its rows and score only the rest")
+        raise UsageError(
+            f"-o {out} exists and is not empty; pass --overwrite to replace it, or "
+            "--resume to keep its rows and score only the rest"
+        )
     # The output contract (humanclap.outputs): --overwrite replaces a humanclap output only.
     if overwrite and out.is_file() and out.stat().st_size > 0:
         check_own_output(out)
     if not resume and meta.is_file() and read_own_meta(meta) is None:  # resume: check_resume says why
-        raise UsageError(f"-o {out}: {meta} exists and was not written by humanclap (not a score "
-                         "meta file); humanclap never replaces a file it did not create: choose "
-                         "another output path")
+        raise UsageError(
+            f"-o {out}: {meta} exists and was not written by humanclap (not a score "
+            "meta file); humanclap never replaces a file it did not create: choose "
+            "another output path"
+        )
 
 
 def read_own_meta(meta_file: Path) -> dict[str, Any] | None:
@@ -95,9 +110,12 @@ def read_own_meta(meta_file: Path) -> dict[str, Any] | None:
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
-    if not isinstance(meta, dict) or not isinstance(meta.get("manifest"), dict) \
-            or not isinstance(meta.get("model"), dict) \
-            or not isinstance(meta["manifest"].get("columns"), list):
+    if (
+        not isinstance(meta, dict)
+        or not isinstance(meta.get("manifest"), dict)
+        or not isinstance(meta.get("model"), dict)
+        or not isinstance(meta["manifest"].get("columns"), list)
+    ):
         return None
     return meta
 
@@ -107,9 +125,11 @@ def check_own_output(output: Path) -> None:
     output: its meta file is beside it and its first line is the header (CSV) or a row
     (JSONL) that those commands write for the recorded columns."""
     meta = read_own_meta(meta_path(output))
-    refuse = (f"-o {output} exists and was not written by humanclap score or merge (%s); "
-              "--overwrite replaces only humanclap's own output, never a file it did not create: "
-              "choose another output path, or move that file away yourself")
+    refuse = (
+        f"-o {output} exists and was not written by humanclap score or merge (%s); "
+        "--overwrite replaces only humanclap's own output, never a file it did not create: "
+        "choose another output path, or move that file away yourself"
+    )
     if meta is None:
         raise UsageError(refuse % f"no humanclap {meta_path(output).name} beside it")
     try:
@@ -128,16 +148,20 @@ def make_parent(output: Path) -> None:
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"-o {output}: cannot create the folder {output.parent} "
-                         f"({exc.strerror or exc}); choose another output path") from None
+        raise UsageError(
+            f"-o {output}: cannot create the folder {output.parent} ({exc.strerror or exc}); choose another output path"
+        ) from None
 
 
 def model_record(scorer: Scorer) -> dict[str, Any]:
     """What of a scorer decides its numbers: weights (revision), dtype, preprocessing."""
     info = scorer.info.as_dict()
     # through JSON so that it compares equal to what a meta file reads back (tuples -> lists)
-    return json.loads(json.dumps(json_safe({"revision": info["revision"], "dtype": scorer.dtype,
-                                            "preprocessing": info["preprocessing"]})))
+    return json.loads(
+        json.dumps(
+            json_safe({"revision": info["revision"], "dtype": scorer.dtype, "preprocessing": info["preprocessing"]})
+        )
+    )
 
 
 def result_identity(meta: dict[str, Any]) -> dict[str, Any]:
@@ -145,25 +169,40 @@ def result_identity(meta: dict[str, Any]) -> dict[str, Any]:
     two outputs' rows to be mixed (``--resume``, ``merge``). Missing fields are None."""
     manifest = meta.get("manifest") if isinstance(meta.get("manifest"), dict) else {}
     model = meta.get("model") if isinstance(meta.get("model"), dict) else {}
-    return {"model": {"revision": model.get("revision"), "dtype": meta.get("dtype"),
-                      "preprocessing": model.get("preprocessing")},
-            "data": {"columns": manifest.get("columns"), "sha256": manifest.get("sha256"),
-                     "audio_root": manifest.get("audio_root")}}
+    return {
+        "model": {
+            "revision": model.get("revision"),
+            "dtype": meta.get("dtype"),
+            "preprocessing": model.get("preprocessing"),
+        },
+        "data": {
+            "columns": manifest.get("columns"),
+            "sha256": manifest.get("sha256"),
+            "audio_root": manifest.get("audio_root"),
+        },
+    }
 
 
 def _get(meta: Any, meta_file: Path, *keys: str) -> Any:
     value = meta
     for i, key in enumerate(keys):
         if not isinstance(value, dict) or key not in value:
-            raise UsageError(f"cannot resume: {meta_file} lacks '{'.'.join(keys[: i + 1])}' (it was "
-                             "not written by this version of humanclap score, or was edited), so it "
-                             f"cannot tell which model and manifest made the rows; {OVERWRITE_HINT}")
+            raise UsageError(
+                f"cannot resume: {meta_file} lacks '{'.'.join(keys[: i + 1])}' (it was "
+                "not written by this version of humanclap score, or was edited), so it "
+                f"cannot tell which model and manifest made the rows; {OVERWRITE_HINT}"
+            )
         value = value[key]
     return value
 
 
-def check_resume(output: Path, columns: list[str], fingerprint: str,
-                 scorer: Scorer | None = None, audio_root: str | Path | None = None) -> None:
+def check_resume(
+    output: Path,
+    columns: list[str],
+    fingerprint: str,
+    scorer: Scorer | None = None,
+    audio_root: str | Path | None = None,
+) -> None:
     """Refuse ``--resume`` unless ``OUT.meta.json`` shows the same manifest (columns and
     fingerprint), the same resolved audio root (when ``audio_root`` is given) and, when
     ``scorer`` is given, the same model. Nothing to check when OUT is missing or empty: the
@@ -172,46 +211,64 @@ def check_resume(output: Path, columns: list[str], fingerprint: str,
         return
     meta_file = meta_path(output)
     if not meta_file.is_file():
-        raise UsageError(f"cannot resume: {meta_file} is missing, so the rows in {output} may come "
-                         f"from another model; {OVERWRITE_HINT}")
+        raise UsageError(
+            f"cannot resume: {meta_file} is missing, so the rows in {output} may come "
+            f"from another model; {OVERWRITE_HINT}"
+        )
     try:
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UsageError(f"cannot resume: {meta_file} is not readable JSON ({exc}), so it cannot "
-                         f"tell which model and manifest made {output}; {OVERWRITE_HINT}") from None
+        raise UsageError(
+            f"cannot resume: {meta_file} is not readable JSON ({exc}), so it cannot "
+            f"tell which model and manifest made {output}; {OVERWRITE_HINT}"
+        ) from None
     old_columns = _get(meta, meta_file, "manifest", "columns")
     old_fingerprint = _get(meta, meta_file, "manifest", "sha256")
     if old_columns != list(columns):
         gained = [c for c in columns if c not in old_columns]
         lost = [c for c in old_columns if c not in columns]
-        change = "; ".join(x for x in (f"gained {gained}" if gained else "",
-                                       f"lost {lost}" if lost else "") if x) or "reordered"
-        raise UsageError(f"cannot resume: the manifest's columns differ from those {output} was "
-                         f"scored from ({change}: now {list(columns)}, then {old_columns}); resume "
-                         f"with the original manifest, or {OVERWRITE_HINT}")
+        change = (
+            "; ".join(x for x in (f"gained {gained}" if gained else "", f"lost {lost}" if lost else "") if x)
+            or "reordered"
+        )
+        raise UsageError(
+            f"cannot resume: the manifest's columns differ from those {output} was "
+            f"scored from ({change}: now {list(columns)}, then {old_columns}); resume "
+            f"with the original manifest, or {OVERWRITE_HINT}"
+        )
     if old_fingerprint != fingerprint:
-        raise UsageError(f"cannot resume: the manifest's rows are not those {output} was scored "
-                         f"from (fingerprint {fingerprint[:12]}, recorded {str(old_fingerprint)[:12]} "
-                         f"in {meta_file}); resume with the original manifest, or {OVERWRITE_HINT}")
+        raise UsageError(
+            f"cannot resume: the manifest's rows are not those {output} was scored "
+            f"from (fingerprint {fingerprint[:12]}, recorded {str(old_fingerprint)[:12]} "
+            f"in {meta_file}); resume with the original manifest, or {OVERWRITE_HINT}"
+        )
     if audio_root is not None:
         then = result_identity(meta)["data"]["audio_root"]
         now = str(Path(audio_root).resolve())
         if then != now:
-            raise UsageError(f"cannot resume: {output} was scored with the audio root "
-                             f"{then or '(not recorded by the humanclap that wrote it)'}, this run "
-                             f"reads the audio under {now}: the rows would come from two folders; "
-                             f"pass the same --audio-root, or {OVERWRITE_HINT}")
+            raise UsageError(
+                f"cannot resume: {output} was scored with the audio root "
+                f"{then or '(not recorded by the humanclap that wrote it)'}, this run "
+                f"reads the audio under {now}: the rows would come from two folders; "
+                f"pass the same --audio-root, or {OVERWRITE_HINT}"
+            )
     if scorer is None:
         return
-    old = {"revision": _get(meta, meta_file, "model", "revision"),
-           "dtype": _get(meta, meta_file, "dtype"),
-           "preprocessing": _get(meta, meta_file, "model", "preprocessing")}
+    old = {
+        "revision": _get(meta, meta_file, "model", "revision"),
+        "dtype": _get(meta, meta_file, "dtype"),
+        "preprocessing": _get(meta, meta_file, "model", "preprocessing"),
+    }
     new = model_record(scorer)
     if (old["revision"], old["dtype"]) != (new["revision"], new["dtype"]):
-        raise UsageError(f"cannot resume: {output} was scored with revision {old['revision']} "
-                         f"({old['dtype']}), not {new['revision']} ({new['dtype']}); drop --resume "
-                         "and pass --overwrite to start over, or use another -o")
+        raise UsageError(
+            f"cannot resume: {output} was scored with revision {old['revision']} "
+            f"({old['dtype']}), not {new['revision']} ({new['dtype']}); drop --resume "
+            "and pass --overwrite to start over, or use another -o"
+        )
     if old["preprocessing"] != new["preprocessing"]:
-        raise UsageError(f"cannot resume: {output} was scored with other preprocessing "
-                         f"({old['preprocessing']}, now {new['preprocessing']}); drop --resume and "
-                         "pass --overwrite to start over, or use another -o")
+        raise UsageError(
+            f"cannot resume: {output} was scored with other preprocessing "
+            f"({old['preprocessing']}, now {new['preprocessing']}); drop --resume and "
+            "pass --overwrite to start over, or use another -o"
+        )

@@ -77,12 +77,15 @@ def scan_manifest(path: str | Path) -> ManifestScan:
 def _check_columns(path: Path, columns: list[str], rows: int) -> None:
     missing = [c for c in ("audio", "text") if c not in columns]
     if missing:
-        raise UsageError(f"manifest {path} lacks column(s) {', '.join(missing)}; "
-                         f"it has: {', '.join(columns) or 'none'}")
+        raise UsageError(
+            f"manifest {path} lacks column(s) {', '.join(missing)}; it has: {', '.join(columns) or 'none'}"
+        )
     clash = [c for c in OUTPUT_COLUMNS if c in columns]
     if clash:
-        raise UsageError(f"manifest {path} already has output column(s) {', '.join(clash)}; "
-                         "rename them or pass the original manifest")
+        raise UsageError(
+            f"manifest {path} already has output column(s) {', '.join(clash)}; "
+            "rename them or pass the original manifest"
+        )
     if not rows:
         raise UsageError(f"manifest {path} has no rows")
 
@@ -117,8 +120,10 @@ def checked_cosine(cosine: float | None, error: str) -> tuple[float | None, str]
     """``(cosine, error)`` with a NaN/inf cosine turned into a row error: a metric writes
     finite numbers or none (a NaN embedding comes from the model or its dtype, not the row)."""
     if cosine is not None and not math.isfinite(cosine):
-        return None, (f"non-finite embedding (cosine = {cosine}): the model gave NaN/inf for this "
-                      "audio or text; try --dtype fp32, else the checkpoint is broken")
+        return None, (
+            f"non-finite embedding (cosine = {cosine}): the model gave NaN/inf for this "
+            "audio or text; try --dtype fp32, else the checkpoint is broken"
+        )
     return cosine, error
 
 
@@ -143,14 +148,13 @@ def _csv_cell(value: Any) -> str:
     return str(value)
 
 
-def _csv_row(row: dict[str, Any], columns: list[str], score: float | None, cosine: float | None,
-             error: str) -> str:
-    return _csv_line([_csv_cell(row.get(c, "")) for c in columns[:-3]]
-                     + [format_float(score), format_float(cosine), error])
+def _csv_row(row: dict[str, Any], columns: list[str], score: float | None, cosine: float | None, error: str) -> str:
+    return _csv_line(
+        [_csv_cell(row.get(c, "")) for c in columns[:-3]] + [format_float(score), format_float(cosine), error]
+    )
 
 
-def _jsonl_row(row: dict[str, Any], columns: list[str], score: float | None, cosine: float | None,
-               error: str) -> str:
+def _jsonl_row(row: dict[str, Any], columns: list[str], score: float | None, cosine: float | None, error: str) -> str:
     out = dict(row)
     out["clapscore"] = None if score is None else float(format_float(score))
     out["cosine"] = None if cosine is None else float(format_float(cosine))
@@ -248,8 +252,9 @@ def _csv_records(path: Path, f: IO[bytes]) -> Iterator[tuple[list[str], int]]:
             yield record, end
     except (csv.Error, UnicodeDecodeError) as exc:
         if next(lines, None) is not None:  # more data after the failure: not a cut
-            raise UsageError(f"cannot resume: {path}, line {reader.line_num}, is not CSV written by "
-                             f"humanclap score ({exc}); {RERUN}") from None
+            raise UsageError(
+                f"cannot resume: {path}, line {reader.line_num}, is not CSV written by humanclap score ({exc}); {RERUN}"
+            ) from None
 
 
 def _jsonl_records(path: Path, f: IO[bytes]) -> Iterator[tuple[dict[str, Any], int]]:
@@ -259,34 +264,33 @@ def _jsonl_records(path: Path, f: IO[bytes]) -> Iterator[tuple[dict[str, Any], i
         try:
             row = json.loads(chunk.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise UsageError(f"cannot resume: {path}, line {lineno}, is not valid JSON ({exc}); "
-                             f"{RERUN}") from None
+            raise UsageError(f"cannot resume: {path}, line {lineno}, is not valid JSON ({exc}); {RERUN}") from None
         if not isinstance(row, dict) or not all(k in row for k in OUTPUT_COLUMNS):
-            raise UsageError(f"cannot resume: {path}, line {lineno}, is not an output row of "
-                             f"humanclap score (no {'/'.join(OUTPUT_COLUMNS)}); {RERUN}")
+            raise UsageError(
+                f"cannot resume: {path}, line {lineno}, is not an output row of "
+                f"humanclap score (no {'/'.join(OUTPUT_COLUMNS)}); {RERUN}"
+            )
         yield row, end
 
 
-def _csv_done_rows(path: Path, f: IO[bytes], columns: list[str]
-                   ) -> Iterator[tuple[dict[str, Any] | None, int]]:
+def _csv_done_rows(path: Path, f: IO[bytes], columns: list[str]) -> Iterator[tuple[dict[str, Any] | None, int]]:
     records = _csv_records(path, f)
     first = next(records, None)
     if first is None:
         return
     header, expected = first[0], columns + list(OUTPUT_COLUMNS)
     if header != expected:
-        raise UsageError(f"cannot resume: {path} has columns {header}, but this manifest gives "
-                         f"{expected}; {RERUN}")
+        raise UsageError(f"cannot resume: {path} has columns {header}, but this manifest gives {expected}; {RERUN}")
     yield None, first[1]  # the header's end: where appending starts with no rows
     for i, (rec, end) in enumerate(records, 2):
         if len(rec) != len(header):
-            raise UsageError(f"cannot resume: {path}, record {i}, has {len(rec)} fields where "
-                             f"the header has {len(header)}; {RERUN}")
+            raise UsageError(
+                f"cannot resume: {path}, record {i}, has {len(rec)} fields where the header has {len(header)}; {RERUN}"
+            )
         yield dict(zip(header, rec)), end
 
 
-def _jsonl_done_rows(path: Path, f: IO[bytes], columns: list[str]
-                     ) -> Iterator[tuple[dict[str, Any] | None, int]]:
+def _jsonl_done_rows(path: Path, f: IO[bytes], columns: list[str]) -> Iterator[tuple[dict[str, Any] | None, int]]:
     return _jsonl_records(path, f)
 
 
@@ -301,7 +305,7 @@ def read_done_rows(path: Path, fmt: str, columns: list[str]) -> tuple[list[dict[
     """Complete rows already in an output file and the byte length they occupy (the
     in-memory form of :func:`iter_done_rows`)."""
     rows, keep = [], 0
-    for row, keep in iter_done_rows(path, fmt, columns):
+    for row, keep in iter_done_rows(path, fmt, columns):  # noqa: B007  (keep: after the loop)
         if row is not None:
             rows.append(row)
     return rows, keep
@@ -352,8 +356,7 @@ class RowFormat:
 
 FORMATS = {
     "csv": RowFormat(_csv_line, _csv_row, _csv_done_rows, _csv_as_written, _csv_first_line_is_ours),
-    "jsonl": RowFormat(lambda columns: "", _jsonl_row, _jsonl_done_rows, _jsonl_as_written,
-                       _jsonl_first_line_is_ours),
+    "jsonl": RowFormat(lambda columns: "", _jsonl_row, _jsonl_done_rows, _jsonl_as_written, _jsonl_first_line_is_ours),
 }
 
 
@@ -366,13 +369,13 @@ def done_score(path: Path, index: int, old: dict[str, Any]) -> float | None:
     except (TypeError, ValueError):
         score = math.nan
     if not math.isfinite(score):  # e.g. an empty score and no error, as old versions wrote
-        raise UsageError(f"cannot resume: {path} row {index + 1} has neither a score nor an error; "
-                         f"{RERUN}")
+        raise UsageError(f"cannot resume: {path} row {index + 1} has neither a score nor an error; {RERUN}")
     return score
 
 
-def open_output(path: str | Path | None, rows: Iterable[dict[str, Any]], columns: list[str],
-                resume: bool, on_done=None) -> tuple[RowWriter, int]:
+def open_output(
+    path: str | Path | None, rows: Iterable[dict[str, Any]], columns: list[str], resume: bool, on_done=None
+) -> tuple[RowWriter, int]:
     """Open the output (stdout when ``path`` is None); with ``resume``, check the rows done
     against the manifest and return how many there are.
 
@@ -390,16 +393,20 @@ def open_output(path: str | Path | None, rows: Iterable[dict[str, Any]], columns
     if resume and path.is_file() and path.stat().st_size > 0:
         keep = 0
         source = iter(rows)
-        for old, keep in iter_done_rows(path, fmt, columns):
+        for old, keep in iter_done_rows(path, fmt, columns):  # noqa: B007  (keep: after the loop)
             if old is None:
                 continue  # the CSV header
             new = next(source, None)
             if new is None:
-                raise UsageError(f"{path} has more rows than the manifest ({done} + more): it "
-                                 "belongs to another manifest; drop --resume to start over")
+                raise UsageError(
+                    f"{path} has more rows than the manifest ({done} + more): it "
+                    "belongs to another manifest; drop --resume to start over"
+                )
             if not row_matches(old, new, fmt, columns):
-                raise UsageError(f"{path} row {done + 1} ({old.get('audio')!r}) does not match the "
-                                 f"manifest ({new.get('audio')!r}); drop --resume to start over")
+                raise UsageError(
+                    f"{path} row {done + 1} ({old.get('audio')!r}) does not match the "
+                    f"manifest ({new.get('audio')!r}); drop --resume to start over"
+                )
             score = done_score(path, done, old)
             if on_done is not None:
                 on_done(score)

@@ -25,8 +25,10 @@ from humanclap.scoring.protocol import Scorer
 from humanclap.scoring.rows import ManifestScan
 
 # What every meta file says about its numbers.
-NOTE = ("clapscore = max(cosine, 0), or a score head's output clipped to [0, 1] when the protocol "
-        "says so; scoring is deterministic (no seed involved); the CI is clipped to [0, 1]")
+NOTE = (
+    "clapscore = max(cosine, 0), or a score head's output clipped to [0, 1] when the protocol "
+    "says so; scoring is deterministic (no seed involved); the CI is clipped to [0, 1]"
+)
 
 
 class RunningStats:
@@ -114,8 +116,10 @@ class ScoreSummary:
             f"model: {self.model_id}  revision: {self.revision}",
         ]
         if ran:
-            lines.append(f"device: {self.device} ({self.dtype})  time: {self.seconds:.1f} s"
-                         + (f"  cache hits: {self.cache_hits}" if self.cache_hits else ""))
+            lines.append(
+                f"device: {self.device} ({self.dtype})  time: {self.seconds:.1f} s"
+                + (f"  cache hits: {self.cache_hits}" if self.cache_hits else "")
+            )
         if self.protocol:
             lines.append(f"protocol: {self.protocol}")
         return "\n".join(lines)
@@ -142,12 +146,18 @@ class ManifestRecord:
 
     @classmethod
     def of_scan(cls, scan: ManifestScan, audio_root: str | Path) -> ManifestRecord:
-        return cls(str(scan.path.resolve()), list(scan.columns), scan.rows, scan.fingerprint,
-                   str(Path(audio_root).resolve()))
+        return cls(
+            str(scan.path.resolve()), list(scan.columns), scan.rows, scan.fingerprint, str(Path(audio_root).resolve())
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "columns": list(self.columns), "rows": self.rows,
-                "sha256": self.sha256, "audio_root": self.audio_root}
+        return {
+            "path": self.path,
+            "columns": list(self.columns),
+            "rows": self.rows,
+            "sha256": self.sha256,
+            "audio_root": self.audio_root,
+        }
 
 
 @dataclass
@@ -169,27 +179,37 @@ class ScoreRecord:
     command: str = "score"
 
     @classmethod
-    def of_run(cls, scorer: Scorer, manifest: ManifestRecord,
-               part: dict[str, int] | None = None) -> ScoreRecord:
+    def of_run(cls, scorer: Scorer, manifest: ManifestRecord, part: dict[str, int] | None = None) -> ScoreRecord:
         """The record of a run of ``scorer`` on ``manifest`` (this humanclap's version)."""
-        return cls(model=scorer.info.as_dict(), dtype=scorer.dtype, device=str(scorer.device),
-                   manifest=manifest, part=part, protocol=scorer_protocol(scorer))
+        return cls(
+            model=scorer.info.as_dict(),
+            dtype=scorer.dtype,
+            device=str(scorer.device),
+            manifest=manifest,
+            part=part,
+            protocol=scorer_protocol(scorer),
+        )
 
     @classmethod
     def from_json(cls, meta: dict[str, Any]) -> ScoreRecord:
         """The record in a meta file (a part's, for ``merge``). A file written before the
         citation line existed gets it rebuilt from its model record where that is complete."""
         m = meta["manifest"]
-        record = cls(model=meta["model"], dtype=meta.get("dtype"), device=meta.get("device"),
-                     manifest=ManifestRecord(m.get("path"), m.get("columns"), m.get("rows"),
-                                             m.get("sha256"), m.get("audio_root")),
-                     part=meta.get("part"), protocol=meta.get("protocol"),
-                     humanclap_version=meta.get("humanclap_version"),
-                     command=meta.get("command", "score"))
+        record = cls(
+            model=meta["model"],
+            dtype=meta.get("dtype"),
+            device=meta.get("device"),
+            manifest=ManifestRecord(
+                m.get("path"), m.get("columns"), m.get("rows"), m.get("sha256"), m.get("audio_root")
+            ),
+            part=meta.get("part"),
+            protocol=meta.get("protocol"),
+            humanclap_version=meta.get("humanclap_version"),
+            command=meta.get("command", "score"),
+        )
         if record.protocol is None:
             try:
-                record.protocol = protocol_line(record.model, dtype=record.dtype,
-                                                version=record.humanclap_version)
+                record.protocol = protocol_line(record.model, dtype=record.dtype, version=record.humanclap_version)
             except (KeyError, TypeError, ValueError):
                 pass  # too old to tell: the file goes without the line
         return record
@@ -198,13 +218,26 @@ class ScoreRecord:
         """The meta file's content, keys in the order every version wrote them (the citation
         line last, where it was added). Strict JSON: an undefined mean is null."""
         mean, lo, hi = summary.mean_ci()
-        out: dict[str, Any] = {"humanclap_version": self.humanclap_version, "command": self.command,
-                               "model": self.model, "dtype": self.dtype, "device": self.device,
-                               "manifest": self.manifest.to_json()}
+        out: dict[str, Any] = {
+            "humanclap_version": self.humanclap_version,
+            "command": self.command,
+            "model": self.model,
+            "dtype": self.dtype,
+            "device": self.device,
+            "manifest": self.manifest.to_json(),
+        }
         if self.part is not None:
             out["part"] = self.part
-        out.update({"rows": summary.rows, "scored": summary.scored, "failed": summary.failed,
-                    "mean_clapscore": mean, "mean_clapscore_ci95": [lo, hi], "note": NOTE})
+        out.update(
+            {
+                "rows": summary.rows,
+                "scored": summary.scored,
+                "failed": summary.failed,
+                "mean_clapscore": mean,
+                "mean_clapscore_ci95": [lo, hi],
+                "note": NOTE,
+            }
+        )
         if self.protocol is not None:
             out["protocol"] = self.protocol
         return out

@@ -24,15 +24,22 @@ from humanclap.errors import HumanclapError, UsageError
 from humanclap.io import check_audio_root, resolve_path
 from humanclap.scoring.cache import check_cache_folder
 from humanclap.scoring.decode import default_workers
-from humanclap.scoring.distributed import (all_reduce_sum, barrier, env_info, init_distributed,
-                                           launched_distributed, rank_device, shutdown_distributed)
+from humanclap.scoring.device import check_dtype, resolve_device
+from humanclap.scoring.distributed import (
+    all_reduce_sum,
+    barrier,
+    env_info,
+    init_distributed,
+    launched_distributed,
+    rank_device,
+    shutdown_distributed,
+)
 from humanclap.scoring.inputs import check_batch_size, check_workers
 from humanclap.scoring.job import ScoreJob
 from humanclap.scoring.loader import load_scorer
 from humanclap.scoring.output_guard import check_output, check_resume, meta_path
 from humanclap.scoring.parts import merge_parts, parse_shard, part_path
 from humanclap.scoring.rows import output_format, row_problem, scan_manifest
-from humanclap.scoring.device import check_dtype, resolve_device
 from humanclap.scoring.summary import ScoreSummary
 
 # Ranks finish their parts at different times: the barrier waits as long as a part can take.
@@ -62,13 +69,23 @@ class ScoreRun:
         return 1 if self.failed else 0
 
 
-def run_score(manifest: str | Path, output: str | Path | None = None, *,
-              model: str = DEFAULT_MODEL, msclap_version: str | None = None,
-              audio_root: str | Path | None = None, batch_size: int = 8, device: str = "auto",
-              dtype: str = "fp32", cache: str | Path | None = None, workers: int | None = None,
-              resume: bool = False, overwrite: bool = False,
-              shard: str | tuple[int, int] | None = None,
-              progress: bool | None = None) -> ScoreRun:
+def run_score(
+    manifest: str | Path,
+    output: str | Path | None = None,
+    *,
+    model: str = DEFAULT_MODEL,
+    msclap_version: str | None = None,
+    audio_root: str | Path | None = None,
+    batch_size: int = 8,
+    device: str = "auto",
+    dtype: str = "fp32",
+    cache: str | Path | None = None,
+    workers: int | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    shard: str | tuple[int, int] | None = None,
+    progress: bool | None = None,
+) -> ScoreRun:
     """Score every row of ``manifest`` with ``model`` into ``output`` (CSV/JSONL by its
     extension; JSONL on stdout when None) and ``OUT.meta.json``.
 
@@ -92,22 +109,29 @@ def run_score(manifest: str | Path, output: str | Path | None = None, *,
     part = (parse_shard(shard) if isinstance(shard, str) else tuple(shard)) if shard else None
     ranks = launched_distributed()
     if ranks and part:
-        raise UsageError("--shard K/N and torchrun both split the rows: under torchrun the ranks "
-                         "are the parts; drop --shard")
+        raise UsageError(
+            "--shard K/N and torchrun both split the rows: under torchrun the ranks are the parts; drop --shard"
+        )
     if ranks:
         info = env_info()
         part = (info.rank, info.world_size)
         device = rank_device(device)
     if part and not output:
-        raise UsageError("scoring in parts needs -o OUT: each part is written to OUT.part-K-of-N "
-                         "and joined into OUT; standard output cannot be split")
+        raise UsageError(
+            "scoring in parts needs -o OUT: each part is written to OUT.part-K-of-N "
+            "and joined into OUT; standard output cannot be split"
+        )
     target = part_path(output, *part) if part else output
     root = audio_root or Path(manifest).resolve().parent
     # Under torchrun rank 0 replaces OUT by the merged parts: OUT follows the same rules.
     for path in dict.fromkeys([target, *([output] if ranks else [])]):
-        check_output(path, manifest, resume, overwrite,
-                     (None if row_problem(r) else str(resolve_path(r["audio"], root))
-                      for r in scan.iter_rows()))
+        check_output(
+            path,
+            manifest,
+            resume,
+            overwrite,
+            (None if row_problem(r) else str(resolve_path(r["audio"], root)) for r in scan.iter_rows()),
+        )
         if resume:
             check_resume(Path(path), scan.columns, scan.fingerprint, audio_root=root)
     check_dtype(dtype, resolve_device(device))
@@ -118,10 +142,17 @@ def run_score(manifest: str | Path, output: str | Path | None = None, *,
 
     scorer = load_scorer(model, device=device, dtype=dtype, msclap_version=msclap_version)
     workers = default_workers(str(scorer.device)) if workers is None else workers
-    job = ScoreJob(scorer, batch_size=batch_size, cache_dir=None if cache is None else str(cache),
-                   workers=workers)
-    summary = job.run(manifest, target, audio_root=audio_root, resume=resume, progress=progress,
-                      overwrite=overwrite, part=part, scan=scan)
+    job = ScoreJob(scorer, batch_size=batch_size, cache_dir=None if cache is None else str(cache), workers=workers)
+    summary = job.run(
+        manifest,
+        target,
+        audio_root=audio_root,
+        resume=resume,
+        progress=progress,
+        overwrite=overwrite,
+        part=part,
+        scan=scan,
+    )
     out = None if output is None else Path(output)
     written = None if target is None else Path(target)
     if ranks:
@@ -136,8 +167,10 @@ def check_cache_apart(cache: str | Path, outputs: list) -> None:
     for out in outputs:
         for path in (Path(out), meta_path(Path(out))):
             if path.resolve() == folder:
-                raise UsageError(f"--cache {cache} is the output file {path}: the cache is a folder of "
-                                 "its own; pass another --cache (e.g. ~/.cache/humanclap)")
+                raise UsageError(
+                    f"--cache {cache} is the output file {path}: the cache is a folder of "
+                    "its own; pass another --cache (e.g. ~/.cache/humanclap)"
+                )
 
 
 def merge_ranks(output: Path, written: Path, summary: ScoreSummary, device) -> ScoreRun:
@@ -163,5 +196,4 @@ def merge_ranks(output: Path, written: Path, summary: ScoreSummary, device) -> S
         shutdown_distributed()
     if error is not None:
         raise error
-    return ScoreRun(result, output, written, part=(info.rank, info.world_size), rank=info.rank,
-                    failed=failed)
+    return ScoreRun(result, output, written, part=(info.rank, info.world_size), rank=info.rank, failed=failed)

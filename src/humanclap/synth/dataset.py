@@ -46,15 +46,6 @@ import numpy as np
 
 from humanclap.errors import UsageError
 from humanclap.outputs import claim_folder, describe_differences, identity_differences, read_marker
-from humanclap.synth.sounds import (
-    EVENT_CLASSES,
-    Clip,
-    NoiseBank,
-    Scene,
-    render,
-    sample_scene,
-    write_wav,
-)
 from humanclap.synth.listeners import (
     ANCHOR_PERCEPTION,
     AUDIO_TYPE,
@@ -64,9 +55,26 @@ from humanclap.synth.listeners import (
     perceive,
     realise,
 )
+from humanclap.synth.sounds import (
+    EVENT_CLASSES,
+    Clip,
+    NoiseBank,
+    Scene,
+    render,
+    sample_scene,
+    write_wav,
+)
 
-REL_COLUMNS = ["wavname", "text", "score", "listener_id", "audio type", "anchor label",
-               "in RELATE dataset", "in AudioCaps"]
+REL_COLUMNS = [
+    "wavname",
+    "text",
+    "score",
+    "listener_id",
+    "audio type",
+    "anchor label",
+    "in RELATE dataset",
+    "in AudioCaps",
+]
 ISOS_COLUMNS = ["wavname", "text", "score", "listener_id", "audio type", "anchor label", "in AudioCaps"]
 ATTRIBUTE_COLUMNS = ["listener_id"] + [f"question{i}" for i in range(1, 13)]
 # (rated texts, pretraining clips). default has as many texts as RELATE (1,960), hence about
@@ -150,8 +158,16 @@ def build_texts(seed: int, n_texts: int) -> list[SynthText]:
         train = rank < n_train
         split = "train" if train else ("validation" if (rank - n_train) % 2 == 0 else "test")
         cid = int(train_ids[rank] if train else test_ids[rank - n_train])
-        texts.append(SynthText(scenes[i], scenes[i].caption(), cid, "train" if train else "test",
-                           split, ("audiocaps",) + SYSTEM_PAIRS[int(pair_of[i])]))
+        texts.append(
+            SynthText(
+                scenes[i],
+                scenes[i].caption(),
+                cid,
+                "train" if train else "test",
+                split,
+                ("audiocaps",) + SYSTEM_PAIRS[int(pair_of[i])],
+            )
+        )
     for k, t in enumerate(texts):
         for s, system in enumerate(t.systems):
             r = realise(t.scene, system, np.random.default_rng([seed, 2, k, s]), seed * 1_000_003 + k * 8 + s)
@@ -166,7 +182,7 @@ def _sessions(n_texts: int, rng: np.random.Generator) -> list[list[int]]:
     slots: list[int] = []
     for c in range(max(counts)):  # copy rounds keep a text's copies far apart
         slots.extend(int(i) for i in rng.permutation(np.flatnonzero(counts > c)))
-    sessions = [list(dict.fromkeys(slots[i:i + TEXTS_PER_SESSION])) for i in range(0, len(slots), TEXTS_PER_SESSION)]
+    sessions = [list(dict.fromkeys(slots[i : i + TEXTS_PER_SESSION])) for i in range(0, len(slots), TEXTS_PER_SESSION)]
     return sessions
 
 
@@ -178,8 +194,9 @@ def _anchor(texts: list[SynthText], rng: np.random.Generator) -> tuple[SynthText
             return a, b
 
 
-def _rate_pool(texts: list[SynthText], rng: np.random.Generator, first_id: int, id_width: int,
-               which: tuple[int, ...]) -> tuple[list[Listener], list[tuple], set[str]]:
+def _rate_pool(
+    texts: list[SynthText], rng: np.random.Generator, first_id: int, id_width: int, which: tuple[int, ...]
+) -> tuple[list[Listener], list[tuple], set[str]]:
     """Simulate one listening test; ``which`` picks latents (0 REL, 1 IS, 2 OS) to rate.
 
     Rows: (listener id, caption's text, system, text whose natural clip is played for an
@@ -236,8 +253,10 @@ def real_histograms(real_rel_csv: str | Path | None) -> tuple[np.ndarray, np.nda
         return np.array(REAL_HIST_NATURAL), np.array(REAL_HIST_SYNTHESIZED), "table"
     path = Path(real_rel_csv)
     if not path.is_file():
-        raise UsageError(f"real RELATE REL.csv not found at {path}; pass the path of "
-                         "RELATE's scores/REL.csv or None to use the stored histograms")
+        raise UsageError(
+            f"real RELATE REL.csv not found at {path}; pass the path of "
+            "RELATE's scores/REL.csv or None to use the stored histograms"
+        )
     needed = ["wavname", "text", "score", "anchor label", "in RELATE dataset"]
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
@@ -245,16 +264,20 @@ def real_histograms(real_rel_csv: str | Path | None) -> tuple[np.ndarray, np.nda
             missing = [c for c in needed if c not in (reader.fieldnames or [])]
             if missing:
                 raise UsageError(f"{path} is not RELATE's REL.csv: it lacks column(s) {missing}")
-            rows = [(r["wavname"], r["text"], int(r["score"]), r["anchor label"] == "True",
-                     r["in RELATE dataset"]) for r in reader]
+            rows = [
+                (r["wavname"], r["text"], int(r["score"]), r["anchor label"] == "True", r["in RELATE dataset"])
+                for r in reader
+            ]
     except (ValueError, UnicodeDecodeError, csv.Error) as exc:
         if isinstance(exc, UsageError):
             raise
         raise UsageError(f"{path}: cannot read RELATE scores ({exc})") from None
     nat, syn = pair_mean_histograms(rows)
     if nat.sum() == 0 or syn.sum() == 0:  # a distance to an empty histogram is NaN, not a number
-        raise UsageError(f"{path} has no rated natural and synthesized pairs to compare with; "
-                         "pass RELATE's full scores/REL.csv, or leave --real-rel-csv out")
+        raise UsageError(
+            f"{path} has no rated natural and synthesized pairs to compare with; "
+            "pass RELATE's full scores/REL.csv, or leave --real-rel-csv out"
+        )
     return nat, syn, str(path)
 
 
@@ -296,8 +319,9 @@ def _pretrain_pairs(seed: int, n_clips: int, exclude: set[str]) -> list[tuple[st
             scene = sample_scene(rng, len(scene.events))
         cap = scene.caption()
         k = len(pairs)
-        pairs.append((cap, realise(scene, "audiocaps", np.random.default_rng([seed, 6, k]),
-                                   seed * 1_000_003 + 500_000_000 + k)))
+        pairs.append(
+            (cap, realise(scene, "audiocaps", np.random.default_rng([seed, 6, k]), seed * 1_000_003 + 500_000_000 + k))
+        )
     return pairs
 
 
@@ -329,8 +353,10 @@ COMMAND = "synth"  # the command name in the output marker (humanclap.outputs.MA
 def synth_identity(seed: int, size: str, real_rel_csv: str | Path | None) -> dict:
     """What decides the dataset's content (the output marker's identity)."""
     real = str(Path(real_rel_csv).expanduser().resolve()) if real_rel_csv is not None else None
-    return {"data": {"seed": seed, "size": size, "texts_and_clips": list(SIZES[size])},
-            "settings": {"real_rel_csv": real}}
+    return {
+        "data": {"seed": seed, "size": size, "texts_and_clips": list(SIZES[size])},
+        "settings": {"real_rel_csv": real},
+    }
 
 
 def is_complete(folder: str | Path, seed: int, size: str) -> bool:
@@ -345,9 +371,14 @@ def is_complete(folder: str | Path, seed: int, size: str) -> bool:
     return data.get("seed") == seed and data.get("size") == size
 
 
-def generate(output_dir: str | Path, seed: int = 0, size: str = "default",
-             real_rel_csv: str | Path | None = None, workers: int | None = None,
-             overwrite: bool = False) -> SynthSummary:
+def generate(
+    output_dir: str | Path,
+    seed: int = 0,
+    size: str = "default",
+    real_rel_csv: str | Path | None = None,
+    workers: int | None = None,
+    overwrite: bool = False,
+) -> SynthSummary:
     """Write a synthetic RELATE-style dataset under ``output_dir`` and return its summary.
 
     ``size``: ``"default"`` (1,960 texts as in RELATE, about 5,700 pairs, 3,000 pretraining clips) or
@@ -376,24 +407,28 @@ def generate(output_dir: str | Path, seed: int = 0, size: str = "default",
         if run.previous is not None and run.files:
             diffs = identity_differences(run.previous.get("identity"), identity)
             then = f" ({describe_differences(diffs)})" if diffs else " (the same seed and size)"
-            raise UsageError(f"{out} is not empty: it holds an earlier synth run{then}; pass "
-                             "--overwrite to replace it (only the files that run wrote are "
-                             "deleted), or choose an empty or new folder")
+            raise UsageError(
+                f"{out} is not empty: it holds an earlier synth run{then}; pass "
+                "--overwrite to replace it (only the files that run wrote are "
+                "deleted), or choose an empty or new folder"
+            )
         run.set_identity(identity)
         run.record(*OUTPUTS)  # before writing: a killed run's marker owns what it left
         return _generate(out, seed, size, real_rel_csv, workers, t0)
 
 
-def _generate(out: Path, seed: int, size: str, real_rel_csv, workers: int | None,
-              t0: float) -> SynthSummary:
+def _generate(out: Path, seed: int, size: str, real_rel_csv, workers: int | None, t0: float) -> SynthSummary:
     n_texts, n_pretrain = SIZES[size]
     texts = build_texts(seed, n_texts)
     pretrain = _pretrain_pairs(seed, n_pretrain, {t.caption for t in texts})
     jobs = [(out / "RELATE_wave" / t.wavname(s).lstrip("/"), t.real[s].clip) for t in texts for s in t.systems]
     jobs += [(out / "pretrain" / "wav" / f"{k:05d}.wav", r.clip) for k, (_, r) in enumerate(pretrain)]
     _render_all(seed, jobs, min(2, os.cpu_count() or 1) if workers is None else workers)
-    _write_csv(out / "pretrain" / "manifest.csv", ["audio", "text"],
-               [[f"wav/{k:05d}.wav", cap] for k, (cap, _) in enumerate(pretrain)])
+    _write_csv(
+        out / "pretrain" / "manifest.csv",
+        ["audio", "text"],
+        [[f"wav/{k:05d}.wav", cap] for k, (cap, _) in enumerate(pretrain)],
+    )
 
     rel_listeners, rel_rows, screened = _rate_pool(texts, np.random.default_rng([seed, 3]), 0, 4, (0,))
     iso_listeners, iso_rows, _ = _rate_pool(texts, np.random.default_rng([seed, 4]), 10_000, 5, (1, 2))
@@ -420,13 +455,23 @@ def _generate(out: Path, seed: int, size: str, real_rel_csv, workers: int | None
         per_split[split_of[key]] += 1
         per_system.setdefault(key[0].split("/")[1], []).append(float(np.mean(scores)))
     summary = SynthSummary(
-        output_dir=str(out), seed=seed, size=size, seconds=round(time.perf_counter() - t0, 2),
-        texts=len(texts), pairs_per_split=per_split,
+        output_dir=str(out),
+        seed=seed,
+        size=size,
+        seconds=round(time.perf_counter() - t0, 2),
+        texts=len(texts),
+        pairs_per_split=per_split,
         pairs_per_system={s: len(v) for s, v in sorted(per_system.items())},
         rows={"REL": len(rel), "IS": len(is_rows), "OS": len(os_rows)},
-        listeners=len(rel_listeners), screened_listeners=len(screened), pretrain_clips=len(pretrain),
+        listeners=len(rel_listeners),
+        screened_listeners=len(screened),
+        pretrain_clips=len(pretrain),
         mean_score_per_system={s: round(float(np.mean(v)), 3) for s, v in sorted(per_system.items())},
-        tv_natural=round(tv_distance(nat, real_nat), 4), tv_synthesized=round(tv_distance(syn, real_syn), 4),
-        real_histogram_source=source, hist_natural=nat.tolist(), hist_synthesized=syn.tolist())
+        tv_natural=round(tv_distance(nat, real_nat), 4),
+        tv_synthesized=round(tv_distance(syn, real_syn), 4),
+        real_histogram_source=source,
+        hist_natural=nat.tolist(),
+        hist_synthesized=syn.tolist(),
+    )
     (out / "synth_summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
     return summary

@@ -60,8 +60,13 @@ from humanclap.synth.sounds import (
 )
 
 SYSTEMS = ("audiocaps", "audioldm", "audioldm2", "tango", "tango2")
-AUDIO_TYPE = {"audiocaps": "natural", "audioldm": "audioldm", "audioldm2": "audioldm",
-              "tango": "tango", "tango2": "tango"}  # RELATE's "audio type" column
+AUDIO_TYPE = {
+    "audiocaps": "natural",
+    "audioldm": "audioldm",
+    "audioldm2": "audioldm",
+    "tango": "tango",
+    "tango2": "tango",
+}  # RELATE's "audio type" column
 LO, HI = -0.8, 11.0  # latent range: below 0 / above 10 so that extremes survive noise
 KAPPA = 0.75
 MASKED_DB = (6.0, 19.0)  # attenuation of a natural event recorded far away
@@ -88,20 +93,35 @@ class SystemProfile:
 PROFILES: dict[str, SystemProfile] = {
     # natural audio: the described events are all there; AudioCaps-like annotation slips
     # (a confusable class, an overstated attribute) and real-world recording conditions
-    "audiocaps": SystemProfile(0, 0.03, 0, 0, 0.2, extra=0.425, lowpass=0, hiss=0, glitches=0,
-                               smear=0, masked=0.125, severity_spread=0),
+    "audiocaps": SystemProfile(
+        0, 0.03, 0, 0, 0.2, extra=0.425, lowpass=0, hiss=0, glitches=0, smear=0, masked=0.125, severity_spread=0
+    ),
     # AudioLDM: muffled (band-limited) output, misses and ignored temporal relations
-    "audioldm": SystemProfile(0.053, 0.041, 0.02, 0.62, 0.62, extra=0.2, lowpass=0.47, hiss=0.37,
-                              glitches=0.32, smear=0.37),
+    "audioldm": SystemProfile(
+        0.053, 0.041, 0.02, 0.62, 0.62, extra=0.2, lowpass=0.47, hiss=0.37, glitches=0.32, smear=0.37
+    ),
     # AudioLDM2: fewer misses, more hallucinated sounds, smearing and glitches
-    "audioldm2": SystemProfile(0.041, 0.041, 0.037, 0.62, 0.56, extra=0.25, lowpass=0.21, hiss=0.21,
-                               glitches=0.58, smear=0.58),
+    "audioldm2": SystemProfile(
+        0.041, 0.041, 0.037, 0.62, 0.56, extra=0.25, lowpass=0.21, hiss=0.21, glitches=0.58, smear=0.58
+    ),
     # Tango: good event coverage but confusions and a noise floor
-    "tango": SystemProfile(0.037, 0.061, 0.016, 0.5, 0.5, extra=0.15, lowpass=0.16, hiss=0.47,
-                           glitches=0.21, smear=0.21),
+    "tango": SystemProfile(
+        0.037, 0.061, 0.016, 0.5, 0.5, extra=0.15, lowpass=0.16, hiss=0.47, glitches=0.21, smear=0.21
+    ),
     # Tango2 (preference-tuned Tango): rarely misses, mostly clean
-    "tango2": SystemProfile(0.012, 0.02, 0.004, 0.16, 0.16, extra=0.05, lowpass=0.042, hiss=0.074,
-                            glitches=0.042, smear=0.042, severity_spread=0.8),
+    "tango2": SystemProfile(
+        0.012,
+        0.02,
+        0.004,
+        0.16,
+        0.16,
+        extra=0.05,
+        lowpass=0.042,
+        hiss=0.074,
+        glitches=0.042,
+        smear=0.042,
+        severity_spread=0.8,
+    ),
 }
 
 
@@ -142,8 +162,7 @@ def _layout(scene: Scene, rng: np.random.Generator, scramble: bool) -> list[tupl
         seg = usable * wg / w.sum()
         for j, i in enumerate(g):
             d = dict(scene.events[i].attrs).get("D")
-            dur = (rng.uniform(0.35, 0.6) if d == -1 else seg if d == 1
-                   else seg * rng.uniform(0.65, 1.0))
+            dur = rng.uniform(0.35, 0.6) if d == -1 else seg if d == 1 else seg * rng.uniform(0.65, 1.0)
             start = t if j == 0 else t + rng.uniform(0, 0.25) * seg
             out[i] = (start, max(min(dur, t + seg - start), 0.3))
         t += seg + gap
@@ -194,10 +213,17 @@ def realise(scene: Scene, system: str, rng: np.random.Generator, clip_seed: int)
         lowpass=int(rng.integers(2, 5)) if rng.random() < prof.lowpass else 0,
         hiss_db=float(rng.uniform(-24, -8)) if rng.random() < prof.hiss else None,
         glitches=int(rng.poisson(prof.glitches)),
-        smear=float(rng.uniform(0.3, 0.9)) if rng.random() < prof.smear else 0.0)
+        smear=float(rng.uniform(0.3, 0.9)) if rng.random() < prof.smear else 0.0,
+    )
     bg = str(rng.choice(("pink", "brown", "hum", "low", "white")))
-    clip = Clip(tuple(events), bg, float(-rng.uniform(3, 30)), float(rng.uniform(0.2, 1.0)) if rng.random() < 0.5 else 0.0,
-                art, clip_seed)
+    clip = Clip(
+        tuple(events),
+        bg,
+        float(-rng.uniform(3, 30)),
+        float(rng.uniform(0.2, 1.0)) if rng.random() < 0.5 else 0.0,
+        art,
+        clip_seed,
+    )
     return Realisation(clip, tuple(status), tuple(source), tuple(attr_ok))
 
 
@@ -214,10 +240,15 @@ class Perception:
 
     def latents(self) -> tuple[float, float, float]:
         """Latent (REL, IS, OS) on the 0-10 scale (see the module docstring)."""
-        q = (self.inclusion ** 1.3 * (1 - 0.4 * (1 - self.order)) * (1 - 0.25 * self.attr_err)
-             * (1 - 0.12 * min(self.extras, 2.0)) * (1 - 0.35 * self.artefacts))
-        rel = LO + (HI - LO) * q ** KAPPA
-        inc = LO + (HI - LO) * self.inclusion ** 1.3 * (1 - 0.3 * self.artefacts)
+        q = (
+            self.inclusion**1.3
+            * (1 - 0.4 * (1 - self.order))
+            * (1 - 0.25 * self.attr_err)
+            * (1 - 0.12 * min(self.extras, 2.0))
+            * (1 - 0.35 * self.artefacts)
+        )
+        rel = LO + (HI - LO) * q**KAPPA
+        inc = LO + (HI - LO) * self.inclusion**1.3 * (1 - 0.3 * self.artefacts)
         return rel, inc, LO + (HI - LO) * self.strict_order
 
 
@@ -227,8 +258,11 @@ def _audibility(clip: Clip) -> np.ndarray:
     cutoff = 0.3 * SAMPLE_RATE / a.lowpass if a.lowpass else np.inf
     out = np.zeros(len(clip.events))
     for j, e in enumerate(clip.events):
-        overlap = sum(10 ** (o.gain_db / 10) for k, o in enumerate(clip.events) if k != j
-                      and o.onset < e.onset + e.duration and e.onset < o.onset + o.duration)
+        overlap = sum(
+            10 ** (o.gain_db / 10)
+            for k, o in enumerate(clip.events)
+            if k != j and o.onset < e.onset + e.duration and e.onset < o.onset + o.duration
+        )
         snr = e.gain_db - 10 * np.log10(floor + 0.3 * overlap)
         aud = np.clip((snr + 8) / 14, 0, 1) * min(1.0, e.duration / 0.5) ** 0.5
         if EVENT_CLASSES[e.cls].centroid_hz * e.pitch > cutoff:
@@ -262,20 +296,26 @@ def perceive(scene: Scene, real: Realisation) -> Perception:
     used = {j for j in real.source if j >= 0}
     extras = float(sum(aud[j] for j in range(len(ev)) if j not in used))
     a = real.clip.artefacts
-    art = ((0.15 * a.lowpass if a.lowpass else 0.0)  # width 2 (4 kHz null) .. 4 (2 kHz)
-           + (np.clip((a.hiss_db + 30) / 25, 0, 1) * 0.6 if a.hiss_db is not None else 0.0)
-           + 0.12 * a.glitches + 0.5 * a.smear)
+    art = (
+        (0.15 * a.lowpass if a.lowpass else 0.0)  # width 2 (4 kHz null) .. 4 (2 kHz)
+        + (np.clip((a.hiss_db + 30) / 25, 0, 1) * 0.6 if a.hiss_db is not None else 0.0)
+        + 0.12 * a.glitches
+        + 0.5 * a.smear
+    )
     attr_err = 1 - float(np.mean(real.attr_ok)) if real.attr_ok else 0.0
     return Perception(
-        inclusion=float(np.mean(credit)), order=ok / n_rel if n_rel else 1.0,
+        inclusion=float(np.mean(credit)),
+        order=ok / n_rel if n_rel else 1.0,
         strict_order=ok_strict / n_rel if n_rel else float(np.mean(credit)),
-        attr_err=attr_err, extras=extras, artefacts=float(min(art, 1.0)))
+        attr_err=attr_err,
+        extras=extras,
+        artefacts=float(min(art, 1.0)),
+    )
 
 
 # An anchor pair: the audio holds none of the described events nor a confusable class
 # (anchors are drawn that way), so only the inclusion part matters: latent REL = LO.
-ANCHOR_PERCEPTION = Perception(inclusion=0.0, order=1.0, strict_order=0.0, attr_err=0.0,
-                               extras=0.0, artefacts=0.0)
+ANCHOR_PERCEPTION = Perception(inclusion=0.0, order=1.0, strict_order=0.0, attr_err=0.0, extras=0.0, artefacts=0.0)
 
 
 # ----------------------------------------------------------------------------- listeners
@@ -307,20 +347,41 @@ class Listener:
         return int(x)
 
 
-_COUNTRIES = (("United Kingdom", 0.6), ("United States", 0.26), ("Nigeria", 0.09),
-              ("Canada", 0.02), ("Ireland", 0.02), ("Australia", 0.01))
+_COUNTRIES = (
+    ("United Kingdom", 0.6),
+    ("United States", 0.26),
+    ("Nigeria", 0.09),
+    ("Canada", 0.02),
+    ("Ireland", 0.02),
+    ("Australia", 0.01),
+)
 
 
 def make_listener(listener_id: str, rng: np.random.Generator, careless_rate: float = 0.2) -> Listener:
     """Draw one listener and their questionnaire answers (RELATE's 12 questions)."""
     names, p = zip(*_COUNTRIES)
     country = str(rng.choice(names, p=np.array(p) / sum(p)))
-    answers = (int(rng.integers(1, 7)), int(rng.choice((1, 2, 3), p=(0.58, 0.41, 0.01))),
-               country, country if rng.random() < 0.9 else str(rng.choice(names)), country,
-               int(rng.integers(1, 7)), int(rng.integers(1, 8)), int(rng.integers(1, 6)),
-               int(rng.choice((1, 2, 3), p=(0.55, 0.4, 0.05))), int(rng.choice((1, 2, 3, 4, 5), p=(0.88, 0.1, 0.01, 0.005, 0.005))),
-               int(rng.choice((1, 2, 3, 4), p=(0.35, 0.47, 0.15, 0.03))), int(rng.choice((1, 2), p=(0.1, 0.9))))
-    return Listener(listener_id, bias=float(rng.normal(0.0, BIAS_SD)), scale=float(np.exp(rng.normal(0, 0.2))),
-                    noise=float(rng.uniform(*NOISE_RANGE)), snap=float(rng.uniform(0, 0.5)),
-                    careless=bool(rng.random() < careless_rate), set_point=float(rng.uniform(5.5, 10)),
-                    attributes=answers)
+    answers = (
+        int(rng.integers(1, 7)),
+        int(rng.choice((1, 2, 3), p=(0.58, 0.41, 0.01))),
+        country,
+        country if rng.random() < 0.9 else str(rng.choice(names)),
+        country,
+        int(rng.integers(1, 7)),
+        int(rng.integers(1, 8)),
+        int(rng.integers(1, 6)),
+        int(rng.choice((1, 2, 3), p=(0.55, 0.4, 0.05))),
+        int(rng.choice((1, 2, 3, 4, 5), p=(0.88, 0.1, 0.01, 0.005, 0.005))),
+        int(rng.choice((1, 2, 3, 4), p=(0.35, 0.47, 0.15, 0.03))),
+        int(rng.choice((1, 2), p=(0.1, 0.9))),
+    )
+    return Listener(
+        listener_id,
+        bias=float(rng.normal(0.0, BIAS_SD)),
+        scale=float(np.exp(rng.normal(0, 0.2))),
+        noise=float(rng.uniform(*NOISE_RANGE)),
+        snap=float(rng.uniform(0, 0.5)),
+        careless=bool(rng.random() < careless_rate),
+        set_point=float(rng.uniform(5.5, 10)),
+        attributes=answers,
+    )

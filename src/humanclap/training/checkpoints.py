@@ -79,8 +79,9 @@ def _optimizer_from_flat(tensors: dict, meta: dict) -> dict:
     return {"state": state, "param_groups": groups}
 
 
-def save_training_state(folder: Path, trainable: dict[str, torch.Tensor],
-                        optimizer: torch.optim.Optimizer, scheduler, state: dict[str, Any]) -> None:
+def save_training_state(
+    folder: Path, trainable: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, scheduler, state: dict[str, Any]
+) -> None:
     """Write the resume state of one finished epoch into ``folder`` (already created).
 
     ``trainer_state.json`` is strict JSON (NaN -> null): the run state's metrics are the
@@ -99,21 +100,27 @@ def read_training_state(folder: Path) -> dict[str, Any]:
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"cannot read the training checkpoint {path} ({exc}); delete "
-                          f"{folder} to restart from the previous epoch's state, or choose "
-                          "another --output-dir") from None
+        raise ConfigError(
+            f"cannot read the training checkpoint {path} ({exc}); delete "
+            f"{folder} to restart from the previous epoch's state, or choose "
+            "another --output-dir"
+        ) from None
     if not isinstance(state, dict) or not {"optimizer", "scheduler", "config"} <= set(state):
-        raise ConfigError(f"{path} is not a humanclap trainer state (no optimizer, scheduler "
-                          "or config entry); delete it or choose another --output-dir")
+        raise ConfigError(
+            f"{path} is not a humanclap trainer state (no optimizer, scheduler "
+            "or config entry); delete it or choose another --output-dir"
+        )
     return state
 
 
-def restore_training_state(folder: Path, state: dict[str, Any], optimizer: torch.optim.Optimizer,
-                           scheduler) -> dict[str, torch.Tensor]:
+def restore_training_state(
+    folder: Path, state: dict[str, Any], optimizer: torch.optim.Optimizer, scheduler
+) -> dict[str, torch.Tensor]:
     """Restore optimizer and scheduler in place from ``folder`` and ``state`` (as read by
     :func:`read_training_state`); return the trained parameters' tensors."""
-    optimizer.load_state_dict(_optimizer_from_flat(load_file(str(folder / "optimizer.safetensors")),
-                                                   state["optimizer"]))
+    optimizer.load_state_dict(
+        _optimizer_from_flat(load_file(str(folder / "optimizer.safetensors")), state["optimizer"])
+    )
     sched = dict(state["scheduler"])
     sched["lr_lambdas"] = [None] * len(optimizer.param_groups)
     scheduler.load_state_dict(sched)
@@ -123,6 +130,7 @@ def restore_training_state(folder: Path, state: dict[str, Any], optimizer: torch
 def publish(best: Path, output_dir: Path) -> None:
     """Put the best checkpoint's files at the top of ``output_dir`` (hard links where the
     file system allows, else copies; each file replaced atomically)."""
+
     def link_or_copy(src: Path, tmp: Path) -> None:
         try:
             os.link(src, tmp)

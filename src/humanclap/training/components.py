@@ -52,8 +52,9 @@ class TrainComponents:
 def precision_context(cfg: TrainConfig, device: torch.device) -> Autocast:
     """A factory of the autocast context every forward pass runs in: bf16 on CUDA when
     asked (or ``auto`` and supported), otherwise none (fp32)."""
-    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda"
-                                           and torch.cuda.is_bf16_supported())
+    use_bf16 = cfg.precision == "bf16" or (
+        cfg.precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
+    )
     if use_bf16 and device.type != "cuda":
         raise ConfigError("precision bf16 is only supported on CUDA here; use --precision fp32")
     if use_bf16:
@@ -61,8 +62,14 @@ def precision_context(cfg: TrainConfig, device: torch.device) -> Autocast:
     return nullcontext
 
 
-def build_components(cfg: TrainConfig, device: torch.device, info: DistInfo, autocast: Autocast,
-                     progress: bool = False, feature_memo: dict | None = None) -> TrainComponents:
+def build_components(
+    cfg: TrainConfig,
+    device: torch.device,
+    info: DistInfo,
+    autocast: Autocast,
+    progress: bool = False,
+    feature_memo: dict | None = None,
+) -> TrainComponents:
     """Load the base model and the data, make the chosen parts trainable, cache the frozen
     towers (``cfg.cache_encoders``), and build optimizer, schedule and loss.
 
@@ -76,14 +83,15 @@ def build_components(cfg: TrainConfig, device: torch.device, info: DistInfo, aut
     model, tokenizer, model_info = scorer.model, scorer.tokenizer, scorer.info
     extractor = getattr(scorer, "feature_extractor", None)  # MS CLAP: the front end is in the model
     rated, names, val_split, test_split = load_splits(cfg)
-    targets = training_targets(rated, cfg.train_split, cfg.targets, cfg.screen_listeners,
-                               cfg.min_listener_ratings, data_name=cfg.data)
-    data = build_train_data(rated, names, scorer, progress=progress, memo=feature_memo,
-                            targets={cfg.train_split: targets.values})
+    targets = training_targets(
+        rated, cfg.train_split, cfg.targets, cfg.screen_listeners, cfg.min_listener_ratings, data_name=cfg.data
+    )
+    data = build_train_data(
+        rated, names, scorer, progress=progress, memo=feature_memo, targets={cfg.train_split: targets.values}
+    )
     train_split = data.splits[cfg.train_split]
     if cfg.batch_size % info.world_size:
-        raise ConfigError(f"batch_size {cfg.batch_size} (global) must be divisible by the "
-                          f"{info.world_size} processes")
+        raise ConfigError(f"batch_size {cfg.batch_size} (global) must be divisible by the {info.world_size} processes")
     steps_per_epoch = len(global_batches(len(train_split), cfg.batch_size, cfg.seed, 1))
     trained, clap = prepare_trainable(model, cfg)
     clap.to(device)
@@ -91,10 +99,8 @@ def build_components(cfg: TrainConfig, device: torch.device, info: DistInfo, aut
     tower = DualTower(clap, data, device, None if tau is None else 1.0 / tau)
     cached: list[str] = []
     if cfg.cache_encoders:
-        tower.build_caches(cfg, autocast, cfg.eval_batch_size,
-                           lambda n, bs, fn: shard_map(n, bs, fn, info))
-        cached = [n for n, c in (("text", tower.text_cache), ("audio", tower.audio_cache))
-                  if c is not None]
+        tower.build_caches(cfg, autocast, cfg.eval_batch_size, lambda n, bs, fn: shard_map(n, bs, fn, info))
+        cached = [n for n, c in (("text", tower.text_cache), ("audio", tower.audio_cache)) if c is not None]
     step_module: torch.nn.Module = tower
     if cfg.train_params == "head":  # the model frozen, a score head on its embeddings trained
         from humanclap.scoring.head import ScoreHead
@@ -112,13 +118,29 @@ def build_components(cfg: TrainConfig, device: torch.device, info: DistInfo, aut
         step_module = DDP(step_module, device_ids=ids, broadcast_buffers=False, find_unused_parameters=unused)
     optimizer = build_optimizer(trained, cfg)
     return TrainComponents(
-        tokenizer=tokenizer, extractor=extractor, model_info=model_info, data=data,
-        train_split=train_split, val_split=val_split, test_split=test_split,
-        steps_per_epoch=steps_per_epoch, trained=trained, tower=tower, step_module=step_module,
-        cached_towers=cached, params=[p for p in trained.parameters() if p.requires_grad],
-        optimizer=optimizer, scheduler=build_scheduler(optimizer, cfg, steps_per_epoch),
-        loss_fn=HumanClapLoss(cfg.loss_terms, clip=cfg.clip_score,  # parsed once, by validate
-                              normalize=cfg.wsce_normalize, margin=cfg.pairwise_margin,
-                              delta=cfg.pairwise_delta, listnet_temperature=cfg.listnet_temperature,
-                              tau=cfg.clipped_mse_tau),
-        targets=targets.report)
+        tokenizer=tokenizer,
+        extractor=extractor,
+        model_info=model_info,
+        data=data,
+        train_split=train_split,
+        val_split=val_split,
+        test_split=test_split,
+        steps_per_epoch=steps_per_epoch,
+        trained=trained,
+        tower=tower,
+        step_module=step_module,
+        cached_towers=cached,
+        params=[p for p in trained.parameters() if p.requires_grad],
+        optimizer=optimizer,
+        scheduler=build_scheduler(optimizer, cfg, steps_per_epoch),
+        loss_fn=HumanClapLoss(
+            cfg.loss_terms,
+            clip=cfg.clip_score,  # parsed once, by validate
+            normalize=cfg.wsce_normalize,
+            margin=cfg.pairwise_margin,
+            delta=cfg.pairwise_delta,
+            listnet_temperature=cfg.listnet_temperature,
+            tau=cfg.clipped_mse_tau,
+        ),
+        targets=targets.report,
+    )

@@ -31,6 +31,7 @@ MAX_CONFIG_BYTES = 1 << 20
 # the *string* "1e-3", so a float field takes such a string as the number it spells.
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
+
 def _f(default: Any, why: str, **kw) -> Any:
     if isinstance(default, list):
         return field(default_factory=lambda d=default: list(d), metadata={"help": why, **kw})
@@ -42,9 +43,12 @@ class TrainConfig:
     """Everything that decides a fine-tuning run (see the module docstring)."""
 
     # -- data and model --------------------------------------------------------------
-    model: str = _f("laion/clap-htsat-fused", "base checkpoint (hub id or folder); the official "
-                    "Human-CLAP checkpoints ship LAION's fused-model preprocessing (see configs/wsce_mae.yaml); "
-                    "MS CLAP: msclap-2022, msclap-2023, an msclap .pth or an MS CLAP folder")
+    model: str = _f(
+        "laion/clap-htsat-fused",
+        "base checkpoint (hub id or folder); the official "
+        "Human-CLAP checkpoints ship LAION's fused-model preprocessing (see configs/wsce_mae.yaml); "
+        "MS CLAP: msclap-2022, msclap-2023, an msclap .pth or an MS CLAP folder",
+    )
     revision: str | None = _f(None, "hub revision of --model, to pin the exact base weights")
     data: str = _f("", "rated pairs: relate:DIR, xacle:DIR or a .csv/.jsonl manifest (audio,text,score,split)")
     audio_root: str | None = _f(None, "where the dataset's audio files are, if not where the dataset says")
@@ -53,76 +57,123 @@ class TrainConfig:
     val_split: str = _f("validation", "split that picks the best epoch and stops early; never trained on")
     test_split: str | None = _f("test", "split scored with the best model, for the report only (skipped if absent)")
     # -- objective -------------------------------------------------------------------
-    loss: str = _f("wsce+mae", "'+'-joined terms from wsce, mae, mse, pairwise, listnet, clipped-mse, each "
-                   "optionally weighted inline (wsce+mae+0.5*pairwise); the paper's best is wsce+mae")
+    loss: str = _f(
+        "wsce+mae",
+        "'+'-joined terms from wsce, mae, mse, pairwise, listnet, clipped-mse, each "
+        "optionally weighted inline (wsce+mae+0.5*pairwise); the paper's best is wsce+mae",
+    )
     loss_weights: str = _f("", "comma-separated weight per loss term, e.g. '1,1'; empty = every term weighs 1")
-    clip_score: bool = _f(True, "regress max(cos,0) as the paper does; off regresses the raw cosine so "
-                          "pairs with negative cosine still get a gradient")
-    wsce_normalize: str = _f("n", "divide wSCE by the batch size 'n' (paper) or by the sum of scores 'weights'",
-                             choices=("n", "weights"))
-    temperature: str = _f("model", "'model' uses the checkpoint's learned 1/tau (exp(logit_scale_a), which LAION "
-                          "trained for both directions); a number such as 0.07 fixes tau", number_ok=True)
+    clip_score: bool = _f(
+        True,
+        "regress max(cos,0) as the paper does; off regresses the raw cosine so "
+        "pairs with negative cosine still get a gradient",
+    )
+    wsce_normalize: str = _f(
+        "n", "divide wSCE by the batch size 'n' (paper) or by the sum of scores 'weights'", choices=("n", "weights")
+    )
+    temperature: str = _f(
+        "model",
+        "'model' uses the checkpoint's learned 1/tau (exp(logit_scale_a), which LAION "
+        "trained for both directions); a number such as 0.07 fixes tau",
+        number_ok=True,
+    )
     train_logit_scale: bool = _f(False, "also learn the model's logit scale (only with wsce and temperature=model)")
-    mask_shared: bool = _f(True, "drop in-batch 'negatives' that share the text or the audio of the positive: "
-                           "rated datasets pair each text with several audios")
+    mask_shared: bool = _f(
+        True,
+        "drop in-batch 'negatives' that share the text or the audio of the positive: "
+        "rated datasets pair each text with several audios",
+    )
     # -- training targets and ranking terms (evaluation always uses the raw mean scores) --
-    targets: str = _f("mean", "what the training split learns: 'mean' human score per pair, or 'listener-z': "
-                      "each listener's ratings z-scored (removes personal bias and spread), mapped back "
-                      "to the training panel's mean and std, averaged per pair", choices=TARGETS)
-    min_listener_ratings: int = _f(5, "listener-z: listeners with fewer training ratings keep their raw "
-                                   "scores (a mean and std of a handful of ratings are noise)")
-    screen_listeners: float | None = _f(None, "drop training listeners whose SRCC with the leave-one-out "
-                                        "mean of the others on shared pairs is below this (e.g. 0.0); "
-                                        "metrics.json lists them", type=float)
-    pairwise_margin: float = _f(0.05, "pairwise: CLAPScore gap wanted between a higher- and a lower-rated "
-                                "pair (the XACLE 2027 baseline's 0.1 on its -1..1 scale)")
+    targets: str = _f(
+        "mean",
+        "what the training split learns: 'mean' human score per pair, or 'listener-z': "
+        "each listener's ratings z-scored (removes personal bias and spread), mapped back "
+        "to the training panel's mean and std, averaged per pair",
+        choices=TARGETS,
+    )
+    min_listener_ratings: int = _f(
+        5,
+        "listener-z: listeners with fewer training ratings keep their raw "
+        "scores (a mean and std of a handful of ratings are noise)",
+    )
+    screen_listeners: float | None = _f(
+        None,
+        "drop training listeners whose SRCC with the leave-one-out "
+        "mean of the others on shared pairs is below this (e.g. 0.0); "
+        "metrics.json lists them",
+        type=float,
+    )
+    pairwise_margin: float = _f(
+        0.05,
+        "pairwise: CLAPScore gap wanted between a higher- and a lower-rated "
+        "pair (the XACLE 2027 baseline's 0.1 on its -1..1 scale)",
+    )
     pairwise_delta: float = _f(0.0, "pairwise: only pairs whose targets differ by more than this are ranked")
-    listnet_temperature: float = _f(0.5, "listnet: softmax temperature T of targets and CLAPScores (TMU's "
-                                    "T=1 on its -1..1 scale)")
-    clipped_mse_tau: float = _f(0.125, "clipped-mse: errors within +-tau cost nothing (the XACLE 2027 "
-                                "baseline's 0.25 on its -1..1 scale)")
+    listnet_temperature: float = _f(
+        0.5, "listnet: softmax temperature T of targets and CLAPScores (TMU's T=1 on its -1..1 scale)"
+    )
+    clipped_mse_tau: float = _f(
+        0.125, "clipped-mse: errors within +-tau cost nothing (the XACLE 2027 baseline's 0.25 on its -1..1 scale)"
+    )
     # -- what to train ---------------------------------------------------------------
-    train_params: str = _f("all", "all | audio (tower+projection) | text (tower+projection) | projections | "
-                           "lora (adapters on both towers' attention + projections) | head (model frozen "
-                           "and cached; a small MLP on [e_a, e_t, e_a*e_t, cos] learns the score)",
-                           choices=TRAIN_PARAMS)
+    train_params: str = _f(
+        "all",
+        "all | audio (tower+projection) | text (tower+projection) | projections | "
+        "lora (adapters on both towers' attention + projections) | head (model frozen "
+        "and cached; a small MLP on [e_a, e_t, e_a*e_t, cos] learns the score)",
+        choices=TRAIN_PARAMS,
+    )
     head_hidden: int = _f(256, "train_params head: hidden width of the score head's MLP (2 layers)")
     head_dropout: float = _f(0.1, "train_params head: dropout between the head's two layers (off with --no-dropout)")
     lora_rank: int = _f(8, "LoRA rank: capacity of the adapters")
     lora_alpha: int = _f(16, "LoRA scaling numerator (scale = alpha / rank)")
     lora_dropout: float = _f(0.0, "dropout inside the LoRA adapters")
-    lora_targets: list = _f(["query", "key", "value"], "module names that get LoRA adapters; the default means "
-                            "each family's attention projections: RoBERTa and HTSAT query,key,value (LAION), "
-                            "GPT-2 c_attn + HTS-AT qkv (MS CLAP 2023), BERT query,key,value + CNN14 fc1 (MS CLAP 2022)")
-    dropout: bool = _f(True, "keep dropout/drop-path active in trained towers (and in MS CLAP's trained "
-                       "projections, which msclap trained with dropout); off makes a step depend on the "
-                       "data only (bit-comparable runs across process counts). BatchNorm always uses its "
-                       "running statistics so outputs never depend on the batch")
+    lora_targets: list = _f(
+        ["query", "key", "value"],
+        "module names that get LoRA adapters; the default means "
+        "each family's attention projections: RoBERTa and HTSAT query,key,value (LAION), "
+        "GPT-2 c_attn + HTS-AT qkv (MS CLAP 2023), BERT query,key,value + CNN14 fc1 (MS CLAP 2022)",
+    )
+    dropout: bool = _f(
+        True,
+        "keep dropout/drop-path active in trained towers (and in MS CLAP's trained "
+        "projections, which msclap trained with dropout); off makes a step depend on the "
+        "data only (bit-comparable runs across process counts). BatchNorm always uses its "
+        "running statistics so outputs never depend on the batch",
+    )
     # -- optimisation ----------------------------------------------------------------
     epochs: int = _f(10, "passes over the training split (early stopping may end sooner)")
-    batch_size: int = _f(32, "GLOBAL batch: pairs per optimizer step over all processes; wSCE's negatives "
-                         "come from it, so keep it when changing the number of GPUs")
+    batch_size: int = _f(
+        32,
+        "GLOBAL batch: pairs per optimizer step over all processes; wSCE's negatives "
+        "come from it, so keep it when changing the number of GPUs",
+    )
     lr: float = _f(1e-5, "peak AdamW learning rate; small because a pretrained CLAP is adjusted, not relearned")
     weight_decay: float = _f(0.01, "AdamW decoupled weight decay on matrices (not on biases, norms, scales)")
     adam_beta1: float = _f(0.9, "AdamW beta1: momentum of the gradient average (PyTorch default)")
     adam_beta2: float = _f(0.999, "AdamW beta2: memory of the squared-gradient average (PyTorch default)")
     adam_eps: float = _f(1e-8, "AdamW epsilon: keeps steps finite where gradients vanish")
-    warmup_ratio: float = _f(0.05, "fraction of all steps with a linear warm-up: protects pretrained "
-                             "weights from the first, noisy Adam steps")
+    warmup_ratio: float = _f(
+        0.05,
+        "fraction of all steps with a linear warm-up: protects pretrained weights from the first, noisy Adam steps",
+    )
     min_lr_ratio: float = _f(0.0, "cosine decay ends at lr * min_lr_ratio")
     max_grad_norm: float = _f(1.0, "clip the global gradient norm (0 = off); guards against rare spikes")
     patience: int = _f(3, "stop after this many epochs without a better validation SRCC (0 = never stop early)")
     seed: int = _f(0, "seeds shuffling, dropout and LoRA init; the same seed gives the same model")
     # -- runtime ---------------------------------------------------------------------
     device: str = _f("auto", "auto | cpu | cuda | cuda:N | mps; under torchrun each process uses cuda:LOCAL_RANK")
-    precision: str = _f("auto", "auto = bf16 autocast on CUDA GPUs that support it, else fp32 (CPU, MPS)",
-                        choices=PRECISIONS)
+    precision: str = _f(
+        "auto", "auto = bf16 autocast on CUDA GPUs that support it, else fp32 (CPU, MPS)", choices=PRECISIONS
+    )
     eval_batch_size: int = _f(32, "items per forward pass when embedding validation/test data")
-    cache_encoders: bool = _f(True, "with a frozen tower (train_params projections/audio/text), compute its "
-                              "outputs once and reuse them every epoch: same model, far faster")
+    cache_encoders: bool = _f(
+        True,
+        "with a frozen tower (train_params projections/audio/text), compute its "
+        "outputs once and reuse them every epoch: same model, far faster",
+    )
     progress: bool | None = _f(None, "per-epoch progress bar (default: only when stderr is a terminal)")
-    resume: bool = _f(False, "continue from output_dir/checkpoints/last; gives the same model as an "
-                      "uninterrupted run")
+    resume: bool = _f(False, "continue from output_dir/checkpoints/last; gives the same model as an uninterrupted run")
 
     # -- validation and (de)serialisation ---------------------------------------------
     def validate(self) -> "TrainConfig":
@@ -144,11 +195,18 @@ class TrainConfig:
             terms = losses.parse_loss_spec(self.loss, self.loss_weights or None)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        for name, low in (("epochs", 1), ("batch_size", 2), ("eval_batch_size", 1), ("lora_rank", 1),
-                          ("lora_alpha", 1)):
+        for name, low in (
+            ("epochs", 1),
+            ("batch_size", 2),
+            ("eval_batch_size", 1),
+            ("lora_rank", 1),
+            ("lora_alpha", 1),
+        ):
             if int(getattr(self, name)) < low:
-                raise ConfigError(f"{name} must be >= {low}, got {getattr(self, name)}"
-                                  + (" (wSCE needs at least 2 pairs per batch)" if name == "batch_size" else ""))
+                raise ConfigError(
+                    f"{name} must be >= {low}, got {getattr(self, name)}"
+                    + (" (wSCE needs at least 2 pairs per batch)" if name == "batch_size" else "")
+                )
         self.check_splits()
         if not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
@@ -213,18 +271,24 @@ class TrainConfig:
         if self.targets not in TARGETS:
             raise ConfigError(f"targets must be one of {list(TARGETS)}, got {self.targets!r}")
         if int(self.min_listener_ratings) < 2:
-            raise ConfigError(f"min_listener_ratings must be >= 2 (a std needs two ratings), "
-                              f"got {self.min_listener_ratings}")
+            raise ConfigError(
+                f"min_listener_ratings must be >= 2 (a std needs two ratings), got {self.min_listener_ratings}"
+            )
         if self.screen_listeners is not None:
             try:
                 self.screen_listeners = float(self.screen_listeners)
             except (TypeError, ValueError):
-                raise ConfigError(f"screen_listeners must be a correlation in [-1, 1], got "
-                                  f"{self.screen_listeners!r}") from None
+                raise ConfigError(
+                    f"screen_listeners must be a correlation in [-1, 1], got {self.screen_listeners!r}"
+                ) from None
             if not -1 <= self.screen_listeners <= 1:
                 raise ConfigError(f"screen_listeners is an SRCC threshold in [-1, 1], got {self.screen_listeners}")
-        for name, positive in (("pairwise_margin", False), ("pairwise_delta", False),
-                               ("listnet_temperature", True), ("clipped_mse_tau", False)):
+        for name, positive in (
+            ("pairwise_margin", False),
+            ("pairwise_delta", False),
+            ("listnet_temperature", True),
+            ("clipped_mse_tau", False),
+        ):
             value = float(getattr(self, name))
             if not math.isfinite(value) or value < 0 or (positive and value == 0):
                 raise ConfigError(f"{name} must be {'> 0' if positive else '>= 0'} and finite, got {value}")
@@ -240,7 +304,8 @@ class TrainConfig:
                     f"--{name}-split {value!r} is also --train-split: the {name} split must be "
                     f"pairs the model never trains on. Pass another --{name}-split, or "
                     f"--{name}-split '' to run without one"
-                    + (" (the last epoch is then kept)." if name == "val" else "."))
+                    + (" (the last epoch is then kept)." if name == "val" else ".")
+                )
 
     def tau(self) -> float | None:
         """The fixed temperature, or None when the model's logit scale is used."""
@@ -287,8 +352,10 @@ class TrainConfig:
         billions of items from a few lines), unknown keys and values of the wrong type."""
         path = resolve_config_path(path)
         if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB, which no training config "
-                              "is; pass the YAML/JSON file of TrainConfig keys")
+            raise ConfigError(
+                f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB, which no training config "
+                "is; pass the YAML/JSON file of TrainConfig keys"
+            )
         text = path.read_text()
         try:
             data = json.loads(text) if path.suffix == ".json" else _load_yaml(text, path)
@@ -314,8 +381,10 @@ def _load_yaml(text: str, path: Path) -> Any:
         def compose_node(self, parent, index):
             if self.check_event(yaml.AliasEvent):
                 mark = self.peek_event().start_mark
-                raise ConfigError(f"{path}, line {mark.line + 1}: YAML aliases (*name) are not accepted in a "
-                                  "training config; write the value out")
+                raise ConfigError(
+                    f"{path}, line {mark.line + 1}: YAML aliases (*name) are not accepted in a "
+                    "training config; write the value out"
+                )
             return super().compose_node(parent, index)
 
     return yaml.load(text, Loader=NoAliasLoader)
@@ -344,7 +413,12 @@ def typed_value(f: Field, value: Any) -> Any:
         return value
     if kind == "str" and isinstance(value, str):
         return value
-    if kind == "str" and f.metadata.get("number_ok") and isinstance(value, numbers.Real) and not isinstance(value, bool):
+    if (
+        kind == "str"
+        and f.metadata.get("number_ok")
+        and isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+    ):
         return str(value)  # temperature: 0.07 in a YAML file is the number it fixes
     if kind == "list":
         return _list_value(f.name, value)
@@ -382,6 +456,7 @@ def resolve_config_path(path: str | Path) -> Path:
 
 
 # -- CLI mapping: one flag per field ---------------------------------------------------
+
 
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")

@@ -62,20 +62,30 @@ def load_splits(cfg: TrainConfig):
     rated = load_rated(cfg.data, audio_root=cfg.audio_root)
     available = rated.splits
     if cfg.train_split not in available:
-        raise ConfigError(f"{cfg.data}: no split {cfg.train_split!r} to train on; splits present: "
-                          f"{available}. Pass --train-split, or add a 'split' column to the manifest.")
+        raise ConfigError(
+            f"{cfg.data}: no split {cfg.train_split!r} to train on; splits present: "
+            f"{available}. Pass --train-split, or add a 'split' column to the manifest."
+        )
     val = cfg.val_split or None
     if val is not None and val not in available:
-        raise ConfigError(f"{cfg.data}: no validation split {val!r}; splits present: {available}. "
-                          "Pass --val-split NAME, or --val-split '' to train without validation "
-                          "(no early stopping; the last epoch is kept).")
+        raise ConfigError(
+            f"{cfg.data}: no validation split {val!r}; splits present: {available}. "
+            "Pass --val-split NAME, or --val-split '' to train without validation "
+            "(no early stopping; the last epoch is kept)."
+        )
     test = cfg.test_split if cfg.test_split and cfg.test_split in available else None
     names = [n for n in dict.fromkeys([cfg.train_split, val, test]) if n]
     return rated, names, val, test
 
 
-def build_train_data(rated, split_names: list[str], scorer, progress: bool = False,
-                     memo: dict | None = None, targets: dict[str, pd.Series] | None = None) -> TrainData:
+def build_train_data(
+    rated,
+    split_names: list[str],
+    scorer,
+    progress: bool = False,
+    memo: dict | None = None,
+    targets: dict[str, pd.Series] | None = None,
+) -> TrainData:
     """Preprocess each unique audio file and text of the used splits once.
 
     ``memo``: a dict shared by several runs in one process (the demo's three variants):
@@ -91,8 +101,10 @@ def build_train_data(rated, split_names: list[str], scorer, progress: bool = Fal
     _refuse_unusable(pairs)
     missing = pairs.loc[~pairs["audio_exists"].astype(bool), "audio"].tolist()
     if missing:
-        raise ConfigError(f"{len(missing)} of {len(pairs)} pairs have no audio file, e.g. {missing[:3]}. "
-                          "Point --audio-root at the folder the dataset's audio paths start from.")
+        raise ConfigError(
+            f"{len(missing)} of {len(pairs)} pairs have no audio file, e.g. {missing[:3]}. "
+            "Point --audio-root at the folder the dataset's audio paths start from."
+        )
     audio_paths = list(dict.fromkeys(pairs["audio"]))
     texts = list(dict.fromkeys(pairs["text"]))
     feats, longer = [], []
@@ -109,19 +121,28 @@ def build_train_data(rated, split_names: list[str], scorer, progress: bool = Fal
         feats.append(torch.from_numpy(np.ascontiguousarray(f)))
         longer.append(bool(is_longer))
     tokens = scorer.tokenize(texts)
-    data = TrainData(audio_paths=audio_paths, texts=texts, features=stack_padded(feats),
-                     is_longer=torch.tensor(longer).view(-1, 1),
-                     input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
+    data = TrainData(
+        audio_paths=audio_paths,
+        texts=texts,
+        features=stack_padded(feats),
+        is_longer=torch.tensor(longer).view(-1, 1),
+        input_ids=tokens["input_ids"],
+        attention_mask=tokens["attention_mask"],
+    )
     a_index = {p: i for i, p in enumerate(audio_paths)}
     t_index = {t: i for i, t in enumerate(texts)}
     for name in split_names:
         part = pairs[pairs["split"] == name].reset_index(drop=True)
         data.splits[name] = SplitTable(
-            name=name, pairs=part,
+            name=name,
+            pairs=part,
             audio_idx=torch.tensor([a_index[p] for p in part["audio"]], dtype=torch.long),
             text_idx=torch.tensor([t_index[t] for t in part["text"]], dtype=torch.long),
-            target=torch.tensor((targets[name].reindex(part["pair_id"]) if name in targets
-                                 else part["human"]).to_numpy(dtype=np.float32)),
+            target=torch.tensor(
+                (targets[name].reindex(part["pair_id"]) if name in targets else part["human"]).to_numpy(
+                    dtype=np.float32
+                )
+            ),
         )
     return data
 
@@ -145,9 +166,11 @@ def _refuse_unusable(pairs: pd.DataFrame) -> None:
     bad = pairs[pairs["input_error"].astype(bool)]
     if len(bad):
         first = bad.iloc[0]
-        raise ConfigError(f"{len(bad)} of {len(pairs)} pairs cannot be trained on, e.g. {first['wavname']!r} "
-                          f"with text {first['text']!r}: {first['input_error']}. Every 'audio' and 'text' of "
-                          "the manifest must be a JSON string: fix or remove those rows")
+        raise ConfigError(
+            f"{len(bad)} of {len(pairs)} pairs cannot be trained on, e.g. {first['wavname']!r} "
+            f"with text {first['text']!r}: {first['input_error']}. Every 'audio' and 'text' of "
+            "the manifest must be a JSON string: fix or remove those rows"
+        )
 
 
 def global_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
@@ -155,8 +178,7 @@ def global_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[torch
     contrastive loss on a handful of pairs is mostly noise, and every process needs the
     same share). The order depends only on (seed, epoch): a resumed run sees the same."""
     if n < batch_size:
-        raise ConfigError(f"the training split has {n} pairs, fewer than one batch of {batch_size}; "
-                          "lower --batch-size")
+        raise ConfigError(f"the training split has {n} pairs, fewer than one batch of {batch_size}; lower --batch-size")
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     order = torch.randperm(n, generator=g)
     return [order[i : i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]

@@ -18,12 +18,16 @@ from typing import Callable
 
 import torch
 
-
 # The generic helpers live in scoring (layer 1) so that the score job and evaluation use
 # them too; re-exported here for training's callers.
-from humanclap.scoring.distributed import (DistInfo, barrier, gather_no_grad,  # noqa: F401
-                                           init_distributed, launched_distributed,
-                                           shutdown_distributed)
+from humanclap.scoring.distributed import (  # noqa: F401
+    DistInfo,
+    barrier,
+    gather_no_grad,
+    init_distributed,
+    launched_distributed,
+    shutdown_distributed,
+)
 
 
 def gather_with_grad(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
@@ -36,8 +40,7 @@ def gather_with_grad(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return torch.cat(all_gather(x.contiguous()), dim=0)
 
 
-def shard_map(n: int, batch_size: int, fn: Callable[[torch.Tensor], torch.Tensor],
-              info: DistInfo) -> torch.Tensor:
+def shard_map(n: int, batch_size: int, fn: Callable[[torch.Tensor], torch.Tensor], info: DistInfo) -> torch.Tensor:
     """``fn`` over items ``0..n-1`` in batches of index tensors, the items split into
     contiguous shards over ranks, the results gathered in item order on every rank.
 

@@ -96,8 +96,9 @@ def score_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (pred - target.to(pred.dtype)).pow(2).mean()
 
 
-def score_pairwise(pred: torch.Tensor, target: torch.Tensor, margin: float = PAIRWISE_MARGIN,
-                   delta: float = PAIRWISE_DELTA) -> torch.Tensor:
+def score_pairwise(
+    pred: torch.Tensor, target: torch.Tensor, margin: float = PAIRWISE_MARGIN, delta: float = PAIRWISE_DELTA
+) -> torch.Tensor:
     """:func:`pairwise` on predictions."""
     _check_target(target, pred)
     t = target.to(pred.dtype)
@@ -107,8 +108,7 @@ def score_pairwise(pred: torch.Tensor, target: torch.Tensor, margin: float = PAI
     return (hinge * ordered).sum() / ordered.sum().clamp(min=1)
 
 
-def score_listnet(pred: torch.Tensor, target: torch.Tensor,
-                  temperature: float = LISTNET_TEMPERATURE) -> torch.Tensor:
+def score_listnet(pred: torch.Tensor, target: torch.Tensor, temperature: float = LISTNET_TEMPERATURE) -> torch.Tensor:
     """:func:`listnet` on predictions."""
     _check_target(target, pred)
     t = target.to(pred.dtype)
@@ -126,8 +126,7 @@ def score_clipped_mse(pred: torch.Tensor, target: torch.Tensor, tau: float = CLI
     return (err.pow(2) * (err.abs() > tau)).mean()
 
 
-def mae(audio_emb: torch.Tensor, text_emb: torch.Tensor, target: torch.Tensor,
-        clip: bool = True) -> torch.Tensor:
+def mae(audio_emb: torch.Tensor, text_emb: torch.Tensor, target: torch.Tensor, clip: bool = True) -> torch.Tensor:
     """Mean absolute error between the CLAPScore and the human score (0-1).
 
     >>> e = torch.eye(2)
@@ -137,15 +136,19 @@ def mae(audio_emb: torch.Tensor, text_emb: torch.Tensor, target: torch.Tensor,
     return score_mae(predicted_score(paired_cosine(audio_emb, text_emb), clip), target)
 
 
-def mse(audio_emb: torch.Tensor, text_emb: torch.Tensor, target: torch.Tensor,
-        clip: bool = True) -> torch.Tensor:
+def mse(audio_emb: torch.Tensor, text_emb: torch.Tensor, target: torch.Tensor, clip: bool = True) -> torch.Tensor:
     """Mean squared error between the CLAPScore and the human score (0-1)."""
     return score_mse(predicted_score(paired_cosine(audio_emb, text_emb), clip), target)
 
 
-def pairwise(audio_emb: torch.Tensor, text_emb: torch.Tensor, target: torch.Tensor,
-             margin: float = PAIRWISE_MARGIN, delta: float = PAIRWISE_DELTA,
-             clip: bool = True) -> torch.Tensor:
+def pairwise(
+    audio_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    target: torch.Tensor,
+    margin: float = PAIRWISE_MARGIN,
+    delta: float = PAIRWISE_DELTA,
+    clip: bool = True,
+) -> torch.Tensor:
     """Margin ranking hinge over the in-batch pairs whose targets differ by more than
     ``delta`` (see the module docstring); exactly 0 when none do.
 
@@ -156,8 +159,13 @@ def pairwise(audio_emb: torch.Tensor, text_emb: torch.Tensor, target: torch.Tens
     return score_pairwise(predicted_score(paired_cosine(audio_emb, text_emb), clip), target, margin, delta)
 
 
-def listnet(audio_emb: torch.Tensor, text_emb: torch.Tensor, target: torch.Tensor,
-            temperature: float = LISTNET_TEMPERATURE, clip: bool = True) -> torch.Tensor:
+def listnet(
+    audio_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    target: torch.Tensor,
+    temperature: float = LISTNET_TEMPERATURE,
+    clip: bool = True,
+) -> torch.Tensor:
     """ListNet top-1 loss ``KL(softmax(t/T) || softmax(p/T))`` over the batch (see the
     module docstring); exactly 0 when every target is equal.
 
@@ -168,15 +176,19 @@ def listnet(audio_emb: torch.Tensor, text_emb: torch.Tensor, target: torch.Tenso
     return score_listnet(predicted_score(paired_cosine(audio_emb, text_emb), clip), target, temperature)
 
 
-def clipped_mse(audio_emb: torch.Tensor, text_emb: torch.Tensor, target: torch.Tensor,
-                tau: float = CLIPPED_MSE_TAU, clip: bool = True) -> torch.Tensor:
+def clipped_mse(
+    audio_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    target: torch.Tensor,
+    tau: float = CLIPPED_MSE_TAU,
+    clip: bool = True,
+) -> torch.Tensor:
     """Squared error of the pairs whose CLAPScore misses the target by more than ``tau``
     (0 for the others), averaged over all N pairs (see the module docstring)."""
     return score_clipped_mse(predicted_score(paired_cosine(audio_emb, text_emb), clip), target, tau)
 
 
-def same_item_mask(text_ids: torch.Tensor | None, audio_ids: torch.Tensor | None,
-                   n: int, device=None) -> torch.Tensor:
+def same_item_mask(text_ids: torch.Tensor | None, audio_ids: torch.Tensor | None, n: int, device=None) -> torch.Tensor:
     """``(N, N)`` bool, True where column *j* is not a negative of row *i*: *j* != *i* and
     pair *j* shares the text or the audio of pair *i*."""
     mask = torch.zeros(n, n, dtype=torch.bool, device=device)
@@ -190,9 +202,15 @@ def same_item_mask(text_ids: torch.Tensor | None, audio_ids: torch.Tensor | None
     return mask
 
 
-def wsce(audio_emb: torch.Tensor, text_emb: torch.Tensor, weights: torch.Tensor,
-         logit_scale: torch.Tensor | float, text_ids: torch.Tensor | None = None,
-         audio_ids: torch.Tensor | None = None, normalize: str = "n") -> torch.Tensor:
+def wsce(
+    audio_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    weights: torch.Tensor,
+    logit_scale: torch.Tensor | float,
+    text_ids: torch.Tensor | None = None,
+    audio_ids: torch.Tensor | None = None,
+    normalize: str = "n",
+) -> torch.Tensor:
     """Weighted symmetric cross-entropy (see the module docstring).
 
     ``logit_scale`` is 1/tau (a float, or a scalar tensor such as ``exp(logit_scale_a)``
@@ -240,31 +258,38 @@ def parse_loss_spec(spec: str, weights: str | Sequence[float] | None = None) -> 
             try:
                 inline[name] = float(weight)
             except ValueError:
-                raise ValueError(f"loss {spec!r}: {part!r} is not WEIGHT*TERM with a number as the "
-                                 "weight, e.g. 0.5*pairwise") from None
+                raise ValueError(
+                    f"loss {spec!r}: {part!r} is not WEIGHT*TERM with a number as the weight, e.g. 0.5*pairwise"
+                ) from None
         names.append(name)
     unknown = [s for s in names if s not in LOSS_TERMS]
     if not names or unknown:
-        raise ValueError(f"loss {spec!r} not understood: use '+'-joined terms from "
-                         f"{list(LOSS_TERMS)}, each optionally weighted as W*term (e.g. "
-                         f"wsce+mae+0.5*pairwise), or one of {list(OFFICIAL_LOSSES)}")
+        raise ValueError(
+            f"loss {spec!r} not understood: use '+'-joined terms from "
+            f"{list(LOSS_TERMS)}, each optionally weighted as W*term (e.g. "
+            f"wsce+mae+0.5*pairwise), or one of {list(OFFICIAL_LOSSES)}"
+        )
     if len(set(names)) != len(names):
         raise ValueError(f"loss {spec!r} names a term twice; give each term once")
     if weights is None or (isinstance(weights, str) and not weights.strip()):
         values = [inline.get(n, 1.0) for n in names]
     else:
         if inline:
-            raise ValueError(f"loss {spec!r} weighs {sorted(inline)} inline and loss weights "
-                             f"{weights!r} are given too: say each weight once, either inline "
-                             "(0.5*pairwise) or as --loss-weights, not both")
+            raise ValueError(
+                f"loss {spec!r} weighs {sorted(inline)} inline and loss weights "
+                f"{weights!r} are given too: say each weight once, either inline "
+                "(0.5*pairwise) or as --loss-weights, not both"
+            )
         parts = weights.split(",") if isinstance(weights, str) else list(weights)
         try:
             values = [float(w) for w in parts]
         except ValueError:
             raise ValueError(f"loss weights {weights!r} must be numbers like '1,1'") from None
     if len(values) != len(names):
-        raise ValueError(f"loss {spec!r} has {len(names)} term(s) but {len(values)} weight(s) "
-                         f"({weights!r}); give one weight per term, in the same order")
+        raise ValueError(
+            f"loss {spec!r} has {len(names)} term(s) but {len(values)} weight(s) "
+            f"({weights!r}); give one weight per term, in the same order"
+        )
     if any(not math.isfinite(v) or v < 0 for v in values):
         raise ValueError(f"loss weights must be finite and >= 0, got {values}")
     return dict(zip(names, values))
@@ -291,11 +316,17 @@ class HumanClapLoss(nn.Module):
     ``spec`` is a loss string (parsed by :func:`parse_loss_spec` with ``weights``) or the
     ``{term: weight}`` it parses to, e.g. a validated ``TrainConfig.loss_terms``."""
 
-    def __init__(self, spec: str | Mapping[str, float] = "wsce+mae",
-                 weights: str | Sequence[float] | None = None,
-                 clip: bool = True, normalize: str = "n", margin: float = PAIRWISE_MARGIN,
-                 delta: float = PAIRWISE_DELTA, listnet_temperature: float = LISTNET_TEMPERATURE,
-                 tau: float = CLIPPED_MSE_TAU):
+    def __init__(
+        self,
+        spec: str | Mapping[str, float] = "wsce+mae",
+        weights: str | Sequence[float] | None = None,
+        clip: bool = True,
+        normalize: str = "n",
+        margin: float = PAIRWISE_MARGIN,
+        delta: float = PAIRWISE_DELTA,
+        listnet_temperature: float = LISTNET_TEMPERATURE,
+        tau: float = CLIPPED_MSE_TAU,
+    ):
         super().__init__()
         self.weights = parse_loss_spec(spec, weights) if isinstance(spec, str) else loss_terms(spec, weights)
         self.clip = clip
@@ -307,11 +338,16 @@ class HumanClapLoss(nn.Module):
     def uses_wsce(self) -> bool:
         return "wsce" in self.weights
 
-    def forward(self, audio_emb: torch.Tensor, text_emb: torch.Tensor, target: torch.Tensor,
-                logit_scale: torch.Tensor | float | None = None,
-                text_ids: torch.Tensor | None = None,
-                audio_ids: torch.Tensor | None = None,
-                prediction: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        audio_emb: torch.Tensor,
+        text_emb: torch.Tensor,
+        target: torch.Tensor,
+        logit_scale: torch.Tensor | float | None = None,
+        text_ids: torch.Tensor | None = None,
+        audio_ids: torch.Tensor | None = None,
+        prediction: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         """The terms on the CLAPScore of the embeddings (clipped unless ``clip`` is off), or on
         ``prediction`` ``(N,)`` when given (a score head's raw output; wsce, a loss on the
         embeddings, is then refused)."""
@@ -336,19 +372,27 @@ class HumanClapLoss(nn.Module):
             else:
                 if logit_scale is None:
                     raise ValueError("wsce needs logit_scale (1/temperature)")
-                terms[name] = wsce(audio_emb, text_emb, target, logit_scale, text_ids=text_ids,
-                                   audio_ids=audio_ids, normalize=self.normalize)
+                terms[name] = wsce(
+                    audio_emb,
+                    text_emb,
+                    target,
+                    logit_scale,
+                    text_ids=text_ids,
+                    audio_ids=audio_ids,
+                    normalize=self.normalize,
+                )
         total = sum(self.weights[k] * v for k, v in terms.items())
         return {"loss": total, **terms}
 
 
 def _check_pairs(audio_emb: torch.Tensor, text_emb: torch.Tensor) -> None:
     if audio_emb.ndim != 2 or audio_emb.shape != text_emb.shape:
-        raise ValueError("audio and text embeddings must both be (N, D) with the same shape, "
-                         f"got {tuple(audio_emb.shape)} and {tuple(text_emb.shape)}")
+        raise ValueError(
+            "audio and text embeddings must both be (N, D) with the same shape, "
+            f"got {tuple(audio_emb.shape)} and {tuple(text_emb.shape)}"
+        )
 
 
 def _check_target(target: torch.Tensor, like: torch.Tensor) -> None:
     if target.shape != like.shape:
-        raise ValueError(f"human scores must have shape {tuple(like.shape)} (one per pair), "
-                         f"got {tuple(target.shape)}")
+        raise ValueError(f"human scores must have shape {tuple(like.shape)} (one per pair), got {tuple(target.shape)}")

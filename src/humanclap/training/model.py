@@ -61,13 +61,20 @@ def prepare_trainable(model, cfg: TrainConfig):
         try:
             from peft import LoraConfig, get_peft_model
         except ImportError:
-            raise MissingExtraError("train_params=lora needs peft, which is not installed: "
-                                    "pip install 'humanclap[train]', or choose another "
-                                    "--train-params") from None
+            raise MissingExtraError(
+                "train_params=lora needs peft, which is not installed: "
+                "pip install 'humanclap[train]', or choose another "
+                "--train-params"
+            ) from None
         targets = towers.lora_targets(list(cfg.lora_targets))
         check_lora_targets(towers, targets)
-        lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                          target_modules=targets, bias="none")
+        lora = LoraConfig(
+            r=cfg.lora_rank,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=targets,
+            bias="none",
+        )
         with warnings.catch_warnings():
             # GPT-2's c_attn is a transformers Conv1D (weights stored transposed): peft
             # notices and handles it, with a warning that says only that.
@@ -96,8 +103,7 @@ def set_train_mode(clap, cfg: TrainConfig) -> None:
     if cfg.dropout:
         modules = [("text_tower", towers.text_tower), ("audio_tower", towers.audio_tower)]
         if towers.projection_dropout:
-            modules += [("text_projection", towers.text_projection),
-                        ("audio_projection", towers.audio_projection)]
+            modules += [("text_projection", towers.text_projection), ("audio_projection", towers.audio_projection)]
         for part, module in modules:
             if parts[part]:
                 module.train()
@@ -130,12 +136,16 @@ class DualTower(nn.Module):
         self.audio_cache: torch.Tensor | None = None
 
     def text_inputs(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"input_ids": self.data.input_ids[idx].to(self.device),
-                "attention_mask": self.data.attention_mask[idx].to(self.device)}
+        return {
+            "input_ids": self.data.input_ids[idx].to(self.device),
+            "attention_mask": self.data.attention_mask[idx].to(self.device),
+        }
 
     def audio_inputs(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"input_features": self.data.features[idx].to(self.device),
-                "is_longer": self.data.is_longer[idx].to(self.device)}
+        return {
+            "input_features": self.data.features[idx].to(self.device),
+            "is_longer": self.data.is_longer[idx].to(self.device),
+        }
 
     def embed_text(self, idx: torch.Tensor) -> torch.Tensor:
         if self.text_cache is not None:
@@ -165,11 +175,15 @@ class DualTower(nn.Module):
         parts = trained_parts(cfg)
         self.clap.eval()
         if not parts["text_tower"]:
-            self.text_cache = shard(len(self.data.texts), batch_size,
-                                    lambda i: _run(autocast, self.towers.text_pooled, self.text_inputs(i)))
+            self.text_cache = shard(
+                len(self.data.texts), batch_size, lambda i: _run(autocast, self.towers.text_pooled, self.text_inputs(i))
+            )
         if not parts["audio_tower"]:
-            self.audio_cache = shard(len(self.data.audio_paths), batch_size,
-                                     lambda i: _run(autocast, self.towers.audio_pooled, self.audio_inputs(i)))
+            self.audio_cache = shard(
+                len(self.data.audio_paths),
+                batch_size,
+                lambda i: _run(autocast, self.towers.audio_pooled, self.audio_inputs(i)),
+            )
 
 
 def _run(autocast, fn, inputs):
@@ -184,10 +198,12 @@ def check_head_settings(cfg: TrainConfig) -> None:
     if cfg.train_params != "head":
         return
     if "wsce" in parse_loss_spec(cfg.loss, cfg.loss_weights or None):
-        raise ConfigError(f"--loss {cfg.loss} has a wsce term, which does not apply to --train-params head: "
-                          "wSCE trains the embeddings, and a head's embeddings are frozen. Use the head's "
-                          "regression and ranking terms, e.g. --loss mae (or mse, mae+0.5*pairwise, listnet, "
-                          "clipped-mse)")
+        raise ConfigError(
+            f"--loss {cfg.loss} has a wsce term, which does not apply to --train-params head: "
+            "wSCE trains the embeddings, and a head's embeddings are frozen. Use the head's "
+            "regression and ranking terms, e.g. --loss mae (or mse, mae+0.5*pairwise, listnet, "
+            "clipped-mse)"
+        )
     if cfg.head_hidden < 1:
         raise ConfigError(f"head_hidden must be >= 1, got {cfg.head_hidden}")
     if not 0 <= cfg.head_dropout < 1:
@@ -208,8 +224,7 @@ class HeadTower(nn.Module):
         return a, t, scale, self.head(a.float(), t.float())
 
 
-def export_model_folder(trained, cfg: TrainConfig, tokenizer, extractor, folder: Path,
-                        base_info=None) -> None:
+def export_model_folder(trained, cfg: TrainConfig, tokenizer, extractor, folder: Path, base_info=None) -> None:
     """Write the model folder its family loads back (LoRA merged into a copy; training
     state untouched): a standard Hugging Face folder for a ClapModel, ``config.json`` +
     ``model.safetensors`` + tokenizer for MS CLAP (``extractor`` is None there). A
@@ -243,9 +258,11 @@ def load_trainable_state(trained, state: dict[str, torch.Tensor]) -> None:
     wanted = {n for n, p in params.items() if p.requires_grad}
     if set(state) != wanted:
         missing, extra = sorted(wanted - set(state))[:3], sorted(set(state) - wanted)[:3]
-        raise ConfigError("the checkpoint was written with different trained parameters "
-                          f"(missing {missing}, unexpected {extra}); resume with the same "
-                          "train_params/lora settings, or start a new output folder")
+        raise ConfigError(
+            "the checkpoint was written with different trained parameters "
+            f"(missing {missing}, unexpected {extra}); resume with the same "
+            "train_params/lora settings, or start a new output folder"
+        )
     with torch.no_grad():
         for n, t in state.items():
             params[n].copy_(t.to(params[n].device, params[n].dtype))

@@ -20,11 +20,13 @@ from humanclap.training.config import TrainConfig
 
 def lr_lambda(total: int, warmup: int, min_ratio: float) -> Callable[[int], float]:
     """The learning-rate factor of each step: linear warm-up, then cosine to ``min_ratio``."""
+
     def factor(step: int) -> float:
         if step < warmup:
             return step / max(1, warmup)
         progress = (step - warmup) / max(1, total - warmup)
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
     return factor
 
 
@@ -38,16 +40,21 @@ def build_optimizer(trained: torch.nn.Module, cfg: TrainConfig) -> torch.optim.A
     no_decay = [p for (_, p), d in zip(named, decayed) if not d]
     return torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps)
+        lr=cfg.lr,
+        betas=(cfg.adam_beta1, cfg.adam_beta2),
+        eps=cfg.adam_eps,
+    )
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig,
-                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """The warm-up + cosine schedule over ``cfg.epochs * steps_per_epoch`` steps. Early
     stopping does not shorten it: the curve must not depend on when a run stops."""
     total = cfg.epochs * steps_per_epoch
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(total, int(round(cfg.warmup_ratio * total)), cfg.min_lr_ratio))
+        optimizer, lr_lambda(total, int(round(cfg.warmup_ratio * total)), cfg.min_lr_ratio)
+    )
 
 
 def seed_epoch(seed: int, epoch: int, rank: int) -> None:

@@ -34,8 +34,7 @@ from humanclap.training.config import TrainConfig
 COMMAND = "train"
 # Fields that may change between a run and its --resume without changing the result.
 # (epochs and patience are not: they shape the learning-rate schedule and the stopping point.)
-RESUME_FREE = {"resume", "progress", "device", "eval_batch_size", "cache_encoders", "audio_root",
-               "output_dir"}
+RESUME_FREE = {"resume", "progress", "device", "eval_batch_size", "cache_encoders", "audio_root", "output_dir"}
 # Columns of a split's pairs that its fingerprint covers (the audio path resolved).
 DATA_COLUMNS = ("audio", "text", "human", "split")
 
@@ -43,10 +42,23 @@ DATA_COLUMNS = ("audio", "text", "human", "split")
 MODEL_FILES = ("config.json", "model.safetensors")
 # What a run writes at the top of its output folder besides the model's own files (a
 # manifest there under one of these names, or under checkpoints/, would be overwritten).
-WRITTEN_NAMES = {"metrics.json", "metrics.jsonl", "training_config.json", "config.json",
-                 "model.safetensors", "preprocessor_config.json", "tokenizer.json",
-                 "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
-                 "added_tokens.json", "vocab.txt", "score_head.safetensors", "score_head.json"}
+WRITTEN_NAMES = {
+    "metrics.json",
+    "metrics.jsonl",
+    "training_config.json",
+    "config.json",
+    "model.safetensors",
+    "preprocessor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "vocab.txt",
+    "score_head.safetensors",
+    "score_head.json",
+}
 
 
 def check_output_dir(out: Path, data: str, create: bool = True, model: str | None = None) -> None:
@@ -61,27 +73,32 @@ def check_output_dir(out: Path, data: str, create: bool = True, model: str | Non
         base = (base_path if base_path.is_dir() else base_path.parent).resolve()
         root = out.resolve()
         if base == root or (root / "checkpoints") in (base, *base.parents):
-            raise ConfigError(f"--output-dir {out} would overwrite the base model {model} (the run "
-                              "writes its model files and checkpoints there); choose another "
-                              "--output-dir")
+            raise ConfigError(
+                f"--output-dir {out} would overwrite the base model {model} (the run "
+                "writes its model files and checkpoints there); choose another "
+                "--output-dir"
+            )
     manifest = Path(data).expanduser()
     if manifest.is_file():
         target, root = manifest.resolve(), out.resolve()
-        if (target.parent == root and target.name in WRITTEN_NAMES) or \
-                (root / "checkpoints") in target.parents:
-            raise ConfigError(f"--output-dir {out} would overwrite the training data {data} "
-                              "(the run writes its model, metrics and checkpoints there); "
-                              "choose another --output-dir or move the manifest")
+        if (target.parent == root and target.name in WRITTEN_NAMES) or (root / "checkpoints") in target.parents:
+            raise ConfigError(
+                f"--output-dir {out} would overwrite the training data {data} "
+                "(the run writes its model, metrics and checkpoints there); "
+                "choose another --output-dir or move the manifest"
+            )
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"--output-dir {out} is a file, not a folder: choose another "
-                          "--output-dir (it becomes a model folder)")
+        raise ConfigError(
+            f"--output-dir {out} is a file, not a folder: choose another --output-dir (it becomes a model folder)"
+        )
     if not create:
         return
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # a file in the way of a parent, read-only place: the user's to fix
-        raise ConfigError(f"cannot create the output folder {out}: {exc.strerror or exc}; "
-                          "pass another --output-dir") from None
+        raise ConfigError(
+            f"cannot create the output folder {out}: {exc.strerror or exc}; pass another --output-dir"
+        ) from None
 
 
 def refuse_foreign_model(out: Path) -> None:
@@ -91,9 +108,11 @@ def refuse_foreign_model(out: Path) -> None:
     one and leave mixed with its own."""
     found = [n for n in MODEL_FILES if (out / n).exists()]
     if found:
-        raise ConfigError(f"--output-dir {out} already holds a model ({', '.join(found)}) but no "
-                          "training checkpoint (checkpoints/last), so it is not a run to --resume; "
-                          "training would overwrite it. Choose an empty or new --output-dir")
+        raise ConfigError(
+            f"--output-dir {out} already holds a model ({', '.join(found)}) but no "
+            "training checkpoint (checkpoints/last), so it is not a run to --resume; "
+            "training would overwrite it. Choose an empty or new --output-dir"
+        )
 
 
 def _resolved(spec: str) -> str:
@@ -110,24 +129,29 @@ def split_fingerprint(pairs) -> str:
     """sha256 of a split's pairs as trained on (``pairs``: a DataFrame with the columns of
     :data:`DATA_COLUMNS`): the audio path resolved, the text, the human score, the split."""
 
-    rows = ({"audio": str(Path(a).resolve()), "text": t, "human": float(h), "split": s}
-            for a, t, h, s in zip(pairs["audio"], pairs["text"], pairs["human"], pairs["split"]))
+    rows = (
+        {"audio": str(Path(a).resolve()), "text": t, "human": float(h), "split": s}
+        for a, t, h, s in zip(pairs["audio"], pairs["text"], pairs["human"], pairs["split"])
+    )
     return table_digest(DATA_COLUMNS, rows)
 
 
-def training_identity(cfg, model_info, split_pairs: Mapping[str, Any],
-                      free: set[str] = frozenset()) -> dict[str, Any]:
+def training_identity(cfg, model_info, split_pairs: Mapping[str, Any], free: set[str] = frozenset()) -> dict[str, Any]:
     """The identity record of a training run (see the module docstring). ``split_pairs``:
     split name -> its pairs (DataFrame); ``free``: config fields that do not change the
     result (trainer.RESUME_FREE)."""
-    settings = {k: v for k, v in cfg.to_dict().items()
-                if k not in free and k not in ("model", "revision", "data")}
+    settings = {k: v for k, v in cfg.to_dict().items() if k not in free and k not in ("model", "revision", "data")}
     return {
-        "model": {"spec": _resolved(cfg.model), "revision": model_info.revision,
-                  "preprocessing": asdict(model_info.preprocessing)},
-        "data": {"spec": _resolved(cfg.data),
-                 "pairs": {name: len(p) for name, p in split_pairs.items()},
-                 "sha256": {name: split_fingerprint(p) for name, p in split_pairs.items()}},
+        "model": {
+            "spec": _resolved(cfg.model),
+            "revision": model_info.revision,
+            "preprocessing": asdict(model_info.preprocessing),
+        },
+        "data": {
+            "spec": _resolved(cfg.data),
+            "pairs": {name: len(p) for name, p in split_pairs.items()},
+            "sha256": {name: split_fingerprint(p) for name, p in split_pairs.items()},
+        },
         "settings": settings,
     }
 
@@ -158,8 +182,10 @@ def adopt_legacy(out: Path) -> None:
     if read_marker(out) is not None:
         return
     files = ["checkpoints"] + sorted(n for n in WRITTEN_NAMES if (out / n).exists())
-    write_json(out / MARKER, {"command": COMMAND, "humanclap_version": __version__,
-                              "identity": None, "files": files, "adopted": True})
+    write_json(
+        out / MARKER,
+        {"command": COMMAND, "humanclap_version": __version__, "identity": None, "files": files, "adopted": True},
+    )
 
 
 def claim_output(out: Path, resume: bool, stack: ExitStack, say: Callable[[str], None]):
@@ -170,19 +196,24 @@ def claim_output(out: Path, resume: bool, stack: ExitStack, say: Callable[[str],
 
     if read_marker(out) is None and out.is_dir() and legacy_run(out):
         if not resume:
-            raise ConfigError(f"--output-dir {out} holds a training run written by an older "
-                              "humanclap (checkpoints/last, no run marker); pass --resume to "
-                              "continue it, or choose another --output-dir")
+            raise ConfigError(
+                f"--output-dir {out} holds a training run written by an older "
+                "humanclap (checkpoints/last, no run marker); pass --resume to "
+                "continue it, or choose another --output-dir"
+            )
         adopt_legacy(out)
-        say(f"--resume: adopting {out}, a training run written by an older humanclap (its "
-            "checkpoint predates the identity record: only its settings are compared)")
+        say(
+            f"--resume: adopting {out}, a training run written by an older humanclap (its "
+            "checkpoint predates the identity record: only its settings are compared)"
+        )
     run = stack.enter_context(claim_folder(out, COMMAND, error=ConfigError))
-    foreign = sorted(n for n in [*WRITTEN_NAMES, "checkpoints"]
-                     if (out / n).exists() and n not in run.files)
+    foreign = sorted(n for n in [*WRITTEN_NAMES, "checkpoints"] if (out / n).exists() and n not in run.files)
     if foreign:
-        raise ConfigError(f"--output-dir {out} holds {', '.join(foreign)}, which this training "
-                          "run did not write and would overwrite; move them away or choose "
-                          "another --output-dir")
+        raise ConfigError(
+            f"--output-dir {out} holds {', '.join(foreign)}, which this training "
+            "run did not write and would overwrite; move them away or choose "
+            "another --output-dir"
+        )
     return run
 
 
@@ -197,5 +228,4 @@ def planned_identity(config: TrainConfig) -> dict:
     info = load_scorer(cfg.model, device="cpu", revision=cfg.revision).info
     rated, names, _, _ = load_splits(cfg)
     pairs = rated.pairs[rated.pairs["split"].isin(names)].reset_index(drop=True)
-    return training_identity(cfg, info, {n: pairs[pairs["split"] == n] for n in names},
-                             free=RESUME_FREE)
+    return training_identity(cfg, info, {n: pairs[pairs["split"] == n] for n in names}, free=RESUME_FREE)

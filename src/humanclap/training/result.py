@@ -12,16 +12,19 @@ import torch
 from humanclap.errors import TrainingError  # noqa: F401
 from humanclap.evaluation import metrics
 
-
 # How to load the output folder, per family (the summary's last line). Both load with
 # humanclap.load_scorer(folder) and `--model folder`; these name the family's own classes.
-HEAD_HINT = ("the model and its score head: load with load_scorer or --model OUT; the model's own "
-             "classes load the model without the head")
-LOAD_HINTS = {"clap": "load with CLAPScorer.from_pretrained or ClapModel.from_pretrained",
-              "msclap": "an MS CLAP folder: load with load_scorer or MSClapScorer.from_pretrained, "
-                        "or pass it as --model to score/evaluate",
-              "pe_audio": "a PE-Audio folder: load with load_scorer or PeAudioModel.from_pretrained, "
-                          "or pass it as --model to score/evaluate"}
+HEAD_HINT = (
+    "the model and its score head: load with load_scorer or --model OUT; the model's own "
+    "classes load the model without the head"
+)
+LOAD_HINTS = {
+    "clap": "load with CLAPScorer.from_pretrained or ClapModel.from_pretrained",
+    "msclap": "an MS CLAP folder: load with load_scorer or MSClapScorer.from_pretrained, "
+    "or pass it as --model to score/evaluate",
+    "pe_audio": "a PE-Audio folder: load with load_scorer or PeAudioModel.from_pretrained, "
+    "or pass it as --model to score/evaluate",
+}
 
 
 @dataclass
@@ -42,20 +45,29 @@ class TrainResult:
 
     def summary(self) -> str:
         def fmt(m):
-            return "  ".join(f"{k.upper()} {v:.3f}" if isinstance(v, float) and math.isfinite(v)
-                             else f"{k.upper()} n/a"
-                             for k, v in m.items()) if m else "n/a"
+            return (
+                "  ".join(
+                    f"{k.upper()} {v:.3f}" if isinstance(v, float) and math.isfinite(v) else f"{k.upper()} n/a"
+                    for k, v in m.items()
+                )
+                if m
+                else "n/a"
+            )
+
         # A model kept for want of a defined validation SRCC is not the "best" of anything.
-        first = (f"kept epoch: {self.best_epoch} of {self.epochs_run}, the {self.selected_by}"
-                 if self.selected_by.startswith("last epoch (validation") else
-                 f"best epoch: {self.best_epoch} of {self.epochs_run}")
-        lines = [first + (" (stopped early)" if self.stopped_early else ""),
-                 f"validation: {fmt(self.best_val)}"]
+        first = (
+            f"kept epoch: {self.best_epoch} of {self.epochs_run}, the {self.selected_by}"
+            if self.selected_by.startswith("last epoch (validation")
+            else f"best epoch: {self.best_epoch} of {self.epochs_run}"
+        )
+        lines = [first + (" (stopped early)" if self.stopped_early else ""), f"validation: {fmt(self.best_val)}"]
         if self.test is not None:
             lines.append(f"test:       {fmt(self.test)}")
-        lines += [f"time: {self.seconds:.1f} s" + (f" (cached towers: {', '.join(self.cached_towers)})"
-                                                   if self.cached_towers else ""),
-                  f"model: {self.output_dir} ({HEAD_HINT if self.head else LOAD_HINTS.get(self.family, LOAD_HINTS['clap'])})"]
+        lines += [
+            f"time: {self.seconds:.1f} s"
+            + (f" (cached towers: {', '.join(self.cached_towers)})" if self.cached_towers else ""),
+            f"model: {self.output_dir} ({HEAD_HINT if self.head else LOAD_HINTS.get(self.family, LOAD_HINTS['clap'])})",
+        ]
         return "\n".join(lines)
 
 

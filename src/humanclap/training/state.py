@@ -46,9 +46,11 @@ class TrainState:
         names = [f.name for f in fields(cls)]
         missing = [n for n in names if n not in data]
         if missing:
-            raise ConfigError(f"{source} lacks the training state key(s) {missing}: it was not "
-                              "written by humanclap's trainer or is damaged; delete the "
-                              "checkpoints folder or choose another --output-dir")
+            raise ConfigError(
+                f"{source} lacks the training state key(s) {missing}: it was not "
+                "written by humanclap's trainer or is damaged; delete the "
+                "checkpoints folder or choose another --output-dir"
+            )
         state = cls(**{n: data[n] for n in names})
         state.best_val = _metrics(state.best_val)
         state.best_test = None if state.best_test is None else _metrics(state.best_test)
@@ -106,8 +108,10 @@ def epoch_line(record: dict[str, Any], epochs: int) -> str:
     """The one line printed after each epoch."""
     terms = ", ".join(f"{k} {v:.4f}" for k, v in record["train"].items() if k != "loss")
     val = "  ".join(f"{k.upper()} {v:.3f}" for k, v in record["val"].items())
-    return (f"epoch {record['epoch']}/{epochs}  loss {record['train']['loss']:.4f} ({terms})  "
-            f"val {val or 'n/a'}{'  *best*' if record['best'] else ''}  {record['seconds']:.1f} s")
+    return (
+        f"epoch {record['epoch']}/{epochs}  loss {record['train']['loss']:.4f} ({terms})  "
+        f"val {val or 'n/a'}{'  *best*' if record['best'] else ''}  {record['seconds']:.1f} s"
+    )
 
 
 def _metrics(values: dict[str, Any]) -> dict[str, Any]:

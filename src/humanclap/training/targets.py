@@ -51,8 +51,9 @@ class TrainingTargets:
     report: dict = field(default_factory=dict)
 
 
-def training_targets(rated, split: str, kind: str = "mean", screen: float | None = None,
-                     min_ratings: int = 5, data_name: str = "") -> TrainingTargets:
+def training_targets(
+    rated, split: str, kind: str = "mean", screen: float | None = None, min_ratings: int = 5, data_name: str = ""
+) -> TrainingTargets:
     """The targets of ``rated``'s ``split`` pairs (see the module docstring).
 
     Raises ConfigError when ``listener-z`` or screening is asked of data without
@@ -60,11 +61,9 @@ def training_targets(rated, split: str, kind: str = "mean", screen: float | None
     pairs = rated.pairs[rated.pairs["split"] == split]
     report: dict = {"kind": kind, "evaluation": EVALUATION_NOTE}
     if kind == "mean" and screen is None:
-        return TrainingTargets(pd.Series(pairs["human"].to_numpy(dtype=float), index=pairs["pair_id"]),
-                               report)
+        return TrainingTargets(pd.Series(pairs["human"].to_numpy(dtype=float), index=pairs["pair_id"]), report)
     ratings = listener_ratings(rated.ratings, set(pairs["pair_id"]), kind, screen, data_name)
-    report.update(train_pairs=len(pairs), train_ratings=len(ratings),
-                  listeners=int(ratings["listener_id"].nunique()))
+    report.update(train_pairs=len(pairs), train_ratings=len(ratings), listeners=int(ratings["listener_id"].nunique()))
     if screen is not None:
         ratings, report["screening"] = screen_listeners(ratings, screen)
     if kind == "listener-z":
@@ -78,13 +77,16 @@ def training_targets(rated, split: str, kind: str = "mean", screen: float | None
     values = values.reindex([p for p in pairs["pair_id"] if p in values.index])
     report["pairs_without_ratings"] = len(pairs) - len(values)
     if report["pairs_without_ratings"]:
-        log.warning("training targets: %d training pair(s) have no rating left after screening; "
-                    "they are not trained on", report["pairs_without_ratings"])
+        log.warning(
+            "training targets: %d training pair(s) have no rating left after screening; they are not trained on",
+            report["pairs_without_ratings"],
+        )
     return TrainingTargets(values.astype(float), report)
 
 
-def listener_ratings(ratings: pd.DataFrame, pair_ids: set, kind: str, screen: float | None,
-                     data_name: str = "") -> pd.DataFrame:
+def listener_ratings(
+    ratings: pd.DataFrame, pair_ids: set, kind: str, screen: float | None, data_name: str = ""
+) -> pd.DataFrame:
     """The training pairs' rating rows (``pair_id``, ``listener_id`` str, ``score01``);
     ConfigError when they carry no listener ids."""
     what = "--targets listener-z" if kind == "listener-z" else "--screen-listeners"
@@ -92,11 +94,16 @@ def listener_ratings(ratings: pd.DataFrame, pair_ids: set, kind: str, screen: fl
     rows = rows.assign(listener_id=rows["listener_id"].astype(str))
     unknown = int((rows["listener_id"].str.strip() == "").sum())
     if rows.empty or unknown:
-        detail = ("it has per-pair averages only" if rows.empty else
-                  f"{unknown} of {len(rows)} training ratings have no listener_id")
-        raise ConfigError(f"{what} needs per-listener ratings (a listener_id on every rating), but "
-                          f"{data_name or 'the dataset'}: {detail}. Use --targets mean without "
-                          "--screen-listeners, or add a listener_id column to the manifest.")
+        detail = (
+            "it has per-pair averages only"
+            if rows.empty
+            else f"{unknown} of {len(rows)} training ratings have no listener_id"
+        )
+        raise ConfigError(
+            f"{what} needs per-listener ratings (a listener_id on every rating), but "
+            f"{data_name or 'the dataset'}: {detail}. Use --targets mean without "
+            "--screen-listeners, or add a listener_id column to the manifest."
+        )
     return rows.reset_index(drop=True)
 
 
@@ -108,8 +115,7 @@ def listener_agreement(ratings: pd.DataFrame) -> pd.DataFrame:
     per = per.reset_index()
     totals = per.groupby("pair_id", sort=False)[["sum", "count"]].transform("sum")
     others = totals["count"] - per["count"]
-    per = per.assign(own=per["sum"] / per["count"],
-                     others=(totals["sum"] - per["sum"]) / others.where(others > 0))
+    per = per.assign(own=per["sum"] / per["count"], others=(totals["sum"] - per["sum"]) / others.where(others > 0))
     shared = per[others > 0]
     rows = []
     for listener, group in shared.groupby("listener_id", sort=True):
@@ -124,8 +130,9 @@ def listener_agreement(ratings: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([out, lone], ignore_index=True) if alone else out
 
 
-def screen_listeners(ratings: pd.DataFrame, threshold: float,
-                     min_shared: int = MIN_SHARED_PAIRS) -> tuple[pd.DataFrame, dict]:
+def screen_listeners(
+    ratings: pd.DataFrame, threshold: float, min_shared: int = MIN_SHARED_PAIRS
+) -> tuple[pd.DataFrame, dict]:
     """Drop the listeners whose agreement is below ``threshold`` (see the module docstring);
     the kept rows and a record of who was dropped and why."""
     agree = listener_agreement(ratings)
@@ -138,14 +145,26 @@ def screen_listeners(ratings: pd.DataFrame, threshold: float,
         "min_shared_pairs": min_shared,
         "judged": len(judged),
         "not_judged": len(agree) - len(judged),
-        "dropped": [{"listener_id": str(r.listener_id), "agreement": round(float(r.agreement), 6),
-                     "shared_pairs": int(r.shared_pairs)} for r in dropped.itertuples()],
+        "dropped": [
+            {
+                "listener_id": str(r.listener_id),
+                "agreement": round(float(r.agreement), 6),
+                "shared_pairs": int(r.shared_pairs),
+            }
+            for r in dropped.itertuples()
+        ],
         "ratings_dropped": int((~keep).sum()),
     }
-    log.info("listener screening: %d of %d listeners judged (>= %d shared pairs), %d dropped "
-             "(SRCC < %g): %s", len(judged), len(agree), min_shared, len(dropped), threshold,
-             ", ".join(f"{d['listener_id']} ({d['agreement']:.3f}, {d['shared_pairs']} pairs)"
-                       for d in report["dropped"]) or "none")
+    log.info(
+        "listener screening: %d of %d listeners judged (>= %d shared pairs), %d dropped (SRCC < %g): %s",
+        len(judged),
+        len(agree),
+        min_shared,
+        len(dropped),
+        threshold,
+        ", ".join(f"{d['listener_id']} ({d['agreement']:.3f}, {d['shared_pairs']} pairs)" for d in report["dropped"])
+        or "none",
+    )
     return ratings[keep].reset_index(drop=True), report
 
 
@@ -161,11 +180,19 @@ def standardise(ratings: pd.DataFrame, min_ratings: int) -> tuple[pd.DataFrame, 
     mapped = np.where(usable, mu + sigma * z, ratings["score01"])
     raw = sorted(set(ratings.loc[~usable, "listener_id"]))
     if raw:
-        log.info("listener-z: %d of %d listeners keep their raw scores (fewer than %d training "
-                 "ratings, or all ratings equal): %s", len(raw), ratings["listener_id"].nunique(),
-                 min_ratings, ", ".join(raw[:20]) + (" ..." if len(raw) > 20 else ""))
-    report = {"min_listener_ratings": min_ratings,
-              "z_scored_listeners": int(ratings.loc[usable, "listener_id"].nunique()),
-              "raw_listeners": raw,
-              "panel_mean": round(mu, 6), "panel_std": round(sigma, 6)}
+        log.info(
+            "listener-z: %d of %d listeners keep their raw scores (fewer than %d training "
+            "ratings, or all ratings equal): %s",
+            len(raw),
+            ratings["listener_id"].nunique(),
+            min_ratings,
+            ", ".join(raw[:20]) + (" ..." if len(raw) > 20 else ""),
+        )
+    report = {
+        "min_listener_ratings": min_ratings,
+        "z_scored_listeners": int(ratings.loc[usable, "listener_id"].nunique()),
+        "raw_listeners": raw,
+        "panel_mean": round(mu, 6),
+        "panel_std": round(sigma, 6),
+    }
     return ratings.assign(score01=mapped), report

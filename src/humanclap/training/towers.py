@@ -271,12 +271,18 @@ class PeAudioTowers(Towers):
 
     def fixed_parameters(self) -> list[nn.Parameter]:
         if self.logit_scale.requires_grad:  # set just before from train_logit_scale
-            raise ConfigError("--train-logit-scale does not apply to PE-Audio: its learned scale and bias "
-                              "belong to its sigmoid loss on unnormalised head outputs, not to a softmax "
-                              "temperature on cosines; drop the flag (pass --temperature to choose 1/tau)")
+            raise ConfigError(
+                "--train-logit-scale does not apply to PE-Audio: its learned scale and bias "
+                "belong to its sigmoid loss on unnormalised head outputs, not to a softmax "
+                "temperature on cosines; drop the flag (pass --temperature to choose 1/tau)"
+            )
         embedder = self.model.audio_encoder.embedder
-        return [*embedder.dac_encoder.parameters(), *embedder.bottleneck.parameters(), self.logit_scale,
-                self.logit_bias]
+        return [
+            *embedder.dac_encoder.parameters(),
+            *embedder.bottleneck.parameters(),
+            self.logit_scale,
+            self.logit_bias,
+        ]
 
     def inverse_temperature(self) -> torch.Tensor:
         return torch.tensor(self.CLIP_INVERSE_TEMPERATURE, device=self.logit_scale.device)
@@ -309,25 +315,32 @@ def towers_for(model: nn.Module) -> Towers:
     family = family_of_model(model)  # the family table names each family's Towers class
     if family is not None:
         return family.towers_class()(model)
-    raise TypeError(f"cannot train a {type(model).__name__}: expected a transformers ClapModel or "
-                    "an MSClapModel")
+    raise TypeError(f"cannot train a {type(model).__name__}: expected a transformers ClapModel or an MSClapModel")
 
 
 def check_lora_targets(towers: Towers, targets: list[str]) -> None:
     """Every tower must get at least one adapter: ``lora`` trains both towers, and a tower
     without one would silently stay frozen while running (uncached) at every step."""
+
     def matched(tower: nn.Module) -> bool:
         return any(name == t or name.endswith("." + t) for name, _ in tower.named_modules() for t in targets)
 
-    missing = [name for name, tower in (("text", towers.text_tower), ("audio", towers.audio_tower))
-               if not matched(tower)]
+    missing = [
+        name for name, tower in (("text", towers.text_tower), ("audio", towers.audio_tower)) if not matched(tower)
+    ]
     if missing:
-        works = ("query,key,value (RoBERTa and HTS-AT attention)" if towers.family == "clap" else
-                 "the default, which means Wqkv,q_proj,k_proj,v_proj for PE-Audio (ModernBERT and audio "
-                 "transformer attention)" if towers.family == "pe_audio" else
-                 "the default, which means c_attn,qkv for MS CLAP 2023 (GPT-2 and HTS-AT attention) "
-                 "and query,key,value,fc1 for MS CLAP 2022 (BERT attention, CNN14's last layer)")
-        raise ConfigError(f"--lora-targets {','.join(targets)}: no module of that name in the "
-                          f"{' and '.join(missing)} tower(s) of this {type(towers.model).__name__}, so "
-                          f"LoRA would not train {'them' if len(missing) > 1 else 'it'}; pass module names "
-                          f"that exist in both towers, e.g. {works}, or another --train-params")
+        works = (
+            "query,key,value (RoBERTa and HTS-AT attention)"
+            if towers.family == "clap"
+            else "the default, which means Wqkv,q_proj,k_proj,v_proj for PE-Audio (ModernBERT and audio "
+            "transformer attention)"
+            if towers.family == "pe_audio"
+            else "the default, which means c_attn,qkv for MS CLAP 2023 (GPT-2 and HTS-AT attention) "
+            "and query,key,value,fc1 for MS CLAP 2022 (BERT attention, CNN14's last layer)"
+        )
+        raise ConfigError(
+            f"--lora-targets {','.join(targets)}: no module of that name in the "
+            f"{' and '.join(missing)} tower(s) of this {type(towers.model).__name__}, so "
+            f"LoRA would not train {'them' if len(missing) > 1 else 'it'}; pass module names "
+            f"that exist in both towers, e.g. {works}, or another --train-params"
+        )

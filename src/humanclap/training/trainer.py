@@ -47,14 +47,34 @@ from humanclap.training import checkpoints as ckpt
 from humanclap.training.components import TrainComponents, build_components, precision_context
 from humanclap.training.config import TrainConfig
 from humanclap.training.data import global_batches, rank_share
-from humanclap.training.distributed import (DistInfo, barrier, gather_with_grad, init_distributed,
-                                            launched_distributed, shard_map, shutdown_distributed)
-from humanclap.training.model import (HeadTower, check_head_settings, export_model_folder, load_trainable_state,
-                                      set_train_mode, trainable_state)
+from humanclap.training.distributed import (
+    DistInfo,
+    barrier,
+    gather_with_grad,
+    init_distributed,
+    launched_distributed,
+    shard_map,
+    shutdown_distributed,
+)
+from humanclap.training.model import (
+    HeadTower,
+    check_head_settings,
+    export_model_folder,
+    load_trainable_state,
+    set_train_mode,
+    trainable_state,
+)
 from humanclap.training.optim import seed_epoch
+
 # RESUME_FREE and planned_identity are re-exported: callers import them from here.
-from humanclap.training.output import (RESUME_FREE, check_output_dir, claim_output,  # noqa: F401
-                                       planned_identity, refuse_foreign_model, training_identity)
+from humanclap.training.output import (  # noqa: F401
+    RESUME_FREE,
+    check_output_dir,
+    claim_output,
+    planned_identity,
+    refuse_foreign_model,
+    training_identity,
+)
 from humanclap.training.result import TrainResult, split_metrics
 from humanclap.training.state import UNDEFINED_SELECTION, TrainState, epoch_line
 
@@ -64,8 +84,9 @@ __all__ = ["Trainer", "fine_tune", "train", "planned_identity", "RESUME_FREE", "
 log = logging.getLogger(__name__)
 
 
-def fine_tune(config: TrainConfig, printer: Callable[[str], None] | None = None,
-              feature_memo: dict | None = None) -> TrainResult:
+def fine_tune(
+    config: TrainConfig, printer: Callable[[str], None] | None = None, feature_memo: dict | None = None
+) -> TrainResult:
     """Fine-tune a CLAP model on human ratings as ``config`` says (see the module docstring).
 
     ``printer`` receives one line per epoch on the main process (default: ``logging``).
@@ -76,8 +97,10 @@ def fine_tune(config: TrainConfig, printer: Callable[[str], None] | None = None,
     training diverges.
     """
     if not isinstance(config, TrainConfig):  # a path or a dict would fail deep inside, as an AttributeError
-        raise ConfigError(f"fine_tune needs a TrainConfig, got {type(config).__name__}: build one with "
-                          "TrainConfig(...), TrainConfig.load('config.yaml') or TrainConfig.from_dict(d)")
+        raise ConfigError(
+            f"fine_tune needs a TrainConfig, got {type(config).__name__}: build one with "
+            "TrainConfig(...), TrainConfig.load('config.yaml') or TrainConfig.from_dict(d)"
+        )
     cfg = config.validated_copy()  # checked here unless the caller's validate() passed on these values
 
     device = resolve_device(cfg.device)
@@ -112,9 +135,14 @@ class Trainer:
     ends or :meth:`close` is called; a second run on the same folder is refused.
     """
 
-    def __init__(self, cfg: TrainConfig, device: torch.device | str | None = None,
-                 info: DistInfo | None = None, printer: Callable[[str], None] | None = None,
-                 feature_memo: dict | None = None):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        device: torch.device | str | None = None,
+        info: DistInfo | None = None,
+        printer: Callable[[str], None] | None = None,
+        feature_memo: dict | None = None,
+    ):
         started = time.time()
         self.cfg = cfg.validated_copy()  # a private copy; fine_tune's is not checked again
         check_head_settings(self.cfg)
@@ -139,12 +167,15 @@ class Trainer:
             self.run_folder = self._claim_output()
             barrier(self.info)
             self.resume_from = self._resume_folder()
-            self.parts: TrainComponents = build_components(self.cfg, self.device, self.info,
-                                                           self.autocast, self.progress, feature_memo)
+            self.parts: TrainComponents = build_components(
+                self.cfg, self.device, self.info, self.autocast, self.progress, feature_memo
+            )
             self.identity = training_identity(
-                self.cfg, self.parts.model_info,
+                self.cfg,
+                self.parts.model_info,
                 {name: self.parts.data.splits[name].pairs for name in self.parts.data.splits},
-                free=RESUME_FREE)
+                free=RESUME_FREE,
+            )
             self.state = self._restore(self.resume_from) if self.resume_from else TrainState()
             if self.run_folder is not None:
                 self.run_folder.set_identity(self.identity)
@@ -196,8 +227,11 @@ class Trainer:
         with self.autocast():
             a, t, scale, *head = p.step_module(split.audio_idx[mine], split.text_idx[mine])
         a, t = gather_with_grad(a.float(), info), gather_with_grad(t.float(), info)
-        ids = {"text_ids": split.text_idx[batch].to(self.device),
-               "audio_ids": split.audio_idx[batch].to(self.device)} if cfg.mask_shared else {}
+        ids = (
+            {"text_ids": split.text_idx[batch].to(self.device), "audio_ids": split.audio_idx[batch].to(self.device)}
+            if cfg.mask_shared
+            else {}
+        )
         if head:  # train_params=head: the losses score the head's prediction
             ids["prediction"] = gather_with_grad(head[0].float(), info)
         out = p.loss_fn(a, t, split.target[batch].to(self.device), logit_scale=scale.float(), **ids)
@@ -206,8 +240,7 @@ class Trainer:
             self._diverged(epoch, step, "loss", {k: float(v.detach()) for k, v in out.items()})
         p.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(p.params, cfg.max_grad_norm if cfg.max_grad_norm > 0
-                                              else float("inf"))
+        norm = torch.nn.utils.clip_grad_norm_(p.params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
         if not torch.isfinite(norm):
             self._diverged(epoch, step, "gradient norm", {"grad_norm": float(norm)})
         p.optimizer.step()
@@ -247,6 +280,7 @@ class Trainer:
             def run(i):
                 with self.autocast():
                     return fn(items[i])
+
             return shard_map(len(items), bs, run, self.info)
 
         a = emb(p.tower.embed_audio, ua)
@@ -280,8 +314,15 @@ class Trainer:
             # "best" only when selected on a defined SRCC: a model kept because no epoch had
             # one (constant predictions) is not the best of anything.
             best = kept and (not validating or st.best_srcc is not None)
-            record = {"epoch": epoch, "step": st.global_step, "lr": p.scheduler.get_last_lr()[0],
-                      "train": terms, "val": val, "best": best, "seconds": round(time.time() - e0, 3)}
+            record = {
+                "epoch": epoch,
+                "step": st.global_step,
+                "lr": p.scheduler.get_last_lr()[0],
+                "train": terms,
+                "val": val,
+                "best": best,
+                "seconds": round(time.time() - e0, 3),
+            }
             st.end_epoch(record, cfg.patience, validating, cfg.epochs)
             self._checkpoint(kept)
             if self.info.is_main:
@@ -315,8 +356,10 @@ class Trainer:
         """The checkpoint to resume from; refuses to train over another run's folder."""
         last = ckpt.find_checkpoint(self.out, ckpt.LAST)
         if last is not None and not self.cfg.resume:
-            raise ConfigError(f"{self.out} already holds a training run ({last}); pass --resume to "
-                              "continue it, or choose another --output-dir")
+            raise ConfigError(
+                f"{self.out} already holds a training run ({last}); pass --resume to "
+                "continue it, or choose another --output-dir"
+            )
         if last is None:
             refuse_foreign_model(self.out)
         if self.cfg.resume and last is None:
@@ -332,23 +375,28 @@ class Trainer:
         """Load weights, optimizer and schedule from ``folder``; its run state."""
         saved = ckpt.read_training_state(folder)
         config = saved["config"]
-        diff = sorted(k for k, v in self.cfg.to_dict().items()
-                      if k not in RESUME_FREE and config.get(k) != v)
+        diff = sorted(k for k, v in self.cfg.to_dict().items() if k not in RESUME_FREE and config.get(k) != v)
         if diff:
-            raise ConfigError(f"--resume with settings that differ from the checkpoint's: "
-                              f"{ {k: (config.get(k), getattr(self.cfg, k)) for k in diff} }; "
-                              "use the original settings or a new --output-dir")
+            raise ConfigError(
+                f"--resume with settings that differ from the checkpoint's: "
+                f"{ {k: (config.get(k), getattr(self.cfg, k)) for k in diff} }; "
+                "use the original settings or a new --output-dir"
+            )
         then = saved.get("identity")
         if then is None:  # written before the identity record: settings were compared above
             if saved.get("base_revision") != self.parts.model_info.revision:
-                log.warning("the base model's revision differs from the one the checkpoint started "
-                            "from; frozen weights may differ")
+                log.warning(
+                    "the base model's revision differs from the one the checkpoint started "
+                    "from; frozen weights may differ"
+                )
         else:
             diffs = identity_differences(then, self.identity)
             if diffs:
-                raise ConfigError(f"--resume: {self.out} holds a run of another model, data or "
-                                  f"settings ({describe_differences(diffs)}); resume with what "
-                                  "the run started from, or choose another --output-dir")
+                raise ConfigError(
+                    f"--resume: {self.out} holds a run of another model, data or "
+                    f"settings ({describe_differences(diffs)}); resume with what "
+                    "the run started from, or choose another --output-dir"
+                )
         trainable = ckpt.restore_training_state(folder, saved, self.parts.optimizer, self.parts.scheduler)
         load_trainable_state(self.parts.trained, trainable)
         state = TrainState.from_dict(saved, source=str(folder / ckpt.STATE_FILE))
@@ -370,29 +418,39 @@ class Trainer:
         if not bool((pred > 0).any()) and self.head is not None:
             log.warning("every validation score of the head is 0 (its outputs are all below 0): lower --lr")
         elif not bool((pred > 0).any()):
-            log.warning("every validation CLAPScore is 0 (all cosines negative): a clipped "
-                        "MAE/MSE gives such pairs no gradient. Lower --lr, or pass "
-                        "--no-clip-score to regress the raw cosine.")
+            log.warning(
+                "every validation CLAPScore is 0 (all cosines negative): a clipped "
+                "MAE/MSE gives such pairs no gradient. Lower --lr, or pass "
+                "--no-clip-score to regress the raw cosine."
+            )
         return split_metrics(pred, p.data.splits[p.val_split].target)
 
     def _diverged(self, epoch: int, step: int, what: str, values: dict) -> None:
         last = ckpt.find_checkpoint(self.out, ckpt.LAST)
-        where = f"the last good checkpoint is {last} (epoch {self.state.epoch})" if last else \
-            "no epoch had finished, so there is no checkpoint"
-        raise TrainingError(f"training diverged: non-finite {what} at epoch {epoch}, step {step} "
-                            f"({values}); {where}. Lower --lr, keep --max-grad-norm > 0, or check "
-                            "the data for extreme values.")
+        where = (
+            f"the last good checkpoint is {last} (epoch {self.state.epoch})"
+            if last
+            else "no epoch had finished, so there is no checkpoint"
+        )
+        raise TrainingError(
+            f"training diverged: non-finite {what} at epoch {epoch}, step {step} "
+            f"({values}); {where}. Lower --lr, keep --max-grad-norm > 0, or check "
+            "the data for extreme values."
+        )
 
     def _checkpoint(self, improved: bool) -> None:
         p = self.parts
         if self.info.is_main:
             if improved:
                 with atomic_dir(ckpt.checkpoint_dir(self.out, ckpt.BEST)) as tmp:
-                    export_model_folder(p.trained, self.cfg, p.tokenizer, p.extractor, tmp,
-                                        base_info=p.model_info)
-            state = {**self.state.to_dict(), "config": self.cfg.to_dict(),
-                     "base_revision": p.model_info.revision, "world_size": self.info.world_size,
-                     "identity": self.identity}
+                    export_model_folder(p.trained, self.cfg, p.tokenizer, p.extractor, tmp, base_info=p.model_info)
+            state = {
+                **self.state.to_dict(),
+                "config": self.cfg.to_dict(),
+                "base_revision": p.model_info.revision,
+                "world_size": self.info.world_size,
+                "identity": self.identity,
+            }
             with atomic_dir(ckpt.checkpoint_dir(self.out, ckpt.LAST)) as tmp:
                 ckpt.save_training_state(tmp, trainable_state(p.trained), p.optimizer, p.scheduler, state)
         barrier(self.info)
@@ -409,31 +467,55 @@ class Trainer:
                 "validation SRCC was undefined on every epoch (constant predictions or "
                 "targets, e.g. every CLAPScore clipped to 0, or fewer than 3 validation pairs): "
                 "no epoch could be selected on it, so the LAST epoch (%s) is kept. Check the "
-                "validation split, lower --lr, or pass --no-clip-score.", st.best_epoch)
+                "validation split, lower --lr, or pass --no-clip-score.",
+                st.best_epoch,
+            )
         if self.info.is_main and best is not None:
             names = sorted(f.name for f in best.iterdir() if f.is_file())
             foreign = [n for n in names if (self.out / n).exists() and n not in self.run_folder.files]
             if foreign:
-                raise ConfigError(f"--output-dir {self.out} holds {', '.join(foreign)}, which this "
-                                  "run did not write: not replaced. The model is in "
-                                  f"{best}; move those files away and rerun with --resume")
+                raise ConfigError(
+                    f"--output-dir {self.out} holds {', '.join(foreign)}, which this "
+                    "run did not write: not replaced. The model is in "
+                    f"{best}; move those files away and rerun with --resume"
+                )
             self.run_folder.record(*names, "training_config.json", "metrics.json")
             ckpt.publish(best, self.out)
             self.cfg.save(self.out / "training_config.json")
-            write_json(self.out / "metrics.json", {
-                "best_epoch": st.best_epoch, "validation": st.best_val, "test": st.best_test,
-                "epochs_run": st.epoch, "stopped_early": st.stopped_early,
-                "val_split": p.val_split, "test_split": p.test_split,
-                "world_size": self.info.world_size, "cached_towers": p.cached_towers,
-                "base_model": p.model_info.as_dict(), "selected_by": selected_by,
-                "targets": p.targets})
+            write_json(
+                self.out / "metrics.json",
+                {
+                    "best_epoch": st.best_epoch,
+                    "validation": st.best_val,
+                    "test": st.best_test,
+                    "epochs_run": st.epoch,
+                    "stopped_early": st.stopped_early,
+                    "val_split": p.val_split,
+                    "test_split": p.test_split,
+                    "world_size": self.info.world_size,
+                    "cached_towers": p.cached_towers,
+                    "base_model": p.model_info.as_dict(),
+                    "selected_by": selected_by,
+                    "targets": p.targets,
+                },
+            )
         digest = self._digest()
         barrier(self.info)
-        return TrainResult(output_dir=self.out, best_epoch=st.best_epoch, best_val=st.best_val,
-                           test=st.best_test, epochs_run=st.epoch, stopped_early=st.stopped_early,
-                           seconds=seconds, cached_towers=p.cached_towers, history=st.history,
-                           weights_digest=digest, selected_by=selected_by, family=p.tower.towers.family,
-                           head=self.head is not None)
+        return TrainResult(
+            output_dir=self.out,
+            best_epoch=st.best_epoch,
+            best_val=st.best_val,
+            test=st.best_test,
+            epochs_run=st.epoch,
+            stopped_early=st.stopped_early,
+            seconds=seconds,
+            cached_towers=p.cached_towers,
+            history=st.history,
+            weights_digest=digest,
+            selected_by=selected_by,
+            family=p.tower.towers.family,
+            head=self.head is not None,
+        )
 
     def _digest(self) -> str:
         """Hash of this rank's trained parameters; ranks that disagree mean a broken run."""
@@ -446,8 +528,10 @@ class Trainer:
             digests: list = [None] * self.info.world_size
             torch.distributed.all_gather_object(digests, digest)
             if len(set(digests)) != 1:
-                raise TrainingError(f"processes ended with different weights ({digests}); this is a "
-                                    "bug or a non-deterministic kernel, please report it")
+                raise TrainingError(
+                    f"processes ended with different weights ({digests}); this is a "
+                    "bug or a non-deterministic kernel, please report it"
+                )
         return digest
 
 

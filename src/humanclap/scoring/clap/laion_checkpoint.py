@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import collections
 import pickle
-import re
 import types
 from pathlib import Path
 
@@ -50,10 +49,15 @@ def _allowed(module: str, name: str):
     if module == "collections" and name == "OrderedDict":
         return collections.OrderedDict
     if module == "torch._utils" and name in (
-            "_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_parameter", "_rebuild_parameter_with_state"):
+        "_rebuild_tensor",
+        "_rebuild_tensor_v2",
+        "_rebuild_parameter",
+        "_rebuild_parameter_with_state",
+    ):
         return getattr(torch._utils, name)
-    if module == "torch" and (name.endswith("Storage") or isinstance(getattr(torch, name, None), torch.dtype)
-                              or name == "Size"):
+    if module == "torch" and (
+        name.endswith("Storage") or isinstance(getattr(torch, name, None), torch.dtype) or name == "Size"
+    ):
         return getattr(torch, name)
     if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name == "scalar":
         return _np_scalar
@@ -61,8 +65,9 @@ def _allowed(module: str, name: str):
         return np.dtype
     if module == "numpy.dtypes" and name.endswith("DType"):
         return getattr(np.dtypes, name)
-    raise pickle.UnpicklingError(f"refused to load {module}.{name}: a LAION checkpoint holds only "
-                                 "tensors, numbers, strings and containers")
+    raise pickle.UnpicklingError(
+        f"refused to load {module}.{name}: a LAION checkpoint holds only tensors, numbers, strings and containers"
+    )
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -72,7 +77,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 # torch.load(pickle_module=...) wants a module with Unpickler and load.
 _restricted_pickle = types.SimpleNamespace(
-    Unpickler=_RestrictedUnpickler, __name__="humanclap_restricted_pickle",
+    Unpickler=_RestrictedUnpickler,
+    __name__="humanclap_restricted_pickle",
     load=lambda f, **kw: _RestrictedUnpickler(f, **kw).load(),
 )
 
@@ -104,10 +110,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     except ModelLoadError:
         raise
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as exc:
-        raise ModelLoadError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0][:200]})") from None
+        raise ModelLoadError(
+            f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        ) from None
     sd = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise ModelLoadError(f"{path}: no state dict of tensors in it (expected a laion_clap checkpoint: "
-                             "a dict with 'state_dict', or a state dict itself)")
+        raise ModelLoadError(
+            f"{path}: no state dict of tensors in it (expected a laion_clap checkpoint: "
+            "a dict with 'state_dict', or a state dict itself)"
+        )
     return dict(sd)

@@ -27,28 +27,56 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from humanclap.defaults import DEFAULT_MODEL, TEXT_MAX_LENGTH, MAX_TEXT_CHARS
+from humanclap.defaults import DEFAULT_MODEL, MAX_TEXT_CHARS, TEXT_MAX_LENGTH
 from humanclap.errors import ModelLoadError, UsageError
-from humanclap.scoring.audio import (AudioInput, Preprocessing, clip_features, collate_features, load_audio,
-                                     load_clip_features)
-from humanclap.scoring.checkpoint import (EXTRACTOR_FILE, check_extractor, check_float_weights, check_loaded_clap,
-                                          check_loading_info, safetensors_dtypes,
-                                          check_local_folder, check_model_files, check_tokenizer, local_revision,
-                                          pickle_refusal)
+from humanclap.scoring.audio import (
+    AudioInput,
+    Preprocessing,
+    clip_features,
+    collate_features,
+    load_audio,
+    load_clip_features,
+)
+from humanclap.scoring.checkpoint import (
+    EXTRACTOR_FILE,
+    check_extractor,
+    check_float_weights,
+    check_loaded_clap,
+    check_loading_info,
+    check_local_folder,
+    check_model_files,
+    check_tokenizer,
+    local_revision,
+    pickle_refusal,
+    safetensors_dtypes,
+)
+
 # clapscore and ModelInfo are defined in their own modules; imported here so that
 # ``humanclap.scoring.scorer.clapscore`` / ``.ModelInfo`` keep working.
 from humanclap.scoring.clapscore import clapscore
+
 # the device/dtype helpers moved to scoring.device; imported here so that the old names
 # (humanclap.scoring.scorer.resolve_device, ...) keep working (see scoring/aliases.py).
-from humanclap.scoring.device import DTYPES, autocast, check_dtype, device_and_dtype, device_numerics, resolve_device
+from humanclap.scoring.device import DTYPES, autocast, check_dtype, device_and_dtype, device_numerics, resolve_device  # noqa: F401  (old names, see above)
 from humanclap.scoring.engine import features_of
 from humanclap.scoring.hub import hub_reachable, is_local_path
 from humanclap.scoring.inputs import audio_list, paired_lists, text_list
 from humanclap.scoring.protocol import AUDIO_CHUNK, ModelInfo
 
-__all__ = ["AUDIO_CHUNK", "CLAPScorer", "DTYPES", "ModelInfo", "ModelLoadError", "TEXT_BUCKETS", "TEXT_CHUNK",
-           "audio_embeddings", "clapscore", "load_components", "resolve_device",
-           "text_embeddings"]
+__all__ = [
+    "AUDIO_CHUNK",
+    "CLAPScorer",
+    "DTYPES",
+    "ModelInfo",
+    "ModelLoadError",
+    "TEXT_BUCKETS",
+    "TEXT_CHUNK",
+    "audio_embeddings",
+    "clapscore",
+    "load_components",
+    "resolve_device",
+    "text_embeddings",
+]
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +96,16 @@ def _pooled(output) -> torch.Tensor:
 
 def text_embeddings(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """L2-normalised text projections (keeps the graph: usable for training)."""
-    return F.normalize(_pooled(model.get_text_features(input_ids=input_ids, attention_mask=attention_mask)).float(), dim=-1)
+    return F.normalize(
+        _pooled(model.get_text_features(input_ids=input_ids, attention_mask=attention_mask)).float(), dim=-1
+    )
 
 
 def audio_embeddings(model, input_features: torch.Tensor, is_longer: torch.Tensor) -> torch.Tensor:
     """L2-normalised audio projections (keeps the graph: usable for training)."""
-    return F.normalize(_pooled(model.get_audio_features(input_features=input_features, is_longer=is_longer)).float(), dim=-1)
+    return F.normalize(
+        _pooled(model.get_audio_features(input_features=input_features, is_longer=is_longer)).float(), dim=-1
+    )
 
 
 def _load_model_and_tokenizer(id_or_dir: str, local: bool, kwargs: dict):
@@ -86,17 +118,18 @@ def _load_model_and_tokenizer(id_or_dir: str, local: bool, kwargs: dict):
         # a log line; the info lets check_loading_info refuse such a model. Mismatched sizes
         # are let through to it too: it names each tensor and both shapes (transformers'
         # own error points to a report in a log the CLI keeps quiet).
-        model, info = ClapModel.from_pretrained(id_or_dir, output_loading_info=True, ignore_mismatched_sizes=True,
-                                                **kw)
+        model, info = ClapModel.from_pretrained(id_or_dir, output_loading_info=True, ignore_mismatched_sizes=True, **kw)
         check_loading_info(info, str(id_or_dir), model, Path(id_or_dir) if local else None)
         try:
             tokenizer = AutoTokenizer.from_pretrained(id_or_dir, **kw)
         except OSError:
             raise
         except Exception as exc:  # tokenizers' parse errors are bare Exceptions
-            raise ModelLoadError(f"{id_or_dir}: the tokenizer files cannot be loaded ({type(exc).__name__}: "
-                                 f"{str(exc).splitlines()[0][:200]}); restore them from the original "
-                                 "checkpoint (tokenizer.save_pretrained)") from None
+            raise ModelLoadError(
+                f"{id_or_dir}: the tokenizer files cannot be loaded ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:200]}); restore them from the original "
+                "checkpoint (tokenizer.save_pretrained)"
+            ) from None
         return model, tokenizer, kw
 
     if local:
@@ -177,9 +210,11 @@ def load_components(id_or_dir: str, revision: str | None = None):
     except pickle.UnpicklingError as exc:  # pytorch_model.bin with pickled objects: weights_only refused it
         raise pickle_refusal(id_or_dir, exc) from None
     except Exception as exc:  # safetensors' SafetensorError, ...
-        raise ModelLoadError(f"could not load the checkpoint {id_or_dir}: {type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0][:300]}; the config and the weights must "
-                             "come from the same, complete checkpoint") from None
+        raise ModelLoadError(
+            f"could not load the checkpoint {id_or_dir}: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:300]}; the config and the weights must "
+            "come from the same, complete checkpoint"
+        ) from None
     check_tokenizer(tokenizer, str(id_or_dir))
     check_loaded_clap(model, tokenizer, str(id_or_dir), Path(id_or_dir) if local else None)
     fused = bool(model.config.audio_config.enable_fusion)
@@ -195,11 +230,16 @@ def load_components(id_or_dir: str, revision: str | None = None):
             extractor = None  # a hub repo without one (LAION's converted checkpoints)
     extractor_found = extractor is not None
     if extractor is None:
-        extractor = ClapFeatureExtractor(feature_size=model.config.audio_config.num_mel_bins,
-                                         frequency_min=50, frequency_max=14000)
-        log.warning("%s has no preprocessor_config.json: using LAION's extractor settings derived "
-                    "from the model config (48 kHz, 10 s, %d mel bins, 50-14000 Hz, fusion=%s)",
-                    id_or_dir, extractor.feature_size, fused)
+        extractor = ClapFeatureExtractor(
+            feature_size=model.config.audio_config.num_mel_bins, frequency_min=50, frequency_max=14000
+        )
+        log.warning(
+            "%s has no preprocessor_config.json: using LAION's extractor settings derived "
+            "from the model config (48 kHz, 10 s, %d mel bins, 50-14000 Hz, fusion=%s)",
+            id_or_dir,
+            extractor.feature_size,
+            fused,
+        )
     # A derived extractor is LAION's defaults: checked for sane numbers, not for fitting a
     # non-LAION-size tower (the warning above says where the settings came from).
     check_extractor(extractor, str(id_or_dir), model.config.audio_config if extractor_found else None)
@@ -209,8 +249,12 @@ def load_components(id_or_dir: str, revision: str | None = None):
         rev = local_revision(Path(id_or_dir))
     else:
         rev = getattr(model.config, "_commit_hash", None) or revision or "unknown"
-    info = ModelInfo(model_id=str(id_or_dir), revision=str(rev), source="local" if local else "hub",
-                     preprocessing=Preprocessing.from_extractor(extractor, fused))
+    info = ModelInfo(
+        model_id=str(id_or_dir),
+        revision=str(rev),
+        source="local" if local else "hub",
+        preprocessing=Preprocessing.from_extractor(extractor, fused),
+    )
     return model, tokenizer, extractor, info
 
 
@@ -222,8 +266,15 @@ class CLAPScorer:
     array([0.53], dtype=float32)
     """
 
-    def __init__(self, model, tokenizer, feature_extractor, info: ModelInfo,
-                 device: str | torch.device = "auto", dtype: str = "fp32"):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        feature_extractor,
+        info: ModelInfo,
+        device: str | torch.device = "auto",
+        dtype: str = "fp32",
+    ):
         self.device = device_and_dtype(device, dtype)
         self.dtype = dtype
         self.model = model.to(self.device).eval()
@@ -234,8 +285,9 @@ class CLAPScorer:
         self.sampling_rate = info.preprocessing.sampling_rate
 
     @classmethod
-    def from_pretrained(cls, id_or_dir: str = DEFAULT_MODEL, device: str = "auto",
-                        dtype: str = "fp32", revision: str | None = None) -> "CLAPScorer":
+    def from_pretrained(
+        cls, id_or_dir: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "fp32", revision: str | None = None
+    ) -> "CLAPScorer":
         """Load from a hub id (default: the official Human-CLAP wSCE+MAE) or a local folder."""
         return cls(*load_components(id_or_dir, revision), device=device, dtype=dtype)
 
@@ -260,8 +312,13 @@ class CLAPScorer:
     def _encode(self, texts: Sequence[str], pad_to: int | None) -> dict[str, torch.Tensor]:
         """Token ids and mask of checked texts, padded to ``pad_to`` (None: the longest)."""
         texts = [text[:MAX_TEXT_CHARS] for text in texts]  # beyond 77 tokens anyway
-        enc = self.tokenizer(list(texts), padding="longest" if pad_to is None else "max_length",
-                             truncation=True, max_length=pad_to or TEXT_MAX_LENGTH, return_tensors="pt")
+        enc = self.tokenizer(
+            list(texts),
+            padding="longest" if pad_to is None else "max_length",
+            truncation=True,
+            max_length=pad_to or TEXT_MAX_LENGTH,
+            return_tensors="pt",
+        )
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
     def token_counts(self, texts: Sequence[str]) -> list[int]:
@@ -303,8 +360,14 @@ class CLAPScorer:
         neighbours or the intra-op thread count (1 vs 2 threads: same bits) once shapes are
         fixed; but a different device, torch build or CPU instruction set may round
         differently, so each is named here."""
-        return {"device": device_numerics(self.device), "torch": torch.__version__, "audio_chunk": AUDIO_CHUNK,
-                "text_chunk": TEXT_CHUNK, "text_length": TEXT_MAX_LENGTH, "text_buckets": list(TEXT_BUCKETS)}
+        return {
+            "device": device_numerics(self.device),
+            "torch": torch.__version__,
+            "audio_chunk": AUDIO_CHUNK,
+            "text_chunk": TEXT_CHUNK,
+            "text_length": TEXT_MAX_LENGTH,
+            "text_buckets": list(TEXT_BUCKETS),
+        }
 
     @torch.no_grad()
     def embed_text(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:

@@ -6,5 +6,14 @@ from humanclap.scoring.msclap.model import MSClapConfig, MSClapModel, is_msclap_
 from humanclap.scoring.msclap.scorer import LONG_CLIP_RULE, MSClapScorer
 from humanclap.scoring.msclap.weights import SPECS, infer_version, load_pth, save_pth
 
-__all__ = ["LONG_CLIP_RULE", "MSClapConfig", "MSClapModel", "MSClapScorer", "SPECS", "infer_version",
-           "is_msclap_folder", "load_pth", "save_pth"]
+__all__ = [
+    "LONG_CLIP_RULE",
+    "MSClapConfig",
+    "MSClapModel",
+    "MSClapScorer",
+    "SPECS",
+    "infer_version",
+    "is_msclap_folder",
+    "load_pth",
+    "save_pth",
+]

@@ -19,24 +19,45 @@ from humanclap.scoring.msclap.htsat import HTSATSwinTransformer
 # field: (smallest, largest). Rates up to 192 kHz (the highest common audio rate); embedding
 # sizes up to 8192 (the releases use 768-2048; a d_proj x d_proj matrix of 8192 is 256 MB).
 INT_FIELDS = {
-    "sampling_rate": (1000, 192_000), "mel_sampling_rate": (1000, 192_000), "window_size": (16, 65_536),
-    "hop_size": (1, 65_536), "mel_bins": (1, 1024), "classes_num": (1, 100_000), "out_emb": (1, 8192),
-    "transformer_embed_dim": (1, 8192), "d_proj": (1, 8192), "text_len": (1, 8192),
+    "sampling_rate": (1000, 192_000),
+    "mel_sampling_rate": (1000, 192_000),
+    "window_size": (16, 65_536),
+    "hop_size": (1, 65_536),
+    "mel_bins": (1, 1024),
+    "classes_num": (1, 100_000),
+    "out_emb": (1, 8192),
+    "transformer_embed_dim": (1, 8192),
+    "d_proj": (1, 8192),
+    "text_len": (1, 8192),
 }
 MAX_DURATION_S = 300  # a window of minutes: msclap's releases take 5 s and 7 s
 # transformers text-config fields that size tensors (GPT-2 and BERT spellings).
 TEXT_INT_FIELDS = {
-    "vocab_size": (1, 1_000_000), "n_embd": (1, 8192), "hidden_size": (1, 8192), "n_layer": (1, 256),
-    "num_hidden_layers": (1, 256), "n_head": (1, 256), "num_attention_heads": (1, 256),
-    "n_positions": (1, 65_536), "max_position_embeddings": (1, 65_536), "n_inner": (1, 65_536),
+    "vocab_size": (1, 1_000_000),
+    "n_embd": (1, 8192),
+    "hidden_size": (1, 8192),
+    "n_layer": (1, 256),
+    "num_hidden_layers": (1, 256),
+    "n_head": (1, 256),
+    "num_attention_heads": (1, 256),
+    "n_positions": (1, 65_536),
+    "max_position_embeddings": (1, 65_536),
+    "n_inner": (1, 65_536),
     "intermediate_size": (1, 65_536),
 }
-HTSAT_INT_FIELDS = {"spec_size": (1, 4096), "patch_size": (1, 4096), "patch_stride": (1, 4096),
-                    "embed_dim": (1, 4096), "window": (1, 4096)}
+HTSAT_INT_FIELDS = {
+    "spec_size": (1, 4096),
+    "patch_size": (1, 4096),
+    "patch_stride": (1, 4096),
+    "embed_dim": (1, 4096),
+    "window": (1, 4096),
+}
 HTSAT_DEFAULTS = {name: p.default for name, p in inspect.signature(HTSATSwinTransformer).parameters.items()}
 CHOICES = {"version": ("2022", "2023"), "audio_encoder": ("Cnn14", "HTSAT"), "text_model": ("gpt2", "bert")}
-WHAT_TO_DO = ("restore the config from the original checkpoint (MSClapModel.save_pretrained writes it), "
-              "or use msclap-2022 / msclap-2023")
+WHAT_TO_DO = (
+    "restore the config from the original checkpoint (MSClapModel.save_pretrained writes it), "
+    "or use msclap-2022 / msclap-2023"
+)
 
 
 def check_config(cfg: Any, source: str) -> None:
@@ -52,8 +73,13 @@ def check_config(cfg: Any, source: str) -> None:
     if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not 0 < duration <= MAX_DURATION_S:
         _refuse(source, "duration", duration, f"a number of seconds in (0, {MAX_DURATION_S}]")
     if cfg.window_samples < cfg.window_size or cfg.hop_size > cfg.window_samples:
-        _refuse(source, "duration", duration, f"a window of at least one FFT ({cfg.window_size} samples) and "
-                f"one hop ({cfg.hop_size}) at {cfg.sampling_rate} Hz")
+        _refuse(
+            source,
+            "duration",
+            duration,
+            f"a window of at least one FFT ({cfg.window_size} samples) and "
+            f"one hop ({cfg.hop_size}) at {cfg.sampling_rate} Hz",
+        )
     if cfg.mel_bins > cfg.window_size // 2 + 1:
         _refuse(source, "mel_bins", cfg.mel_bins, f"at most the {cfg.window_size // 2 + 1} FFT bins of window_size")
     _check_band(cfg, source)
@@ -80,8 +106,12 @@ def _check_band(cfg: Any, source: str) -> None:
     numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high))
     if not numbers or not 0 <= low < high <= nyquist:
         name = "fmin" if not (isinstance(low, (int, float)) and 0 <= low) else "fmax"
-        _refuse(source, name, low if name == "fmin" else high,
-                f"a band 0 <= fmin < fmax <= {nyquist:g} Hz (half of mel_sampling_rate; fmin/fmax {low!r}/{high!r})")
+        _refuse(
+            source,
+            name,
+            low if name == "fmin" else high,
+            f"a band 0 <= fmin < fmax <= {nyquist:g} Hz (half of mel_sampling_rate; fmin/fmax {low!r}/{high!r})",
+        )
 
 
 def _check_text(cfg: Any, source: str) -> None:
@@ -107,8 +137,12 @@ def _check_cnn14(cfg: Any, source: str) -> None:
         _int_in(source, f"cnn14_channels[{i}]", value, 1, 8192)
     halvings = 2 ** (len(channels) - 1)  # every block but the last pools time and mels by 2
     if cfg.mel_bins < halvings or cfg.window_samples // cfg.hop_size + 1 < halvings:
-        _refuse(source, "mel_bins", cfg.mel_bins, f"at least {halvings} mels and frames for "
-                f"{len(channels)} CNN14 blocks (each but the last halves them)")
+        _refuse(
+            source,
+            "mel_bins",
+            cfg.mel_bins,
+            f"at least {halvings} mels and frames for {len(channels)} CNN14 blocks (each but the last halves them)",
+        )
 
 
 def _check_htsat(cfg: Any, source: str) -> None:
@@ -131,9 +165,18 @@ def _check_htsat(cfg: Any, source: str) -> None:
     # mels or frames than that fail on every clip (reshape_wav2img)
     frames = cfg.window_samples // cfg.hop_size + 1
     if mels > spec or frames > spec * (spec // mels):
-        _refuse(source, "duration", cfg.duration, f"a window the HTS-AT tower takes: {frames} frames of {mels} "
-                f"mels, at most {spec * max(spec // mels, 1)} frames of at most {spec} mels (htsat.spec_size)")
+        _refuse(
+            source,
+            "duration",
+            cfg.duration,
+            f"a window the HTS-AT tower takes: {frames} frames of {mels} "
+            f"mels, at most {spec * max(spec // mels, 1)} frames of at most {spec} mels (htsat.spec_size)",
+        )
     width = settings["embed_dim"] * 2 ** (len(depths) - 1)
     if cfg.out_emb != width:
-        _refuse(source, "out_emb", cfg.out_emb, f"the HTS-AT tower's output width {width} "
-                "(htsat.embed_dim x 2^(stages - 1))")
+        _refuse(
+            source,
+            "out_emb",
+            cfg.out_emb,
+            f"the HTS-AT tower's output width {width} (htsat.embed_dim x 2^(stages - 1))",
+        )

@@ -33,8 +33,18 @@ class ConvBlock(nn.Module):
 class Cnn14(nn.Module):
     """Waveform ``(batch, samples)`` -> ``{"embedding": (batch, out_emb)}``."""
 
-    def __init__(self, sampling_rate: int, window_size: int, hop_size: int, mel_bins: int, fmin: float,
-                 fmax: float, classes_num: int, out_emb: int, channels: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048)):
+    def __init__(
+        self,
+        sampling_rate: int,
+        window_size: int,
+        hop_size: int,
+        mel_bins: int,
+        fmin: float,
+        fmax: float,
+        classes_num: int,
+        out_emb: int,
+        channels: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048),
+    ):
         super().__init__()
         self.spectrogram_extractor = Spectrogram(window_size, hop_size)
         self.logmel_extractor = LogmelFilterBank(sampling_rate, window_size, mel_bins, fmin, fmax)

@@ -44,8 +44,7 @@ def stft_kernels(n_fft: int) -> tuple[np.ndarray, np.ndarray]:
     window = hann(n_fft)
     bins = n_fft // 2 + 1
     kernel = w[:, :bins] * window[:, None]
-    return (np.real(kernel).T[:, None, :].astype(np.float32),
-            np.imag(kernel).T[:, None, :].astype(np.float32))
+    return (np.real(kernel).T[:, None, :].astype(np.float32), np.imag(kernel).T[:, None, :].astype(np.float32))
 
 
 def slaney_mel_filters(sampling_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
@@ -53,9 +52,15 @@ def slaney_mel_filters(sampling_rate: int, n_fft: int, n_mels: int, fmin: float,
     # lazy: keeps transformers out of `import humanclap.scoring.msclap.frontend`
     from transformers.audio_utils import mel_filter_bank
 
-    return mel_filter_bank(num_frequency_bins=n_fft // 2 + 1, num_mel_filters=n_mels, min_frequency=float(fmin),
-                           max_frequency=float(fmax), sampling_rate=int(sampling_rate), norm="slaney",
-                           mel_scale="slaney").astype(np.float32)
+    return mel_filter_bank(
+        num_frequency_bins=n_fft // 2 + 1,
+        num_mel_filters=n_mels,
+        min_frequency=float(fmin),
+        max_frequency=float(fmax),
+        sampling_rate=int(sampling_rate),
+        norm="slaney",
+        mel_scale="slaney",
+    ).astype(np.float32)
 
 
 class STFT(nn.Module):
@@ -82,8 +87,10 @@ class STFT(nn.Module):
     def uses_fft(self) -> bool:
         """Whether the loaded kernels are the periodic-Hann DFT (every msclap checkpoint:
         they are fixed at construction and frozen), so that an FFT computes the same STFT."""
-        return bool(torch.allclose(self.conv_real.weight, self.dft_real, rtol=0, atol=1e-6)
-                    and torch.allclose(self.conv_imag.weight, self.dft_imag, rtol=0, atol=1e-6))
+        return bool(
+            torch.allclose(self.conv_real.weight, self.dft_real, rtol=0, atol=1e-6)
+            and torch.allclose(self.conv_imag.weight, self.dft_imag, rtol=0, atol=1e-6)
+        )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.uses_fft():
@@ -95,8 +102,9 @@ class STFT(nn.Module):
             # there, 3.3e-5 on an embedding's unit vector (README; parity/msclap_compare.py
             # and tests/test_msclap.py hold it to its bound). A float64 FFT gets no nearer the
             # 1e-5 gate: the rest is the float32 rounding of msclap's own convolutions.
-            spec = torch.stft(x, self.n_fft, self.hop_length, window=self.window, center=True,
-                              pad_mode="reflect", return_complex=True)  # (batch, bins, frames)
+            spec = torch.stft(
+                x, self.n_fft, self.hop_length, window=self.window, center=True, pad_mode="reflect", return_complex=True
+            )  # (batch, bins, frames)
             return spec.real[:, None].transpose(2, 3), spec.imag[:, None].transpose(2, 3)
         x = F.pad(x[:, None, :], (self.n_fft // 2, self.n_fft // 2), mode="reflect")
         return (self.conv_real(x)[:, None].transpose(2, 3), self.conv_imag(x)[:, None].transpose(2, 3))
@@ -111,7 +119,7 @@ class Spectrogram(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         real, imag = self.stft(x)
-        return real ** 2 + imag ** 2
+        return real**2 + imag**2
 
 
 class LogmelFilterBank(nn.Module):
@@ -119,8 +127,9 @@ class LogmelFilterBank(nn.Module):
 
     def __init__(self, sampling_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float):
         super().__init__()
-        self.melW = nn.Parameter(torch.from_numpy(slaney_mel_filters(sampling_rate, n_fft, n_mels, fmin, fmax)),
-                                 requires_grad=False)
+        self.melW = nn.Parameter(
+            torch.from_numpy(slaney_mel_filters(sampling_rate, n_fft, n_mels, fmin, fmax)), requires_grad=False
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return 10.0 * torch.log10(torch.clamp(torch.matmul(x, self.melW), min=AMIN))

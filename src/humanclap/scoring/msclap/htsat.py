@@ -104,8 +104,9 @@ class WindowAttention(nn.Module):
 
 
 class SwinTransformerBlock(nn.Module):
-    def __init__(self, dim: int, resolution: int, num_heads: int, window: int, shift: int,
-                 mlp_ratio: float, drop_path: float):
+    def __init__(
+        self, dim: int, resolution: int, num_heads: int, window: int, shift: int, mlp_ratio: float, drop_path: float
+    ):
         super().__init__()
         self.resolution = resolution
         if resolution <= window:  # the window covers the whole map: no partition, no shift
@@ -160,12 +161,26 @@ class PatchMerging(nn.Module):
 
 
 class BasicLayer(nn.Module):
-    def __init__(self, dim: int, resolution: int, depth: int, num_heads: int, window: int, mlp_ratio: float,
-                 drop_paths: list[float], downsample: bool):
+    def __init__(
+        self,
+        dim: int,
+        resolution: int,
+        depth: int,
+        num_heads: int,
+        window: int,
+        mlp_ratio: float,
+        drop_paths: list[float],
+        downsample: bool,
+    ):
         super().__init__()
-        self.blocks = nn.ModuleList([
-            SwinTransformerBlock(dim, resolution, num_heads, window, 0 if i % 2 == 0 else window // 2,
-                                 mlp_ratio, drop_paths[i]) for i in range(depth)])
+        self.blocks = nn.ModuleList(
+            [
+                SwinTransformerBlock(
+                    dim, resolution, num_heads, window, 0 if i % 2 == 0 else window // 2, mlp_ratio, drop_paths[i]
+                )
+                for i in range(depth)
+            ]
+        )
         self.downsample = PatchMerging(resolution, dim) if downsample else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -177,10 +192,25 @@ class BasicLayer(nn.Module):
 class HTSATSwinTransformer(nn.Module):
     """msclap's ``HTSAT_Swin_Transformer`` (token-semantic variant), embedding path only."""
 
-    def __init__(self, sampling_rate: int, window_size: int, hop_size: int, mel_bins: int, fmin: float, fmax: float,
-                 classes_num: int = 527, spec_size: int = 256, patch_size: int = 4, patch_stride: int = 4,
-                 embed_dim: int = 96, depths: tuple[int, ...] = (2, 2, 6, 2), num_heads: tuple[int, ...] = (4, 8, 16, 32),
-                 window: int = 8, mlp_ratio: float = 4.0, drop_path_rate: float = 0.1):
+    def __init__(
+        self,
+        sampling_rate: int,
+        window_size: int,
+        hop_size: int,
+        mel_bins: int,
+        fmin: float,
+        fmax: float,
+        classes_num: int = 527,
+        spec_size: int = 256,
+        patch_size: int = 4,
+        patch_stride: int = 4,
+        embed_dim: int = 96,
+        depths: tuple[int, ...] = (2, 2, 6, 2),
+        num_heads: tuple[int, ...] = (4, 8, 16, 32),
+        window: int = 8,
+        mlp_ratio: float = 4.0,
+        drop_path_rate: float = 0.1,
+    ):
         super().__init__()
         self.spec_size, self.mel_bins = spec_size, mel_bins
         self.freq_ratio = spec_size // mel_bins
@@ -192,8 +222,18 @@ class HTSATSwinTransformer(nn.Module):
         dpr = [x.item() for x in torch.linspace(0, drop_path_rate, sum(depths))]
         self.layers = nn.ModuleList()
         for i, depth in enumerate(depths):
-            self.layers.append(BasicLayer(embed_dim * 2 ** i, grid // 2 ** i, depth, num_heads[i], window, mlp_ratio,
-                                          dpr[sum(depths[:i]):sum(depths[:i + 1])], i < len(depths) - 1))
+            self.layers.append(
+                BasicLayer(
+                    embed_dim * 2**i,
+                    grid // 2**i,
+                    depth,
+                    num_heads[i],
+                    window,
+                    mlp_ratio,
+                    dpr[sum(depths[:i]) : sum(depths[: i + 1])],
+                    i < len(depths) - 1,
+                )
+            )
         self.num_features = embed_dim * 2 ** (len(depths) - 1)
         self.norm = nn.LayerNorm(self.num_features)
         sf = spec_size // 2 ** (len(depths) - 1) // patch_stride // self.freq_ratio
@@ -226,7 +266,7 @@ class HTSATSwinTransformer(nn.Module):
         # msclap's latent_output: AdaptiveAvgPool1d over the tokens regrouped by frequency
         # band; the same mean, taken in the same order for the same rounding.
         b, n, c = x.shape
-        side = int(round(n ** 0.5))
+        side = int(round(n**0.5))
         grid = x.permute(0, 2, 1).contiguous().reshape(b, c, side, side)
         band = side // self.freq_ratio
         grid = grid.reshape(b, c, side // band, band, side).permute(0, 1, 3, 2, 4).contiguous().reshape(b, c, band, -1)

@@ -34,10 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file, save_file
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 
 from humanclap.errors import ModelLoadError
 from humanclap.scoring.checkpoint import check_float_weights, check_model_files, check_regular_file
@@ -93,8 +93,10 @@ class MSClapConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names - {"model_type", "architectures"})
         if d.get("model_type") not in (None, MODEL_TYPE) or unknown:
-            raise ModelLoadError(f"{source}: not an MS CLAP config (model_type {d.get('model_type')!r}, unknown "
-                                 f"fields {unknown[:5]}); write it with MSClapModel.save_pretrained")
+            raise ModelLoadError(
+                f"{source}: not an MS CLAP config (model_type {d.get('model_type')!r}, unknown "
+                f"fields {unknown[:5]}); write it with MSClapModel.save_pretrained"
+            )
         kw = {k: v for k, v in d.items() if k in names}
         if isinstance(kw.get("cnn14_channels"), list):
             kw["cnn14_channels"] = tuple(kw["cnn14_channels"])
@@ -108,23 +110,46 @@ class MSClapConfig:
         if version == "2023":
             return cls()
         if version == "2022":
-            return cls(version="2022", audio_encoder="Cnn14", duration=5, mel_sampling_rate=44100, out_emb=2048,
-                       text_model="bert", text_len=100, tokenizer="bert-base-uncased")
+            return cls(
+                version="2022",
+                audio_encoder="Cnn14",
+                duration=5,
+                mel_sampling_rate=44100,
+                out_emb=2048,
+                text_model="bert",
+                text_len=100,
+                tokenizer="bert-base-uncased",
+            )
         raise ModelLoadError(f"unknown MS CLAP version {version!r}; the releases are 2022 and 2023")
 
     @classmethod
     def tiny(cls, version: str) -> "MSClapConfig":
         """A few-hundred-kB random model of a release's architecture (tests, benchmarks)."""
         base = cls.release(version)
-        text = {"vocab_size": 300, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-                "intermediate_size": 64, "max_position_embeddings": 128}
+        text = {
+            "vocab_size": 300,
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "intermediate_size": 64,
+            "max_position_embeddings": 128,
+        }
         if base.text_model == "gpt2":
             text = {"vocab_size": 300, "n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 128}
         htsat = {"spec_size": 64, "embed_dim": 8, "depths": [2, 2], "num_heads": [2, 4], "window": 4}
         # CNN14 halves the mel axis five times (>= 32 bins); HTS-AT folds 4 x 16 bins into 64
-        return dataclasses.replace(base, duration=1, mel_bins=16 if version == "2023" else 32, cnn14_channels=(4, 4, 8, 8, 16, 16),
-                                   out_emb=16, htsat=htsat if version == "2023" else {}, text_config=text,
-                                   transformer_embed_dim=32, d_proj=16, classes_num=5)
+        return dataclasses.replace(
+            base,
+            duration=1,
+            mel_bins=16 if version == "2023" else 32,
+            cnn14_channels=(4, 4, 8, 8, 16, 16),
+            out_emb=16,
+            htsat=htsat if version == "2023" else {},
+            text_config=text,
+            transformer_embed_dim=32,
+            d_proj=16,
+            classes_num=5,
+        )
 
 
 class Projection(nn.Module):
@@ -145,8 +170,15 @@ class Projection(nn.Module):
 class AudioEncoder(nn.Module):
     def __init__(self, cfg: MSClapConfig):
         super().__init__()
-        front = dict(sampling_rate=cfg.mel_sampling_rate, window_size=cfg.window_size, hop_size=cfg.hop_size,
-                     mel_bins=cfg.mel_bins, fmin=cfg.fmin, fmax=cfg.fmax, classes_num=cfg.classes_num)
+        front = dict(
+            sampling_rate=cfg.mel_sampling_rate,
+            window_size=cfg.window_size,
+            hop_size=cfg.hop_size,
+            mel_bins=cfg.mel_bins,
+            fmin=cfg.fmin,
+            fmax=cfg.fmax,
+            classes_num=cfg.classes_num,
+        )
         if cfg.audio_encoder == "Cnn14":
             self.base = Cnn14(**front, out_emb=cfg.out_emb, channels=tuple(cfg.cnn14_channels))
         elif cfg.audio_encoder == "HTSAT":
@@ -220,17 +252,21 @@ class MSClapModel(nn.Module):
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
         if missing or unexpected:
-            raise ModelLoadError(f"{source} does not match MS CLAP {self.config.version} "
-                                 f"({self.config.audio_encoder} + {self.config.text_model}): "
-                                 f"{_keys('missing', missing)}{'; ' if missing and unexpected else ''}"
-                                 f"{_keys('unexpected', unexpected)}. Check the file (an msclap "
-                                 "CLAP_weights_2022.pth or CLAP_weights_2023.pth) and the release it is "
-                                 "loaded as")
+            raise ModelLoadError(
+                f"{source} does not match MS CLAP {self.config.version} "
+                f"({self.config.audio_encoder} + {self.config.text_model}): "
+                f"{_keys('missing', missing)}{'; ' if missing and unexpected else ''}"
+                f"{_keys('unexpected', unexpected)}. Check the file (an msclap "
+                "CLAP_weights_2022.pth or CLAP_weights_2023.pth) and the release it is "
+                "loaded as"
+            )
         bad = [k for k, v in state.items() if tuple(v.shape) != tuple(own[k].shape)]
         if bad:
-            raise ModelLoadError(f"{source}: {len(bad)} tensors have the wrong shape for MS CLAP "
-                                 f"{self.config.version}, e.g. {bad[0]} {tuple(state[bad[0]].shape)} "
-                                 f"(expected {tuple(own[bad[0]].shape)}); is it the other release?")
+            raise ModelLoadError(
+                f"{source}: {len(bad)} tensors have the wrong shape for MS CLAP "
+                f"{self.config.version}, e.g. {bad[0]} {tuple(state[bad[0]].shape)} "
+                f"(expected {tuple(own[bad[0]].shape)}); is it the other release?"
+            )
         check_float_weights({k: (str(v.dtype), v.is_floating_point()) for k, v in state.items()}, own, source)
         self.load_state_dict(state, strict=True)
 
@@ -280,9 +316,11 @@ def empty_model(config: MSClapConfig, source: str = "MS CLAP config") -> MSClapM
         # do not divide the width): the config, not a clip, is at fault
         if isinstance(exc, ModelLoadError):
             raise
-        raise ModelLoadError(f"{source}: this MS CLAP config does not give a working model ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0][:200]}); restore the config from the original "
-                             "checkpoint") from None
+        raise ModelLoadError(
+            f"{source}: this MS CLAP config does not give a working model ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200]}); restore the config from the original "
+            "checkpoint"
+        ) from None
 
 
 def is_msclap_folder(folder: str | Path) -> bool:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-
 import logging
 import math
 from collections.abc import Sequence
@@ -37,13 +36,20 @@ from humanclap.defaults import MAX_TEXT_CHARS
 from humanclap.errors import AudioError, ModelLoadError, UsageError
 from humanclap.scoring.audio import AudioInput, Preprocessing, check_waveform, describe, load_audio
 from humanclap.scoring.audio_file import check_audio_path, open_audio, read_centre_window
+from humanclap.scoring.checkpoint import check_vocab_fits
 from humanclap.scoring.device import autocast, device_and_dtype, device_numerics
 from humanclap.scoring.engine import features_of
 from humanclap.scoring.inputs import audio_list, text_list
-from humanclap.scoring.checkpoint import check_vocab_fits
 from humanclap.scoring.msclap.model import CONFIG_NAME, WEIGHTS_NAME, MSClapModel, is_msclap_folder
-from humanclap.scoring.msclap.weights import (HUB_FILES, HUB_REPO, SPECS, file_revision, hub_checkpoint,
-                                              load_pth, load_tokenizer)
+from humanclap.scoring.msclap.weights import (
+    HUB_FILES,
+    HUB_REPO,
+    SPECS,
+    file_revision,
+    hub_checkpoint,
+    load_pth,
+    load_tokenizer,
+)
 from humanclap.scoring.protocol import AUDIO_CHUNK, ModelInfo
 
 log = logging.getLogger(__name__)
@@ -60,8 +66,14 @@ class MSClapScorer:
     (1, 1024)
     """
 
-    def __init__(self, model: MSClapModel, tokenizer: Any, info: ModelInfo, device: str | torch.device = "auto",
-                 dtype: str = "fp32"):
+    def __init__(
+        self,
+        model: MSClapModel,
+        tokenizer: Any,
+        info: ModelInfo,
+        device: str | torch.device = "auto",
+        dtype: str = "fp32",
+    ):
         self.device = device_and_dtype(device, dtype)  # UsageError for a bad dtype, as for every family
         self.dtype = dtype
         self.model = model.to(self.device).eval()
@@ -75,8 +87,14 @@ class MSClapScorer:
         self.max_tokens = int(getattr(text_cfg, "n_positions", None) or text_cfg.max_position_embeddings)
 
     @classmethod
-    def from_pretrained(cls, spec: str | Path = "msclap-2023", device: str = "auto", dtype: str = "fp32",
-                        version: str | None = None, tokenizer: Any = None) -> "MSClapScorer":
+    def from_pretrained(
+        cls,
+        spec: str | Path = "msclap-2023",
+        device: str = "auto",
+        dtype: str = "fp32",
+        version: str | None = None,
+        tokenizer: Any = None,
+    ) -> "MSClapScorer":
         """``msclap-2022`` / ``msclap-2023`` (the Hub, or its local cache), an msclap ``.pth``
         (release from ``version`` or its keys; tokenizer files beside it), or a folder written
         by :meth:`MSClapModel.save_pretrained` with its tokenizer."""
@@ -97,14 +115,25 @@ class MSClapScorer:
             model = load_pth(path, version)
             info_id, source, near = spec, "local", path.parent
         else:
-            raise ModelLoadError(f"{spec!r} is not an MS CLAP model: pass msclap-2022, msclap-2023, an msclap "
-                                 f".pth or a folder with an MS CLAP {CONFIG_NAME}")
+            raise ModelLoadError(
+                f"{spec!r} is not an MS CLAP model: pass msclap-2022, msclap-2023, an msclap "
+                f".pth or a folder with an MS CLAP {CONFIG_NAME}"
+            )
         tok = load_tokenizer(model.config, near, tokenizer)
         rows = int(model.caption_encoder.base.get_input_embeddings().num_embeddings)
         check_vocab_fits(tok, rows, spec, f"config text_config.vocab_size = {rows}")
         cfg = model.config
-        pre = Preprocessing(cfg.sampling_rate, cfg.window_samples, False, cfg.mel_bins, cfg.hop_size,
-                            cfg.window_size, float(cfg.fmin), float(cfg.fmax), LONG_CLIP_RULE)
+        pre = Preprocessing(
+            cfg.sampling_rate,
+            cfg.window_samples,
+            False,
+            cfg.mel_bins,
+            cfg.hop_size,
+            cfg.window_size,
+            float(cfg.fmin),
+            float(cfg.fmax),
+            LONG_CLIP_RULE,
+        )
         info = ModelInfo(info_id, model_revision(path, tok), source, pre)
         return cls(model, tok, info, device=device, dtype=dtype)
 
@@ -120,8 +149,13 @@ class MSClapScorer:
 
         stft = self.model.audio_encoder.base
         stft = getattr(stft, "htsat", stft).spectrogram_extractor.stft
-        return {"device": device_numerics(self.device), "torch": torch.__version__, "audio_chunk": AUDIO_CHUNK,
-                "text_chunk": TEXT_BATCH, "stft": "fft" if stft.uses_fft() else "conv"}
+        return {
+            "device": device_numerics(self.device),
+            "torch": torch.__version__,
+            "audio_chunk": AUDIO_CHUNK,
+            "text_chunk": TEXT_BATCH,
+            "stft": "fft" if stft.uses_fft() else "conv",
+        }
 
     # -- audio ---------------------------------------------------------------------
     def load(self, item: AudioInput) -> np.ndarray:
@@ -173,8 +207,10 @@ class MSClapScorer:
         a list (any iterable) of items; one bare item is a UsageError (pass ``[item]``)."""
 
         audio = audio_list(audio)
-        parts = [self.embed_features([features_of(self, a) for a in audio[i : i + batch_size]], pad_to=batch_size)
-                 for i in range(0, len(audio), batch_size)]
+        parts = [
+            self.embed_features([features_of(self, a) for a in audio[i : i + batch_size]], pad_to=batch_size)
+            for i in range(0, len(audio), batch_size)
+        ]
         return np.concatenate(parts) if parts else np.zeros((0, self.embedding_dim), dtype=np.float32)
 
     # -- text ----------------------------------------------------------------------

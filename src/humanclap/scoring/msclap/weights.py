@@ -22,8 +22,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import hf_hub_download
 import torch
+from huggingface_hub import hf_hub_download
 
 from humanclap.errors import ModelLoadError
 from humanclap.scoring.checkpoint import check_model_files, check_regular_file, pickle_refusal
@@ -34,7 +34,8 @@ HUB_REPO = "microsoft/msclap"
 HUB_FILES = {"2022": "CLAP_weights_2022.pth", "2023": "CLAP_weights_2023.pth"}
 SPECS = {"msclap-2022": "2022", "msclap-2023": "2023"}  # --model names of the hub releases
 LEGACY_TEXT_BUFFERS = re.compile(
-    r"^caption_encoder\.base\.(h\.\d+\.attn\.(bias|masked_bias)|embeddings\.position_ids)$")
+    r"^caption_encoder\.base\.(h\.\d+\.attn\.(bias|masked_bias)|embeddings\.position_ids)$"
+)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt")
 # Every file AutoTokenizer may open in a tokenizer folder (checked for FIFOs and devices first).
 TOKENIZER_READS = (*TOKENIZER_FILES, "merges.txt", "special_tokens_map.json", "added_tokens.json")
@@ -56,15 +57,22 @@ def read_pth(path: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if not zipfile.is_zipfile(path):  # not torch.save's format at all
-            raise ModelLoadError(f"{path}: not a readable PyTorch checkpoint (no torch.save archive); pass an "
-                                 "msclap CLAP_weights_2022.pth / CLAP_weights_2023.pth") from None
+            raise ModelLoadError(
+                f"{path}: not a readable PyTorch checkpoint (no torch.save archive); pass an "
+                "msclap CLAP_weights_2022.pth / CLAP_weights_2023.pth"
+            ) from None
         raise pickle_refusal(path, exc) from None
     except (OSError, RuntimeError, EOFError, ValueError) as exc:
-        raise ModelLoadError(f"{path}: not a readable PyTorch checkpoint ({str(exc)[:200]}); pass an msclap "
-                             "CLAP_weights_2022.pth / CLAP_weights_2023.pth") from None
+        raise ModelLoadError(
+            f"{path}: not a readable PyTorch checkpoint ({str(exc)[:200]}); pass an msclap "
+            "CLAP_weights_2022.pth / CLAP_weights_2023.pth"
+        ) from None
     state = obj.get("model", obj) if isinstance(obj, dict) else None
-    if not isinstance(state, dict) or not state or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+    if (
+        not isinstance(state, dict)
+        or not state
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
+    ):
         raise ModelLoadError(f"{path}: expected msclap's layout {{'model': state_dict}} of named tensors")
     config = obj.get("msclap_config") if isinstance(obj.get("msclap_config"), dict) else None
     return {k: v for k, v in state.items() if not LEGACY_TEXT_BUFFERS.match(k)}, config
@@ -91,14 +99,18 @@ def load_pth(path: str | Path, version: str | None = None) -> MSClapModel:
     if version is not None and version not in SPECS.values():
         raise ModelLoadError(f"unknown MS CLAP version {version!r}; the releases are 2022 and 2023")
     if version is not None and inferred is not None and version != inferred:
-        raise ModelLoadError(f"{path} holds MS CLAP {inferred} weights ({'HTS-AT' if inferred == '2023' else 'CNN14'} "
-                             f"audio tower) but version {version} was asked for; drop --msclap-version or pass {inferred}")
+        raise ModelLoadError(
+            f"{path} holds MS CLAP {inferred} weights ({'HTS-AT' if inferred == '2023' else 'CNN14'} "
+            f"audio tower) but version {version} was asked for; drop --msclap-version or pass {inferred}"
+        )
     version = version or inferred
     if saved is not None:
         config = MSClapConfig.from_dict(saved, str(path))
     elif version is None:
-        raise ModelLoadError(f"{path}: cannot tell the MS CLAP release from its keys (no HTS-AT or CNN14 audio "
-                             "tower found); pass --msclap-version 2022 or 2023")
+        raise ModelLoadError(
+            f"{path}: cannot tell the MS CLAP release from its keys (no HTS-AT or CNN14 audio "
+            "tower found); pass --msclap-version 2022 or 2023"
+        )
     else:
         config = MSClapConfig.release(version)
     model = empty_model(config, str(path))
@@ -120,19 +132,23 @@ def hub_checkpoint(version: str) -> Path:
         return Path(hf_hub_download(HUB_REPO, name, local_files_only=True))
     except Exception:  # not cached (the hub client raises several kinds here)
         pass
-    offline = (f"MS CLAP {version} ({HUB_REPO}/{name}) is not in the local Hugging Face cache and "
-               f"the Hub cannot be reached")
-    how = (f"Download {name} from https://huggingface.co/{HUB_REPO} on a machine with network access "
-           f"and pass it as --model /path/to/{name}, with msclap's tokenizer files "
-           f"({MSClapConfig.release(version).tokenizer}: tokenizer.json, tokenizer_config.json, ...) "
-           "in the same folder")
+    offline = (
+        f"MS CLAP {version} ({HUB_REPO}/{name}) is not in the local Hugging Face cache and the Hub cannot be reached"
+    )
+    how = (
+        f"Download {name} from https://huggingface.co/{HUB_REPO} on a machine with network access "
+        f"and pass it as --model /path/to/{name}, with msclap's tokenizer files "
+        f"({MSClapConfig.release(version).tokenizer}: tokenizer.json, tokenizer_config.json, ...) "
+        "in the same folder"
+    )
     if not hub_reachable():
         raise ModelLoadError(f"{offline}. {how}.")
     try:
         return Path(hf_hub_download(HUB_REPO, name))
     except Exception as exc:
-        raise ModelLoadError(f"could not download {HUB_REPO}/{name} ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0][:160]}). {how}.") from None
+        raise ModelLoadError(
+            f"could not download {HUB_REPO}/{name} ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}). {how}."
+        ) from None
 
 
 def has_tokenizer(folder: Path) -> bool:
@@ -151,14 +167,19 @@ def load_tokenizer(config: MSClapConfig, near: Path | None = None, tokenizer: An
     if tokenizer is not None and not isinstance(tokenizer, (str, Path)):
         tok = tokenizer
     else:
-        source = str(tokenizer) if tokenizer is not None else (
-            str(near) if near is not None and has_tokenizer(near) else config.tokenizer)
+        source = (
+            str(tokenizer)
+            if tokenizer is not None
+            else (str(near) if near is not None and has_tokenizer(near) else config.tokenizer)
+        )
         tok = _auto_tokenizer(AutoTokenizer, source, config, near)
     if config.text_model == "gpt2":
         tok.add_special_tokens({"pad_token": "!"})
     if tok.pad_token_id != 0:
-        raise ModelLoadError(f"the tokenizer pads with id {tok.pad_token_id}, but MS CLAP pools on ids != 0 "
-                             f"(GPT-2's '!', BERT's [PAD]); use msclap's tokenizer ({config.tokenizer})")
+        raise ModelLoadError(
+            f"the tokenizer pads with id {tok.pad_token_id}, but MS CLAP pools on ids != 0 "
+            f"(GPT-2's '!', BERT's [PAD]); use msclap's tokenizer ({config.tokenizer})"
+        )
     return tok
 
 
@@ -173,11 +194,15 @@ def _auto_tokenizer(auto, source: str, config: MSClapConfig, near: Path | None):
         return auto.from_pretrained(source, local_files_only=True)
     except (OSError, ValueError):
         pass
-    how = (f"MS CLAP {config.version} needs the {source!r} tokenizer, which is not in the local Hugging Face "
-           f"cache{f' (nor are tokenizer files in {near})' if near is not None else ''}")
+    how = (
+        f"MS CLAP {config.version} needs the {source!r} tokenizer, which is not in the local Hugging Face "
+        f"cache{f' (nor are tokenizer files in {near})' if near is not None else ''}"
+    )
     if not hub_reachable():
-        raise ModelLoadError(f"{how}, and the Hub cannot be reached. Put {source}'s tokenizer files (tokenizer.json, "
-                             "tokenizer_config.json, vocab/merges) in the checkpoint's folder, or run once online")
+        raise ModelLoadError(
+            f"{how}, and the Hub cannot be reached. Put {source}'s tokenizer files (tokenizer.json, "
+            "tokenizer_config.json, vocab/merges) in the checkpoint's folder, or run once online"
+        )
     try:
         return auto.from_pretrained(source)
     except (OSError, ValueError) as exc:

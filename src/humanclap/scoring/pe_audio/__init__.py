@@ -11,11 +11,15 @@ Import-light: torch and transformers load when a scorer class is first used.
 
 from __future__ import annotations
 
-from humanclap.scoring.pe_audio.spec import (HUB_PREFIXES, MODEL_TYPES, MIN_TRANSFORMERS, is_pe_audio_spec,
-                                             pe_audio_available)
+from humanclap.scoring.pe_audio.spec import (
+    HUB_PREFIXES,
+    MIN_TRANSFORMERS,
+    MODEL_TYPES,
+    is_pe_audio_spec,
+    pe_audio_available,
+)
 
-__all__ = ["HUB_PREFIXES", "MIN_TRANSFORMERS", "MODEL_TYPES", "PeAudioScorer", "is_pe_audio_spec",
-           "pe_audio_available"]
+__all__ = ["HUB_PREFIXES", "MIN_TRANSFORMERS", "MODEL_TYPES", "PeAudioScorer", "is_pe_audio_spec", "pe_audio_available"]
 
 
 def __getattr__(name: str):

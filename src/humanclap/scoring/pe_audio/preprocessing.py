@@ -42,9 +42,17 @@ def max_samples(sampling_rate: int, hop_length: int) -> int:
 
 def preprocessing(sampling_rate: int, hop_length: int) -> Preprocessing:
     """The :class:`Preprocessing` record of a PE-Audio scorer (cache keys, outputs, resume)."""
-    return Preprocessing(sampling_rate=int(sampling_rate), window_samples=max_samples(sampling_rate, hop_length),
-                         fused=False, feature_size=1, hop_length=int(hop_length), fft_window_size=0,
-                         frequency_min=0.0, frequency_max=float(sampling_rate) / 2, long_clip_rule=LONG_CLIP_RULE)
+    return Preprocessing(
+        sampling_rate=int(sampling_rate),
+        window_samples=max_samples(sampling_rate, hop_length),
+        fused=False,
+        feature_size=1,
+        hop_length=int(hop_length),
+        fft_window_size=0,
+        frequency_min=0.0,
+        frequency_max=float(sampling_rate) / 2,
+        long_clip_rule=LONG_CLIP_RULE,
+    )
 
 
 def reflect_pad(waveform: np.ndarray, hop_length: int) -> np.ndarray:

@@ -23,12 +23,12 @@ import torch.nn.functional as F
 from humanclap.defaults import MAX_TEXT_CHARS
 from humanclap.scoring.audio import AudioInput, load_audio
 from humanclap.scoring.clapscore import clapscore
+from humanclap.scoring.device import autocast, device_and_dtype, device_numerics
 from humanclap.scoring.engine import features_of
 from humanclap.scoring.pe_audio import numerics
 from humanclap.scoring.pe_audio.loading import load_components
 from humanclap.scoring.pe_audio.preprocessing import MAX_SECONDS, clip_input, load_clip_input
 from humanclap.scoring.protocol import ModelInfo
-from humanclap.scoring.device import autocast, device_and_dtype, device_numerics
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,15 @@ class PeAudioScorer:
 
     family = "pe_audio"
 
-    def __init__(self, model, tokenizer, feature_extractor, info: ModelInfo, device: str | torch.device = "auto",
-                 dtype: str = "fp32"):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        feature_extractor,
+        info: ModelInfo,
+        device: str | torch.device = "auto",
+        dtype: str = "fp32",
+    ):
         self.device = device_and_dtype(device, dtype)
         self.dtype = dtype
         self.model = model.to(self.device).eval()
@@ -62,8 +69,9 @@ class PeAudioScorer:
         self.hop_length = int(info.preprocessing.hop_length)
 
     @classmethod
-    def from_pretrained(cls, spec: str, device: str = "auto", dtype: str = "fp32",
-                        revision: str | None = None) -> "PeAudioScorer":
+    def from_pretrained(
+        cls, spec: str, device: str = "auto", dtype: str = "fp32", revision: str | None = None
+    ) -> "PeAudioScorer":
         """Load from a folder (``save_pretrained`` of model, tokenizer and extractor) or a hub id."""
         return cls(*load_components(str(spec), revision), device=device, dtype=dtype)
 
@@ -74,9 +82,15 @@ class PeAudioScorer:
     @property
     def numerics(self) -> dict:
         """What an embedding's bits depend on besides the model, its preprocessing and the dtype."""
-        return {"device": device_numerics(self.device), "torch": torch.__version__, "audio_pass": "one clip",
-                "max_seconds": MAX_SECONDS, "text_chunk": TEXT_CHUNK, "text_length": TEXT_MAX_TOKENS,
-                "text_buckets": list(TEXT_BUCKETS)}
+        return {
+            "device": device_numerics(self.device),
+            "torch": torch.__version__,
+            "audio_pass": "one clip",
+            "max_seconds": MAX_SECONDS,
+            "text_chunk": TEXT_CHUNK,
+            "text_length": TEXT_MAX_TOKENS,
+            "text_buckets": list(TEXT_BUCKETS),
+        }
 
     def _autocast(self):
         return autocast(self.device, self.dtype)
@@ -132,8 +146,13 @@ class PeAudioScorer:
 
     def _encode(self, texts: Sequence[str], pad_to: int | None) -> dict[str, torch.Tensor]:
         texts = [text[:MAX_TEXT_CHARS] for text in texts]
-        enc = self.tokenizer(list(texts), padding="longest" if pad_to is None else "max_length", truncation=True,
-                             max_length=pad_to or TEXT_MAX_TOKENS, return_tensors="pt")
+        enc = self.tokenizer(
+            list(texts),
+            padding="longest" if pad_to is None else "max_length",
+            truncation=True,
+            max_length=pad_to or TEXT_MAX_TOKENS,
+            return_tensors="pt",
+        )
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:

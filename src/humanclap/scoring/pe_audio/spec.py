@@ -8,8 +8,8 @@ reads), or a hub id under ``facebook/pe-av-*`` / ``facebook/pe-a-frame-*``.
 
 from __future__ import annotations
 
-from importlib.metadata import version
 import importlib.util
+from importlib.metadata import version
 from pathlib import Path
 
 from humanclap.scoring.families import family_named, family_of_spec
@@ -45,7 +45,9 @@ def transformers_version() -> str:
 
 def needs_newer_transformers(spec: str) -> str:
     """The message of the load error on a stack without PE-Audio (transformers 4.x)."""
-    return (f"{spec}: PE-Audio models need transformers >= {MIN_TRANSFORMERS} "
-            f"(transformers.models.pe_audio; humanclap is tested with {TESTED_TRANSFORMERS}), but this "
-            f"environment has transformers {transformers_version()}. Upgrade it: "
-            f"pip install -U 'transformers>={MIN_TRANSFORMERS}'")
+    return (
+        f"{spec}: PE-Audio models need transformers >= {MIN_TRANSFORMERS} "
+        f"(transformers.models.pe_audio; humanclap is tested with {TESTED_TRANSFORMERS}), but this "
+        f"environment has transformers {transformers_version()}. Upgrade it: "
+        f"pip install -U 'transformers>={MIN_TRANSFORMERS}'"
+    )
