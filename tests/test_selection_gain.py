@@ -118,7 +118,7 @@ def test_from_an_evaluation_result_and_its_tables():
     assert g == models_selection_gain(prompts, ratings, scores, usable=usable, n_boot=0)
     table = selection_gain_table(g, "Selection gain on the test split")
     assert table.splitlines()[0].startswith("Selection gain on the test split: top-1")
-    assert "3 prompts (2 with no choice" in table and "(reference)" in table
+    assert "3 prompts (left out: 2 with a single candidate)" in table and "(reference)" in table
     assert any(line.startswith("tuned ") and "0.600" in line for line in table.splitlines())
     md = "\n".join(selection_gain_markdown(g))
     assert md.startswith("## Selection gain") and "| tuned | 0.600 |" in md

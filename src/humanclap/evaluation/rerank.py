@@ -237,10 +237,10 @@ GAIN_HEADER = ("model", "pick [95% CI]", "pick − random [95% CI]", "share of g
 def _gain_notes(gain: dict[str, Any], what: str) -> list[str]:
     first = next(iter(gain["models"].values()))
     lo, hi = gain["candidates_per_prompt"]
+    few = "a single candidate" if gain["k"] == 1 else f"{gain['k']} candidates or fewer"
     return [f"{what}: top-{gain['k']} by each model's CLAPScore among {lo if lo == hi else f'{lo}-{hi}'} "
-            f"candidates per prompt (the pairs sharing a text); {gain['n_prompts']} prompts "
-            f"({gain['n_prompts_excluded']} with no choice, {gain['k']} candidate{'s' * (gain['k'] > 1)} "
-            "or fewer, left out)",
+            f"candidates per prompt (the pairs sharing a text); {gain['n_prompts']} prompts (left out: "
+            f"{gain['n_prompts_excluded']} with {few})",
             f"pick: mean human score (0-1) of the pick; random pick (exact expectation) "
             f"{_ci_cell(first['random'])}, best possible pick {_ci_cell(first['oracle'])}; share of gain "
             f"= (pick - random) / (best - random); ref. = {gain['reference']}; 95% bootstrap CIs "
