@@ -23,8 +23,9 @@ folder is replaced as a whole (no file of an earlier report survives beside). Th
 report (``output_dir/report/``) shows the published numbers beside ours, with bootstrap
 CIs on ours, and each row's selection gain on RELATE test (best of N: the human score of its
 top-1 clip among the systems' renderings of a prompt against a random and the best pick;
-``selection_gain.json``, the ``selection_gain`` of metrics.json, printed after the table). Heavy modules (torch, transformers) are imported inside the functions, so
-usage errors answer at once.
+``selection_gain.json``, the ``selection_gain`` of metrics.json, printed after the table).
+Heavy modules (torch, transformers) are imported inside the functions, so usage errors
+answer at once.
 """
 
 from __future__ import annotations
