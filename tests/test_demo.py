@@ -93,6 +93,18 @@ def test_small_demo_runs_and_human_clap_beats_the_base(tmp_path):
         {m: r["overall"]["srcc"] for m, r in rows.items()})
     report = Path(tmp_path / "report" / "report.md").read_text()
     assert "MSE" in report and (tmp_path / "report" / "predictions.csv").is_file()
+    # the selection gain of every model (best of N among a text's renderings), printed after
+    # the main table, in demo_summary.json, selection_gain.json and report.md
+    gain = summary["selection_gain"]
+    assert list(gain["models"]) == list(rows) and gain["reference"] == "base CLAP"
+    assert gain["n_prompts"] > 0 and gain["candidates_per_prompt"][0] >= 2
+    base_gain = gain["models"]["base CLAP"]
+    assert base_gain["oracle"]["mean"] >= base_gain["metric"]["mean"] >= 0
+    assert base_gain["random"]["ci_low"] is not None  # bootstrap CIs over prompts
+    assert json.loads((tmp_path / "report" / "selection_gain.json").read_text()) == gain
+    assert "## Selection gain" in report
+    assert printed.index("p < 0.05'") < printed.index("Selection gain on the test split (seed 0)") \
+        < printed.index("full report:")
     # the synthesized folder went through the RELATE loader with its own counts
     synth = json.loads((tmp_path / "data" / "synth_summary.json").read_text())
     assert demo.rows[0]["overall"]["n"] == synth["pairs_per_split"]["test"]

@@ -101,11 +101,19 @@ def test_reproduce_trains_reports_and_resumes(relate_dir, models, tmp_path, caps
     assert n_test == 15 and metrics["metrics"]["LAION CLAP"]["overall"]["n"] == n_test
     srcc = metrics["metrics"]["Human-CLAP wSCE+MAE"]["overall"]
     assert srcc["srcc_ci"] is not None  # CIs on ours
+    # the selection gain: the 3 renderings of each of the 5 test texts, LAION CLAP the reference
+    gain = metrics["selection_gain"]
+    assert gain["n_prompts"] == 5 and gain["candidates_per_prompt"] == [3, 3]
+    assert list(gain["models"]) == labels and gain["reference"] == "LAION CLAP"
+    assert gain["models"]["Human-CLAP wSCE+MAE"]["metric"]["ci_low"] is not None
+    assert json.loads((report / "selection_gain.json").read_text()) == gain
+    assert "Selection gain on RELATE test: top-1" in table and "share of gain" in table
 
     md = (report / "report.md").read_text()
     assert "SRCC↑ (paper)" in md and "0.457" in md and "0.481" in md
     assert "MS CLAP (paper only)" in md and "msclap=/path/to/CLAP_weights_2023.pth" in md
     assert "## Reproduction" in md and "Paired differences against LAION CLAP" in md
+    assert "## Selection gain" in md and "| Human-CLAP wSCE+MAE |" in md.split("## Selection gain")[1]
     preds = pd.read_csv(report / "predictions.csv")
     assert len(preds) == n_test and {"LAION_CLAP", "Human-CLAP_wSCE+MAE"} <= set(preds.columns)
 

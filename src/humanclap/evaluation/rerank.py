@@ -11,7 +11,9 @@ With human ratings (a ``score`` or ``rating`` column) it also measures the **sel
 gain** (:func:`selection_gain`): the mean rating of the metric's top-k per prompt against a
 random pick (its exact expected value: the mean rating of the prompt's candidates) and the
 best possible pick (the oracle: the mean of the k highest ratings), all over the same
-non-failed candidates, with bootstrap CIs over prompts.
+non-failed candidates, with bootstrap CIs over prompts. :func:`evaluation_selection_gain`
+measures it for every model of an evaluation (``demo``, ``reproduce``: the pairs sharing a
+text are a prompt's candidates), with its text and Markdown tables.
 
 The output file follows the output contract: ``OUT.rerank.json`` beside it marks it as
 rerank's own (and holds the summary and the gain); an existing non-empty ``OUT`` is
@@ -28,7 +30,7 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -38,6 +40,9 @@ from humanclap.evaluation.compare_stats import percentile_interval, seeded_boots
 from humanclap.evaluation.metrics import check_n_boot
 from humanclap.io import atomic_write_text, table_format, write_json
 from humanclap.outputs import file_lock_path, output_lock
+
+if TYPE_CHECKING:
+    from humanclap.evaluation.evaluate import EvaluationResult
 
 RANK_COLUMN = "rank_in_prompt"
 TIE_RULE = "higher score, then higher cosine, then earlier input row"
@@ -118,6 +123,153 @@ def selection_gain(ratings: Sequence[np.ndarray], picked: Sequence[np.ndarray], 
                 captured.update(ci_low=float(lo), ci_high=float(hi))
     out["captured"] = captured
     return out
+
+
+# -- the selection gain of evaluated models ------------------------------------------
+def models_selection_gain(prompts: Sequence[Any], ratings: Sequence[float],
+                          scores: dict[str, Sequence[float]], usable: Sequence[bool] | None = None,
+                          k: int = 1, n_boot: int = 10_000, seed: int = 0,
+                          level: float = 0.95) -> dict[str, Any]:
+    """The :func:`selection_gain` of each model of a rated table (row i: ``prompts[i]``,
+    ``ratings[i]``, ``scores[label][i]``), on one set of candidates for every model.
+
+    The candidates of a prompt are its usable rows (``usable``, e.g. scored by every model,
+    with a finite rating); a prompt with k or fewer of them offers no choice and is left out
+    (counted in ``n_prompts_excluded``). Each model picks its top-k by :data:`TIE_RULE`
+    with no cosine known, so equal scores fall to the earlier row (``n_tied_top``: prompts
+    where the k-th pick ties with the next candidate). Every model's bootstrap uses the same
+    resamples of prompts, so ``metric_minus_reference`` (its pick's mean rating minus the
+    first model's) is paired, with a two-sided bootstrap p.
+
+    >>> g = models_selection_gain(["a", "a", "b"], [0.2, 0.8, 0.5], {"m": [0.1, 0.9, 0.3]}, n_boot=0)
+    >>> g["n_prompts"], g["n_prompts_excluded"], g["models"]["m"]["metric"]["mean"]
+    (1, 1, 0.8)
+    """
+    from humanclap.evaluation.compare_stats import bootstrap_p
+
+    if k < 1:
+        raise ValueError(f"k must be 1 or more, got {k}")
+    ratings = np.asarray(ratings, dtype=np.float64)
+    n = len(ratings)
+    if len(prompts) != n or any(len(s) != n for s in scores.values()) or not scores:
+        raise ValueError("prompts, ratings and every model's scores need one entry per row.")
+    ok = np.isfinite(ratings) if usable is None else np.asarray(usable, dtype=bool) & np.isfinite(ratings)
+    values = {label: np.asarray(s, dtype=np.float64) for label, s in scores.items()}
+    for s in values.values():
+        ok &= np.isfinite(s)
+    groups: dict[Any, list[int]] = defaultdict(list)
+    for i in np.flatnonzero(ok):
+        groups[prompts[i]].append(int(i))
+    kept = [rows for rows in groups.values() if len(rows) > k]
+    sizes = [len(rows) for rows in kept]
+    out: dict[str, Any] = {
+        "k": k, "tie_break": TIE_RULE + " (no cosine here: equal scores fall to the earlier row)",
+        "n_prompts": len(kept), "n_candidates": int(sum(sizes)),
+        "candidates_per_prompt": [min(sizes), max(sizes)] if sizes else None,
+        "n_prompts_excluded": len(groups) - len(kept), "n_rows_unusable": int(n - ok.sum()),
+        "n_boot": n_boot, "seed": seed, "level": level, "reference": next(iter(values)), "models": {}}
+    if not kept:
+        return out
+    candidates = [ratings[rows] for rows in kept]
+    reference = None
+    for label, s in values.items():
+        orders = [candidate_order(s[rows], [None] * len(rows), rows) for rows in kept]
+        picked = [ratings[rows][o[:k]] for rows, o in zip(kept, orders)]
+        gain = selection_gain(candidates, picked, k, n_boot=n_boot, seed=seed, level=level)
+        gain["n_tied_top"] = sum(1 for rows, o in zip(kept, orders) if s[rows][o[k - 1]] == s[rows][o[k]])
+        metric = np.array([p.mean() for p in picked])
+        if reference is None:
+            reference = metric
+        else:
+            diff = metric - reference
+            entry: dict[str, Any] = {"mean": float(diff.mean()), "ci_low": None, "ci_high": None,
+                                     "p_value": None}
+            if len(diff) > 1 and n_boot > 0:
+                boot = seeded_bootstrap_means(diff[None, :], n_boot, seed)
+                low, high = percentile_interval(boot, level)
+                entry.update(ci_low=float(low[0]), ci_high=float(high[0]),
+                             p_value=float(bootstrap_p(boot)[0]))
+            gain["metric_minus_reference"] = entry
+        out["models"][label] = gain
+    return out
+
+
+def evaluation_selection_gain(result: EvaluationResult, k: int = 1, n_boot: int | None = None,
+                              seed: int | None = None) -> dict[str, Any]:
+    """:func:`models_selection_gain` of an evaluation's models: a prompt is a ``text``, its
+    candidates the pairs with that text that every model scored, rated by ``human`` (the
+    mean listener score, 0-1). ``n_boot``/``seed``: the evaluation's unless given."""
+    pairs = result.pairs
+    return models_selection_gain(
+        list(pairs["text"]), pairs["human"].to_numpy(dtype=np.float64),
+        {run.label: run.scores for run in result.runs}, usable=result.scored, k=k,
+        n_boot=result.n_boot if n_boot is None else n_boot, seed=result.seed if seed is None else seed)
+
+
+def _ci_cell(g: dict[str, Any] | None, signed: bool = False, percent: bool = False) -> str:
+    from humanclap.evaluation.tables import MISSING
+
+    if g is None or g.get("mean") is None:
+        return MISSING
+    scale, spec = (100, "+.0f" if signed else ".0f") if percent else (1, "+.3f" if signed else ".3f")
+    unit = "%" if percent else ""
+    cell = f"{g['mean'] * scale:{spec}}{unit}"
+    if g.get("ci_low") is not None:
+        cell += f" [{g['ci_low'] * scale:{spec}}{unit}, {g['ci_high'] * scale:{spec}}{unit}]"
+    return cell
+
+
+def _gain_rows(gain: dict[str, Any]) -> list[list[str]]:
+    from humanclap.evaluation.tables import fmt
+
+    rows = []
+    for label, g in gain["models"].items():
+        vs = g.get("metric_minus_reference")
+        rows.append([label, _ci_cell(g["metric"]), _ci_cell(g["metric_minus_random"], signed=True),
+                     _ci_cell(g["captured"], percent=True),
+                     *(("(reference)", "") if vs is None else (_ci_cell(vs, signed=True), fmt(vs["p_value"])))])
+    return rows
+
+
+GAIN_HEADER = ("model", "pick [95% CI]", "pick − random [95% CI]", "share of gain [95% CI]",
+               "pick − ref.'s pick", "p")
+
+
+def _gain_notes(gain: dict[str, Any], what: str) -> list[str]:
+    first = next(iter(gain["models"].values()))
+    lo, hi = gain["candidates_per_prompt"]
+    few = "a single candidate" if gain["k"] == 1 else f"{gain['k']} candidates or fewer"
+    return [f"{what}: top-{gain['k']} by each model's CLAPScore among {lo if lo == hi else f'{lo}-{hi}'} "
+            f"candidates per prompt (the pairs sharing a text); {gain['n_prompts']} prompts (left out: "
+            f"{gain['n_prompts_excluded']} with {few})",
+            f"pick: mean human score (0-1) of the pick; random pick (exact expectation) "
+            f"{_ci_cell(first['random'])}, best possible pick {_ci_cell(first['oracle'])}; share of gain "
+            f"= (pick - random) / (best - random); ref. = {gain['reference']}; 95% bootstrap CIs "
+            "over prompts, p: paired bootstrap"]
+
+
+def selection_gain_table(gain: dict[str, Any], what: str = "Selection gain") -> str:
+    """The per-model selection gain of :func:`models_selection_gain` as a text table."""
+    from humanclap.evaluation.tables import Column, text_table
+
+    if not gain["models"]:
+        return f"{what}: no prompt has more than {gain['k']} candidates scored by every model"
+    title, footer = _gain_notes(gain, what)
+    columns = [Column(h, None, "<" if j == 0 else ">", "" if j == 0 else "  ")
+               for j, h in enumerate(GAIN_HEADER)]
+    return text_table(columns, _gain_rows(gain), title=[title], rule="-", footer=[footer])
+
+
+def selection_gain_markdown(gain: dict[str, Any], what: str = "Selection gain") -> list[str]:
+    """The lines of a report.md section (``## Selection gain``) for the same numbers."""
+    from humanclap.evaluation.tables import markdown_table
+
+    lines = ["## Selection gain", ""]
+    if not gain["models"]:
+        return lines + [f"No prompt has more than {gain['k']} candidates scored by every model."]
+    title, footer = _gain_notes(gain, what)
+    return lines + [title + ".", "", *markdown_table(GAIN_HEADER, _gain_rows(gain)), "",
+                    footer[0].upper() + footer[1:] + f". Ties: {gain['tie_break']}."]
 
 
 # -- the output file -----------------------------------------------------------------

@@ -3,7 +3,9 @@
 synthesize a RELATE-style dataset -> score it with the base CLAP -> fine-tune Human-CLAP
 (MAE, wSCE, wSCE+MAE) on the train split, validation for early stopping -> evaluate all
 on the test split -> the paper-style table with 95% CIs and paired p-values against the
-base, plus the full evaluation report. Every stage runs the same code real users run
+base, then the selection gain of each model (best of N: the human score of its top-1 clip
+per prompt against a random and the best pick; ``selection_gain.json``), plus the full
+evaluation report. Every stage runs the same code real users run
 (``synth``, ``train``, ``evaluate``); only the data and the listeners are simulated.
 
 Output contract (:mod:`humanclap.outputs`): the output folder must be new, empty, or hold
@@ -58,6 +60,8 @@ class DemoResult:
     tv_natural: float = float("nan")
     tv_synthesized: float = float("nan")
     seconds: dict = field(default_factory=dict)
+    # per model: its top-1 clip per prompt vs a random and the best pick (rerank.models_selection_gain)
+    selection_gain: dict | None = None
 
 
 def _stage(printer: Callable[[str], None], t0: float, text: str) -> None:
@@ -129,6 +133,7 @@ def _run_demo(out: Path, seed: int, size: str, base_dir: Path, n_boot: int,
     from humanclap.synth.dataset import generate, is_complete
     from humanclap.evaluation.evaluate import evaluate_models
     from humanclap.evaluation.report import write_report
+    from humanclap.evaluation.rerank import evaluation_selection_gain
     from humanclap.io import atomic_dir, atomic_write_text
     from humanclap.outputs import describe_differences, identity_differences, read_marker
     from humanclap.training.trainer import planned_identity, train
@@ -184,14 +189,17 @@ def _run_demo(out: Path, seed: int, size: str, base_dir: Path, n_boot: int,
     result = evaluate_models(models, test, labels=[BASE_LABEL, *VARIANTS], device="cpu",
                              n_boot=n_boot, seed=seed, data_spec=f"relate:{data_dir}", progress=progress)
     _stage(printer, t0, "4/4 writing the report...")
+    gain = evaluation_selection_gain(result)  # the pairs sharing a text are a prompt's candidates
     with atomic_dir(out / "report") as tmp:  # no file of an earlier report survives beside
         write_report(result, tmp)
+        write_selection_gain(gain, tmp)
     files = {"report": out / "report" / "report.md"}
     seconds["evaluate"] = time.perf_counter() - t0 - seconds["synth"] - seconds["finetune"]
     seconds["total"] = time.perf_counter() - t0
 
     demo = DemoResult(output_dir=str(out), seed=seed, size=size, tv_natural=synth["tv_natural"],
-                      tv_synthesized=synth["tv_synthesized"], seconds={k: round(v, 1) for k, v in seconds.items()})
+                      tv_synthesized=synth["tv_synthesized"], seconds={k: round(v, 1) for k, v in seconds.items()},
+                      selection_gain=gain)
     for label in result.labels:
         metrics = result.metrics[label]
         paired = result.paired.get(label, {}).get("overall", {}).get("srcc", {})
@@ -205,8 +213,32 @@ def _run_demo(out: Path, seed: int, size: str, base_dir: Path, n_boot: int,
                       json.dumps(asdict(demo), indent=2, default=_json_default) + "\n")
     printer("")
     printer(demo_table(demo))
+    printer("")
+    printer(gain_table(demo))
     printer(f"\nfull report: {files['report']}")
     return demo
+
+
+def write_selection_gain(gain: dict, report_dir: Path, title: str = "") -> None:
+    """``selection_gain.json`` and a ``## Selection gain`` section at the end of report.md
+    (``reproduce`` writes the same into its report)."""
+    from humanclap.evaluation.rerank import selection_gain_markdown
+    from humanclap.io import atomic_write_text, write_json
+
+    write_json(report_dir / "selection_gain.json", gain)
+    report = report_dir / "report.md"
+    atomic_write_text(report, report.read_text(encoding="utf-8").rstrip("\n") + "\n\n"
+                      + "\n".join(selection_gain_markdown(gain, title or GAIN_TITLE)) + "\n")
+
+
+GAIN_TITLE = "Selection gain on the test split"
+
+
+def gain_table(demo: DemoResult) -> str:
+    """The second table: each model's best-of-N pick on the test split (after the main one)."""
+    from humanclap.evaluation.rerank import selection_gain_table
+
+    return selection_gain_table(demo.selection_gain, f"{GAIN_TITLE} (seed {demo.seed})")
 
 
 def _json_default(obj):

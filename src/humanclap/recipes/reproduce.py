@@ -21,8 +21,11 @@ Output contract (:mod:`humanclap.outputs`): ``output_dir`` must be new, empty or
 earlier reproduce run (its marker), and is locked while the run writes it; the report
 folder is replaced as a whole (no file of an earlier report survives beside). The
 report (``output_dir/report/``) shows the published numbers beside ours, with bootstrap
-CIs on ours. Heavy modules (torch, transformers) are imported inside the functions, so
-usage errors answer at once.
+CIs on ours, and each row's selection gain on RELATE test (best of N: the human score of its
+top-1 clip among the systems' renderings of a prompt against a random and the best pick;
+``selection_gain.json``, the ``selection_gain`` of metrics.json, printed after the table).
+Heavy modules (torch, transformers) are imported inside the functions, so usage errors
+answer at once.
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ PAPER_SOURCE = ("Takano et al., Human-CLAP, arXiv:2506.23553 (v2), RELATE test; 
                 "not found in the material we could read (see PAPER_TABLE in reproduce.py)")
 # A trained folder is complete once train() has published these (it writes them last).
 COMPLETE_FILES = ("config.json", "model.safetensors", "training_config.json", "metrics.json")
+GAIN_TITLE = "Selection gain on RELATE test"
 
 
 @dataclass
@@ -109,6 +113,7 @@ class ReproduceResult:
     rows: list[dict]  # per row: label, source, model, note, paper
     trained: list[str] = field(default_factory=list)  # variant keys trained (or resumed) now
     skipped: list[str] = field(default_factory=list)  # variant keys already complete
+    selection_gain: dict | None = None  # rerank.models_selection_gain of every row on RELATE test
 
     @property
     def n_failed(self) -> int:
@@ -136,7 +141,12 @@ class ReproduceResult:
         ev = self.evaluation
         footer = [f"{len(ev.pairs)} test pairs, {int(ev.scored.sum())} scored, {ev.n_failed} "
                   "left out; MSE on the 0-1 scale; paper = " + PAPER_SOURCE]
-        return text_table(columns, rows, footer=footer)
+        table = text_table(columns, rows, footer=footer)
+        if self.selection_gain is None:
+            return table
+        from humanclap.evaluation.rerank import selection_gain_table
+
+        return table + "\n\n" + selection_gain_table(self.selection_gain, GAIN_TITLE)
 
 
 # -- checks --------------------------------------------------------------------------
@@ -309,6 +319,10 @@ def _reproduce(cfg: ReproduceConfig, relate: Path, data_spec: str, say) -> Repro
     with atomic_dir(final) as tmp:  # replaced whole: no stale plot of an earlier run stays
         result = _evaluate(cfg, test, data_spec, models, msclap_note, say, stage, tmp, final)
         result.trained, result.skipped = trained, skipped
+        from humanclap.evaluation.rerank import evaluation_selection_gain
+
+        # RELATE renders each caption with several systems: the pairs sharing a text compete
+        result.selection_gain = evaluation_selection_gain(result.evaluation)
         _annotate(result, cfg)
     result.files = {k: final / p.name for k, p in result.files.items()}
     return result
@@ -381,6 +395,7 @@ def _annotate(res: ReproduceResult, cfg: ReproduceConfig) -> None:
             "paper_not_found": missing}
     metrics = json.loads(files["metrics"].read_text())
     metrics["reproduce"] = info
+    metrics["selection_gain"] = res.selection_gain
     write_json(files["metrics"], metrics)
 
     lines = ["## Reproduction", "",
@@ -400,3 +415,8 @@ def _annotate(res: ReproduceResult, cfg: ReproduceConfig) -> None:
     text = text.replace("## Models\n", section + "## Models\n", 1) if "## Models\n" in text \
         else text + "\n" + section
     atomic_write_text(files["report"], text)
+    if res.selection_gain is not None:
+        from humanclap.recipes.demo import write_selection_gain
+
+        write_selection_gain(res.selection_gain, files["report"].parent, GAIN_TITLE)
+        files["selection_gain"] = files["report"].parent / "selection_gain.json"
