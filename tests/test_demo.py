@@ -28,8 +28,9 @@ def test_base_recipe_is_deterministic(tmp_path):
     generate(tmp_path / "synth", seed=0, size="small")
     digests = []
     for run in ("a", "b"):
-        out = pretrain_base(tmp_path / "synth", tmp_path / f"work_{run}", tmp_path / f"base_{run}",
-                            epochs=1, printer=lambda _: None)
+        out = pretrain_base(
+            tmp_path / "synth", tmp_path / f"work_{run}", tmp_path / f"base_{run}", epochs=1, printer=lambda _: None
+        )
         digests.append(json.loads((out / "recipe.json").read_text())["model_sha256"])
     assert digests[0] == digests[1]
 
@@ -42,10 +43,9 @@ def test_small_demo_runs_and_human_clap_beats_the_base(tmp_path):
     tests/test_cli_errors.py.) Two threads, as the subprocess this replaced was given."""
     import torch
 
-    from humanclap.recipes.demo import CLAIM_LABEL, run_demo
-
     from humanclap.errors import UsageError
     from humanclap.outputs import LOCK
+    from humanclap.recipes.demo import CLAIM_LABEL, run_demo
 
     lines: list[str] = []
 
@@ -58,8 +58,7 @@ def test_small_demo_runs_and_human_clap_beats_the_base(tmp_path):
     torch.set_num_threads(2)
     try:
         with pytest.raises(KeyboardInterrupt):
-            run_demo(tmp_path, seed=0, size="small", n_boot=200, printer=interrupted_in_epoch_2,
-                     progress=False)
+            run_demo(tmp_path, seed=0, size="small", n_boot=200, printer=interrupted_in_epoch_2, progress=False)
         assert not (tmp_path / LOCK).exists()
         # the same command again continues: data reused, the interrupted fine-tuning resumed
         lines.clear()
@@ -90,7 +89,8 @@ def test_small_demo_runs_and_human_clap_beats_the_base(tmp_path):
     summary = json.loads((tmp_path / "demo_summary.json").read_text())
     assert summary["claim_holds"] == demo.claim_holds
     assert {r["model"]: r["overall"]["srcc"] for r in summary["rows"]} == pytest.approx(
-        {m: r["overall"]["srcc"] for m, r in rows.items()})
+        {m: r["overall"]["srcc"] for m, r in rows.items()}
+    )
     report = Path(tmp_path / "report" / "report.md").read_text()
     assert "MSE" in report and (tmp_path / "report" / "predictions.csv").is_file()
     # the selection gain of every model (best of N among a text's renderings), printed after
@@ -103,8 +103,11 @@ def test_small_demo_runs_and_human_clap_beats_the_base(tmp_path):
     assert base_gain["random"]["ci_low"] is not None  # bootstrap CIs over prompts
     assert json.loads((tmp_path / "report" / "selection_gain.json").read_text()) == gain
     assert "## Selection gain" in report
-    assert printed.index("p < 0.05'") < printed.index("Selection gain on the test split (seed 0)") \
+    assert (
+        printed.index("p < 0.05'")
+        < printed.index("Selection gain on the test split (seed 0)")
         < printed.index("full report:")
+    )
     # the synthesized folder went through the RELATE loader with its own counts
     synth = json.loads((tmp_path / "data" / "synth_summary.json").read_text())
     assert demo.rows[0]["overall"]["n"] == synth["pairs_per_split"]["test"]

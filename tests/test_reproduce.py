@@ -17,16 +17,19 @@ from humanclap.cli import main as cli_main
 from humanclap.recipes.reproduce import PAPER_TABLE, VARIANTS
 
 # offline, the native MS CLAP row says why it was not run and how to pass the weights
-MSCLAP_OFFLINE = ("not run: microsoft/msclap/CLAP_weights_2023.pth is not in the local Hugging Face "
-                  "cache and the Hub cannot be reached; pass the msclap .pth (its tokenizer files "
-                  "beside it) as msclap=/path/to/CLAP_weights_2023.pth")
+MSCLAP_OFFLINE = (
+    "not run: microsoft/msclap/CLAP_weights_2023.pth is not in the local Hugging Face "
+    "cache and the Hub cannot be reached; pass the msclap .pth (its tokenizer files "
+    "beside it) as msclap=/path/to/CLAP_weights_2023.pth"
+)
 
 RELATE = Path(__file__).resolve().parents[2] / "shared/data/relate"
 # texts per split: enough train pairs for one batch of the configs' 32 (3 pairs per text)
 TEXTS_PER_SPLIT = {"train": 13, "validation": 4, "test": 5}
 
-pytestmark = pytest.mark.skipif(not (RELATE / "scores/REL.csv").is_file(),
-                                reason="RELATE metadata (../shared/data/relate) not available")
+pytestmark = pytest.mark.skipif(
+    not (RELATE / "scores/REL.csv").is_file(), reason="RELATE metadata (../shared/data/relate) not available"
+)
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +70,25 @@ def _digest(path: Path) -> str:
 def test_reproduce_trains_reports_and_resumes(relate_dir, models, tmp_path, capsys):
     base, laion = models
     out = tmp_path / "repro"
-    argv = ["reproduce", "--relate", str(relate_dir), "-o", str(out), "--base", str(base),
-            "--laion", str(laion), "--epochs", "1", "--device", "cpu", "--n-boot", "20",
-            "--no-plots", "--no-progress"]
+    argv = [
+        "reproduce",
+        "--relate",
+        str(relate_dir),
+        "-o",
+        str(out),
+        "--base",
+        str(base),
+        "--laion",
+        str(laion),
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--n-boot",
+        "20",
+        "--no-plots",
+        "--no-progress",
+    ]
     assert cli_main(argv) == 0
     cap = capsys.readouterr()
     assert "[1/6] data" in cap.err and "[6/6] report" in cap.err

@@ -12,16 +12,20 @@ import pandas as pd
 import pytest
 
 from humanclap.evaluation.compare_stats import bootstrap_p
-from humanclap.evaluation.rerank import (evaluation_selection_gain, models_selection_gain,
-                                         selection_gain_markdown, selection_gain_table)
+from humanclap.evaluation.rerank import (
+    evaluation_selection_gain,
+    models_selection_gain,
+    selection_gain_markdown,
+    selection_gain_table,
+)
 
 # prompt, human rating, base score, tuned score, usable (scored by every model)
 TABLE = [
     ("a dog barks", 0.9, 0.30, 0.80, True),
-    ("a dog barks", 0.2, 0.30, 0.10, True),   # ties the base's top score: the earlier row wins
+    ("a dog barks", 0.2, 0.30, 0.10, True),  # ties the base's top score: the earlier row wins
     ("a dog barks", 0.5, 0.10, 0.40, True),
     ("rain falls", 0.1, 0.70, 0.20, True),
-    ("rain falls", 0.6, 0.20, 0.20, True),    # tuned: a tie at the top, the earlier row (0.1)
+    ("rain falls", 0.6, 0.20, 0.20, True),  # tuned: a tie at the top, the earlier row (0.1)
     ("rain falls", 0.4, 0.10, 0.00, True),
     ("rain falls", 1.0, 0.90, 0.95, False),  # failed for one model: no candidate
     ("a bell rings", 0.7, 0.50, 0.50, True),  # a single candidate: no choice, left out
@@ -76,12 +80,14 @@ def test_selection_gain_of_models_matches_brute_force():
         assert m["random"]["mean"] == pytest.approx(random.mean())
         assert m["oracle"]["mean"] == pytest.approx(oracle.mean())
         assert m["captured"]["mean"] == pytest.approx(
-            (picks[label].mean() - random.mean()) / (oracle.mean() - random.mean()))
+            (picks[label].mean() - random.mean()) / (oracle.mean() - random.mean())
+        )
         assert m["metric"]["ci_low"] is None  # n_boot=0
     assert g["models"]["base"]["n_tied_top"] == 1 and g["models"]["tuned"]["n_tied_top"] == 1
     assert "metric_minus_reference" not in g["models"]["base"]
     assert g["models"]["tuned"]["metric_minus_reference"]["mean"] == pytest.approx(
-        (picks["tuned"] - picks["base"]).mean())
+        (picks["tuned"] - picks["base"]).mean()
+    )
     # random = the exact expectation: the mean over every pick of one candidate
     for rows, r in zip(kept.values(), random):
         assert np.mean([ratings[list(c)].mean() for c in itertools.combinations(rows, 1)]) == pytest.approx(r)
@@ -112,8 +118,13 @@ def test_bootstrap_cis_are_over_prompts_and_paired():
 def test_from_an_evaluation_result_and_its_tables():
     prompts, ratings, scores, usable = _columns()
     pairs = pd.DataFrame({"text": prompts, "human": ratings})
-    result = SimpleNamespace(pairs=pairs, scored=usable, n_boot=0, seed=0, runs=[
-        SimpleNamespace(label=label, scores=np.where(usable, s, np.nan)) for label, s in scores.items()])
+    result = SimpleNamespace(
+        pairs=pairs,
+        scored=usable,
+        n_boot=0,
+        seed=0,
+        runs=[SimpleNamespace(label=label, scores=np.where(usable, s, np.nan)) for label, s in scores.items()],
+    )
     g = evaluation_selection_gain(result)
     assert g == models_selection_gain(prompts, ratings, scores, usable=usable, n_boot=0)
     table = selection_gain_table(g, "Selection gain on the test split")

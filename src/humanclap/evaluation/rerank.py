@@ -48,17 +48,18 @@ RANK_COLUMN = "rank_in_prompt"
 TIE_RULE = "higher score, then higher cosine, then earlier input row"
 
 
-def candidate_order(scores: Sequence[float], cosines: Sequence[float | None],
-                    positions: Sequence[int]) -> list[int]:
+def candidate_order(scores: Sequence[float], cosines: Sequence[float | None], positions: Sequence[int]) -> list[int]:
     """Indices of the candidates from best to worst by :data:`TIE_RULE` (a missing cosine
     sorts after any cosine).
 
     >>> candidate_order([0.5, 0.7, 0.5], [0.5, 0.7, 0.6], [0, 1, 2])
     [1, 2, 0]
     """
+
     def key(i: int):
         c = cosines[i]
         return (-scores[i], 1 if c is None else 0, -(c or 0.0), positions[i])
+
     return sorted(range(len(scores)), key=key)
 
 
@@ -77,8 +78,14 @@ def top_k(rows: Sequence[Row], k: int) -> dict[str, list[Row]]:
     return picks
 
 
-def selection_gain(ratings: Sequence[np.ndarray], picked: Sequence[np.ndarray], k: int,
-                   n_boot: int = 10_000, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+def selection_gain(
+    ratings: Sequence[np.ndarray],
+    picked: Sequence[np.ndarray],
+    k: int,
+    n_boot: int = 10_000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, Any]:
     """Mean human rating of the metric's picks vs a random and the oracle pick, per prompt
     averaged over prompts (see the module docstring), with percentile-bootstrap CIs over
     prompts (the same resamples for every quantity, so differences are paired).
@@ -95,10 +102,14 @@ def selection_gain(ratings: Sequence[np.ndarray], picked: Sequence[np.ndarray], 
         raise ValueError("ratings and picked need one entry per prompt, at least one prompt.")
     metric = np.array([np.mean(p) for p in picked], dtype=np.float64)
     random = np.array([np.mean(r) for r in ratings], dtype=np.float64)
-    oracle = np.array([np.mean(np.sort(r)[::-1][:min(k, len(p))]) for r, p in zip(ratings, picked)],
-                      dtype=np.float64)
-    series = {"metric": metric, "random": random, "oracle": oracle,
-              "metric_minus_random": metric - random, "oracle_minus_metric": oracle - metric}
+    oracle = np.array([np.mean(np.sort(r)[::-1][: min(k, len(p))]) for r, p in zip(ratings, picked)], dtype=np.float64)
+    series = {
+        "metric": metric,
+        "random": random,
+        "oracle": oracle,
+        "metric_minus_random": metric - random,
+        "oracle_minus_metric": oracle - metric,
+    }
     n = len(metric)
     out: dict[str, Any] = {"n_prompts": n, "k": k, "n_boot": n_boot, "seed": seed, "level": level}
     names = list(series)
@@ -108,9 +119,11 @@ def selection_gain(ratings: Sequence[np.ndarray], picked: Sequence[np.ndarray], 
         boot = seeded_bootstrap_means(values, n_boot, seed)
         low, high = percentile_interval(boot, level)
     for j, name in enumerate(names):
-        out[name] = {"mean": float(values[j].mean()),
-                     "ci_low": None if boot is None else float(low[j]),
-                     "ci_high": None if boot is None else float(high[j])}
+        out[name] = {
+            "mean": float(values[j].mean()),
+            "ci_low": None if boot is None else float(low[j]),
+            "ci_high": None if boot is None else float(high[j]),
+        }
     gap = float(oracle.mean() - random.mean())
     captured: dict[str, Any] = {"mean": None, "ci_low": None, "ci_high": None}
     if gap > 0:
@@ -126,10 +139,16 @@ def selection_gain(ratings: Sequence[np.ndarray], picked: Sequence[np.ndarray], 
 
 
 # -- the selection gain of evaluated models ------------------------------------------
-def models_selection_gain(prompts: Sequence[Any], ratings: Sequence[float],
-                          scores: dict[str, Sequence[float]], usable: Sequence[bool] | None = None,
-                          k: int = 1, n_boot: int = 10_000, seed: int = 0,
-                          level: float = 0.95) -> dict[str, Any]:
+def models_selection_gain(
+    prompts: Sequence[Any],
+    ratings: Sequence[float],
+    scores: dict[str, Sequence[float]],
+    usable: Sequence[bool] | None = None,
+    k: int = 1,
+    n_boot: int = 10_000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, Any]:
     """The :func:`selection_gain` of each model of a rated table (row i: ``prompts[i]``,
     ``ratings[i]``, ``scores[label][i]``), on one set of candidates for every model.
 
@@ -163,11 +182,19 @@ def models_selection_gain(prompts: Sequence[Any], ratings: Sequence[float],
     kept = [rows for rows in groups.values() if len(rows) > k]
     sizes = [len(rows) for rows in kept]
     out: dict[str, Any] = {
-        "k": k, "tie_break": TIE_RULE + " (no cosine here: equal scores fall to the earlier row)",
-        "n_prompts": len(kept), "n_candidates": int(sum(sizes)),
+        "k": k,
+        "tie_break": TIE_RULE + " (no cosine here: equal scores fall to the earlier row)",
+        "n_prompts": len(kept),
+        "n_candidates": int(sum(sizes)),
         "candidates_per_prompt": [min(sizes), max(sizes)] if sizes else None,
-        "n_prompts_excluded": len(groups) - len(kept), "n_rows_unusable": int(n - ok.sum()),
-        "n_boot": n_boot, "seed": seed, "level": level, "reference": next(iter(values)), "models": {}}
+        "n_prompts_excluded": len(groups) - len(kept),
+        "n_rows_unusable": int(n - ok.sum()),
+        "n_boot": n_boot,
+        "seed": seed,
+        "level": level,
+        "reference": next(iter(values)),
+        "models": {},
+    }
     if not kept:
         return out
     candidates = [ratings[rows] for rows in kept]
@@ -182,28 +209,32 @@ def models_selection_gain(prompts: Sequence[Any], ratings: Sequence[float],
             reference = metric
         else:
             diff = metric - reference
-            entry: dict[str, Any] = {"mean": float(diff.mean()), "ci_low": None, "ci_high": None,
-                                     "p_value": None}
+            entry: dict[str, Any] = {"mean": float(diff.mean()), "ci_low": None, "ci_high": None, "p_value": None}
             if len(diff) > 1 and n_boot > 0:
                 boot = seeded_bootstrap_means(diff[None, :], n_boot, seed)
                 low, high = percentile_interval(boot, level)
-                entry.update(ci_low=float(low[0]), ci_high=float(high[0]),
-                             p_value=float(bootstrap_p(boot)[0]))
+                entry.update(ci_low=float(low[0]), ci_high=float(high[0]), p_value=float(bootstrap_p(boot)[0]))
             gain["metric_minus_reference"] = entry
         out["models"][label] = gain
     return out
 
 
-def evaluation_selection_gain(result: EvaluationResult, k: int = 1, n_boot: int | None = None,
-                              seed: int | None = None) -> dict[str, Any]:
+def evaluation_selection_gain(
+    result: EvaluationResult, k: int = 1, n_boot: int | None = None, seed: int | None = None
+) -> dict[str, Any]:
     """:func:`models_selection_gain` of an evaluation's models: a prompt is a ``text``, its
     candidates the pairs with that text that every model scored, rated by ``human`` (the
     mean listener score, 0-1). ``n_boot``/``seed``: the evaluation's unless given."""
     pairs = result.pairs
     return models_selection_gain(
-        list(pairs["text"]), pairs["human"].to_numpy(dtype=np.float64),
-        {run.label: run.scores for run in result.runs}, usable=result.scored, k=k,
-        n_boot=result.n_boot if n_boot is None else n_boot, seed=result.seed if seed is None else seed)
+        list(pairs["text"]),
+        pairs["human"].to_numpy(dtype=np.float64),
+        {run.label: run.scores for run in result.runs},
+        usable=result.scored,
+        k=k,
+        n_boot=result.n_boot if n_boot is None else n_boot,
+        seed=result.seed if seed is None else seed,
+    )
 
 
 def _ci_cell(g: dict[str, Any] | None, signed: bool = False, percent: bool = False) -> str:
@@ -225,27 +256,34 @@ def _gain_rows(gain: dict[str, Any]) -> list[list[str]]:
     rows = []
     for label, g in gain["models"].items():
         vs = g.get("metric_minus_reference")
-        rows.append([label, _ci_cell(g["metric"]), _ci_cell(g["metric_minus_random"], signed=True),
-                     _ci_cell(g["captured"], percent=True),
-                     *(("(reference)", "") if vs is None else (_ci_cell(vs, signed=True), fmt(vs["p_value"])))])
+        rows.append(
+            [
+                label,
+                _ci_cell(g["metric"]),
+                _ci_cell(g["metric_minus_random"], signed=True),
+                _ci_cell(g["captured"], percent=True),
+                *(("(reference)", "") if vs is None else (_ci_cell(vs, signed=True), fmt(vs["p_value"]))),
+            ]
+        )
     return rows
 
 
-GAIN_HEADER = ("model", "pick [95% CI]", "pick − random [95% CI]", "share of gain [95% CI]",
-               "pick − ref.'s pick", "p")
+GAIN_HEADER = ("model", "pick [95% CI]", "pick − random [95% CI]", "share of gain [95% CI]", "pick − ref.'s pick", "p")
 
 
 def _gain_notes(gain: dict[str, Any], what: str) -> list[str]:
     first = next(iter(gain["models"].values()))
     lo, hi = gain["candidates_per_prompt"]
     few = "a single candidate" if gain["k"] == 1 else f"{gain['k']} candidates or fewer"
-    return [f"{what}: top-{gain['k']} by each model's CLAPScore among {lo if lo == hi else f'{lo}-{hi}'} "
-            f"candidates per prompt (the pairs sharing a text); {gain['n_prompts']} prompts (left out: "
-            f"{gain['n_prompts_excluded']} with {few})",
-            f"pick: mean human score (0-1) of the pick; random pick (exact expectation) "
-            f"{_ci_cell(first['random'])}, best possible pick {_ci_cell(first['oracle'])}; share of gain "
-            f"= (pick - random) / (best - random); ref. = {gain['reference']}; 95% bootstrap CIs "
-            "over prompts, p: paired bootstrap"]
+    return [
+        f"{what}: top-{gain['k']} by each model's CLAPScore among {lo if lo == hi else f'{lo}-{hi}'} "
+        f"candidates per prompt (the pairs sharing a text); {gain['n_prompts']} prompts (left out: "
+        f"{gain['n_prompts_excluded']} with {few})",
+        f"pick: mean human score (0-1) of the pick; random pick (exact expectation) "
+        f"{_ci_cell(first['random'])}, best possible pick {_ci_cell(first['oracle'])}; share of gain "
+        f"= (pick - random) / (best - random); ref. = {gain['reference']}; 95% bootstrap CIs "
+        "over prompts, p: paired bootstrap",
+    ]
 
 
 def selection_gain_table(gain: dict[str, Any], what: str = "Selection gain") -> str:
@@ -255,8 +293,7 @@ def selection_gain_table(gain: dict[str, Any], what: str = "Selection gain") -> 
     if not gain["models"]:
         return f"{what}: no prompt has more than {gain['k']} candidates scored by every model"
     title, footer = _gain_notes(gain, what)
-    columns = [Column(h, None, "<" if j == 0 else ">", "" if j == 0 else "  ")
-               for j, h in enumerate(GAIN_HEADER)]
+    columns = [Column(h, None, "<" if j == 0 else ">", "" if j == 0 else "  ") for j, h in enumerate(GAIN_HEADER)]
     return text_table(columns, _gain_rows(gain), title=[title], rule="-", footer=[footer])
 
 
@@ -268,8 +305,13 @@ def selection_gain_markdown(gain: dict[str, Any], what: str = "Selection gain") 
     if not gain["models"]:
         return lines + [f"No prompt has more than {gain['k']} candidates scored by every model."]
     title, footer = _gain_notes(gain, what)
-    return lines + [title + ".", "", *markdown_table(GAIN_HEADER, _gain_rows(gain)), "",
-                    footer[0].upper() + footer[1:] + f". Ties: {gain['tie_break']}."]
+    return lines + [
+        title + ".",
+        "",
+        *markdown_table(GAIN_HEADER, _gain_rows(gain)),
+        "",
+        footer[0].upper() + footer[1:] + f". Ties: {gain['tie_break']}.",
+    ]
 
 
 # -- the output file -----------------------------------------------------------------
@@ -283,8 +325,7 @@ def _is_own(output: Path) -> bool:
         meta = json.loads(sidecar_path(output).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return False
-    return isinstance(meta, dict) and meta.get("command") == "rerank" \
-        and meta.get("output") == output.name
+    return isinstance(meta, dict) and meta.get("command") == "rerank" and meta.get("output") == output.name
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -306,11 +347,14 @@ def check_rerank_output(output: Path, source: Path, overwrite: bool) -> None:
     busy = output.exists() and output.stat().st_size > 0
     if (busy or side.exists()) and not _is_own(output):
         what = output if busy else side
-        raise UsageError(f"{what} exists and was not written by humanclap rerank; humanclap never "
-                         "writes over files it did not create: choose another -o")
+        raise UsageError(
+            f"{what} exists and was not written by humanclap rerank; humanclap never "
+            "writes over files it did not create: choose another -o"
+        )
     if busy and not overwrite:
-        raise UsageError(f"-o {output} holds an earlier rerank output; pass --overwrite to replace "
-                         "it, or choose another -o")
+        raise UsageError(
+            f"-o {output} holds an earlier rerank output; pass --overwrite to replace it, or choose another -o"
+        )
 
 
 def _cell(value: Any) -> str:
@@ -356,9 +400,16 @@ class RerankRun:
     notes: list[str] = field(default_factory=list)
 
 
-def run_rerank(source: str | Path, output: str | Path, k: int = 1, *,
-               score_column: str = "clapscore", n_boot: int = 10_000, seed: int = 0,
-               overwrite: bool = False) -> RerankRun:
+def run_rerank(
+    source: str | Path,
+    output: str | Path,
+    k: int = 1,
+    *,
+    score_column: str = "clapscore",
+    n_boot: int = 10_000,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> RerankRun:
     """Write the top-k rows of each prompt of ``source`` to ``output`` (CSV/JSONL by its
     extension) and ``OUT.rerank.json`` (counts, settings, the selection gain when rated)."""
     if k < 1:
@@ -373,16 +424,16 @@ def run_rerank(source: str | Path, output: str | Path, k: int = 1, *,
     failed = sum(1 for r in rows if r.value is None)
     notes = []
     if failed:
-        notes.append(f"{failed} failed rows (error) were never picked; the selection gain uses "
-                     "the other candidates only")
+        notes.append(
+            f"{failed} failed rows (error) were never picked; the selection gain uses the other candidates only"
+        )
     empty = [p for p, chosen in picks.items() if not chosen]
     if empty:
         notes.append(f"{len(empty)} prompts have no candidate that scored: nothing picked there")
     short = sum(1 for chosen in picks.values() if 0 < len(chosen) < k)
     if short:
         notes.append(f"{short} prompts have fewer than {k} candidates that scored: all are kept")
-    picked_rows = [{**r.record, RANK_COLUMN: rank}
-                   for chosen in picks.values() for rank, r in enumerate(chosen, 1)]
+    picked_rows = [{**r.record, RANK_COLUMN: rank} for chosen in picks.values() for rank, r in enumerate(chosen, 1)]
     gain = None
     if info["rating_column"] is not None:
         groups: dict[str, list[float]] = defaultdict(list)
@@ -391,15 +442,30 @@ def run_rerank(source: str | Path, output: str | Path, k: int = 1, *,
                 groups[r.prompt].append(r.rating)
         rated = [p for p in picks if picks[p]]
         if rated:
-            gain = selection_gain([np.array(groups[p]) for p in rated],
-                                  [np.array([r.rating for r in picks[p]]) for p in rated],
-                                  k, n_boot=n_boot, seed=seed)
+            gain = selection_gain(
+                [np.array(groups[p]) for p in rated],
+                [np.array([r.rating for r in picks[p]]) for p in rated],
+                k,
+                n_boot=n_boot,
+                seed=seed,
+            )
             gain["rating_column"] = info["rating_column"]
     result = RerankRun(out, len(rows), len(picks), len(picked_rows), failed, gain, notes)
-    meta = {"command": "rerank", "output": out.name, "input": str(source), "k": k,
-            "score_column": score_column, "prompt_key": info["prompt_key"], "tie_break": TIE_RULE,
-            "rows": len(rows), "prompts": len(picks), "picked": len(picked_rows),
-            "failed_rows": failed, "selection_gain": gain, "notes": notes}
+    meta = {
+        "command": "rerank",
+        "output": out.name,
+        "input": str(source),
+        "k": k,
+        "score_column": score_column,
+        "prompt_key": info["prompt_key"],
+        "tie_break": TIE_RULE,
+        "rows": len(rows),
+        "prompts": len(picks),
+        "picked": len(picked_rows),
+        "failed_rows": failed,
+        "selection_gain": gain,
+        "notes": notes,
+    }
     if out.parent != Path(""):
         out.parent.mkdir(parents=True, exist_ok=True)
     with output_lock(file_lock_path(out), f"-o {out}"):

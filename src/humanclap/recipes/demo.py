@@ -35,16 +35,27 @@ from humanclap.recipes.demo_base import shipped_base
 # dataset and base; not re-tuned since): with equal weights the contrastive term dominates
 # the gradient of this small model and the regression on the ratings barely moves it (see
 # "Demo results" in the README for what else was tried).
-VARIANTS = {"Human-CLAP (MAE)": ("mae", ""), "Human-CLAP (wSCE)": ("wsce", ""),
-            "Human-CLAP (wSCE+MAE)": ("wsce+mae", "0.1,1")}
+VARIANTS = {
+    "Human-CLAP (MAE)": ("mae", ""),
+    "Human-CLAP (wSCE)": ("wsce", ""),
+    "Human-CLAP (wSCE+MAE)": ("wsce+mae", "0.1,1"),
+}
 BASE_LABEL = "base CLAP"
 CLAIM_LABEL = "Human-CLAP (wSCE+MAE)"
 
 # Fine-tuning settings for the small demo model. They differ from the shipped RELATE configs
 # (lr 1e-5 for a 150M-parameter LAION CLAP) because a 1M-parameter model trained for a
 # few epochs needs larger steps; the temperature is the one the base was pretrained with.
-FINETUNE = {"epochs": 8, "batch_size": 32, "lr": 3e-4, "temperature": "0.07", "patience": 3,
-            "dropout": False, "train_params": "all", "warmup_ratio": 0.05}
+FINETUNE = {
+    "epochs": 8,
+    "batch_size": 32,
+    "lr": 3e-4,
+    "temperature": "0.07",
+    "patience": 3,
+    "dropout": False,
+    "train_params": "all",
+    "warmup_ratio": 0.05,
+}
 SMALL_FINETUNE = {**FINETUNE, "epochs": 4, "batch_size": 16}
 
 
@@ -80,9 +91,11 @@ def demo_identity(seed: int, size: str, base_dir: Path) -> dict:
     from humanclap.synth.dataset import synth_identity
 
     settings = SMALL_FINETUNE if size == "small" else FINETUNE
-    return {"model": {"base": str(base_dir.resolve()), "revision": local_revision(base_dir)},
-            "data": synth_identity(seed, size, None)["data"],
-            "settings": {"finetune": dict(settings), "variants": {k: list(v) for k, v in VARIANTS.items()}}}
+    return {
+        "model": {"base": str(base_dir.resolve()), "revision": local_revision(base_dir)},
+        "data": synth_identity(seed, size, None)["data"],
+        "settings": {"finetune": dict(settings), "variants": {k: list(v) for k, v in VARIANTS.items()}},
+    }
 
 
 def claim_own(run, *names: str) -> None:
@@ -90,14 +103,23 @@ def claim_own(run, *names: str) -> None:
     in the folder without the earlier run's marker owning them (the user's, added later)."""
     foreign = [n for n in names if n not in run.files and (run.folder / n).exists()]
     if foreign:
-        raise UsageError(f"{run.folder} holds {', '.join(foreign)}, which no earlier {run.command} "
-                         "run wrote there: not touched. Move them away or choose another folder")
+        raise UsageError(
+            f"{run.folder} holds {', '.join(foreign)}, which no earlier {run.command} "
+            "run wrote there: not touched. Move them away or choose another folder"
+        )
     run.record(*names)
 
 
-def run_demo(output_dir: str | Path, seed: int = 0, size: str = "default", base: str | Path | None = None,
-             n_boot: int = 1000, printer: Callable[[str], None] = print,
-             progress: bool | None = None, overwrite: bool = False) -> DemoResult:
+def run_demo(
+    output_dir: str | Path,
+    seed: int = 0,
+    size: str = "default",
+    base: str | Path | None = None,
+    n_boot: int = 1000,
+    printer: Callable[[str], None] = print,
+    progress: bool | None = None,
+    overwrite: bool = False,
+) -> DemoResult:
     """Run the whole demo in ``output_dir`` (re-runs with the same identity continue; see the
     module docstring). ``overwrite``: replace an earlier demo run there (its files only).
 
@@ -107,8 +129,10 @@ def run_demo(output_dir: str | Path, seed: int = 0, size: str = "default", base:
     if n_boot < 0:
         raise UsageError("--n-boot must be 0 or more (0 = no bootstrap CIs)")
     if base and not (Path(base) / "config.json").is_file():
-        raise UsageError(f"--base {base} is not a CLAP checkpoint folder (no config.json); pass "
-                         "a folder written by save_pretrained, or leave --base out for the shipped base")
+        raise UsageError(
+            f"--base {base} is not a CLAP checkpoint folder (no config.json); pass "
+            "a folder written by save_pretrained, or leave --base out for the shipped base"
+        )
     from humanclap.outputs import claim_folder, describe_differences, identity_differences
 
     out = Path(output_dir)
@@ -121,23 +145,25 @@ def run_demo(output_dir: str | Path, seed: int = 0, size: str = "default", base:
                 raise UsageError(
                     f"{out} holds a demo run of another seed, size or base ({describe_differences(diffs)}); "
                     "its results are not reused for this one. Use one folder per run (e.g. "
-                    f"-o humanclap_demo_seed{seed}), or pass --overwrite to replace that run")
+                    f"-o humanclap_demo_seed{seed}), or pass --overwrite to replace that run"
+                )
         run.set_identity(identity)
         claim_own(run, *OWN_NAMES)
         return _run_demo(out, seed, size, base_dir, n_boot, printer, progress)
 
 
-def _run_demo(out: Path, seed: int, size: str, base_dir: Path, n_boot: int,
-              printer: Callable[[str], None], progress: bool | None) -> DemoResult:
+def _run_demo(
+    out: Path, seed: int, size: str, base_dir: Path, n_boot: int, printer: Callable[[str], None], progress: bool | None
+) -> DemoResult:
     from humanclap.data import load_rated
-    from humanclap.synth.dataset import generate, is_complete
     from humanclap.evaluation.evaluate import evaluate_models
     from humanclap.evaluation.report import write_report
     from humanclap.evaluation.rerank import evaluation_selection_gain
     from humanclap.io import atomic_dir, atomic_write_text
     from humanclap.outputs import describe_differences, identity_differences, read_marker
-    from humanclap.training.trainer import planned_identity, train
+    from humanclap.synth.dataset import generate, is_complete
     from humanclap.training.config import TrainConfig
+    from humanclap.training.trainer import planned_identity, train
 
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
@@ -150,8 +176,12 @@ def _run_demo(out: Path, seed: int, size: str, base_dir: Path, n_boot: int,
         _stage(printer, t0, f"1/4 synthesizing a RELATE-style dataset (seed {seed}, size {size})...")
         synth = asdict(generate(data_dir, seed=seed, size=size, overwrite=True))
     seconds["synth"] = time.perf_counter() - t0
-    _stage(printer, t0, f"    {synth['pairs_per_split']} pairs; score distribution vs real RELATE: "
-                        f"TV natural {synth['tv_natural']:.3f}, synthesized {synth['tv_synthesized']:.3f}")
+    _stage(
+        printer,
+        t0,
+        f"    {synth['pairs_per_split']} pairs; score distribution vs real RELATE: "
+        f"TV natural {synth['tv_natural']:.3f}, synthesized {synth['tv_synthesized']:.3f}",
+    )
 
     models = [str(base_dir)]
     settings = SMALL_FINETUNE if size == "small" else FINETUNE
@@ -159,35 +189,56 @@ def _run_demo(out: Path, seed: int, size: str, base_dir: Path, n_boot: int,
     for label, (loss, weights) in VARIANTS.items():
         folder = out / "models" / loss.replace("+", "_")
         models.append(str(folder))
-        cfg = TrainConfig(model=str(base_dir), data=f"relate:{data_dir}", output_dir=str(folder),
-                          loss=loss, loss_weights=weights, seed=seed, device="cpu", progress=progress,
-                          test_split=None, **settings)  # the test split is scored once, in stage 3
+        cfg = TrainConfig(
+            model=str(base_dir),
+            data=f"relate:{data_dir}",
+            output_dir=str(folder),
+            loss=loss,
+            loss_weights=weights,
+            seed=seed,
+            device="cpu",
+            progress=progress,
+            test_split=None,
+            **settings,
+        )  # the test split is scored once, in stage 3
         if (folder / "metrics.json").is_file() and (folder / "model.safetensors").is_file():
             marker = read_marker(folder) or {}
             diffs = identity_differences(marker.get("identity"), planned_identity(cfg))
             if not diffs:
                 _stage(printer, t0, f"2/4 {label}: reusing {folder}")
                 continue
-            raise UsageError(f"{folder} holds a {label} model of another identity "
-                             f"({describe_differences(diffs)}); it is not reused. Delete {folder} "
-                             "to train it again, or run the demo in another folder")
+            raise UsageError(
+                f"{folder} holds a {label} model of another identity "
+                f"({describe_differences(diffs)}); it is not reused. Delete {folder} "
+                "to train it again, or run the demo in another folder"
+            )
         # An interrupted run (checkpoints there) resumes; the trainer refuses other data or settings.
         cfg.resume = (folder / "checkpoints").is_dir()
-        _stage(printer, t0, f"2/4 {'resuming' if cfg.resume else 'fine-tuning'} {label} from the "
-                            "base on the train split...")
+        _stage(
+            printer,
+            t0,
+            f"2/4 {'resuming' if cfg.resume else 'fine-tuning'} {label} from the base on the train split...",
+        )
         try:
             train(cfg, printer=lambda line: printer(f"      {line}"), feature_memo=features)
         except ConfigError as exc:
             if not cfg.resume:
                 raise
-            raise UsageError(f"{exc} (the demo's model folder {folder}: delete it to train it "
-                             "again)") from None
+            raise UsageError(f"{exc} (the demo's model folder {folder}: delete it to train it again)") from None
     seconds["finetune"] = time.perf_counter() - t0 - seconds["synth"]
 
     _stage(printer, t0, "3/4 scoring the test split with every model...")
     test = load_rated(f"relate:{data_dir}").split("test")
-    result = evaluate_models(models, test, labels=[BASE_LABEL, *VARIANTS], device="cpu",
-                             n_boot=n_boot, seed=seed, data_spec=f"relate:{data_dir}", progress=progress)
+    result = evaluate_models(
+        models,
+        test,
+        labels=[BASE_LABEL, *VARIANTS],
+        device="cpu",
+        n_boot=n_boot,
+        seed=seed,
+        data_spec=f"relate:{data_dir}",
+        progress=progress,
+    )
     _stage(printer, t0, "4/4 writing the report...")
     gain = evaluation_selection_gain(result)  # the pairs sharing a text are a prompt's candidates
     with atomic_dir(out / "report") as tmp:  # no file of an earlier report survives beside
@@ -197,20 +248,36 @@ def _run_demo(out: Path, seed: int, size: str, base_dir: Path, n_boot: int,
     seconds["evaluate"] = time.perf_counter() - t0 - seconds["synth"] - seconds["finetune"]
     seconds["total"] = time.perf_counter() - t0
 
-    demo = DemoResult(output_dir=str(out), seed=seed, size=size, tv_natural=synth["tv_natural"],
-                      tv_synthesized=synth["tv_synthesized"], seconds={k: round(v, 1) for k, v in seconds.items()},
-                      selection_gain=gain)
+    demo = DemoResult(
+        output_dir=str(out),
+        seed=seed,
+        size=size,
+        tv_natural=synth["tv_natural"],
+        tv_synthesized=synth["tv_synthesized"],
+        seconds={k: round(v, 1) for k, v in seconds.items()},
+        selection_gain=gain,
+    )
     for label in result.labels:
         metrics = result.metrics[label]
         paired = result.paired.get(label, {}).get("overall", {}).get("srcc", {})
-        demo.rows.append({"model": label, "overall": metrics["overall"],
-                          "natural": metrics.get("natural", {}), "synthesized": metrics.get("synthesized", {}),
-                          "srcc_diff_vs_base": paired.get("diff"), "srcc_p_vs_base": paired.get("p_value")})
+        demo.rows.append(
+            {
+                "model": label,
+                "overall": metrics["overall"],
+                "natural": metrics.get("natural", {}),
+                "synthesized": metrics.get("synthesized", {}),
+                "srcc_diff_vs_base": paired.get("diff"),
+                "srcc_p_vs_base": paired.get("p_value"),
+            }
+        )
     claim = next(r for r in demo.rows if r["model"] == CLAIM_LABEL)
-    demo.claim_holds = bool(claim["srcc_diff_vs_base"] is not None and claim["srcc_diff_vs_base"] > 0
-                            and claim["srcc_p_vs_base"] is not None and claim["srcc_p_vs_base"] < 0.05)
-    atomic_write_text(out / "demo_summary.json",
-                      json.dumps(asdict(demo), indent=2, default=_json_default) + "\n")
+    demo.claim_holds = bool(
+        claim["srcc_diff_vs_base"] is not None
+        and claim["srcc_diff_vs_base"] > 0
+        and claim["srcc_p_vs_base"] is not None
+        and claim["srcc_p_vs_base"] < 0.05
+    )
+    atomic_write_text(out / "demo_summary.json", json.dumps(asdict(demo), indent=2, default=_json_default) + "\n")
     printer("")
     printer(demo_table(demo))
     printer("")
@@ -227,8 +294,13 @@ def write_selection_gain(gain: dict, report_dir: Path, title: str = "") -> None:
 
     write_json(report_dir / "selection_gain.json", gain)
     report = report_dir / "report.md"
-    atomic_write_text(report, report.read_text(encoding="utf-8").rstrip("\n") + "\n\n"
-                      + "\n".join(selection_gain_markdown(gain, title or GAIN_TITLE)) + "\n")
+    atomic_write_text(
+        report,
+        report.read_text(encoding="utf-8").rstrip("\n")
+        + "\n\n"
+        + "\n".join(selection_gain_markdown(gain, title or GAIN_TITLE))
+        + "\n",
+    )
 
 
 GAIN_TITLE = "Selection gain on the test split"
@@ -261,10 +333,17 @@ def _num(x, spec: str = ".3f") -> str:
 
 # The demo table's layout is a stability promise (README, tests/test_tables.py): widths,
 # alignment and separators below must not change.
-DEMO_COLUMNS = (Column("model", 24, "<"), Column("SRCC↑ [95% CI]", 22, "<", " "),
-                Column("LCC↑", 6, sep=" "), Column("KTAU↑", 6, sep=" "), Column("MSE↓", 6, sep=" "),
-                Column("SRCC nat.", 9, sep="   "), Column("SRCC syn.", 9, sep=" "),
-                Column("ΔSRCC vs base", 13, sep="   "), Column("p", 6, sep=" "))
+DEMO_COLUMNS = (
+    Column("model", 24, "<"),
+    Column("SRCC↑ [95% CI]", 22, "<", " "),
+    Column("LCC↑", 6, sep=" "),
+    Column("KTAU↑", 6, sep=" "),
+    Column("MSE↓", 6, sep=" "),
+    Column("SRCC nat.", 9, sep="   "),
+    Column("SRCC syn.", 9, sep=" "),
+    Column("ΔSRCC vs base", 13, sep="   "),
+    Column("p", 6, sep=" "),
+)
 
 
 def demo_table(demo: DemoResult) -> str:
@@ -274,14 +353,27 @@ def demo_table(demo: DemoResult) -> str:
     for r in demo.rows:
         o = r["overall"]
         diff, p = r["srcc_diff_vs_base"], r["srcc_p_vs_base"]
-        rows.append([r["model"], _ci(o, "srcc"), _num(o.get("lcc", nan)), _num(o.get("ktau", nan)),
-                     _num(o.get("mse", nan)), _num(r["natural"].get("srcc", nan)),
-                     _num(r["synthesized"].get("srcc", nan)),
-                     *((_num(diff, "+.3f"), _num(p)) if diff is not None else ("(reference)", ""))])
+        rows.append(
+            [
+                r["model"],
+                _ci(o, "srcc"),
+                _num(o.get("lcc", nan)),
+                _num(o.get("ktau", nan)),
+                _num(o.get("mse", nan)),
+                _num(r["natural"].get("srcc", nan)),
+                _num(r["synthesized"].get("srcc", nan)),
+                *((_num(diff, "+.3f"), _num(p)) if diff is not None else ("(reference)", "")),
+            ]
+        )
     verdict = "holds" if demo.claim_holds else "does NOT hold"
     return text_table(
-        DEMO_COLUMNS, rows, rule="-",
+        DEMO_COLUMNS,
+        rows,
+        rule="-",
         title=[f"Test split of the synthetic RELATE (seed {demo.seed}; simulated audio and listeners)"],
-        footer=[f"n = {demo.rows[0]['overall'].get('n')} test pairs; MSE on the 0-1 scale; p: two-sided "
-                "paired bootstrap on SRCC against the base",
-                f"claim 'Human-CLAP (wSCE+MAE) beats the base CLAP's SRCC with p < 0.05': {verdict}"])
+        footer=[
+            f"n = {demo.rows[0]['overall'].get('n')} test pairs; MSE on the 0-1 scale; p: two-sided "
+            "paired bootstrap on SRCC against the base",
+            f"claim 'Human-CLAP (wSCE+MAE) beats the base CLAP's SRCC with p < 0.05': {verdict}",
+        ],
+    )

@@ -81,8 +81,10 @@ PAPER_TABLE: dict[str, dict[str, float | None]] = {
     "Human-CLAP wSCE": {"srcc": None, "lcc": None, "ktau": None, "mse": None},
     "Human-CLAP MAE": {"srcc": None, "lcc": None, "ktau": None, "mse": None},
 }
-PAPER_SOURCE = ("Takano et al., Human-CLAP, arXiv:2506.23553 (v2), RELATE test; '–' = "
-                "not found in the material we could read (see PAPER_TABLE in reproduce.py)")
+PAPER_SOURCE = (
+    "Takano et al., Human-CLAP, arXiv:2506.23553 (v2), RELATE test; '–' = "
+    "not found in the material we could read (see PAPER_TABLE in reproduce.py)"
+)
 # A trained folder is complete once train() has published these (it writes them last).
 COMPLETE_FILES = ("config.json", "model.safetensors", "training_config.json", "metrics.json")
 GAIN_TITLE = "Selection gain on RELATE test"
@@ -124,8 +126,7 @@ class ReproduceResult:
         from humanclap.evaluation.tables import MISSING, Column, fmt, text_table
 
         metrics = ("srcc", "lcc", "ktau", "mse")
-        columns = [Column("model", width=max(len(r["label"]) for r in self.rows), align="<"),
-                   Column("n", 5)]
+        columns = [Column("model", width=max(len(r["label"]) for r in self.rows), align="<"), Column("n", 5)]
         for k in metrics:
             columns += [Column(k.upper(), 6), Column("paper", 6, sep=" ")]
         rows = []
@@ -133,14 +134,22 @@ class ReproduceResult:
             paper = r["paper"] or {}
             m = self.evaluation.metrics.get(r["label"], {}).get("overall")
             if m is None:  # not run: the note, then the published numbers, as free text
-                rows.append([r["label"], MISSING, f"{r['note']} (paper: " + ", ".join(
-                    f"{k.upper()} {fmt(paper.get(k))}" for k in metrics) + ")"])
+                rows.append(
+                    [
+                        r["label"],
+                        MISSING,
+                        f"{r['note']} (paper: " + ", ".join(f"{k.upper()} {fmt(paper.get(k))}" for k in metrics) + ")",
+                    ]
+                )
                 continue
-            rows.append([r["label"], str(m["n"]),
-                         *(cell for k in metrics for cell in (fmt(m.get(k)), fmt(paper.get(k))))])
+            rows.append(
+                [r["label"], str(m["n"]), *(cell for k in metrics for cell in (fmt(m.get(k)), fmt(paper.get(k))))]
+            )
         ev = self.evaluation
-        footer = [f"{len(ev.pairs)} test pairs, {int(ev.scored.sum())} scored, {ev.n_failed} "
-                  "left out; MSE on the 0-1 scale; paper = " + PAPER_SOURCE]
+        footer = [
+            f"{len(ev.pairs)} test pairs, {int(ev.scored.sum())} scored, {ev.n_failed} "
+            "left out; MSE on the 0-1 scale; paper = " + PAPER_SOURCE
+        ]
         table = text_table(columns, rows, footer=footer)
         if self.selection_gain is None:
             return table
@@ -163,12 +172,14 @@ def _check_model(spec: str, what: str, hint: str) -> None:
 
     if isinstance(try_to_load_from_cache(spec, "config.json"), str) or hub_reachable():
         return
-    raise ModelLoadError(f"{what} {spec!r} is not in the local Hugging Face cache and the Hub "
-                         f"cannot be reached; run once with network access, or {hint}")
+    raise ModelLoadError(
+        f"{what} {spec!r} is not in the local Hugging Face cache and the Hub "
+        f"cannot be reached; run once with network access, or {hint}"
+    )
 
 
 def _msclap_note(spec: str) -> str:
-    """"" when the MS CLAP row's weights can be had, else the note the row carries (known
+    """ "" when the MS CLAP row's weights can be had, else the note the row carries (known
     before any training, so a long run says at its start that this row will be missing)."""
     from humanclap.scoring.hub import hub_reachable
     from humanclap.scoring.msclap.weights import HUB_FILES, HUB_REPO, SPECS
@@ -180,8 +191,10 @@ def _msclap_note(spec: str) -> str:
     name = HUB_FILES[SPECS[spec]]
     if isinstance(try_to_load_from_cache(HUB_REPO, name), str) or hub_reachable():
         return ""
-    return (f"not run: {HUB_REPO}/{name} is not in the local Hugging Face cache and the Hub cannot be "
-            f"reached; pass the msclap .pth (its tokenizer files beside it) as msclap=/path/to/{name}")
+    return (
+        f"not run: {HUB_REPO}/{name} is not in the local Hugging Face cache and the Hub cannot be "
+        f"reached; pass the msclap .pth (its tokenizer files beside it) as msclap=/path/to/{name}"
+    )
 
 
 def _is_complete(folder: Path) -> bool:
@@ -210,8 +223,7 @@ def _settings_differ(folder: Path, tc) -> dict:
     from humanclap.training.trainer import RESUME_FREE
 
     saved = json.loads((folder / "training_config.json").read_text())
-    return {k: (saved.get(k), v) for k, v in tc.to_dict().items()
-            if k not in RESUME_FREE and saved.get(k) != v}
+    return {k: (saved.get(k), v) for k, v in tc.to_dict().items() if k not in RESUME_FREE and saved.get(k) != v}
 
 
 # -- the run -------------------------------------------------------------------------
@@ -224,22 +236,36 @@ def reproduce(cfg: ReproduceConfig, printer: Callable[[str], None] | None = None
     """
     say = printer or (lambda s: print(s, file=sys.stderr, flush=True))
     if cfg.official and (cfg.base or cfg.epochs is not None):
-        raise ReproduceError("--base and --epochs choose how models are trained; with --official "
-                             "nothing is trained: drop them, or drop --official")
+        raise ReproduceError(
+            "--base and --epochs choose how models are trained; with --official "
+            "nothing is trained: drop them, or drop --official"
+        )
     if cfg.batch_size < 1 or cfg.n_boot < 0 or (cfg.epochs is not None and cfg.epochs < 1):
         raise ReproduceError("--batch-size and --epochs must be at least 1, --n-boot 0 or more")
     relate = Path(cfg.relate).expanduser()
     if not (relate / "scores" / "REL.csv").is_file():
-        raise ReproduceError(f"{relate} is not a RELATE folder (no scores/REL.csv there); pass "
-                             "--relate DIR where DIR holds scores/REL.csv")
+        raise ReproduceError(
+            f"{relate} is not a RELATE folder (no scores/REL.csv there); pass "
+            "--relate DIR where DIR holds scores/REL.csv"
+        )
     data_spec = f"relate:{relate.resolve()}"
     from humanclap.outputs import claim_folder
     from humanclap.recipes.demo import claim_own
 
     with claim_folder(cfg.output_dir, COMMAND, error=ReproduceError) as run:
-        run.set_identity({"data": {"relate": data_spec, "audio_root": _resolved_or_none(cfg.audio_root)},
-                          "settings": {"official": cfg.official, "seed": cfg.seed, "base": cfg.base,
-                                       "epochs": cfg.epochs, "laion": cfg.laion, "msclap": cfg.msclap}})
+        run.set_identity(
+            {
+                "data": {"relate": data_spec, "audio_root": _resolved_or_none(cfg.audio_root)},
+                "settings": {
+                    "official": cfg.official,
+                    "seed": cfg.seed,
+                    "base": cfg.base,
+                    "epochs": cfg.epochs,
+                    "laion": cfg.laion,
+                    "msclap": cfg.msclap,
+                },
+            }
+        )
         claim_own(run, "models", "report")
         return _reproduce(cfg, relate, data_spec, say)
 
@@ -261,13 +287,17 @@ def _reproduce(cfg: ReproduceConfig, relate: Path, data_spec: str, say) -> Repro
     need = ["test"] if cfg.official else ["train", "validation", "test"]
     missing = [s for s in need if s not in rated.splits]
     if missing:
-        raise ReproduceError(f"{relate}: RELATE split(s) {missing} not found (splits present: "
-                             f"{rated.splits}); is scores/REL.csv the full release?")
+        raise ReproduceError(
+            f"{relate}: RELATE split(s) {missing} not found (splits present: "
+            f"{rated.splits}); is scores/REL.csv the full release?"
+        )
     test = rated.split("test")
     counts = ", ".join(f"{s} {int((rated.pairs['split'] == s).sum())}" for s in rated.splits)
     n_missing = int((~test.pairs["audio_exists"]).sum())
-    say(f"      pairs per split: {counts}" + (f"; {n_missing} test pairs have no audio file "
-                                               "(they will be listed as failed)" if n_missing else ""))
+    say(
+        f"      pairs per split: {counts}"
+        + (f"; {n_missing} test pairs have no audio file (they will be listed as failed)" if n_missing else "")
+    )
 
     msclap_note = _msclap_note(cfg.msclap)
     _check_model(cfg.laion, "the LAION CLAP model", "pass --laion /path/to/clap-htsat-unfused")
@@ -295,23 +325,25 @@ def _reproduce(cfg: ReproduceConfig, relate: Path, data_spec: str, say) -> Repro
                     raise ReproduceError(
                         f"{folder} holds a {v.label} model trained with other settings "
                         f"{ {k: f'{a!r} then, {b!r} now' for k, (a, b) in diff.items()} }; rerun "
-                        "with the original settings or choose another --output-dir")
-                diffs = identity_differences((read_marker(folder) or {}).get("identity"),
-                                             planned_identity(tc))
+                        "with the original settings or choose another --output-dir"
+                    )
+                diffs = identity_differences((read_marker(folder) or {}).get("identity"), planned_identity(tc))
                 if diffs:
                     raise ReproduceError(
                         f"{folder} holds a {v.label} model of another base model or data "
                         f"({describe_differences(diffs)}); it is not reused: delete {folder} to "
-                        "train it again, or choose another --output-dir")
+                        "train it again, or choose another --output-dir"
+                    )
                 say(f"{where} {folder} is complete (trained earlier): skipped training")
                 skipped.append(v.key)
                 continue
             tc.resume = (folder / "checkpoints").is_dir()
-            say(f"{where} {'resuming' if tc.resume else 'training'} with config {v.key} "
-                f"(base {tc.model}, loss {tc.loss}, at most {tc.epochs} epochs) -> {folder}")
+            say(
+                f"{where} {'resuming' if tc.resume else 'training'} with config {v.key} "
+                f"(base {tc.model}, loss {tc.loss}, at most {tc.epochs} epochs) -> {folder}"
+            )
             res = train(tc, printer=lambda line, lbl=v.label: say(f"      {lbl}: {line}"))
-            say(f"      {v.label}: best epoch {res.best_epoch} of {res.epochs_run}, "
-                f"{res.seconds:.0f} s")
+            say(f"      {v.label}: best epoch {res.best_epoch} of {res.epochs_run}, {res.seconds:.0f} s")
             trained.append(v.key)
     from humanclap.io import atomic_dir
 
@@ -328,8 +360,17 @@ def _reproduce(cfg: ReproduceConfig, relate: Path, data_spec: str, say) -> Repro
     return result
 
 
-def _evaluate(cfg: ReproduceConfig, test, data_spec: str, models: dict[str, str],
-              msclap_note: str, say, stage, out: Path, final: Path) -> ReproduceResult:
+def _evaluate(
+    cfg: ReproduceConfig,
+    test,
+    data_spec: str,
+    models: dict[str, str],
+    msclap_note: str,
+    say,
+    stage,
+    out: Path,
+    final: Path,
+) -> ReproduceResult:
     """Score every row in one evaluate_models call (LAION first) and write the report."""
     from humanclap.evaluation.evaluate import evaluate_models
     from humanclap.evaluation.report import write_report
@@ -351,19 +392,37 @@ def _evaluate(cfg: ReproduceConfig, test, data_spec: str, models: dict[str, str]
     paper = {lbl: PAPER_TABLE[lbl] for lbl in labels}
     if not msclap_ok:  # shown as a "(paper only)" row beside ours
         paper[MSCLAP_LABEL] = PAPER_TABLE[MSCLAP_LABEL]
-    say(f"{stage()} scoring {len(test)} test pairs with {len(specs)} models: {', '.join(labels)}"
-        + ("" if msclap_ok else f" (MS CLAP {msclap_note})"))
-    result = evaluate_models(specs, test, labels=labels, batch_size=cfg.batch_size,
-                             device=cfg.device, n_boot=cfg.n_boot, seed=cfg.seed, paper=paper,
-                             data_spec=data_spec, progress=cfg.progress)
+    say(
+        f"{stage()} scoring {len(test)} test pairs with {len(specs)} models: {', '.join(labels)}"
+        + ("" if msclap_ok else f" (MS CLAP {msclap_note})")
+    )
+    result = evaluate_models(
+        specs,
+        test,
+        labels=labels,
+        batch_size=cfg.batch_size,
+        device=cfg.device,
+        n_boot=cfg.n_boot,
+        seed=cfg.seed,
+        paper=paper,
+        data_spec=data_spec,
+        progress=cfg.progress,
+    )
     result.split = "test"
 
     source = "released checkpoint" if cfg.official else "trained here"
     rows = [{"label": LAION_LABEL, "source": "pretrained", "model": cfg.laion, "note": ""}]
     release = f"MS CLAP {msclap.model.config.version}" if msclap is not None else None
-    rows.append({"label": MSCLAP_LABEL, "source": "humanclap native MS CLAP", "note": msclap_note,
-                 "model": f"{msclap.info.model_id} ({release})" if msclap is not None else None,
-                 "release": release, "why": _msclap_why(release, cfg.msclap)})
+    rows.append(
+        {
+            "label": MSCLAP_LABEL,
+            "source": "humanclap native MS CLAP",
+            "note": msclap_note,
+            "model": f"{msclap.info.model_id} ({release})" if msclap is not None else None,
+            "release": release,
+            "why": _msclap_why(release, cfg.msclap),
+        }
+    )
     rows += [{"label": lbl, "source": source, "model": spec, "note": ""} for lbl, spec in models.items()]
     for r in rows:
         r["paper"] = PAPER_TABLE[r["label"]]
@@ -376,44 +435,61 @@ def _msclap_why(release: str | None, spec: str) -> str | None:
     if release is None:
         return None
     if spec == MSCLAP_MODEL:
-        return ("the default: msclap's default release (CLAP(version='2023')), which is what 'MS CLAP' "
-                "without a year means in TTA papers and the XACLE baselines; the paper names no release")
+        return (
+            "the default: msclap's default release (CLAP(version='2023')), which is what 'MS CLAP' "
+            "without a year means in TTA papers and the XACLE baselines; the paper names no release"
+        )
     return f"chosen with msclap={spec}"
 
 
 def _annotate(res: ReproduceResult, cfg: ReproduceConfig) -> None:
     """Add what write_report cannot know: where each row came from and rows not run."""
     from humanclap.evaluation.tables import MISSING, markdown_table
-    from humanclap.io import write_json, atomic_write_text
+    from humanclap.io import atomic_write_text, write_json
 
     files, rows, trained, skipped = res.files, res.rows, res.trained, res.skipped
 
     notes = {r["label"]: r["note"] for r in rows if r["note"]}
     missing = [f"{lbl} {k.upper()}" for lbl, p in PAPER_TABLE.items() for k, v in p.items() if v is None]
-    info = {"mode": "official" if cfg.official else "trained", "rows": rows, "notes": notes,
-            "trained_now": trained, "skipped_complete": skipped, "paper_source": PAPER_SOURCE,
-            "paper_not_found": missing}
+    info = {
+        "mode": "official" if cfg.official else "trained",
+        "rows": rows,
+        "notes": notes,
+        "trained_now": trained,
+        "skipped_complete": skipped,
+        "paper_source": PAPER_SOURCE,
+        "paper_not_found": missing,
+    }
     metrics = json.loads(files["metrics"].read_text())
     metrics["reproduce"] = info
     metrics["selection_gain"] = res.selection_gain
     write_json(files["metrics"], metrics)
 
-    lines = ["## Reproduction", "",
-             (f"Rows of the paper's table on RELATE test ({info['mode']} Human-CLAP models). "
-              f"*(paper)* columns: {PAPER_SOURCE}."), "",
-             *markdown_table(["row", "source", "model", "note"],
-                             [[r["label"], r["source"], r["model"] or MISSING, r["note"] or ""]
-                              for r in rows])]
+    lines = [
+        "## Reproduction",
+        "",
+        (
+            f"Rows of the paper's table on RELATE test ({info['mode']} Human-CLAP models). "
+            f"*(paper)* columns: {PAPER_SOURCE}."
+        ),
+        "",
+        *markdown_table(
+            ["row", "source", "model", "note"],
+            [[r["label"], r["source"], r["model"] or MISSING, r["note"] or ""] for r in rows],
+        ),
+    ]
     for r in rows:
         if r.get("release"):
-            lines += ["", f"{r['label']} row: {r['release']}, {r['why']}. Long clips are centre-cropped "
-                      "(msclap crops at random) and audio is resampled with soxr (msclap: torchaudio)."]
+            lines += [
+                "",
+                f"{r['label']} row: {r['release']}, {r['why']}. Long clips are centre-cropped "
+                "(msclap crops at random) and audio is resampled with soxr (msclap: torchaudio).",
+            ]
     if skipped:
         lines += ["", f"Reused complete models from an earlier run: {', '.join(skipped)}."]
     text = files["report"].read_text()
     section = "\n".join(lines) + "\n\n"
-    text = text.replace("## Models\n", section + "## Models\n", 1) if "## Models\n" in text \
-        else text + "\n" + section
+    text = text.replace("## Models\n", section + "## Models\n", 1) if "## Models\n" in text else text + "\n" + section
     atomic_write_text(files["report"], text)
     if res.selection_gain is not None:
         from humanclap.recipes.demo import write_selection_gain
