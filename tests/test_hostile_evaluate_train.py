@@ -273,7 +273,7 @@ def test_evaluate_models_argument_errors_are_usage_errors(tiny_unfused, clips, t
         ({"models": []}, "no model given"),
         ({"labels": ["a", "b"]}, "2 labels for 1 models"),
         ({"labels": [""]}, "empty --label"),
-        ({"n_boot": -1}, "n_boot must be >= 0"),
+        ({"n_boot": -1}, "n-boot must be 0 or more"),
         ({"seed": -2}, "seed must be >= 0"),
         ({"models": [42]}, "neither a hub id"),
     ):
