@@ -287,3 +287,20 @@ def test_many_prompts_are_resampled_in_bounded_chunks():
     values = np.random.default_rng(0).random((2, 5000))
     chunked = seeded_bootstrap_means(values, 1000, 3)  # two chunks of draws
     assert chunked == pytest.approx(bootstrap_means(values, resample_counts(5000, 1000, 3)))
+
+
+def test_the_readme_example_runs(tmp_path):
+    """README "Comparing systems": the example that needs no model, run as a user would
+    (bash, in a fresh folder), with `humanclap` spelled as this interpreter's module."""
+    import re
+    import shlex
+    import subprocess
+    import sys
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Comparing systems") :]
+    block = re.search(r"Try it without a model:\n\n```bash\n(.*?)```", section, re.S).group(1)
+    script = block.replace("humanclap ", f"{shlex.quote(sys.executable)} -m humanclap.cli ")
+    proc = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "A" in proc.stdout and (tmp_path / "cmp" / "compare.json").is_file()
