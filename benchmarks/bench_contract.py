@@ -14,46 +14,15 @@ ratios (goal: within 2 %).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_memory import write_manifest  # noqa: E402  (the same manifest)
+from bench_memory import run, write_manifest  # noqa: E402  (the same job, the same way)
 
 HERE = str(Path(__file__).resolve().parents[1] / "src")
-
-
-def run(manifest: Path, ckpt: Path, out: Path, src: str) -> tuple[float, float, int]:
-    """One ``humanclap score`` process with ``src`` first on the path: wall s, CPU s, peak MiB."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": src}
-    cmd = [
-        sys.executable,
-        "-c",
-        "import sys; from humanclap.cli import main; sys.exit(main(sys.argv[1:]))",
-        "score",
-        str(manifest),
-        "--model",
-        str(ckpt),
-        "--device",
-        "cpu",
-        "-o",
-        str(out),
-        "--overwrite",
-        "--batch-size",
-        "64",
-    ]
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) not in (0, 1):
-        raise RuntimeError(err[-2000:])
-    return time.perf_counter() - start, usage.ru_utime + usage.ru_stime, usage.ru_maxrss // 1024
 
 
 def main() -> None:
@@ -72,7 +41,7 @@ def main() -> None:
         cpu: dict[str, list[float]] = {"baseline": [], "this": []}
         for i in range(args.repeats):
             for name, src in (("baseline", args.baseline), ("this", HERE)):
-                seconds, cpu_s, rss = run(manifest, ckpt, folder / f"out_{name}.csv", src)
+                seconds, rss, cpu_s = run(manifest, ckpt, folder / f"out_{name}.csv", src)
                 wall[name].append(seconds)
                 cpu[name].append(cpu_s)
                 print(

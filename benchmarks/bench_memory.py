@@ -39,7 +39,8 @@ def write_manifest(folder: Path, rows: int, files: int) -> Path:
     return manifest
 
 
-def run(manifest: Path, ckpt: Path, out: Path, src: str | None) -> tuple[float, int]:
+def run(manifest: Path, ckpt: Path, out: Path, src: str | None) -> tuple[float, int, float]:
+    """One ``humanclap score`` process (``src`` first on the path): wall s, peak MiB, CPU s."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     if src:
         env["PYTHONPATH"] = src
@@ -65,7 +66,7 @@ def run(manifest: Path, ckpt: Path, out: Path, src: str | None) -> tuple[float, 
     _, status, usage = os.wait4(proc.pid, 0)
     if os.waitstatus_to_exitcode(status) not in (0, 1):
         raise RuntimeError(err[-2000:])
-    return time.perf_counter() - start, usage.ru_maxrss // 1024
+    return time.perf_counter() - start, usage.ru_maxrss // 1024, usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -88,7 +89,7 @@ def main() -> None:
             for rows in args.rows:
                 files = rows if args.distinct_files else args.files
                 m = write_manifest(tmp, rows, files)
-                secs, rss = run(m, ckpt, tmp / "out.csv", src)
+                secs, rss, _ = run(m, ckpt, tmp / "out.csv", src)
                 peaks.append(rss)
                 print(f"{label}: {rows} rows, {files} files: peak RSS {rss} MiB, {secs:.0f} s", flush=True)
             print(f"{label}: ratio {peaks[-1] / peaks[0]:.2f}x ({args.rows[-1]} vs {args.rows[0]} rows)")

@@ -162,3 +162,23 @@ def test_identity_differences_name_each_field():
 def test_marker_name_is_hidden():
     assert MARKER.startswith(".") and LOCK.startswith(".")
     assert Path(MARKER).suffix == ".json"
+
+
+def test_a_users_file_with_the_lock_name_is_never_removed(tmp_path):
+    out = tmp_path / "scores.csv"
+    users = file_lock_path(out)
+    users.write_text("my notes")
+    with pytest.raises(UsageError, match="is not a humanclap lock"):
+        with output_lock(users, f"-o {out}"):
+            pass
+    assert users.read_text() == "my notes"
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / LOCK).write_text("mine too")
+    with pytest.raises(UsageError, match="is not a humanclap lock"):
+        with claim_folder(tmp_path / "run", "evaluate"):
+            pass
+    assert (tmp_path / "run" / LOCK).read_text() == "mine too"
+    users.write_bytes(b"")  # an empty one is what a run killed right after creating it leaves
+    with output_lock(users, f"-o {out}"):
+        pass
+    assert not users.exists()

@@ -40,6 +40,7 @@ from humanclap.io import json_safe, write_json
 
 MARKER = ".humanclap-run.json"
 LOCK = ".humanclap.lock"
+LOCK_TAG = b"humanclap lock\n"  # what a lock file holds: a file of that name without it is not ours
 # Names a run may find in its own folder besides what its marker lists.
 _OWN_NAMES = {MARKER, LOCK}
 
@@ -88,6 +89,16 @@ def output_lock(lock_file: Path, what: str) -> Iterator[None]:
         if same:
             break
         os.close(fd)  # locked a name that another run has just removed: take the new one
+    # The name may be a file of the user's (not a lock any run of ours wrote): never remove
+    # or overwrite it. Ours hold LOCK_TAG, or nothing when a run died between open and write.
+    content = os.pread(fd, len(LOCK_TAG) + 1, 0)
+    if content and content != LOCK_TAG:
+        os.close(fd)
+        raise UsageError(
+            f"{lock_file} exists and is not a humanclap lock; humanclap uses that name to lock "
+            f"{what}: move that file away, or choose another output"
+        )
+    os.pwrite(fd, LOCK_TAG, 0)
     try:
         yield
     finally:
