@@ -30,7 +30,10 @@ from conftest import write_manifest
 
 from humanclap.cli import main
 
-ROWS, BATCH = 128, 32
+# 16 batches over 256 files, each file used twice (batches 8-15 hit the cache): the last
+# kill point (96 rows) leaves 13 batches to go. With 4 batches the pool closed about
+# 16 ms after the test saw 96 rows and CI's run raced it; now about 240 ms (measured).
+ROWS, BATCH = 512, 32
 RUN_TIMEOUT_S = 150  # a loaded 2-core machine: imports alone take 10-20 s; a hang is forever
 
 
@@ -141,9 +144,8 @@ def clean(tmp_path_factory, tiny_unfused) -> tuple[Path, bytes]:
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers in /proc")
 def test_sigkill_at_several_points_scores_every_row_as_a_clean_run(clean, tiny_unfused, tmp_path):
     """One run, five real SIGKILLs: a worker as soon as the workers exist (before any
-    batch), both workers after the first batch (twice in a row), one at each later batch
-    written, the last with one batch to go (workers decoding ahead, blocked on a result
-    or idle). Every killed file is decoded again: exit 0, the bytes of the clean run."""
+    batch), both workers after the first batch (twice in a row), one at each of the next
+    two batches written (workers decoding ahead, blocked on a result or idle). Every killed file is decoded again: exit 0, the bytes of the clean run."""
     m, want = clean
     out = tmp_path / "out.csv"
     schedule = [(0, 1), (BATCH, 2), (2 * BATCH, 1), (3 * BATCH, 1)]
