@@ -145,7 +145,8 @@ def clean(tmp_path_factory, tiny_unfused) -> tuple[Path, bytes]:
 def test_sigkill_at_several_points_scores_every_row_as_a_clean_run(clean, tiny_unfused, tmp_path):
     """One run, five real SIGKILLs: a worker as soon as the workers exist (before any
     batch), both workers after the first batch (twice in a row), one at each of the next
-    two batches written (workers decoding ahead, blocked on a result or idle). Every killed file is decoded again: exit 0, the bytes of the clean run."""
+    two batches written (workers decoding ahead, blocked on a result or idle). Every killed
+    file is decoded again: exit 0, the bytes of the clean run."""
     m, want = clean
     out = tmp_path / "out.csv"
     schedule = [(0, 1), (BATCH, 2), (2 * BATCH, 1), (3 * BATCH, 1)]
