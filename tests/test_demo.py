@@ -111,3 +111,31 @@ def test_small_demo_runs_and_human_clap_beats_the_base(tmp_path):
     # the synthesized folder went through the RELATE loader with its own counts
     synth = json.loads((tmp_path / "data" / "synth_summary.json").read_text())
     assert demo.rows[0]["overall"]["n"] == synth["pairs_per_split"]["test"]
+
+    # --extended in the same folder: the four paper rows are reused (the folder's identity is
+    # the same), the recipes are trained and added, each also paired against wSCE+MAE
+    from humanclap.recipes.demo import EXTENDED
+
+    ext_lines: list[str] = []
+    ext = run_demo(tmp_path, seed=0, size="small", n_boot=200, printer=ext_lines.append, progress=False, extended=True)
+    assert sum("reusing" in line for line in ext_lines) == 4
+    assert [r["model"] for r in ext.rows] == [*rows, *EXTENDED]
+    assert [r["overall"]["srcc"] for r in ext.rows[:4]] == [r["overall"]["srcc"] for r in demo.rows]
+    claim_srcc = rows[CLAIM_LABEL]["overall"]["srcc"]
+    for r in ext.rows[4:]:
+        # the paired difference is the plain SRCC difference, with a CI around it and a p
+        assert r["srcc_diff_vs_claim"] == pytest.approx(r["overall"]["srcc"] - claim_srcc, abs=1e-12)
+        low, high = r["srcc_diff_vs_claim_ci"]
+        assert low <= r["srcc_diff_vs_claim"] <= high and 0 <= r["srcc_p_vs_claim"] <= 1
+    for label, (folder, settings) in EXTENDED.items():
+        trained = json.loads((tmp_path / "models" / folder / "training_config.json").read_text())
+        assert {k: trained[k] for k in settings} == settings, label
+    assert (tmp_path / "models" / "head_pairwise" / "score_head.safetensors").is_file()
+    printed = "\n".join(ext_lines)
+    assert printed.index("p < 0.05'") < printed.index("Recipes beyond the paper against") < printed.index("Selection")
+    assert json.loads((tmp_path / "demo_summary.json").read_text())["extended"] is True
+    # and the plain demo again prints its four rows as before
+    plain: list[str] = []
+    again = run_demo(tmp_path, seed=0, size="small", n_boot=200, printer=plain.append, progress=False)
+    assert [r["overall"]["srcc"] for r in again.rows] == [r["overall"]["srcc"] for r in demo.rows]
+    assert "Recipes beyond the paper" not in "\n".join(plain)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 
 from humanclap.cli import flags
+from humanclap.errors import UsageError
 
 EPILOG = f"""\
 stages: synthesize a RELATE-style dataset (procedural audio, simulated TTA systems and
-listeners) -> base CLAP score -> fine-tune Human-CLAP (MAE, wSCE, wSCE+MAE) -> evaluate on
-the held-out test split -> table + report (OUTPUT_DIR/report/report.md).
+listeners) -> base CLAP score -> fine-tune Human-CLAP (MAE, wSCE, wSCE+MAE; with
+--extended also the recipes) -> evaluate on the held-out test split -> table + report
+(OUTPUT_DIR/report/report.md).
 The audio and the listeners are SIMULATED; for real data see `humanclap reproduce`.
 
 output: OUTPUT_DIR must be new, empty, or hold an earlier demo run (its marker
@@ -20,6 +22,7 @@ is refused (its results are never reused): give each run its own folder, e.g.
   humanclap demo --seed 1 -o humanclap_demo_seed1
 or pass --overwrite to replace the earlier demo run (only the files it wrote are deleted;
 nothing else is ever deleted or replaced). --rebuild-base DIR follows the same rules.
+--extended in a folder of a plain demo run reuses its models and adds the recipes'.
 
 exit codes: 0 the demo ran; 2 usage error (bad --base or --n-boot; an output folder that
 holds something else, a demo run of another seed/size/base, or another run in progress);
@@ -44,6 +47,13 @@ def add_parser(subparsers) -> None:
         help="default: RELATE-sized, ~5,700 rated pairs (about 8 min); small: ~350 pairs (a quick smoke run)",
     )
     p.add_argument("--base", help="base CLAP folder (default: the small pretrained base shipped with humanclap)")
+    p.add_argument(
+        "--extended",
+        action="store_true",
+        help="also fine-tune the recipes beyond the paper (wSCE+MAE on listener-z targets, "
+        "MSE+pairwise, a score head on frozen embeddings, ListNet) and add their rows, each "
+        "also compared with wSCE+MAE (about 5 more minutes)",
+    )
     flags.add_n_boot(p, help="bootstrap resamples for CIs and p-values (default 1000)")
     p.add_argument(
         "--rebuild-base",
@@ -65,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
     if args.rebuild_base:
         from humanclap.recipes.demo_base import rebuild_base
 
+        if args.extended:
+            raise UsageError("--extended adds rows to the demo's table; --rebuild-base runs no demo: drop one")
+
         extra = {"overwrite": True} if args.overwrite else {}
         rebuild_base(args.rebuild_base, printer=say, **extra)
         return 0
@@ -81,5 +94,6 @@ def run(args: argparse.Namespace) -> int:
         printer=say,
         progress=args.progress,
         overwrite=args.overwrite,
+        extended=args.extended,
     )
     return 0

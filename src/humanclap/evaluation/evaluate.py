@@ -439,6 +439,22 @@ def compute_metrics(result: EvaluationResult) -> None:
                 }
 
 
+def paired_difference(result: EvaluationResult, label: str, reference: str, metric: str = "srcc") -> dict[str, Any]:
+    """``metric(label) - metric(reference)`` with its paired-bootstrap CI and p, on the pairs
+    every model scored, with the result's resamples and seed (the table's ``paired`` holds
+    these against the first model only). Raises KeyError for an unknown label or metric."""
+    if metric not in METRIC_NAMES:
+        raise KeyError(f"unknown metric {metric!r}: one of {list(METRIC_NAMES)}")
+    runs = {run.label: run for run in result.runs}
+    mask = result.scored
+    target = result.pairs[mask]["human"].to_numpy(dtype=float)
+    if int(mask.sum()) < M.MIN_PAIRS:
+        note = f"fewer than {M.MIN_PAIRS} scored pairs"
+        return {"diff": None, "low": None, "high": None, "p_value": None, "note": note}
+    pred, ref = runs[label].scores[mask], runs[reference].scores[mask]
+    return _paired(getattr(M, metric), pred, ref, target, result.n_boot, result.seed)
+
+
 def _paired(fn, pred: np.ndarray, ref: np.ndarray, target: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:
     """Paired bootstrap of ``fn(pred) - fn(ref)``; a metric undefined on these pairs
     (constant input) gives a note instead of a number."""
