@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +15,7 @@ import pytest
 from conftest import tiny_model_with_positive_cosines, tone_wav
 
 from humanclap.cli import main as cli_main
-from humanclap.recipes.reproduce import PAPER_TABLE, VARIANTS
+from humanclap.recipes.reproduce import PAPER_TABLE, RECIPES, VARIANTS
 
 # offline, the native MS CLAP row says why it was not run and how to pass the weights
 MSCLAP_OFFLINE = (
@@ -169,3 +170,82 @@ def test_usage_errors_exit_2(relate_dir, models, tmp_path, capsys):
 
     assert cli_main(["reproduce", "--relate", str(relate_dir), "--official", "--epochs", "1", *out]) == 2
     assert "--official" in capsys.readouterr().err
+
+    # the recipes have no released checkpoints: --recipes --official is refused before any work
+    assert cli_main(["reproduce", "--relate", str(relate_dir), "--official", "--recipes", *out]) == 2
+    err = capsys.readouterr().err
+    assert "--recipes" in err and "--official" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o" / "report").exists()
+
+
+def _row(table: str, label: str) -> list[str]:
+    """The cells after ``label`` on its line of the printed table."""
+    line = next(ln for ln in table.splitlines() if ln.startswith(label + " "))
+    return line[len(label) :].split()
+
+
+def test_recipes_added_to_a_plain_run_reused_and_refused_on_another_identity(relate_dir, models, tmp_path, capsys):
+    base, laion = models
+    out = tmp_path / "repro"
+    argv = ["reproduce", "--relate", str(relate_dir), "-o", str(out), "--base", str(base), "--laion", str(laion)]
+    argv += ["--epochs", "1", "--device", "cpu", "--n-boot", "0", "--no-plots", "--no-progress"]
+    assert cli_main(argv) == 0  # a plain run first: --recipes adds to it
+    capsys.readouterr()
+
+    assert cli_main([*argv, "--recipes"]) == 0
+    cap = capsys.readouterr()
+    assert "[1/10] data" in cap.err and "[10/10] report" in cap.err
+    assert cap.err.count("skipped training") == 3 and cap.err.count("epoch 1/1") == 4  # only the recipes train
+    for v in RECIPES:
+        n, srcc, paper_srcc, *_, mse, paper_mse = _row(cap.out, v.label)
+        assert n == "15" and (paper_srcc, paper_mse) == ("–", "–") and 0 <= float(mse) < 1, (v.label, srcc)
+        folder = out / "models" / v.key
+        assert json.loads((folder / "training_config.json").read_text())["model"] == str(base)
+    assert _row(cap.out, "Human-CLAP wSCE+MAE")[2] == "0.457"  # the paper's rows keep their numbers
+    assert "Recipe rows: beyond the paper" in cap.out
+    assert (out / "models/head_pairwise/score_head.safetensors").is_file()
+    assert not (out / "models/listnet/score_head.safetensors").exists()
+
+    metrics = json.loads((out / "report/metrics.json").read_text())
+    labels = [m["label"] for m in metrics["models"]]
+    assert labels == ["LAION CLAP", *(v.label for v in VARIANTS), *(v.label for v in RECIPES)]
+    assert not set(metrics["paper"]) & {v.label for v in RECIPES}  # not in the paper
+    for v in RECIPES:
+        overall = metrics["metrics"][v.label]["overall"]
+        assert overall["n"] == 15 and overall["mse"] is not None
+    rep = metrics["reproduce"]
+    assert rep["recipes"] == [v.key for v in RECIPES] and sorted(rep["trained_now"]) == sorted(v.key for v in RECIPES)
+    assert [r["paper"] for r in rep["rows"] if r.get("recipe")] == [None] * 4
+    md = (out / "report/report.md").read_text()
+    assert "Recipe rows are not in the paper" in md and "| Recipe: ListNet | 15 |" in md
+    assert json.loads((out / ".humanclap-run.json").read_text())["identity"]["settings"]["recipes"] is True
+
+    # rerun: everything reused
+    digests = {v.key: _digest(out / "models" / v.key / "model.safetensors") for v in RECIPES}
+    assert cli_main([*argv, "--recipes"]) == 0
+    cap = capsys.readouterr()
+    assert cap.err.count("skipped training") == 7 and "epoch 1/1" not in cap.err
+
+    # a plain run again (its marker as an older humanclap wrote it, without "recipes"): the paper's
+    # rows only; the recipe models stay untouched
+    marker = json.loads((out / ".humanclap-run.json").read_text())
+    del marker["identity"]["settings"]["recipes"]
+    (out / ".humanclap-run.json").write_text(json.dumps(marker))
+    assert cli_main(argv) == 0
+    cap = capsys.readouterr()
+    assert "[6/6] report" in cap.err and "Recipe" not in cap.out
+    metrics = json.loads((out / "report/metrics.json").read_text())
+    assert len(metrics["models"]) == 4 and "recipes" not in metrics["reproduce"]
+    assert digests == {v.key: _digest(out / "models" / v.key / "model.safetensors") for v in RECIPES}
+
+    # a recipe folder of another identity (here another recipe's model): refused, naming what differs
+    listnet = out / "models/listnet"
+    for f in listnet.iterdir():
+        if f.is_file():
+            f.unlink()
+    for f in (out / "models/mse_pairwise").iterdir():
+        if f.is_file():
+            shutil.copy(f, listnet / f.name)
+    assert cli_main([*argv, "--recipes"]) == 2
+    err = capsys.readouterr().err
+    assert "Recipe: ListNet model trained with other settings" in err and "'loss'" in err and "Traceback" not in err

@@ -10,9 +10,12 @@ from humanclap.cli import flags
 EPILOG = f"""\
 rows: LAION CLAP, MS CLAP (2023 release by default, humanclap's native MS CLAP; when its
 weights cannot be had the row says why), Human-CLAP wSCE+MAE, wSCE and MAE. The
-Human-CLAP models are trained here with the shipped configs (wsce_mae, wsce, mae) on RELATE's train split with early stopping on
-validation, into OUTPUT_DIR/models/<variant>/, or with --official the released
-sarulab-speech/human-clap-* checkpoints are scored. Every row is scored on the same
+Human-CLAP models are trained here with the shipped configs (wsce_mae, wsce, mae) on
+RELATE's train split with early stopping on validation, into OUTPUT_DIR/models/<variant>/,
+or with --official the released sarulab-speech/human-clap-* checkpoints are scored. --recipes also trains, the same way,
+the four recipes beyond the paper (configs wsce_mae_listenerz, mse_pairwise, head_pairwise,
+listnet: each config names its source) and adds their rows after the paper's, with empty
+paper columns (not with --official: nothing is trained then). Every row is scored on the same
 test pairs; OUTPUT_DIR/report/ holds report.md (the published numbers beside ours, 95 %
 bootstrap CIs on ours, paired differences against LAION CLAP), metrics.json,
 predictions.csv and plots. Run it again with the same OUTPUT_DIR to continue: complete
@@ -21,7 +24,8 @@ an interrupted training run resumes; a model of another identity is refused, nam
 differs. OUTPUT_DIR must be new, empty, or hold an earlier reproduce run (its marker
 .humanclap-run.json); anything else is refused and never deleted or replaced. It is
 locked while the run writes it (a second run on it is refused); report/ is replaced as
-a whole on each run.
+a whole on each run: a run without --recipes in a folder with recipe models leaves
+them untouched and reports the paper's rows only.
 
 exit codes: 0 every test pair scored; 1 some pairs could not be scored (everything is
 still written) or a training run diverged; 2 usage error (bad folder, missing RELATE
@@ -31,6 +35,7 @@ files, a model that cannot be loaded, bad flags);
 examples:
   humanclap reproduce --relate /data/RELATE --audio-root /data/RELATE_wave -o runs/repro
   humanclap reproduce --relate /data/RELATE --official -o runs/official
+  humanclap reproduce --relate /data/RELATE -o runs/repro --recipes   # adds 4 rows to runs/repro
   humanclap reproduce --relate /data/RELATE -o /tmp/smoke --epochs 1 --n-boot 100
 """
 
@@ -59,6 +64,12 @@ def add_parser(subparsers) -> None:
         "--official",
         action="store_true",
         help="score the released sarulab-speech/human-clap-* checkpoints (no training)",
+    )
+    p.add_argument(
+        "--recipes",
+        action="store_true",
+        help="also train the recipes beyond the paper (wSCE+MAE listener-z, MSE+pairwise, a score head, "
+        "ListNet) and add their rows",
     )
     flags.add_device(p)
     flags.add_batch_size(
@@ -101,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         output_dir=args.output_dir,
         audio_root=args.audio_root,
         official=args.official,
+        recipes=args.recipes,
         device=args.device,
         batch_size=args.batch_size,
         n_boot=args.n_boot,

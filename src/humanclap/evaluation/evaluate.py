@@ -28,6 +28,7 @@ from humanclap.data import RatedPairs
 from humanclap.errors import UsageError
 from humanclap.evaluation import metrics as M
 from humanclap.evaluation.breakdowns import breakdowns, subset_mask, system_level_summary
+from humanclap.evaluation.xacle_metrics import xacle_challenge_block
 from humanclap.io import json_safe
 from humanclap.scoring.citation import scorer_protocol
 from humanclap.scoring.engine import EmbeddingEngine
@@ -96,6 +97,8 @@ class EvaluationResult:
     data_spec: str = ""
     split: str = ""
     paper: dict[str, dict[str, float]] | None = None  # label -> {srcc, lcc, ktau, mse}
+    # XACLE-layout data only: the challenge's own metrics on its 0-10 scale (evaluation.xacle_metrics)
+    xacle_challenge: dict[str, Any] | None = None
 
     @property
     def labels(self) -> list[str]:
@@ -202,6 +205,8 @@ class EvaluationResult:
         }
         if self.reason is not None:
             out["reason"] = self.reason
+        if self.xacle_challenge is not None:  # only for XACLE data: other files are unchanged
+            out["xacle_challenge"] = self.xacle_challenge
         return json_safe(out)
 
 
@@ -412,6 +417,8 @@ def compute_metrics(result: EvaluationResult) -> None:
     sub = result.pairs[mask].reset_index(drop=True)
     log.info("metrics on %d scored pairs (%d bootstrap resamples)", len(sub), result.n_boot)
     target = sub["human"].to_numpy(dtype=float)
+    if result.dataset == "xacle":
+        result.xacle_challenge = xacle_challenge_block(result.runs, result.pairs["human"].to_numpy(float), mask)
     for k, run in enumerate(result.runs):
         pred = run.scores[mask]
         result.metrics[run.label] = breakdowns(sub, pred, n_boot=result.n_boot, seed=result.seed)

@@ -15,6 +15,7 @@ import numpy as np
 
 from humanclap.evaluation.evaluate import METRIC_NAMES, MSE_NOTE, EvaluationResult
 from humanclap.evaluation.tables import Column, fmt, markdown_table, text_table
+from humanclap.evaluation.xacle_metrics import NAMES as XACLE_NAMES
 from humanclap.io import atomic_write, atomic_write_text, write_json
 
 ARROWS = {"srcc": "SRCC↑", "lcc": "LCC↑", "ktau": "KTAU↑", "mse": "MSE↓"}
@@ -61,7 +62,30 @@ def summary_table(result: EvaluationResult) -> str:
     reason = getattr(result, "reason", None)  # duck-typed results (tests, recipes) may lack it
     if reason is not None:
         footer.append(reason)
-    return text_table(columns, rows, footer=footer)
+    table = text_table(columns, rows, footer=footer)
+    challenge = getattr(result, "xacle_challenge", None)
+    return table if challenge is None else table + "\n\n" + xacle_text_table(challenge)
+
+
+def xacle_text_table(challenge: dict) -> str:
+    """The XACLE challenge's metrics per model (XACLE-layout data), titled with their scale."""
+    models = challenge["models"]
+    columns = [Column("model", align="<"), Column("N", 6), *(Column(k, 6) for k in XACLE_NAMES)]
+    rows = [[lbl, str(m["N"]), *(fmt(m[k]) for k in XACLE_NAMES)] for lbl, m in models.items()]
+    return text_table(columns, rows, title=[challenge["title"]], footer=[challenge["mapping"]])
+
+
+def xacle_markdown(challenge: dict) -> list[str]:
+    """The report's section of the XACLE challenge's metrics."""
+    rows = [[lbl, str(m["N"]), *(fmt(m[k]) for k in XACLE_NAMES)] for lbl, m in challenge["models"].items()]
+    return [
+        "",
+        f"## {challenge['title']}",
+        "",
+        f"Beside ours above (MSE on the 0–1 scale): {challenge['mapping']}. Source: {challenge['source']}.",
+        "",
+        *markdown_table(["model", "N", *(f"{k} (0–10)" if k == "MSE" else k for k in XACLE_NAMES)], rows),
+    ]
 
 
 # -- formatting ----------------------------------------------------------------------
@@ -225,6 +249,8 @@ def _metric_sections(result: EvaluationResult, files: dict[str, Path]) -> list[s
             "",
             ("*(paper)* columns: published numbers, for comparison; ours are computed on the pairs scored here."),
         ]
+    if getattr(result, "xacle_challenge", None) is not None:
+        lines += xacle_markdown(result.xacle_challenge)
     if result.paired:
         lines += [
             "",

@@ -11,12 +11,19 @@ CLAP first, so every paired difference is against it):
   "not run: ..." with how to pass them, and no number is made up;
 * Human-CLAP wSCE+MAE, wSCE and MAE: trained here with the shipped configs (train split,
   early stopping on validation) into ``output_dir/models/<variant>/``, or with
-  ``official=True`` the released ``sarulab-speech/human-clap-*`` checkpoints.
+  ``official=True`` the released ``sarulab-speech/human-clap-*`` checkpoints;
+* with ``recipes=True``, after them, the recipes beyond the paper (``RECIPES``: wSCE+MAE on
+  listener-z targets, MSE+pairwise, a score head on frozen embeddings, ListNet), trained the
+  same way from their shipped configs; their paper columns are empty ("–"). Not with
+  ``official`` (nothing is trained then). The run's identity records ``recipes``; a run
+  without it in a folder that has recipe models leaves them there untouched and reports the
+  paper's rows only (the report is rewritten by every run).
 
 A run with the same ``output_dir`` skips every variant whose model folder is complete
 and of the same identity (base model and its weights, data fingerprint, settings: see
 :func:`humanclap.training.output.training_identity`; another one is refused, naming what
-differs) and resumes one that was interrupted, so a long reproduction can be continued.
+differs) and resumes one that was interrupted, so a long reproduction can be continued
+(:mod:`humanclap.recipes.reproduce_models`).
 Output contract (:mod:`humanclap.outputs`): ``output_dir`` must be new, empty or hold an
 earlier reproduce run (its marker), and is locked while the run writes it; the report
 folder is replaced as a whole (no file of an earlier report survives beside). The
@@ -39,6 +46,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from humanclap.errors import ModelLoadError, ReproduceError
+from humanclap.recipes.reproduce_models import (
+    COMPLETE_FILES,
+    RECIPES,
+    VARIANTS,
+    Variant,
+    train_config,
+    train_or_reuse,
+    trained_variants,
+)
 
 if TYPE_CHECKING:
     from humanclap.evaluation.evaluate import EvaluationResult
@@ -50,19 +66,16 @@ MSCLAP_MODEL = "msclap-2023"
 # native MS CLAP row says instead why it was not run (see _msclap_note).
 MSCLAP_NOT_RUN = "not run: pip install msclap to enable"
 
-
-@dataclass(frozen=True)
-class Variant:
-    key: str  # folder name under output_dir/models and shipped config name
-    label: str  # row label (also the key of PAPER_TABLE)
-    official: str  # the authors' released checkpoint
-
-
-VARIANTS = (
-    Variant("wsce_mae", "Human-CLAP wSCE+MAE", "sarulab-speech/human-clap-wsce-mae"),
-    Variant("wsce", "Human-CLAP wSCE", "sarulab-speech/human-clap-wsce"),
-    Variant("mae", "Human-CLAP MAE", "sarulab-speech/human-clap-mae"),
-)
+__all__ = [  # the models' definitions live in reproduce_models; importable from here as before
+    "COMPLETE_FILES",
+    "PAPER_TABLE",
+    "RECIPES",
+    "VARIANTS",
+    "ReproduceConfig",
+    "ReproduceResult",
+    "Variant",
+    "reproduce",
+]
 
 # Published RELATE-test numbers (0-1 score scale) of Takano et al., "Human-CLAP:
 # Human-perception-based contrastive language-audio pretraining", arXiv:2506.23553 (v2;
@@ -85,8 +98,7 @@ PAPER_SOURCE = (
     "Takano et al., Human-CLAP, arXiv:2506.23553 (v2), RELATE test; '–' = "
     "not found in the material we could read (see PAPER_TABLE in reproduce.py)"
 )
-# A trained folder is complete once train() has published these (it writes them last).
-COMPLETE_FILES = ("config.json", "model.safetensors", "training_config.json", "metrics.json")
+RECIPE_NOTE = "Recipe rows: beyond the paper (configs/<key>.yaml name their sources), paper columns '–'"
 GAIN_TITLE = "Selection gain on RELATE test"
 
 
@@ -96,6 +108,7 @@ class ReproduceConfig:
     output_dir: str  # models/<variant>/ and report/ go here
     audio_root: str | None = None  # RELATE_wave (or its parent), if not beside the folder
     official: bool = False  # score the released checkpoints instead of training
+    recipes: bool = False  # also train the recipes beyond the paper (RECIPES) and add their rows
     device: str = "auto"
     batch_size: int = 8  # clips per forward pass when scoring (training keeps its config's)
     n_boot: int = 1000  # bootstrap resamples for the CIs
@@ -150,6 +163,8 @@ class ReproduceResult:
             f"{len(ev.pairs)} test pairs, {int(ev.scored.sum())} scored, {ev.n_failed} "
             "left out; MSE on the 0-1 scale; paper = " + PAPER_SOURCE
         ]
+        if any(r.get("recipe") for r in self.rows):
+            footer.append(RECIPE_NOTE)
         table = text_table(columns, rows, footer=footer)
         if self.selection_gain is None:
             return table
@@ -197,33 +212,7 @@ def _msclap_note(spec: str) -> str:
     )
 
 
-def _is_complete(folder: Path) -> bool:
-    return all((folder / name).is_file() for name in COMPLETE_FILES)
-
-
-def _train_config(cfg: ReproduceConfig, variant: Variant, data_spec: str):
-    from humanclap.training.config import TrainConfig
-
-    tc = TrainConfig.load(variant.key)  # the shipped configs/<key>.yaml
-    tc.data, tc.audio_root = data_spec, cfg.audio_root
-    tc.output_dir = str(Path(cfg.output_dir, "models", variant.key).resolve())
-    tc.device, tc.eval_batch_size, tc.seed, tc.progress = cfg.device, cfg.batch_size, cfg.seed, cfg.progress
-    if cfg.base:
-        tc.model = cfg.base
-    if cfg.epochs is not None:
-        tc.epochs = cfg.epochs
-    return tc.validate()
-
-
 COMMAND = "reproduce"  # the command name in the output marker (humanclap.outputs.MARKER)
-
-
-def _settings_differ(folder: Path, tc) -> dict:
-    """Settings (those that change the model) where a finished run differs from ``tc``."""
-    from humanclap.training.trainer import RESUME_FREE
-
-    saved = json.loads((folder / "training_config.json").read_text())
-    return {k: (saved.get(k), v) for k, v in tc.to_dict().items() if k not in RESUME_FREE and saved.get(k) != v}
 
 
 # -- the run -------------------------------------------------------------------------
@@ -239,6 +228,12 @@ def reproduce(cfg: ReproduceConfig, printer: Callable[[str], None] | None = None
         raise ReproduceError(
             "--base and --epochs choose how models are trained; with --official "
             "nothing is trained: drop them, or drop --official"
+        )
+    if cfg.official and cfg.recipes:
+        raise ReproduceError(
+            "--recipes trains the recipes beyond the paper, which have no released checkpoints; "
+            "with --official nothing is trained: run --recipes without --official (in another "
+            "--output-dir, or in the one of a trained run to add the recipes to it)"
         )
     if cfg.batch_size < 1 or cfg.n_boot < 0 or (cfg.epochs is not None and cfg.epochs < 1):
         raise ReproduceError("--batch-size and --epochs must be at least 1, --n-boot 0 or more")
@@ -258,6 +253,7 @@ def reproduce(cfg: ReproduceConfig, printer: Callable[[str], None] | None = None
                 "data": {"relate": data_spec, "audio_root": _resolved_or_none(cfg.audio_root)},
                 "settings": {
                     "official": cfg.official,
+                    "recipes": cfg.recipes,
                     "seed": cfg.seed,
                     "base": cfg.base,
                     "epochs": cfg.epochs,
@@ -270,6 +266,21 @@ def reproduce(cfg: ReproduceConfig, printer: Callable[[str], None] | None = None
         return _reproduce(cfg, relate, data_spec, say)
 
 
+def _train_config(cfg: ReproduceConfig, variant: Variant, data_spec: str):
+    return train_config(
+        variant,
+        data_spec,
+        Path(cfg.output_dir, "models"),
+        audio_root=cfg.audio_root,
+        device=cfg.device,
+        eval_batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        progress=cfg.progress,
+        base=cfg.base,
+        epochs=cfg.epochs,
+    )
+
+
 def _resolved_or_none(path: str | None) -> str | None:
     return None if path is None else str(Path(path).expanduser().resolve())
 
@@ -277,7 +288,8 @@ def _resolved_or_none(path: str | None) -> str | None:
 def _reproduce(cfg: ReproduceConfig, relate: Path, data_spec: str, say) -> ReproduceResult:
     from humanclap.data import load_rated
 
-    n_stages, counter = 3 + (0 if cfg.official else len(VARIANTS)), itertools.count(1)
+    n_stages = 3 + (0 if cfg.official else len(trained_variants(cfg.recipes)))
+    counter = itertools.count(1)
 
     def stage() -> str:
         return f"[{next(counter)}/{n_stages}]"
@@ -306,45 +318,12 @@ def _reproduce(cfg: ReproduceConfig, relate: Path, data_spec: str, say) -> Repro
             _check_model(v.official, "the official checkpoint", "drop --official to train here")
         models = {v.label: v.official for v in VARIANTS}
     else:
-        plans = [(v, _train_config(cfg, v, data_spec)) for v in VARIANTS]
+        plans = [(v, _train_config(cfg, v, data_spec)) for v in trained_variants(cfg.recipes)]
         for base in dict.fromkeys(tc.model for _, tc in plans):
             _check_model(base, "the base model", "pass --base /path/to/checkpoint")
         models = {v.label: tc.output_dir for v, tc in plans}
 
-    trained, skipped = [], []
-    if not cfg.official:
-        from humanclap.outputs import describe_differences, identity_differences, read_marker
-        from humanclap.training.trainer import planned_identity, train
-
-        for v, tc in plans:
-            folder = Path(tc.output_dir)
-            where = f"{stage()} {v.label}:"
-            if _is_complete(folder):
-                diff = _settings_differ(folder, tc)
-                if diff:
-                    raise ReproduceError(
-                        f"{folder} holds a {v.label} model trained with other settings "
-                        f"{ {k: f'{a!r} then, {b!r} now' for k, (a, b) in diff.items()} }; rerun "
-                        "with the original settings or choose another --output-dir"
-                    )
-                diffs = identity_differences((read_marker(folder) or {}).get("identity"), planned_identity(tc))
-                if diffs:
-                    raise ReproduceError(
-                        f"{folder} holds a {v.label} model of another base model or data "
-                        f"({describe_differences(diffs)}); it is not reused: delete {folder} to "
-                        "train it again, or choose another --output-dir"
-                    )
-                say(f"{where} {folder} is complete (trained earlier): skipped training")
-                skipped.append(v.key)
-                continue
-            tc.resume = (folder / "checkpoints").is_dir()
-            say(
-                f"{where} {'resuming' if tc.resume else 'training'} with config {v.key} "
-                f"(base {tc.model}, loss {tc.loss}, at most {tc.epochs} epochs) -> {folder}"
-            )
-            res = train(tc, printer=lambda line, lbl=v.label: say(f"      {lbl}: {line}"))
-            say(f"      {v.label}: best epoch {res.best_epoch} of {res.epochs_run}, {res.seconds:.0f} s")
-            trained.append(v.key)
+    trained, skipped = ([], []) if cfg.official else train_or_reuse(plans, say, stage)
     from humanclap.io import atomic_dir
 
     final = Path(cfg.output_dir) / "report"
@@ -389,7 +368,7 @@ def _evaluate(
     msclap_ok = not msclap_note
     specs += list(models.values())
     labels += list(models)
-    paper = {lbl: PAPER_TABLE[lbl] for lbl in labels}
+    paper = {lbl: PAPER_TABLE[lbl] for lbl in labels if lbl in PAPER_TABLE}  # recipes: not in the paper
     if not msclap_ok:  # shown as a "(paper only)" row beside ours
         paper[MSCLAP_LABEL] = PAPER_TABLE[MSCLAP_LABEL]
     say(
@@ -423,9 +402,15 @@ def _evaluate(
             "why": _msclap_why(release, cfg.msclap),
         }
     )
-    rows += [{"label": lbl, "source": source, "model": spec, "note": ""} for lbl, spec in models.items()]
+    recipes = {v.label: v.key for v in RECIPES}
+    for lbl, spec in models.items():
+        if lbl in recipes:
+            row = {"label": lbl, "source": f"trained here (recipe, configs/{recipes[lbl]}.yaml)", "recipe": True}
+        else:
+            row = {"label": lbl, "source": source}
+        rows.append({**row, "model": spec, "note": ""})
     for r in rows:
-        r["paper"] = PAPER_TABLE[r["label"]]
+        r["paper"] = PAPER_TABLE.get(r["label"])  # None for a recipe: its paper columns show "–"
     say(f"{stage()} report: writing {final}")
     return ReproduceResult(result, write_report(result, out, plots=cfg.plots), rows)
 
@@ -453,6 +438,7 @@ def _annotate(res: ReproduceResult, cfg: ReproduceConfig) -> None:
     missing = [f"{lbl} {k.upper()}" for lbl, p in PAPER_TABLE.items() for k, v in p.items() if v is None]
     info = {
         "mode": "official" if cfg.official else "trained",
+        **({"recipes": [v.key for v in RECIPES]} if cfg.recipes else {}),  # absent: a plain run's file as before
         "rows": rows,
         "notes": notes,
         "trained_now": trained,
@@ -485,6 +471,13 @@ def _annotate(res: ReproduceResult, cfg: ReproduceConfig) -> None:
                 f"{r['label']} row: {r['release']}, {r['why']}. Long clips are centre-cropped "
                 "(msclap crops at random) and audio is resampled with soxr (msclap: torchaudio).",
             ]
+    if cfg.recipes:
+        lines += [
+            "",
+            "Recipe rows are not in the paper: each is trained here from its shipped config "
+            "(configs/<key>.yaml, whose comments name where the recipe comes from and what differs "
+            "from wSCE+MAE) on the same base model and data; their *(paper)* columns are empty.",
+        ]
     if skipped:
         lines += ["", f"Reused complete models from an earlier run: {', '.join(skipped)}."]
     text = files["report"].read_text()
