@@ -217,7 +217,7 @@ def test_recipes_added_to_a_plain_run_reused_and_refused_on_another_identity(rel
     assert rep["recipes"] == [v.key for v in RECIPES] and sorted(rep["trained_now"]) == sorted(v.key for v in RECIPES)
     assert [r["paper"] for r in rep["rows"] if r.get("recipe")] == [None] * 4
     md = (out / "report/report.md").read_text()
-    assert "Recipe rows are not in the paper" in md and "| Recipe: ListNet | 15 |" in md
+    assert "Recipe rows are not in the paper" in md and "| ListNet | 15 |" in md
     assert json.loads((out / ".humanclap-run.json").read_text())["identity"]["settings"]["recipes"] is True
 
     # rerun: everything reused
@@ -248,4 +248,4 @@ def test_recipes_added_to_a_plain_run_reused_and_refused_on_another_identity(rel
             shutil.copy(f, listnet / f.name)
     assert cli_main([*argv, "--recipes"]) == 2
     err = capsys.readouterr().err
-    assert "Recipe: ListNet model trained with other settings" in err and "'loss'" in err and "Traceback" not in err
+    assert "ListNet model trained with other settings" in err and "'loss'" in err and "Traceback" not in err

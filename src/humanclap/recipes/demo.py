@@ -28,6 +28,7 @@ from typing import Callable
 from humanclap.errors import ConfigError, UsageError
 from humanclap.evaluation.tables import MISSING, Column, text_table
 from humanclap.recipes.demo_base import shipped_base
+from humanclap.recipes.reproduce_models import RECIPE_LABELS
 
 # label -> (loss, loss weights); the base model is always the first row (paired tests are
 # against it). The wSCE weight of wSCE+MAE was chosen on the *validation* split of seed 0
@@ -65,25 +66,20 @@ SMALL_FINETUNE = {**FINETUNE, "epochs": 4, "batch_size": 16}
 # embeddings (an epoch takes seconds): a larger lr and more epochs, as its config has, and
 # its dropout (0.1). Its lr was checked on seed 0's *validation* split: best SRCC 0.253 /
 # 0.248 / 0.250 at lr 3e-4 / 1e-3 / 3e-3 (within noise of each other), so the config's 1e-3 was kept.
-EXTENDED = {
-    "wSCE+MAE, listener-z": (
-        "wsce_mae_listenerz",
-        {"loss": "wsce+mae", "loss_weights": "0.1,1", "targets": "listener-z"},
-    ),
-    "MSE+0.5 pairwise": ("mse_pairwise", {"loss": "mse+0.5*pairwise"}),
-    "head: cMSE+0.5 pairwise": (
-        "head_pairwise",
-        {
-            "loss": "clipped-mse+0.5*pairwise",
-            "train_params": "head",
-            "lr": 1e-3,
-            "epochs": 30,
-            "patience": 5,
-            "dropout": True,
-        },
-    ),
-    "ListNet": ("listnet", {"loss": "listnet"}),
+_RECIPE_SETTINGS = {
+    "wsce_mae_listenerz": {"loss": "wsce+mae", "loss_weights": "0.1,1", "targets": "listener-z"},
+    "mse_pairwise": {"loss": "mse+0.5*pairwise"},
+    "head_pairwise": {
+        "loss": "clipped-mse+0.5*pairwise",
+        "train_params": "head",
+        "lr": 1e-3,
+        "epochs": 30,
+        "patience": 5,
+        "dropout": True,
+    },
+    "listnet": {"loss": "listnet"},
 }
+EXTENDED = {RECIPE_LABELS[key]: (key, settings) for key, settings in _RECIPE_SETTINGS.items()}
 
 
 def demo_models(size: str, extended: bool = False) -> list[tuple[str, str, dict]]:

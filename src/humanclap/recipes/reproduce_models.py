@@ -35,12 +35,14 @@ VARIANTS = (
 )
 # Beyond the paper (--recipes): same base, data and batch as wsce_mae; each config names its
 # source and what differs (the head its own lr and epochs). Not in the paper: paper columns empty.
-RECIPES = (
-    Variant("wsce_mae_listenerz", "Recipe: wSCE+MAE listener-z"),
-    Variant("mse_pairwise", "Recipe: MSE+pairwise"),
-    Variant("head_pairwise", "Recipe: head (clipped-MSE+pairwise)"),
-    Variant("listnet", "Recipe: ListNet"),
-)
+# One name per recipe, in reproduce's table and in the demo's (--extended).
+RECIPE_LABELS = {
+    "wsce_mae_listenerz": "wSCE+MAE, listener-z",
+    "mse_pairwise": "MSE+0.5 pairwise",
+    "head_pairwise": "head: cMSE+0.5 pairwise",
+    "listnet": "ListNet",
+}
+RECIPES = tuple(Variant(key, label) for key, label in RECIPE_LABELS.items())
 # A trained folder is complete once train() has published these (it writes them last).
 COMPLETE_FILES = ("config.json", "model.safetensors", "training_config.json", "metrics.json")
 
