@@ -1,6 +1,7 @@
 """Print the README's 3-seed table of the recipes from ``humanclap demo --extended`` runs.
 
     python docs/demo_seeds_table.py humanclap_demo_seed0 humanclap_demo_seed1 humanclap_demo_seed2
+    python docs/demo_seeds_table.py --recipes-only ...   # the README's rows: the recipes only
 
 Reads each folder's ``demo_summary.json`` (written by the demo) and prints one Markdown row
 per model and seed: test SRCC with its 95% bootstrap CI, and the paired-bootstrap SRCC
@@ -19,7 +20,7 @@ def _diff(d: float | None, p: float | None) -> str:
     return "–" if d is None else f"{d:+.3f} (p {p:.3f})"
 
 
-def rows(folders: list[str]) -> list[str]:
+def rows(folders: list[str], recipes_only: bool = False) -> list[str]:
     runs = [json.loads((Path(f) / "demo_summary.json").read_text()) for f in folders]
     missing = [f for f, run in zip(folders, runs) if not run.get("extended")]
     if missing:
@@ -28,7 +29,7 @@ def rows(folders: list[str]) -> list[str]:
         "| model | seed | test SRCC [95% CI] | − wSCE+MAE (p) | − base (p) |",
         "|---|---|---|---|---|",
     ]
-    labels = [r["model"] for r in runs[0]["rows"]]
+    labels = [r["model"] for r in runs[0]["rows"] if not recipes_only or "srcc_diff_vs_claim" in r]
     for label in labels:
         for run in runs:
             r = next(x for x in run["rows"] if x["model"] == label)
@@ -41,6 +42,9 @@ def rows(folders: list[str]) -> list[str]:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
+    args = sys.argv[1:]
+    only = "--recipes-only" in args
+    folders = [a for a in args if a != "--recipes-only"]
+    if not folders:
         raise SystemExit(__doc__)
-    print("\n".join(rows(sys.argv[1:])))
+    print("\n".join(rows(folders, only)))
