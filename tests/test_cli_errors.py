@@ -159,6 +159,7 @@ def test_argparse_errors_stay_exit_2_with_argparse_message(capsys):
         (["evaluate", "--device", "cpu", "--dtype", "fp16"], "fp16 is not supported on CPU"),
         (["demo", "--n-boot", "-1"], "--n-boot must be 0 or more"),
         (["demo", "--base", "nowhere"], "--base nowhere is not a CLAP checkpoint folder"),
+        (["demo", "--extended", "--rebuild-base", "b"], "--rebuild-base runs no demo"),
     ],
 )
 def test_flag_checks_are_usage_errors(argv, message, tmp_path, capsys):
@@ -191,7 +192,10 @@ def test_thin_commands_pass_their_flags_through(tmp_path, monkeypatch, capsys):
     assert main(["demo", "-o", str(tmp_path), "--size", "small", "--seed", "2", "--n-boot", "7", "--no-progress"]) == 0
     assert seen["output_dir"] == str(tmp_path) and seen["size"] == "small" and seen["seed"] == 2
     assert seen["n_boot"] == 7 and seen["progress"] is False and seen["base"] is None
+    assert seen["extended"] is False
     assert capsys.readouterr().out == "the table\n"
+    assert main(["demo", "-o", str(tmp_path), "--extended"]) == 0 and seen["extended"] is True
+    capsys.readouterr()
 
     monkeypatch.setattr(
         "humanclap.recipes.demo_base.rebuild_base", lambda out_dir, printer: seen.update(rebuild=out_dir)

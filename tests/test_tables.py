@@ -106,6 +106,43 @@ def test_demo_table_is_unchanged():
     ]
 
 
+def test_recipes_table_layout_and_a_run_without_resamples():
+    """``demo --extended``'s second table; with --n-boot 0 the difference has no CI and no p."""
+    from humanclap.recipes.demo import recipes_table
+
+    base = {"model": "base CLAP", "overall": _m(15, 0.2, 0.25, 0.1, 0.07)}
+    rows = [
+        {**base, "srcc_diff_vs_base": None, "srcc_p_vs_base": None},
+        {
+            "model": "ListNet",
+            "overall": _m(15, 0.3212, 0.3, 0.2, 0.06),
+            "srcc_diff_vs_base": 0.1112,
+            "srcc_p_vs_base": 0.002,
+            "srcc_diff_vs_claim": 0.0431,
+            "srcc_diff_vs_claim_ci": [0.0081, 0.0779],
+            "srcc_p_vs_claim": 0.018,
+        },
+        {
+            "model": "head: cMSE+0.5 pairwise",
+            "overall": _m(15, 0.2312, 0.3, 0.2, 0.06),
+            "srcc_diff_vs_base": 0.0201,
+            "srcc_p_vs_base": None,
+            "srcc_diff_vs_claim": -0.0483,
+            "srcc_diff_vs_claim_ci": [None, None],
+            "srcc_p_vs_claim": None,
+        },
+    ]
+    demo = DemoResult(output_dir="x", seed=1, size="default", rows=rows, extended=True)
+    assert recipes_table(demo).split("\n") == [
+        "Recipes beyond the paper against Human-CLAP (wSCE+MAE) (seed 1; test split)",
+        "recipe                    SRCC↑   ΔSRCC vs wSCE+MAE [95% CI]       p   ΔSRCC vs base      p",
+        "-" * 91,
+        "ListNet                   0.321   +0.043 [+0.008, +0.078]      0.018          +0.111  0.002",
+        "head: cMSE+0.5 pairwise   0.231   -0.048                           –          +0.020      –",
+        "p: two-sided paired bootstrap on SRCC (the same resamples as the table above)",
+    ]
+
+
 def test_text_table_widths_and_free_text_rows():
     cols = [Column("name", align="<"), Column("v", 4, sep=" | ")]
     out = text_table(
