@@ -33,7 +33,7 @@ holds something else, a demo run of another seed/size/base, or another run in pr
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "demo",
-        help="offline end-to-end demo on synthetic data (CPU, about 8 min on 2 cores)",
+        help="offline end-to-end demo on synthetic data (CPU, 4-10 min on 2 cores)",
         description="Run the whole Human-CLAP pipeline offline on a synthetic RELATE-style dataset.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -44,7 +44,7 @@ def add_parser(subparsers) -> None:
         "--size",
         choices=["small", "default"],
         default="default",
-        help="default: RELATE-sized, ~5,700 rated pairs (about 8 min); small: ~350 pairs (a quick smoke run)",
+        help="default: RELATE-sized, ~5,700 rated pairs (4-10 min); small: ~350 pairs (a quick smoke run)",
     )
     p.add_argument("--base", help="base CLAP folder (default: the small pretrained base shipped with humanclap)")
     p.add_argument(
