@@ -327,6 +327,25 @@ def test_demo_refuses_another_seed_in_the_folder_of_a_run(tmp_path):
     assert snapshot(folder) == before
 
 
+def test_demo_refuses_a_users_files_in_one_of_its_model_folders(tmp_path):
+    """A file the user put into the demo's models/mae: refused as the demo's folder (not as an
+    --output-dir the user never gave), the file untouched."""
+    from humanclap.recipes.demo import OWN_NAMES, demo_identity
+    from humanclap.recipes.demo_base import shipped_base
+
+    folder = tmp_path / "Q"
+    with claim_folder(folder, "demo") as run:
+        run.set_identity(demo_identity(0, "small", shipped_base()))
+        run.record(*OWN_NAMES)
+    (folder / "models" / "mae").mkdir(parents=True)
+    (folder / "models" / "mae" / "notes.txt").write_text("the user's")
+    res = humanclap("demo", "-o", folder, "--size", "small", "--n-boot", "0", timeout=300)
+    assert res.returncode == 2, res.stderr
+    assert "the demo's model folder" in res.stderr and "notes.txt" in res.stderr and "another -o" in res.stderr
+    assert (folder / "models" / "mae" / "notes.txt").read_text() == "the user's"
+    assert "Traceback" not in res.stderr
+
+
 # -- reproduce -------------------------------------------------------------------------------
 def test_reproduce_never_replaces_a_report_it_did_not_write(tmp_path):
     relate = tmp_path / "relate"

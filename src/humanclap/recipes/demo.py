@@ -256,10 +256,9 @@ def _run_demo(
         )
         try:
             train(cfg, printer=lambda line: printer(f"      {line}"), feature_memo=features)
-        except ConfigError as exc:
-            if not cfg.resume:
-                raise
-            raise UsageError(f"{exc} (the demo's model folder {folder}: delete it to train it again)") from None
+        except ConfigError as exc:  # said as the demo's folder, not as a --output-dir the user never gave
+            hint = "delete it to train it again" if cfg.resume else "move what is there away, or use another -o"
+            raise UsageError(f"{exc} (the demo's model folder {folder}: {hint})") from None
     seconds["finetune"] = time.perf_counter() - t0 - seconds["synth"]
 
     _stage(printer, t0, "3/4 scoring the test split with every model...")
