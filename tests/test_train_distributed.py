@@ -38,12 +38,12 @@ with open(os.path.join(sys.argv[2], f"rank{rank}.json"), "w") as fh:
 """
 
 
-def test_two_processes_equal_one_process_with_the_same_global_batch(tiny_unfused, tmp_path):
-    rated = make_rated_manifest(tmp_path / "data")
-    # dropout off: dropout masks are drawn per process, so they cannot match one process
-    common = dict(
-        model=str(tiny_unfused),
-        data=str(rated),
+def settings(model, data) -> dict:
+    """What the 2-process and the 1-process runs share. Dropout off: dropout masks are drawn
+    per process, so they cannot match one process."""
+    return dict(
+        model=str(model),
+        data=str(data),
         device="cpu",
         batch_size=8,
         lr=1e-3,
@@ -56,6 +56,11 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(tiny_unfused
         progress=False,
         seed=1,
     )
+
+
+def test_two_processes_equal_one_process_with_the_same_global_batch(tiny_unfused, tmp_path):
+    rated = make_rated_manifest(tmp_path / "data")
+    common = settings(tiny_unfused, rated)
     cfg = TrainConfig(output_dir=str(tmp_path / "two"), **common)
     cfg.save(tmp_path / "cfg.yaml")
     driver = tmp_path / "driver.py"
@@ -135,21 +140,7 @@ def test_msclap_two_processes_equal_one_process(tmp_path):
     names, singles = [], {}
     for version in ("2022", "2023"):
         base = positive_base(tmp_path / f"base{version}", version, rated)
-        common = dict(
-            model=str(base),
-            data=str(rated),
-            device="cpu",
-            batch_size=8,
-            lr=1e-3,
-            epochs=2,
-            warmup_ratio=0.0,
-            patience=0,
-            loss="wsce+mae",
-            dropout=False,
-            train_params="all",
-            progress=False,
-            seed=1,
-        )
+        common = settings(base, rated)
         TrainConfig(output_dir=str(tmp_path / f"two{version}"), **common).save(tmp_path / f"v{version}.yaml")
         names.append(f"v{version}")
         singles[version] = (base, TrainConfig(output_dir=str(tmp_path / f"one{version}"), **common))
